@@ -1,0 +1,43 @@
+//! Pure X.509 work, no I/O: profiles, names, CSR checks, certificate building and
+//! verification, certs-only PKCS#7. Nothing here knows about PKCS#11, gRPC or the store;
+//! signatures come in as bytes from whoever holds the key.
+
+pub mod alg;
+pub mod name;
+pub mod profile;
+
+pub use alg::{KeyType, SignatureAlgorithm};
+pub use name::{Attr, San, SubjectSpec};
+pub use profile::{Profile, ProfileKind};
+
+/// What can go wrong building or checking X.509 structures.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    /// Input that breaks a rule; `field` names the offending part of the request.
+    #[error("{field}: {problem}")]
+    Invalid {
+        /// The request field at fault, e.g. `csr`, `subject.CN`, `validity_years`.
+        field: String,
+        /// What is wrong with it, in a sentence.
+        problem: String,
+    },
+    /// A signature did not verify.
+    #[error("{what}: signature does not verify")]
+    BadSignature {
+        /// What carried the signature (the CSR, the certificate just assembled, ...).
+        what: String,
+    },
+    /// DER encoding failed; a bug or an impossible value rather than bad input.
+    #[error("encoding failed: {0}")]
+    Encoding(String),
+}
+
+impl PkiError {
+    /// An input error naming the field and the problem.
+    pub fn invalid(field: impl Into<String>, problem: impl Into<String>) -> Self {
+        PkiError::Invalid {
+            field: field.into(),
+            problem: problem.into(),
+        }
+    }
+}
