@@ -1,9 +1,13 @@
 //! signet: a certificate-authority signing daemon whose keys live in PKCS#11 hardware.
 //!
 //! The crate is laid out by concept: [`pki`] is pure X.509 work, [`hsm`] talks PKCS#11,
-//! [`store`] keeps what was issued, [`ca`] ties them into exactly-once issuance, and
-//! [`config`] reads and validates the operator's TOML.
+//! [`store`] keeps what was issued, [`audit`] chains the record of it, [`ca`] ties them into
+//! exactly-once issuance, and [`config`] reads and validates the operator's TOML.
 
+pub mod audit;
+pub mod ca;
+pub mod config;
 pub mod hsm;
 pub mod pki;
 pub mod secret;
+pub mod store;

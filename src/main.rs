@@ -1,5 +1,361 @@
-//! The `signet` command: daemon, ceremony, operator and workstation subcommands.
+//! The `signet` command: key ceremony, local issuance and the quick start. (The daemon, the RA
+//! client and the token workstation commands build on the same library.)
 
-fn main() {
-    println!("signet {}", env!("CARGO_PKG_VERSION"));
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use signet::ca::ceremony::{self, pem_encode};
+use signet::ca::{Approval, Authority, CaError, IssueRequest};
+use signet::config::Config;
+use signet::hsm::Hsm;
+use signet::pki::{San, SubjectSpec};
+use signet::store::{SqliteStore, Store};
+
+/// signet: a certificate authority whose keys live in PKCS#11 hardware.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Configuration file (TOML). The quick start uses hsm-config/softhsm.toml.
+    #[arg(long, short, env = "SIGNET_CONFIG", global = true)]
+    config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
 }
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create the CA keys in the HSM and the hierarchy's certificates (root, issuing CAs);
+    /// never overwrites a key or certificate.
+    Ceremony,
+    /// Issue a certificate locally, as the operator (the RA API does the same over mTLS).
+    Issue(IssueArgs),
+    /// Quick start on SoftHSM: run the ceremony if needed and issue a first certificate.
+    Quickstart {
+        /// A CSR to certify (DER or PEM). Without it, `openssl` makes a P-256 demo key and
+        /// CSR under the store's directory.
+        #[arg(long)]
+        csr: Option<PathBuf>,
+    },
+    /// Check a configuration file and print what it defines.
+    CheckConfig,
+}
+
+#[derive(clap::Args)]
+struct IssueArgs {
+    /// Profile name (personal, organization, device, server, code_signing, payment_gateway).
+    #[arg(long)]
+    profile: String,
+    /// The subscriber's PKCS#10 request, DER or PEM. Only its key is used.
+    #[arg(long)]
+    csr: PathBuf,
+    /// The verified subject, e.g. "CN=张三, O=示例公司, C=CN" (backslash escapes a comma).
+    #[arg(long, default_value = "")]
+    subject: String,
+    /// A subject alternative name: dns:NAME, ip:ADDRESS or email:ADDRESS (repeatable).
+    #[arg(long = "san")]
+    sans: Vec<String>,
+    /// Validity in years.
+    #[arg(long)]
+    validity: u32,
+    /// Request id; issuing again with the same id returns the same certificate.
+    #[arg(long)]
+    request_id: String,
+    /// Issuer name; defaults to the profile's first issuer.
+    #[arg(long)]
+    issuer: Option<String>,
+    /// The officer who approved the request.
+    #[arg(long)]
+    officer: String,
+    /// The RA's reference for the application.
+    #[arg(long)]
+    ra_reference: String,
+    /// The subscriber-agreement version the applicant accepted.
+    #[arg(long)]
+    agreement_version: String,
+    /// Write the certificate here (PEM) instead of standard output.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Also print the chain (issuing CA up to the root) after the certificate.
+    #[arg(long)]
+    chain: bool,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(path: Option<&Path>) -> Result<Config, String> {
+    let path = path.ok_or("no configuration: pass --config FILE or set SIGNET_CONFIG")?;
+    Config::load(path).map_err(|e| e.to_string())
+}
+
+/// The HSM and store a command works with. The HSM is opened on this thread before the
+/// runtime starts, because opening it sets the module's environment variables.
+struct Parts {
+    cfg: Config,
+    hsm: Hsm,
+    store: Arc<dyn Store>,
+}
+
+fn open_parts(cfg: Config) -> Result<Parts, String> {
+    let settings = cfg.hsm_settings().map_err(|e| e.to_string())?;
+    let hsm = Hsm::open(settings).map_err(|e| format!("HSM: {e}"))?;
+    let store = SqliteStore::open(&cfg.store_path()).map_err(|e| e.to_string())?;
+    Ok(Parts {
+        cfg,
+        hsm,
+        store: Arc::new(store),
+    })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    let cfg = load_config(cli.config.as_deref())?;
+    match cli.command {
+        Command::CheckConfig => {
+            let specs = cfg.issuer_specs().map_err(|e| e.to_string())?;
+            for s in specs {
+                println!(
+                    "issuer {} ({} key {:?}, {}){}",
+                    s.name,
+                    s.key_type,
+                    s.key_label,
+                    s.signature,
+                    s.parent.map(|p| format!(" under {p}")).unwrap_or_default()
+                );
+            }
+            for (name, p) in cfg.profiles().map_err(|e| e.to_string())? {
+                println!(
+                    "profile {name}: {} by {} for {:?} years",
+                    p.kind,
+                    p.issuers.join(", "),
+                    p.validity_years
+                );
+            }
+            Ok(())
+        }
+        Command::Ceremony => {
+            let parts = open_parts(cfg)?;
+            let rt = runtime()?;
+            let report = rt
+                .block_on(ceremony::run(&parts.cfg, &parts.hsm, &parts.store))
+                .map_err(|e| e.to_string())?;
+            print_report(&report);
+            parts.hsm.close();
+            Ok(())
+        }
+        Command::Issue(args) => {
+            let parts = open_parts(cfg)?;
+            let rt = runtime()?;
+            let req = issue_request(&args)?;
+            let issued = rt
+                .block_on(async {
+                    let ca = Authority::open(&parts.cfg, parts.hsm.clone(), parts.store.clone()).await?;
+                    ca.issue(signet::audit::ACTOR_OPERATOR, req).await
+                })
+                .map_err(describe)?;
+            parts.hsm.close();
+            let mut pem = pem_encode(&issued.cert_der);
+            if args.chain {
+                for c in &issued.chain {
+                    pem.push_str(&pem_encode(c));
+                }
+            }
+            match &args.out {
+                Some(p) => std::fs::write(p, pem).map_err(|e| format!("{}: {e}", p.display()))?,
+                None => print!("{pem}"),
+            }
+            eprintln!(
+                "issued serial {} ({} by {}), valid until {}",
+                issued.record.serial,
+                issued.record.profile,
+                issued.record.issuer,
+                issued.record.not_after
+            );
+            Ok(())
+        }
+        Command::Quickstart { csr } => quickstart(cfg, csr),
+    }
+}
+
+fn describe(e: CaError) -> String {
+    match &e {
+        CaError::Invalid { .. } => format!("invalid request: {e}"),
+        _ => e.to_string(),
+    }
+}
+
+fn print_report(r: &ceremony::CeremonyReport) {
+    for n in &r.created {
+        eprintln!("created issuer {n}");
+    }
+    for n in &r.existing {
+        eprintln!("issuer {n} already exists; left untouched");
+    }
+    for f in &r.files {
+        eprintln!("wrote {}", f.display());
+    }
+}
+
+fn read_csr(path: &Path) -> Result<Vec<u8>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("--csr {}: {e}", path.display()))?;
+    if bytes.starts_with(b"-----BEGIN") {
+        let text = String::from_utf8(bytes).map_err(|_| "--csr: PEM file is not text".to_string())?;
+        let (label, der) =
+            der::pem::decode_vec(text.as_bytes()).map_err(|e| format!("--csr: bad PEM: {e}"))?;
+        if label != "CERTIFICATE REQUEST" && label != "NEW CERTIFICATE REQUEST" {
+            return Err(format!("--csr: PEM label {label:?} is not a CERTIFICATE REQUEST"));
+        }
+        Ok(der)
+    } else {
+        Ok(bytes)
+    }
+}
+
+fn issue_request(a: &IssueArgs) -> Result<IssueRequest, String> {
+    let subject = SubjectSpec::parse(&a.subject).map_err(|e| format!("invalid request: {e}"))?;
+    let sans = a
+        .sans
+        .iter()
+        .map(|s| s.parse::<San>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("invalid request: {e}"))?;
+    Ok(IssueRequest {
+        request_id: a.request_id.clone(),
+        profile: a.profile.clone(),
+        issuer: a.issuer.clone(),
+        csr: read_csr(&a.csr)?,
+        subject,
+        sans,
+        validity_years: a.validity,
+        approval: Approval {
+            officer: a.officer.clone(),
+            ra_reference: a.ra_reference.clone(),
+            agreement_version: a.agreement_version.clone(),
+        },
+    })
+}
+
+/// Ceremony (if not done yet) plus one certificate for a demo organisation, so a new user
+/// sees the whole path work. Re-running returns the same certificate: the request id is
+/// fixed and the demo CSR is kept.
+fn quickstart(cfg: Config, csr: Option<PathBuf>) -> Result<(), String> {
+    let parts = open_parts(cfg)?;
+    let rt = runtime()?;
+    let report = rt
+        .block_on(ceremony::run(&parts.cfg, &parts.hsm, &parts.store))
+        .map_err(|e| e.to_string())?;
+    print_report(&report);
+    let work = parts
+        .cfg
+        .store_path()
+        .parent()
+        .map(|p| p.join("quickstart"))
+        .unwrap_or_else(|| PathBuf::from("quickstart"));
+    std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+    let csr_path = match csr {
+        Some(p) => p,
+        None => {
+            let p = work.join("subscriber.csr");
+            if !p.exists() {
+                let key = work.join("subscriber.key");
+                let status = std::process::Command::new("openssl")
+                    .args(["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"])
+                    .arg("-keyout")
+                    .arg(&key)
+                    .arg("-out")
+                    .arg(&p)
+                    .args(["-subj", "/CN=ignored (signet takes the subject from the RA)"])
+                    .stderr(std::process::Stdio::null())
+                    .status()
+                    .map_err(|e| format!("running openssl to make a demo CSR: {e}"))?;
+                if !status.success() {
+                    return Err("openssl could not make the demo CSR".into());
+                }
+                eprintln!("made a demo P-256 key and CSR with openssl: {}", p.display());
+            }
+            p
+        }
+    };
+    let subject = SubjectSpec::from_pairs([
+        ("C", "CN"),
+        ("ST", "山东省"),
+        ("O", "宁津县精神卫生中心"),
+        ("organizationIdentifier", QUICKSTART_CREDIT_CODE),
+        ("CN", "宁津县精神卫生中心"),
+    ])
+    .map_err(|e| e.to_string())?;
+    let req = IssueRequest {
+        request_id: "quickstart-1".into(),
+        profile: "organization".into(),
+        issuer: None,
+        csr: read_csr(&csr_path)?,
+        subject,
+        sans: vec![],
+        validity_years: 1,
+        approval: Approval {
+            officer: "quick start".into(),
+            ra_reference: "QS-0001".into(),
+            agreement_version: parts.cfg.ca.agreement_version.clone(),
+        },
+    };
+    let issued = rt
+        .block_on(async {
+            let ca = Authority::open(&parts.cfg, parts.hsm.clone(), parts.store.clone()).await?;
+            ca.issue(signet::audit::ACTOR_OPERATOR, req).await
+        })
+        .map_err(describe)?;
+    parts.hsm.close();
+    let cert_path = work.join("subscriber.pem");
+    std::fs::write(&cert_path, pem_encode(&issued.cert_der))
+        .map_err(|e| format!("{}: {e}", cert_path.display()))?;
+    let out = parts.cfg.output_dir();
+    let root = parts
+        .cfg
+        .issuer_specs()
+        .ok()
+        .and_then(|s| s.into_iter().find(|i| i.parent.is_none()))
+        .map(|i| i.name)
+        .unwrap_or_else(|| "root".into());
+    print!("{}", pem_encode(&issued.cert_der));
+    eprintln!(
+        "\nissued serial {} (profile organization, issuer {}) -> {}",
+        issued.record.serial,
+        issued.record.issuer,
+        cert_path.display()
+    );
+    eprintln!(
+        "check it:  openssl verify -CAfile {} -untrusted {} {}",
+        out.join(format!("{root}.pem")).display(),
+        out.join(format!("{}.pem", issued.record.issuer)).display(),
+        cert_path.display()
+    );
+    Ok(())
+}
+
+/// A unified social credit code with a valid check character, for the demo organisation.
+const QUICKSTART_CREDIT_CODE: &str = "12371422MB2850001N";

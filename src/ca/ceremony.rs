@@ -1,0 +1,322 @@
+//! The key ceremony: generate the CA keys in the HSM and make the hierarchy's certificates
+//! (self-signed root, issuing CAs under it), record each key and certificate in the store,
+//! and publish them as files and a certs-only `.p7b`. It never overwrites a key or a
+//! certificate; run again, it finishes what an interrupted run left and leaves the rest.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use der::{Decode, Encode};
+use spki::SubjectPublicKeyInfoOwned;
+use x509_cert::Certificate;
+
+use super::CaError;
+use crate::audit::AuditEvent;
+use crate::config::{Config, IssuerSpec};
+use crate::hsm::Hsm;
+use crate::pki::cert::{self, CaRequest, IssuerRef, Urls};
+use crate::pki::{pkcs7, serial};
+use crate::store::{CaKeyRecord, IssuerRecord, Store};
+
+/// Actor name recorded in the audit log for ceremony steps.
+pub const ACTOR: &str = "ceremony";
+
+/// What a ceremony run did.
+#[derive(Debug, Default)]
+pub struct CeremonyReport {
+    /// Issuers created by this run.
+    pub created: Vec<String>,
+    /// Issuers that already existed and were left alone.
+    pub existing: Vec<String>,
+    /// Files written.
+    pub files: Vec<PathBuf>,
+}
+
+struct Made {
+    name: String,
+    signature: crate::pki::SignatureAlgorithm,
+    key_label: String,
+    cert: Certificate,
+    spki: SubjectPublicKeyInfoOwned,
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn now_seconds() -> SystemTime {
+    UNIX_EPOCH + std::time::Duration::from_secs(unix_now() as u64)
+}
+
+/// Run the ceremony for every issuer in the configuration, parents first.
+pub async fn run(cfg: &Config, hsm: &Hsm, store: &Arc<dyn Store>) -> Result<CeremonyReport, CaError> {
+    let specs = cfg
+        .issuer_specs()
+        .map_err(|e| CaError::FailedPrecondition(e.to_string()))?;
+    if specs.is_empty() {
+        return Err(CaError::FailedPrecondition(
+            "the configuration defines no [[issuer]]; nothing to create".into(),
+        ));
+    }
+    let out_dir = cfg.output_dir();
+    std::fs::create_dir_all(&out_dir).map_err(|e| {
+        CaError::FailedPrecondition(format!("cannot create {}: {e}", out_dir.display()))
+    })?;
+    let urls = Urls {
+        base: cfg.public_base_url(),
+    };
+    let recorded = store.issuers().await?;
+    let mut report = CeremonyReport::default();
+    let mut made: Vec<Made> = Vec::new();
+
+    for spec in &specs {
+        let cert_path = out_dir.join(format!("{}.crt", spec.name));
+        let pem_path = out_dir.join(format!("{}.pem", spec.name));
+        if let Some(rec) = recorded.iter().find(|r| r.name == spec.name) {
+            let cert = Certificate::from_der(&rec.cert_der)
+                .map_err(|e| CaError::Internal(format!("recorded certificate of {}: {e}", rec.name)))?;
+            let spki = cert.tbs_certificate().subject_public_key_info().clone();
+            if hsm.public_key(&spec.key_label).await? != spki {
+                return Err(CaError::FailedPrecondition(format!(
+                    "issuer {}: the key labelled {:?} in the HSM does not match its recorded certificate",
+                    spec.name, spec.key_label
+                )));
+            }
+            publish(&cert_path, &pem_path, &rec.cert_der, &mut report)?;
+            report.existing.push(spec.name.clone());
+            made.push(Made {
+                name: spec.name.clone(),
+                signature: spec.signature,
+                key_label: spec.key_label.clone(),
+                cert,
+                spki,
+            });
+            continue;
+        }
+        for p in [&cert_path, &pem_path] {
+            if p.exists() {
+                return Err(CaError::FailedPrecondition(format!(
+                    "{} exists but issuer {} is not in the store; refusing to overwrite a certificate",
+                    p.display(),
+                    spec.name
+                )));
+            }
+        }
+        let spki = key_for(spec, hsm, store).await?;
+        let m = certify(spec, spki, &made, &urls, hsm, store).await?;
+        let der = m
+            .cert
+            .to_der()
+            .map_err(|e| CaError::Internal(format!("encoding certificate: {e}")))?;
+        publish(&cert_path, &pem_path, &der, &mut report)?;
+        tracing::info!(issuer = %spec.name, key = %spec.key_label, "issuer created");
+        report.created.push(spec.name.clone());
+        made.push(m);
+    }
+
+    // The chain files are publications derived from the store: rewritten on every run.
+    let certs: Vec<Certificate> = made.iter().map(|m| m.cert.clone()).collect();
+    let p7b = pkcs7::certs_only(&certs)?;
+    let p7b_path = out_dir.join("chain.p7b");
+    write_file(&p7b_path, &p7b)?;
+    report.files.push(p7b_path);
+    let mut pem = String::new();
+    for c in &certs {
+        let der = c
+            .to_der()
+            .map_err(|e| CaError::Internal(format!("encoding certificate: {e}")))?;
+        pem.push_str(&pem_encode(&der));
+    }
+    let chain_pem = out_dir.join("chain.pem");
+    write_file(&chain_pem, pem.as_bytes())?;
+    report.files.push(chain_pem);
+    Ok(report)
+}
+
+/// The issuer's key: generated now, or the one an interrupted run generated and recorded.
+async fn key_for(spec: &IssuerSpec, hsm: &Hsm, store: &Arc<dyn Store>) -> Result<SubjectPublicKeyInfoOwned, CaError> {
+    let recorded = store.ca_key(&spec.key_label).await?;
+    let in_hsm = hsm.key_exists(&spec.key_label).await?;
+    match (recorded, in_hsm) {
+        (Some(rec), true) => {
+            let spki = hsm.public_key(&spec.key_label).await?;
+            let der = spki
+                .to_der()
+                .map_err(|e| CaError::Internal(format!("encoding public key: {e}")))?;
+            if der != rec.spki_der {
+                return Err(CaError::FailedPrecondition(format!(
+                    "key {:?} in the HSM is not the key the ceremony recorded; refusing to use it",
+                    spec.key_label
+                )));
+            }
+            tracing::info!(key = %spec.key_label, "reusing the key an earlier ceremony run generated");
+            Ok(spki)
+        }
+        (Some(_), false) => Err(CaError::FailedPrecondition(format!(
+            "key {:?} is recorded in the store but missing from the HSM",
+            spec.key_label
+        ))),
+        (None, true) => Err(CaError::FailedPrecondition(format!(
+            "a key labelled {:?} already exists in the HSM and was not made by this CA's ceremony; refusing to overwrite or adopt it",
+            spec.key_label
+        ))),
+        (None, false) => {
+            let spki = hsm.generate_key(&spec.key_label, spec.key_type).await?;
+            let spki_der = spki
+                .to_der()
+                .map_err(|e| CaError::Internal(format!("encoding public key: {e}")))?;
+            let audit = AuditEvent {
+                actor: ACTOR.into(),
+                action: "ceremony.key_generated".into(),
+                object: spec.key_label.clone(),
+                request_digest: None,
+                detail: serde_json::json!({ "issuer": spec.name, "key_type": spec.key_type.name() }).to_string(),
+            };
+            store
+                .record_ca_key(
+                    CaKeyRecord {
+                        label: spec.key_label.clone(),
+                        key_type: spec.key_type.name().into(),
+                        spki_der,
+                        created_at: unix_now(),
+                    },
+                    audit,
+                )
+                .await?;
+            Ok(spki)
+        }
+    }
+}
+
+/// Build, sign, check and record the issuer's certificate.
+async fn certify(
+    spec: &IssuerSpec,
+    spki: SubjectPublicKeyInfoOwned,
+    made: &[Made],
+    urls: &Urls,
+    hsm: &Hsm,
+    store: &Arc<dyn Store>,
+) -> Result<Made, CaError> {
+    let parent = match &spec.parent {
+        None => None,
+        Some(p) => Some(made.iter().find(|m| &m.name == p).ok_or_else(|| {
+            CaError::Internal(format!("parent {p} of {} was not made first", spec.name))
+        })?),
+    };
+    let serial = serial::random_serial();
+    let req = CaRequest {
+        subject: &spec.subject,
+        spki: &spki,
+        path_len: spec.path_len,
+        validity_years: spec.validity_years,
+    };
+    let (tbs, signer_label, signer_alg, signer_spki) = match parent {
+        None => (
+            cert::build_ca_tbs(None, spec.signature, urls, &req, serial.clone(), now_seconds())?,
+            spec.key_label.as_str(),
+            spec.signature,
+            &spki,
+        ),
+        Some(p) => {
+            let issuer = IssuerRef {
+                name: &p.name,
+                cert: &p.cert,
+                signature: p.signature,
+            };
+            (
+                cert::build_ca_tbs(Some(&issuer), p.signature, urls, &req, serial.clone(), now_seconds())?,
+                p.key_label.as_str(),
+                p.signature,
+                &p.spki,
+            )
+        }
+    };
+    let tbs_der = tbs
+        .to_der()
+        .map_err(|e| CaError::Internal(format!("encoding TBS: {e}")))?;
+    let sig = hsm.sign(signer_label, signer_alg, &tbs_der).await?;
+    let cert = cert::assemble(tbs, &sig)?;
+    cert::check_signed_by(&cert, signer_spki)
+        .map_err(|e| CaError::Internal(format!("certificate of {}: {e}", spec.name)))?;
+    let cert_der = cert
+        .to_der()
+        .map_err(|e| CaError::Internal(format!("encoding certificate: {e}")))?;
+    let serial_hex = serial::serial_hex(&serial);
+    let audit = AuditEvent {
+        actor: ACTOR.into(),
+        action: "ceremony.issuer_certified".into(),
+        object: spec.name.clone(),
+        request_digest: None,
+        detail: serde_json::json!({
+            "serial": serial_hex,
+            "parent": spec.parent,
+            "key_label": spec.key_label,
+            "subject": spec.subject.to_string(),
+        })
+        .to_string(),
+    };
+    store
+        .record_issuer(
+            IssuerRecord {
+                name: spec.name.clone(),
+                parent: spec.parent.clone(),
+                key_label: spec.key_label.clone(),
+                signature: spec.signature.name().into(),
+                serial: serial_hex,
+                cert_der,
+                created_at: unix_now(),
+            },
+            audit,
+        )
+        .await?;
+    Ok(Made {
+        name: spec.name.clone(),
+        signature: spec.signature,
+        key_label: spec.key_label.clone(),
+        cert,
+        spki,
+    })
+}
+
+/// Write a CA certificate as `.crt` (DER, as served to relying parties) and `.pem`; an
+/// existing file must already hold exactly this certificate.
+fn publish(der_path: &Path, pem_path: &Path, der: &[u8], report: &mut CeremonyReport) -> Result<(), CaError> {
+    let pem = pem_encode(der);
+    for (path, bytes) in [(der_path, der), (pem_path, pem.as_bytes())] {
+        match std::fs::read(path) {
+            Ok(existing) if existing == bytes => {}
+            Ok(_) => {
+                return Err(CaError::FailedPrecondition(format!(
+                    "{} holds a different certificate; refusing to overwrite it",
+                    path.display()
+                )));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                write_file(path, bytes)?;
+                report.files.push(path.to_path_buf());
+            }
+            Err(e) => {
+                return Err(CaError::FailedPrecondition(format!("cannot read {}: {e}", path.display())));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), CaError> {
+    // Write beside and rename, so a reader never sees half a file.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| CaError::FailedPrecondition(format!("cannot write {}: {e}", path.display())))
+}
+
+/// PEM text of a DER certificate.
+pub fn pem_encode(der: &[u8]) -> String {
+    der::pem::encode_string("CERTIFICATE", der::pem::LineEnding::LF, der)
+        .unwrap_or_default()
+}

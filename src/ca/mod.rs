@@ -1,0 +1,497 @@
+//! The authority: ties profiles (`pki`), keys (`hsm`) and records (`store`) into issuance
+//! that happens exactly once per request: validate, record the serial and TBS, sign in the
+//! HSM, check the signature, commit certificate and audit entry together, then answer.
+
+pub mod ceremony;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use der::{Decode, Encode};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use spki::SubjectPublicKeyInfoOwned;
+use x509_cert::Certificate;
+use x509_cert::certificate::TbsCertificate;
+
+use crate::audit::AuditEvent;
+use crate::config::Config;
+use crate::hsm::{Hsm, HsmError};
+use crate::pki::cert::{self, IssuerRef, LeafRequest, Urls};
+use crate::pki::{PkiError, Profile, San, SignatureAlgorithm, SubjectSpec, csr, serial};
+use crate::store::{BeginOutcome, CertificateRecord, Store, StoreError};
+
+/// What an issuance (or ceremony) can fail with. The API layer maps these to gRPC codes in
+/// one place; messages never carry HSM internals or secrets.
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    /// Bad input: names the field and the problem. Nothing was stored.
+    #[error("{field}: {problem}")]
+    Invalid {
+        /// The request field at fault.
+        field: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The request is well-formed but the CA's state forbids it now (stale agreement
+    /// version, issuer not yet created, ...).
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The RA already used this request id for a different request.
+    #[error("request id {request_id:?} of {ra} was already used for a different request (certificate {serial})")]
+    AlreadyExists {
+        /// The RA.
+        ra: String,
+        /// The reused id.
+        request_id: String,
+        /// The serial the first request produced.
+        serial: String,
+    },
+    /// Not found.
+    #[error("{0}")]
+    NotFound(String),
+    /// The HSM or the store is down; the request can be retried with the same id.
+    #[error("temporarily unavailable: {0}")]
+    Unavailable(String),
+    /// Something that should never happen (a signature that does not verify, a corrupt
+    /// record). Logged in full; clients see a generic message.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<PkiError> for CaError {
+    fn from(e: PkiError) -> Self {
+        match e {
+            PkiError::Invalid { field, problem } => CaError::Invalid { field, problem },
+            other => CaError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<StoreError> for CaError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable { .. } => CaError::Unavailable(e.to_string()),
+            StoreError::NotFound(m) => CaError::NotFound(m),
+            other => CaError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<HsmError> for CaError {
+    fn from(e: HsmError) -> Self {
+        if e.is_unavailable() {
+            CaError::Unavailable(e.to_string())
+        } else {
+            CaError::Internal(format!("HSM: {e}"))
+        }
+    }
+}
+
+fn invalid(field: &str, problem: impl Into<String>) -> CaError {
+    CaError::Invalid {
+        field: field.to_owned(),
+        problem: problem.into(),
+    }
+}
+
+/// The RA officer's approval that accompanies every request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval {
+    /// The RA officer who verified the applicant.
+    pub officer: String,
+    /// The RA's own reference for the application (case or ticket number).
+    pub ra_reference: String,
+    /// The subscriber-agreement version the applicant accepted.
+    pub agreement_version: String,
+}
+
+/// An approved request for a subscriber certificate.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssueRequest {
+    /// Chosen by the RA; the same id always yields the same certificate.
+    pub request_id: String,
+    /// Profile name.
+    pub profile: String,
+    /// Issuer name; `None` takes the profile's default.
+    pub issuer: Option<String>,
+    /// PKCS#10 request, DER. Only its key is used; the subject comes from `subject`.
+    #[serde(with = "hex_bytes")]
+    pub csr: Vec<u8>,
+    /// The subject as the RA verified it.
+    pub subject: SubjectSpec,
+    /// Subject alternative names as the RA verified them.
+    pub sans: Vec<San>,
+    /// Validity in years.
+    pub validity_years: u32,
+    /// The approval evidence.
+    pub approval: Approval,
+}
+
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(b))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        hex::decode(s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A certificate as handed back to the RA.
+#[derive(Clone, Debug)]
+pub struct Issued {
+    /// The stored record (status, times, request).
+    pub record: CertificateRecord,
+    /// The certificate, DER.
+    pub cert_der: Vec<u8>,
+    /// The issuing CA's certificate and those above it up to the root, DER.
+    pub chain: Vec<Vec<u8>>,
+}
+
+/// A loaded issuing CA.
+#[derive(Clone, Debug)]
+pub struct Issuer {
+    /// Configured name.
+    pub name: String,
+    /// Parent's name; `None` for the root.
+    pub parent: Option<String>,
+    /// CKA_LABEL of its key in the HSM.
+    pub key_label: String,
+    /// Algorithm its key signs with.
+    pub signature: SignatureAlgorithm,
+    /// Its certificate.
+    pub cert: Certificate,
+    /// Its certificate, DER.
+    pub cert_der: Vec<u8>,
+    /// Its public key.
+    pub spki: SubjectPublicKeyInfoOwned,
+}
+
+impl Issuer {
+    fn as_ref(&self) -> IssuerRef<'_> {
+        IssuerRef {
+            name: &self.name,
+            cert: &self.cert,
+            signature: self.signature,
+        }
+    }
+}
+
+/// Limits on request fields that are not X.509 values.
+const MAX_REQUEST_ID: usize = 128;
+const MAX_APPROVAL_FIELD: usize = 256;
+const MAX_SANS: usize = 100;
+
+/// The certificate authority.
+pub struct Authority {
+    hsm: Hsm,
+    store: Arc<dyn Store>,
+    issuers: HashMap<String, Issuer>,
+    profiles: BTreeMap<String, Profile>,
+    urls: Urls,
+    agreement_version: String,
+}
+
+fn unix(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Now, truncated to whole seconds (certificates carry no fractions).
+fn now_seconds() -> SystemTime {
+    UNIX_EPOCH + std::time::Duration::from_secs(unix(SystemTime::now()) as u64)
+}
+
+impl Authority {
+    /// Load the issuers the ceremony recorded and check each certificate's key against the
+    /// key in the HSM, so a misconfigured label can never sign under the wrong name.
+    pub async fn open(cfg: &Config, hsm: Hsm, store: Arc<dyn Store>) -> Result<Authority, CaError> {
+        let specs = cfg
+            .issuer_specs()
+            .map_err(|e| CaError::FailedPrecondition(e.to_string()))?;
+        let records = store.issuers().await?;
+        let mut issuers = HashMap::new();
+        for spec in specs {
+            let Some(rec) = records.iter().find(|r| r.name == spec.name) else {
+                tracing::warn!(issuer = %spec.name, "issuer is configured but the ceremony has not created it");
+                continue;
+            };
+            if rec.key_label != spec.key_label {
+                return Err(CaError::FailedPrecondition(format!(
+                    "issuer {}: configured key_label {:?} differs from the recorded {:?}",
+                    spec.name, spec.key_label, rec.key_label
+                )));
+            }
+            let cert = Certificate::from_der(&rec.cert_der)
+                .map_err(|e| CaError::Internal(format!("issuer {} certificate: {e}", rec.name)))?;
+            let spki = cert.tbs_certificate().subject_public_key_info().clone();
+            let hsm_spki = hsm.public_key(&spec.key_label).await?;
+            if hsm_spki != spki {
+                return Err(CaError::FailedPrecondition(format!(
+                    "issuer {}: the key labelled {:?} in the HSM is not the key of its certificate",
+                    spec.name, spec.key_label
+                )));
+            }
+            issuers.insert(
+                spec.name.clone(),
+                Issuer {
+                    name: spec.name.clone(),
+                    parent: spec.parent.clone(),
+                    key_label: spec.key_label.clone(),
+                    signature: spec.signature,
+                    cert,
+                    cert_der: rec.cert_der.clone(),
+                    spki,
+                },
+            );
+        }
+        let profiles = cfg
+            .profiles()
+            .map_err(|e| CaError::FailedPrecondition(e.to_string()))?;
+        Ok(Authority {
+            hsm,
+            store,
+            issuers,
+            profiles,
+            urls: Urls {
+                base: cfg.public_base_url(),
+            },
+            agreement_version: cfg.ca.agreement_version.clone(),
+        })
+    }
+
+    /// The store this authority records into.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The loaded issuers.
+    pub fn issuers(&self) -> impl Iterator<Item = &Issuer> {
+        self.issuers.values()
+    }
+
+    /// The issuing CA's certificate and its parents up to the root, DER.
+    pub fn chain(&self, issuer: &str) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut cur = self.issuers.get(issuer);
+        while let Some(i) = cur {
+            out.push(i.cert_der.clone());
+            cur = i.parent.as_ref().and_then(|p| self.issuers.get(p));
+            if out.len() > self.issuers.len() {
+                break;
+            }
+        }
+        out
+    }
+
+    /// Issue a certificate for `ra`, exactly once per `(ra, request_id)`.
+    pub async fn issue(&self, ra: &str, req: IssueRequest) -> Result<Issued, CaError> {
+        // Step 3: validate everything before touching the store.
+        let checked = self.validate(&req)?;
+        let digest = request_digest(&req)?;
+
+        // Steps 4-5: look the request up; if new, record serial and TBS before signing.
+        let mut attempts = 0;
+        let record = loop {
+            attempts += 1;
+            let serial = serial::random_serial();
+            let not_before = now_seconds();
+            let leaf = LeafRequest {
+                profile: checked.profile,
+                subject: &req.subject,
+                sans: &req.sans,
+                spki: &checked.csr.spki,
+                key_type: checked.csr.key_type,
+                validity_years: req.validity_years,
+            };
+            let tbs = cert::build_leaf_tbs(&checked.issuer.as_ref(), &self.urls, &leaf, serial.clone(), not_before)?;
+            let tbs_der = tbs
+                .to_der()
+                .map_err(|e| CaError::Internal(format!("encoding TBS: {e}")))?;
+            let not_after = unix(tbs.validity().not_after.to_system_time());
+            let pending = CertificateRecord {
+                serial: serial::serial_hex(&serial),
+                issuer: checked.issuer.name.clone(),
+                ra: ra.to_owned(),
+                request_id: req.request_id.clone(),
+                request_digest: digest.clone(),
+                profile: req.profile.clone(),
+                subject: req.subject.to_string(),
+                request_json: request_json(&req)?,
+                csr_der: req.csr.clone(),
+                tbs_der,
+                cert_der: None,
+                status: crate::store::CertStatus::Pending,
+                not_before: unix(not_before),
+                not_after,
+                created_at: unix(SystemTime::now()),
+                issued_at: None,
+            };
+            match self.store.begin_issuance(pending).await? {
+                BeginOutcome::Started(r) | BeginOutcome::Resume(r) => break r,
+                BeginOutcome::Done(r) => return self.answer(r),
+                BeginOutcome::Conflict(r) => {
+                    return Err(CaError::AlreadyExists {
+                        ra: ra.to_owned(),
+                        request_id: req.request_id.clone(),
+                        serial: r.serial,
+                    });
+                }
+                BeginOutcome::SerialTaken if attempts < 5 => continue,
+                BeginOutcome::SerialTaken => {
+                    return Err(CaError::Internal("five serial collisions in a row: RNG failure".into()));
+                }
+            }
+        };
+        self.sign_and_commit(record, ra).await
+    }
+
+    /// Steps 6-7 for a pending record: sign its stored TBS, check, commit, answer.
+    async fn sign_and_commit(&self, record: CertificateRecord, actor: &str) -> Result<Issued, CaError> {
+        let issuer = self.issuers.get(&record.issuer).ok_or_else(|| {
+            CaError::FailedPrecondition(format!(
+                "issuer {:?} of pending certificate {} is not loaded",
+                record.issuer, record.serial
+            ))
+        })?;
+        let tbs = TbsCertificate::from_der(&record.tbs_der)
+            .map_err(|e| CaError::Internal(format!("stored TBS of {}: {e}", record.serial)))?;
+        let signature = self
+            .hsm
+            .sign(&issuer.key_label, issuer.signature, &record.tbs_der)
+            .await?;
+        let cert = cert::assemble(tbs, &signature)?;
+        cert::check_signed_by(&cert, &issuer.spki).map_err(|e| {
+            tracing::error!(serial = %record.serial, issuer = %issuer.name, "HSM signature does not verify: {e}");
+            CaError::Internal(format!("signature of {} does not verify", record.serial))
+        })?;
+        let cert_der = cert
+            .to_der()
+            .map_err(|e| CaError::Internal(format!("encoding certificate: {e}")))?;
+        let detail = serde_json::json!({
+            "issuer": record.issuer,
+            "profile": record.profile,
+            "request_id": record.request_id,
+            "subject": record.subject,
+            "not_after": record.not_after,
+        });
+        let audit = AuditEvent {
+            actor: actor.to_owned(),
+            action: "certificate.issued".into(),
+            object: record.serial.clone(),
+            request_digest: Some(record.request_digest.clone()),
+            detail: detail.to_string(),
+        };
+        let done = self
+            .store
+            .complete_issuance(&record.serial, &cert_der, unix(SystemTime::now()), audit)
+            .await?;
+        tracing::info!(serial = %done.serial, ra = %done.ra, profile = %done.profile, issuer = %done.issuer, "certificate issued");
+        self.answer(done)
+    }
+
+    fn answer(&self, record: CertificateRecord) -> Result<Issued, CaError> {
+        let cert_der = record
+            .cert_der
+            .clone()
+            .ok_or_else(|| CaError::Internal(format!("certificate {} has no DER", record.serial)))?;
+        let chain = self.chain(&record.issuer);
+        Ok(Issued {
+            record,
+            cert_der,
+            chain,
+        })
+    }
+
+    fn validate<'a>(&'a self, req: &IssueRequest) -> Result<Checked<'a>, CaError> {
+        check_text("request_id", &req.request_id, MAX_REQUEST_ID)?;
+        let profile = self.profiles.get(&req.profile).ok_or_else(|| {
+            let known: Vec<&str> = self.profiles.keys().map(String::as_str).collect();
+            invalid(
+                "profile",
+                format!("unknown profile {:?} (known: {})", req.profile, known.join(", ")),
+            )
+        })?;
+        let issuer_name = match &req.issuer {
+            Some(i) if profile.issuers.contains(i) => i.as_str(),
+            Some(i) => {
+                return Err(invalid(
+                    "issuer",
+                    format!("{i:?} may not sign profile {} (allowed: {})", profile.name, profile.issuers.join(", ")),
+                ));
+            }
+            None => profile
+                .issuers
+                .first()
+                .map(String::as_str)
+                .ok_or_else(|| CaError::FailedPrecondition(format!("profile {} has no issuer", profile.name)))?,
+        };
+        let issuer = self.issuers.get(issuer_name).ok_or_else(|| {
+            CaError::FailedPrecondition(format!(
+                "issuer {issuer_name:?} has not been created yet; run `signet ceremony`"
+            ))
+        })?;
+        check_text("approval.officer", &req.approval.officer, MAX_APPROVAL_FIELD)?;
+        check_text("approval.ra_reference", &req.approval.ra_reference, MAX_APPROVAL_FIELD)?;
+        check_text("approval.agreement_version", &req.approval.agreement_version, MAX_APPROVAL_FIELD)?;
+        if req.approval.agreement_version != self.agreement_version {
+            return Err(CaError::FailedPrecondition(format!(
+                "approval.agreement_version: the applicant accepted agreement version {:?}, but the current version is {:?}; the applicant must accept the current agreement",
+                req.approval.agreement_version, self.agreement_version
+            )));
+        }
+        if req.sans.len() > MAX_SANS {
+            return Err(invalid("sans", format!("{} SANs; at most {MAX_SANS}", req.sans.len())));
+        }
+        for (i, s) in req.sans.iter().enumerate() {
+            s.clone().checked(&format!("sans[{i}]"))?;
+        }
+        let csr = csr::check_csr(&req.csr)?;
+        profile.check_request(&req.subject, &req.sans, req.validity_years, csr.key_type)?;
+        Ok(Checked { profile, issuer, csr })
+    }
+}
+
+/// A request that passed validation, with what validation resolved.
+struct Checked<'a> {
+    profile: &'a Profile,
+    issuer: &'a Issuer,
+    csr: csr::CheckedCsr,
+}
+
+fn check_text(field: &str, v: &str, max: usize) -> Result<(), CaError> {
+    if v.trim().is_empty() {
+        return Err(invalid(field, "is required"));
+    }
+    if v.chars().count() > max {
+        return Err(invalid(field, format!("is {} characters long; at most {max} allowed", v.chars().count())));
+    }
+    if v.chars().any(char::is_control) {
+        return Err(invalid(field, "contains control characters"));
+    }
+    Ok(())
+}
+
+/// SHA-256 over the canonical JSON of the request (everything but the id): a retry with the
+/// same id must carry the same digest.
+fn request_digest(req: &IssueRequest) -> Result<String, CaError> {
+    let mut body = req.clone();
+    body.request_id.clear();
+    let json = serde_json::to_vec(&body).map_err(|e| CaError::Internal(e.to_string()))?;
+    Ok(hex::encode(Sha256::digest(json)))
+}
+
+/// The request as kept beside the certificate (the CSR is kept separately).
+fn request_json(req: &IssueRequest) -> Result<String, CaError> {
+    let mut v = serde_json::to_value(req).map_err(|e| CaError::Internal(e.to_string()))?;
+    if let Some(o) = v.as_object_mut() {
+        o.remove("csr");
+    }
+    Ok(v.to_string())
+}

@@ -1,0 +1,667 @@
+//! The operator's configuration: TOML read with serde (`deny_unknown_fields`), then checked as
+//! a whole so that every mistake is reported with the key that holds it, before any HSM or
+//! database is touched. Secrets never sit in the file: PINs come from a file or a variable.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use const_oid::ObjectIdentifier;
+use serde::Deserialize;
+
+use crate::hsm::{HsmSettings, TokenSelector};
+use crate::pki::{KeyType, Profile, ProfileKind, SignatureAlgorithm, SubjectSpec};
+use crate::secret::Secret;
+
+/// A configuration problem, naming the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read configuration file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML does not parse or does not fit the schema (unknown key, wrong type).
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The TOML library's message, which names the key and line.
+        message: String,
+    },
+    /// A value that parses but is not acceptable.
+    #[error("{key}: {problem}")]
+    Invalid {
+        /// The dotted key, e.g. `profiles.server.validity_years`.
+        key: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// A secret could not be loaded.
+    #[error("{key}: cannot read the PIN: {problem}")]
+    Secret {
+        /// The key naming the secret's source.
+        key: String,
+        /// What went wrong (never the secret itself).
+        problem: String,
+    },
+}
+
+fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        problem: problem.into(),
+    }
+}
+
+/// The whole configuration file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The HSM holding the CA keys.
+    pub hsm: HsmConfig,
+    /// Where issued certificates and the audit log are kept.
+    pub store: StoreConfig,
+    /// Authority-wide settings.
+    pub ca: CaConfig,
+    /// The CA hierarchy: a root and the issuing CAs under it, created by `signet ceremony`.
+    #[serde(rename = "issuer", default)]
+    pub issuers: Vec<IssuerConfig>,
+    /// Certificate profiles, by the name requests use.
+    #[serde(default)]
+    pub profiles: BTreeMap<String, ProfileConfig>,
+    /// The directory holding the configuration file; relative paths are resolved against it.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// `[hsm]`: the PKCS#11 module and token that hold the CA keys.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HsmConfig {
+    /// Path of the PKCS#11 module (a shared library).
+    pub module: PathBuf,
+    /// Environment variables the module reads at load time (e.g. `SOFTHSM2_CONF`), set
+    /// before it is loaded. Relative path values are resolved against the config directory.
+    #[serde(default)]
+    pub module_env: BTreeMap<String, String>,
+    /// The token's label.
+    pub token_label: Option<String>,
+    /// The token's serial number.
+    pub token_serial: Option<String>,
+    /// The token as an RFC 7512 PKCS#11 URI (`pkcs11:token=signet-ca`).
+    pub token_uri: Option<String>,
+    /// A file holding the user PIN (mode 0600, one line).
+    pub pin_file: Option<PathBuf>,
+    /// An environment variable holding the user PIN.
+    pub pin_env: Option<String>,
+    /// Number of signing sessions, one per worker.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+    /// First back-off delay when the HSM has gone away, in milliseconds.
+    #[serde(default = "default_reconnect_initial_ms")]
+    pub reconnect_initial_ms: u64,
+    /// Longest back-off delay between reconnection attempts, in milliseconds.
+    #[serde(default = "default_reconnect_max_ms")]
+    pub reconnect_max_ms: u64,
+}
+
+fn default_pool_size() -> usize {
+    2
+}
+fn default_reconnect_initial_ms() -> u64 {
+    250
+}
+fn default_reconnect_max_ms() -> u64 {
+    10_000
+}
+
+/// `[store]`: the database.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Path of the SQLite database file (created if missing).
+    pub sqlite: PathBuf,
+}
+
+/// `[ca]`: settings that apply to every issuer and profile.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaConfig {
+    /// Public base URL of the status service; CRL distribution points and AIA URLs in every
+    /// certificate are built from it (`{base}/crl/{issuer}.crl`, `{base}/ocsp`,
+    /// `{base}/ca/{issuer}.crt`).
+    pub public_base_url: String,
+    /// The subscriber-agreement version applicants currently accept; requests naming any
+    /// other version are refused.
+    pub agreement_version: String,
+    /// Where the ceremony writes CA certificates and the certs-only `.p7b`.
+    pub output_dir: PathBuf,
+}
+
+/// `[[issuer]]`: one CA of the hierarchy.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    /// The issuer's name, used in URLs and requests (letters, digits, `-`, `_`).
+    pub name: String,
+    /// The issuer that certifies this one; absent for the self-signed root.
+    pub parent: Option<String>,
+    /// CKA_LABEL of the key pair in the HSM.
+    pub key_label: String,
+    /// Key type generated by the ceremony.
+    pub key_type: KeyType,
+    /// Signature algorithm this CA signs with; defaults from the key type.
+    pub signature: Option<SignatureAlgorithm>,
+    /// Subject attributes (`C`, `O`, `CN`, ...).
+    pub subject: BTreeMap<String, String>,
+    /// Validity of the CA certificate in years.
+    pub validity_years: u32,
+    /// basicConstraints pathLenConstraint; absent means unlimited.
+    pub path_len: Option<u8>,
+}
+
+/// `[profiles.NAME]`: a certificate profile.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileConfig {
+    /// The certificate kind, which fixes key usages and name rules.
+    pub kind: ProfileKind,
+    /// Issuers allowed to sign this profile; the first is the default.
+    pub issuers: Vec<String>,
+    /// Validities allowed, in years.
+    #[serde(default = "default_validities")]
+    pub validity_years: Vec<u32>,
+    /// Renewal allowed in this many days before not-after.
+    #[serde(default = "default_renewal_window")]
+    pub renewal_window_days: u32,
+    /// Certificate policy OID (dotted decimal).
+    pub policy_oid: String,
+    /// Liability limit shown in the policy's user notice, e.g. `500,000 CNY`.
+    pub liability: Option<String>,
+    /// Subscriber key types accepted.
+    #[serde(default = "default_key_types")]
+    pub key_types: Vec<KeyType>,
+}
+
+fn default_validities() -> Vec<u32> {
+    vec![1, 2]
+}
+fn default_renewal_window() -> u32 {
+    90
+}
+fn default_key_types() -> Vec<KeyType> {
+    vec![
+        KeyType::Rsa2048,
+        KeyType::Rsa3072,
+        KeyType::Rsa4096,
+        KeyType::P256,
+        KeyType::P384,
+        KeyType::Ed25519,
+    ]
+}
+
+/// A CA of the hierarchy, checked.
+#[derive(Clone, Debug)]
+pub struct IssuerSpec {
+    /// Name used in URLs and requests.
+    pub name: String,
+    /// Parent issuer's name; `None` for the root.
+    pub parent: Option<String>,
+    /// CKA_LABEL of the key pair.
+    pub key_label: String,
+    /// Key type.
+    pub key_type: KeyType,
+    /// Signature algorithm the CA signs with.
+    pub signature: SignatureAlgorithm,
+    /// Subject.
+    pub subject: SubjectSpec,
+    /// Validity in years.
+    pub validity_years: u32,
+    /// pathLenConstraint.
+    pub path_len: Option<u8>,
+}
+
+fn is_simple_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+impl Config {
+    /// Read and check a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        Config::from_toml(&text, &base).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parse and check configuration text; relative paths resolve against `base_dir`.
+    pub fn from_toml(text: &str, base_dir: &Path) -> Result<Config, ConfigError> {
+        let mut cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<config>"),
+            message: e.to_string(),
+        })?;
+        cfg.base_dir = base_dir.to_path_buf();
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Resolve a path from the file against the configuration directory.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        // [hsm]
+        let selectors = [
+            self.hsm.token_label.is_some(),
+            self.hsm.token_serial.is_some(),
+            self.hsm.token_uri.is_some(),
+        ];
+        if selectors.iter().filter(|s| **s).count() != 1 {
+            return Err(invalid(
+                "hsm",
+                "give exactly one of token_label, token_serial, token_uri (never a slot id: slots are renumbered)",
+            ));
+        }
+        self.token_selector()?;
+        if self.hsm.pin_file.is_some() == self.hsm.pin_env.is_some() {
+            return Err(invalid(
+                "hsm",
+                "give exactly one of pin_file, pin_env (PINs are never written in the configuration)",
+            ));
+        }
+        if !(1..=64).contains(&self.hsm.pool_size) {
+            return Err(invalid("hsm.pool_size", "must be between 1 and 64"));
+        }
+        if self.hsm.reconnect_initial_ms == 0
+            || self.hsm.reconnect_max_ms < self.hsm.reconnect_initial_ms
+        {
+            return Err(invalid(
+                "hsm.reconnect_max_ms",
+                "must be at least reconnect_initial_ms, which must be above 0",
+            ));
+        }
+
+        // [ca]
+        let url = url::Url::parse(&self.ca.public_base_url)
+            .map_err(|e| invalid("ca.public_base_url", format!("not a URL: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(invalid("ca.public_base_url", "must be an http:// or https:// URL"));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(invalid("ca.public_base_url", "must not have a query or fragment"));
+        }
+        if self.ca.agreement_version.trim().is_empty() || self.ca.agreement_version.len() > 64 {
+            return Err(invalid("ca.agreement_version", "must be 1 to 64 characters"));
+        }
+
+        // [[issuer]]
+        let specs = self.issuer_specs()?;
+        let roots = specs.iter().filter(|s| s.parent.is_none()).count();
+        if !specs.is_empty() && roots == 0 {
+            return Err(invalid("issuer", "no root: one issuer must have no parent"));
+        }
+
+        // [profiles]
+        self.profiles()?;
+        Ok(())
+    }
+
+    /// The token selector from `token_label`, `token_serial` or `token_uri`.
+    pub fn token_selector(&self) -> Result<TokenSelector, ConfigError> {
+        if let Some(l) = &self.hsm.token_label {
+            return Ok(TokenSelector::Label(l.clone()));
+        }
+        if let Some(s) = &self.hsm.token_serial {
+            return Ok(TokenSelector::Serial(s.clone()));
+        }
+        match &self.hsm.token_uri {
+            Some(u) => TokenSelector::parse_uri(u)
+                .map_err(|e| invalid("hsm.token_uri", e.to_string())),
+            None => Err(invalid("hsm", "no token selected")),
+        }
+    }
+
+    /// Read the HSM PIN from its file or variable.
+    pub fn hsm_pin(&self) -> Result<Secret, ConfigError> {
+        if let Some(f) = &self.hsm.pin_file {
+            let path = self.resolve(f);
+            return Secret::from_file(&path).map_err(|e| ConfigError::Secret {
+                key: "hsm.pin_file".into(),
+                problem: format!("{}: {e}", path.display()),
+            });
+        }
+        if let Some(v) = &self.hsm.pin_env {
+            return Secret::from_env(v).map_err(|e| ConfigError::Secret {
+                key: "hsm.pin_env".into(),
+                problem: format!("${v}: {e}"),
+            });
+        }
+        Err(invalid("hsm", "no PIN source"))
+    }
+
+    /// Everything the HSM layer needs, with the PIN loaded. Also sets the module's
+    /// environment variables (`module_env`) for this process, which must happen before the
+    /// module is loaded and while no other thread reads the environment.
+    pub fn hsm_settings(&self) -> Result<HsmSettings, ConfigError> {
+        for (k, v) in &self.hsm.module_env {
+            let value = if v.contains('/') && !Path::new(v).is_absolute() {
+                self.resolve(Path::new(v)).to_string_lossy().into_owned()
+            } else {
+                v.clone()
+            };
+            // SAFETY: called once at start-up, before the PKCS#11 module is loaded and
+            // before the daemon starts threads that read the environment.
+            unsafe { std::env::set_var(k, value) };
+        }
+        Ok(HsmSettings {
+            module: self.resolve(&self.hsm.module),
+            token: self.token_selector()?,
+            pin: self.hsm_pin()?,
+            pool_size: self.hsm.pool_size,
+            reconnect_initial: Duration::from_millis(self.hsm.reconnect_initial_ms),
+            reconnect_max: Duration::from_millis(self.hsm.reconnect_max_ms),
+        })
+    }
+
+    /// The SQLite database path.
+    pub fn store_path(&self) -> PathBuf {
+        self.resolve(&self.store.sqlite)
+    }
+
+    /// The ceremony output directory.
+    pub fn output_dir(&self) -> PathBuf {
+        self.resolve(&self.ca.output_dir)
+    }
+
+    /// The public base URL without a trailing slash.
+    pub fn public_base_url(&self) -> String {
+        self.ca.public_base_url.trim_end_matches('/').to_owned()
+    }
+
+    /// The hierarchy, checked: unique names and labels, parents that exist, no cycles,
+    /// signature algorithms that fit the keys. Parents come before their children.
+    pub fn issuer_specs(&self) -> Result<Vec<IssuerSpec>, ConfigError> {
+        let mut specs = Vec::new();
+        let mut names = HashMap::new();
+        let mut labels = HashMap::new();
+        for (i, ic) in self.issuers.iter().enumerate() {
+            let key = |f: &str| format!("issuer[{i}].{f}");
+            if !is_simple_name(&ic.name) {
+                return Err(invalid(
+                    key("name"),
+                    format!("{:?}: use 1 to 64 letters, digits, '-' or '_'", ic.name),
+                ));
+            }
+            if names.insert(ic.name.clone(), i).is_some() {
+                return Err(invalid(key("name"), format!("{:?} is used twice", ic.name)));
+            }
+            if ic.key_label.is_empty() || ic.key_label.len() > 128 {
+                return Err(invalid(key("key_label"), "must be 1 to 128 characters"));
+            }
+            if labels.insert(ic.key_label.clone(), i).is_some() {
+                return Err(invalid(
+                    key("key_label"),
+                    format!("{:?} is used by another issuer", ic.key_label),
+                ));
+            }
+            let signature = ic
+                .signature
+                .unwrap_or_else(|| ic.key_type.default_signature_algorithm());
+            if !signature.fits_key(ic.key_type) {
+                return Err(invalid(
+                    key("signature"),
+                    format!("{signature} cannot be made with a {} key", ic.key_type),
+                ));
+            }
+            let subject = SubjectSpec::from_pairs(ic.subject.iter())
+                .map_err(|e| invalid(key("subject"), e.to_string()))?;
+            if subject.get(crate::pki::Attr::CommonName).is_none() {
+                return Err(invalid(key("subject"), "a CA subject needs a CN"));
+            }
+            if !(1..=30).contains(&ic.validity_years) {
+                return Err(invalid(key("validity_years"), "must be 1 to 30"));
+            }
+            specs.push(IssuerSpec {
+                name: ic.name.clone(),
+                parent: ic.parent.clone(),
+                key_label: ic.key_label.clone(),
+                key_type: ic.key_type,
+                signature,
+                subject,
+                validity_years: ic.validity_years,
+                path_len: ic.path_len,
+            });
+        }
+        for (i, s) in specs.iter().enumerate() {
+            if let Some(p) = &s.parent {
+                let Some(&pi) = names.get(p) else {
+                    return Err(invalid(
+                        format!("issuer[{i}].parent"),
+                        format!("{p:?} is not a configured issuer"),
+                    ));
+                };
+                if pi == i {
+                    return Err(invalid(format!("issuer[{i}].parent"), "an issuer cannot be its own parent"));
+                }
+                // Walk up: a cycle never reaches a root.
+                let mut cur = pi;
+                for _ in 0..specs.len() {
+                    match &specs[cur].parent {
+                        None => break,
+                        Some(pp) => cur = names[pp],
+                    }
+                }
+                if specs[cur].parent.is_some() {
+                    return Err(invalid(format!("issuer[{i}].parent"), "the hierarchy has a cycle"));
+                }
+                if specs[pi].validity_years < s.validity_years {
+                    return Err(invalid(
+                        format!("issuer[{i}].validity_years"),
+                        format!("outlives its parent {p:?}"),
+                    ));
+                }
+            }
+        }
+        // Order: parents first.
+        let mut ordered: Vec<IssuerSpec> = Vec::with_capacity(specs.len());
+        while ordered.len() < specs.len() {
+            for s in &specs {
+                let ready = s
+                    .parent
+                    .as_ref()
+                    .is_none_or(|p| ordered.iter().any(|o| &o.name == p));
+                if ready && !ordered.iter().any(|o| o.name == s.name) {
+                    ordered.push(s.clone());
+                }
+            }
+        }
+        Ok(ordered)
+    }
+
+    /// The profiles, checked.
+    pub fn profiles(&self) -> Result<BTreeMap<String, Profile>, ConfigError> {
+        let issuer_names: Vec<&str> = self.issuers.iter().map(|i| i.name.as_str()).collect();
+        let mut out = BTreeMap::new();
+        for (name, pc) in &self.profiles {
+            let key = |f: &str| format!("profiles.{name}.{f}");
+            if !is_simple_name(name) {
+                return Err(invalid(
+                    format!("profiles.{name}"),
+                    "profile names use letters, digits, '-' or '_'",
+                ));
+            }
+            if pc.issuers.is_empty() {
+                return Err(invalid(key("issuers"), "list at least one issuer"));
+            }
+            for i in &pc.issuers {
+                if !issuer_names.contains(&i.as_str()) {
+                    return Err(invalid(key("issuers"), format!("{i:?} is not a configured issuer")));
+                }
+                if self.issuers.iter().any(|c| &c.name == i && c.parent.is_none()) {
+                    return Err(invalid(
+                        key("issuers"),
+                        format!("{i:?} is the root; subscriber certificates come from issuing CAs"),
+                    ));
+                }
+            }
+            if pc.validity_years.is_empty()
+                || pc.validity_years.iter().any(|y| !(1..=2).contains(y))
+            {
+                return Err(invalid(
+                    key("validity_years"),
+                    format!(
+                        "{:?}: the subscriber agreements allow 1 or 2 years",
+                        pc.validity_years
+                    ),
+                ));
+            }
+            if !(1..=366).contains(&pc.renewal_window_days) {
+                return Err(invalid(key("renewal_window_days"), "must be 1 to 366"));
+            }
+            let policy_oid = ObjectIdentifier::new(&pc.policy_oid).map_err(|e| {
+                invalid(key("policy_oid"), format!("{:?} is not an OID: {e}", pc.policy_oid))
+            })?;
+            if let Some(l) = &pc.liability
+                && (l.is_empty() || l.chars().count() > 64)
+            {
+                return Err(invalid(key("liability"), "must be 1 to 64 characters"));
+            }
+            if pc.key_types.is_empty() {
+                return Err(invalid(key("key_types"), "list at least one key type"));
+            }
+            out.insert(
+                name.clone(),
+                Profile {
+                    name: name.clone(),
+                    kind: pc.kind,
+                    validity_years: pc.validity_years.clone(),
+                    renewal_window_days: pc.renewal_window_days,
+                    policy_oid,
+                    liability: pc.liability.clone(),
+                    key_types: pc.key_types.clone(),
+                    issuers: pc.issuers.clone(),
+                },
+            );
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[hsm]
+module = "/usr/lib/softhsm/libsofthsm2.so"
+token_label = "signet-ca"
+pin_env = "SIGNET_HSM_PIN"
+
+[store]
+sqlite = "signet.db"
+
+[ca]
+public_base_url = "http://127.0.0.1:8080/"
+agreement_version = "2026-01"
+output_dir = "ca"
+
+[[issuer]]
+name = "root"
+key_label = "root-key"
+key_type = "p384"
+subject = { C = "CN", O = "Signet", CN = "Signet Root" }
+validity_years = 20
+path_len = 1
+
+[[issuer]]
+name = "issuing-ec"
+parent = "root"
+key_label = "ec-key"
+key_type = "p256"
+subject = { CN = "Signet EC CA" }
+validity_years = 10
+path_len = 0
+
+[profiles.server]
+kind = "server"
+issuers = ["issuing-ec"]
+policy_oid = "1.3.6.1.4.1.99999.1.4"
+liability = "100,000 CNY"
+"#;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, Path::new("/etc/signet"))
+    }
+
+    #[test]
+    fn good_config_loads_with_defaults() {
+        let c = load(GOOD).unwrap();
+        assert_eq!(c.hsm.pool_size, 2);
+        assert_eq!(c.public_base_url(), "http://127.0.0.1:8080");
+        assert_eq!(c.store_path(), PathBuf::from("/etc/signet/signet.db"));
+        let p = &c.profiles().unwrap()["server"];
+        assert_eq!(p.validity_years, vec![1, 2]);
+        let specs = c.issuer_specs().unwrap();
+        assert_eq!(specs[0].name, "root");
+        assert_eq!(specs[1].signature, SignatureAlgorithm::EcdsaSha256);
+    }
+
+    fn err(text: &str) -> String {
+        load(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_by_name() {
+        let e = err(&GOOD.replace("pool_size", "x").replace("[store]", "[store]\nsqllite = 1"));
+        assert!(e.contains("sqllite"), "{e}");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = err(&GOOD.replace(r#"policy_oid = "1.3.6.1.4.1.99999.1.4""#, r#"policy_oid = "x.1"
+validity_years = [3]"#));
+        assert!(e.starts_with("profiles.server.validity_years"), "{e}");
+        let e = err(&GOOD.replace(r#"issuers = ["issuing-ec"]"#, r#"issuers = ["nope"]"#));
+        assert!(e.starts_with("profiles.server.issuers"), "{e}");
+        let e = err(&GOOD.replace(r#"parent = "root""#, r#"parent = "toor""#));
+        assert!(e.starts_with("issuer[1].parent"), "{e}");
+        let e = err(&GOOD.replace(r#"pin_env = "SIGNET_HSM_PIN""#, ""));
+        assert!(e.contains("pin_file, pin_env"), "{e}");
+        let e = err(&GOOD.replace(r#"key_type = "p256""#, r#"key_type = "p256"
+signature = "rsa-pss-sha256""#));
+        assert!(e.starts_with("issuer[1].signature"), "{e}");
+        let e = err(&GOOD.replace("http://127.0.0.1:8080/", "ftp://x"));
+        assert!(e.starts_with("ca.public_base_url"), "{e}");
+        let e = err(&GOOD.replace(r#"issuers = ["issuing-ec"]"#, r#"issuers = ["root"]"#));
+        assert!(e.contains("root"), "{e}");
+    }
+
+    #[test]
+    fn a_pin_written_inline_is_not_a_key() {
+        let e = err(&GOOD.replace(r#"pin_env = "SIGNET_HSM_PIN""#, r#"pin = "1234""#));
+        assert!(e.contains("unknown field") && e.contains("pin"), "{e}");
+    }
+}

@@ -1,0 +1,204 @@
+//! Durable records: the CA hierarchy the ceremony made, every certificate with the request
+//! that caused it, and the audit log. The [`Store`] trait speaks in CA terms only, so a
+//! PostgreSQL implementation can replace SQLite without touching its callers.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::audit::{AuditEntry, AuditEvent};
+
+pub use sqlite::SqliteStore;
+
+/// What can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached or refused the operation; safe to retry later.
+    #[error("the store is unavailable while {context}: {message}")]
+    Unavailable {
+        /// What signet was doing.
+        context: &'static str,
+        /// The database's message.
+        message: String,
+    },
+    /// A unique key already exists (a CA key label, an issuer name).
+    #[error("{what} already exists in the store")]
+    Duplicate {
+        /// What was duplicated.
+        what: String,
+    },
+    /// The row to update is not there or not in the expected state.
+    #[error("{0}")]
+    NotFound(String),
+    /// Stored data that does not read back as written (a bug or tampering).
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// Life-cycle state of a certificate record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CertStatus {
+    /// Serial drawn and TBS recorded; not yet signed and committed.
+    Pending,
+    /// Signed and committed.
+    Valid,
+    /// Revoked.
+    Revoked,
+}
+
+impl CertStatus {
+    /// The name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CertStatus::Pending => "pending",
+            CertStatus::Valid => "valid",
+            CertStatus::Revoked => "revoked",
+        }
+    }
+
+    /// Parse the stored name.
+    pub fn parse(s: &str) -> Result<CertStatus, StoreError> {
+        match s {
+            "pending" => Ok(CertStatus::Pending),
+            "valid" => Ok(CertStatus::Valid),
+            "revoked" => Ok(CertStatus::Revoked),
+            other => Err(StoreError::Corrupt(format!("unknown certificate status {other:?}"))),
+        }
+    }
+}
+
+/// A key the ceremony generated in the HSM.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CaKeyRecord {
+    /// CKA_LABEL.
+    pub label: String,
+    /// Key type name (`p384`, `rsa2048`, ...).
+    pub key_type: String,
+    /// DER SubjectPublicKeyInfo.
+    pub spki_der: Vec<u8>,
+    /// Unix time of generation.
+    pub created_at: i64,
+}
+
+/// A CA certificate the ceremony made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IssuerRecord {
+    /// The issuer's configured name.
+    pub name: String,
+    /// The issuer that signed it; `None` for the root.
+    pub parent: Option<String>,
+    /// CKA_LABEL of its key.
+    pub key_label: String,
+    /// Signature algorithm name it signs with.
+    pub signature: String,
+    /// Serial (hex).
+    pub serial: String,
+    /// DER certificate.
+    pub cert_der: Vec<u8>,
+    /// Unix time of creation.
+    pub created_at: i64,
+}
+
+/// A certificate and everything known about how it came to be.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertificateRecord {
+    /// Serial number, lower-case hex of the DER content octets.
+    pub serial: String,
+    /// The issuer's configured name.
+    pub issuer: String,
+    /// The RA that asked for it (`operator` for local issuance).
+    pub ra: String,
+    /// The RA's request id; unique per RA.
+    pub request_id: String,
+    /// SHA-256 (hex) of the canonical request; a retry must match it.
+    pub request_digest: String,
+    /// Profile name.
+    pub profile: String,
+    /// Subject as text (RFC 4514-like, for listing and search).
+    pub subject: String,
+    /// The full request as the RA sent it (subject, SANs, approval), JSON.
+    pub request_json: String,
+    /// The CSR, DER.
+    pub csr_der: Vec<u8>,
+    /// The TBSCertificate that is (or was) signed, DER.
+    pub tbs_der: Vec<u8>,
+    /// The signed certificate, DER; `None` while pending.
+    pub cert_der: Option<Vec<u8>>,
+    /// State.
+    pub status: CertStatus,
+    /// notBefore, Unix seconds.
+    pub not_before: i64,
+    /// notAfter, Unix seconds.
+    pub not_after: i64,
+    /// When the pending row was written, Unix seconds.
+    pub created_at: i64,
+    /// When the certificate was committed, Unix seconds.
+    pub issued_at: Option<i64>,
+}
+
+/// What [`Store::begin_issuance`] found or did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BeginOutcome {
+    /// A new pending record was written; sign its TBS.
+    Started(CertificateRecord),
+    /// The same request was seen before and is still pending (a crash or failure between
+    /// recording and committing): sign the stored TBS again.
+    Resume(CertificateRecord),
+    /// The same request was already completed: answer with the stored certificate.
+    Done(CertificateRecord),
+    /// The RA used this request id for a different request.
+    Conflict(CertificateRecord),
+    /// The drawn serial is taken (astronomically rare with 127 random bits): draw another.
+    SerialTaken,
+}
+
+/// Durable storage for a CA.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Record a key the ceremony generated. Fails with `Duplicate` if the label is known.
+    async fn record_ca_key(&self, key: CaKeyRecord, audit: AuditEvent) -> Result<(), StoreError>;
+
+    /// The recorded CA key with this label.
+    async fn ca_key(&self, label: &str) -> Result<Option<CaKeyRecord>, StoreError>;
+
+    /// Record a CA certificate. Fails with `Duplicate` if the issuer name is known.
+    async fn record_issuer(&self, issuer: IssuerRecord, audit: AuditEvent) -> Result<(), StoreError>;
+
+    /// Every recorded issuer, in creation order.
+    async fn issuers(&self) -> Result<Vec<IssuerRecord>, StoreError>;
+
+    /// Step 4-5 of issuance, atomically: look up `(ra, request_id)`; if unseen, insert the
+    /// pending record (serial and TBS written before anything is signed).
+    async fn begin_issuance(&self, pending: CertificateRecord) -> Result<BeginOutcome, StoreError>;
+
+    /// Step 7: store the signed certificate, mark the record valid and append the audit
+    /// entry, in one durable transaction. The record must be pending.
+    async fn complete_issuance(
+        &self,
+        serial: &str,
+        cert_der: &[u8],
+        issued_at: i64,
+        audit: AuditEvent,
+    ) -> Result<CertificateRecord, StoreError>;
+
+    /// The certificate with this serial.
+    async fn certificate(&self, serial: &str) -> Result<Option<CertificateRecord>, StoreError>;
+
+    /// The certificate an RA's request id produced.
+    async fn certificate_by_request(
+        &self,
+        ra: &str,
+        request_id: &str,
+    ) -> Result<Option<CertificateRecord>, StoreError>;
+
+    /// The number of certificate records (any status).
+    async fn count_certificates(&self) -> Result<u64, StoreError>;
+
+    /// Append an audit entry on its own (events without another state change).
+    async fn append_audit(&self, event: AuditEvent) -> Result<AuditEntry, StoreError>;
+
+    /// Audit entries with `seq >= from`, at most `limit`, in order.
+    async fn audit_entries(&self, from: i64, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
+}

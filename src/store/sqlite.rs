@@ -1,0 +1,639 @@
+//! The embedded SQLite store: one file, WAL journal, `synchronous=FULL` so a commit is on disk
+//! before the caller answers; schema migrations keyed by `PRAGMA user_version`. Calls run on
+//! tokio's blocking pool, never on the async executor.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params};
+
+use super::{
+    BeginOutcome, CaKeyRecord, CertStatus, CertificateRecord, IssuerRecord, Store, StoreError,
+};
+use crate::audit::{self, AuditEntry, AuditEvent};
+
+/// Schema migrations, applied in order; `user_version` counts those applied.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE ca_keys (
+    label       TEXT PRIMARY KEY,
+    key_type    TEXT NOT NULL,
+    spki_der    BLOB NOT NULL,
+    created_at  INTEGER NOT NULL
+);
+CREATE TABLE issuers (
+    name        TEXT PRIMARY KEY,
+    parent      TEXT REFERENCES issuers(name),
+    key_label   TEXT NOT NULL REFERENCES ca_keys(label),
+    signature   TEXT NOT NULL,
+    serial      TEXT NOT NULL UNIQUE,
+    cert_der    BLOB NOT NULL,
+    created_at  INTEGER NOT NULL
+);
+CREATE TABLE certificates (
+    serial          TEXT PRIMARY KEY,
+    issuer          TEXT NOT NULL REFERENCES issuers(name),
+    ra              TEXT NOT NULL,
+    request_id      TEXT NOT NULL,
+    request_digest  TEXT NOT NULL,
+    profile         TEXT NOT NULL,
+    subject         TEXT NOT NULL,
+    request_json    TEXT NOT NULL,
+    csr_der         BLOB NOT NULL,
+    tbs_der         BLOB NOT NULL,
+    cert_der        BLOB,
+    status          TEXT NOT NULL CHECK (status IN ('pending', 'valid', 'revoked')),
+    not_before      INTEGER NOT NULL,
+    not_after       INTEGER NOT NULL,
+    created_at      INTEGER NOT NULL,
+    issued_at       INTEGER,
+    UNIQUE (ra, request_id),
+    CHECK ((status = 'pending') = (cert_der IS NULL))
+);
+CREATE INDEX certificates_by_status_expiry ON certificates (status, not_after);
+CREATE TABLE audit_log (
+    seq             INTEGER PRIMARY KEY,
+    at              INTEGER NOT NULL,
+    actor           TEXT NOT NULL,
+    action          TEXT NOT NULL,
+    object          TEXT NOT NULL,
+    request_digest  TEXT,
+    detail          TEXT NOT NULL,
+    prev_hash       TEXT NOT NULL,
+    hash            TEXT NOT NULL
+);
+"#];
+
+/// The SQLite store.
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+fn unavailable(context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    move |e| StoreError::Unavailable {
+        context,
+        message: e.to_string(),
+    }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl SqliteStore {
+    /// Open (creating if needed) the database at `path` and bring its schema up to date.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable {
+                context: "creating the database directory",
+                message: format!("{}: {e}", dir.display()),
+            })?;
+        }
+        let conn = Connection::open(path).map_err(unavailable("opening the database"))?;
+        Self::setup(conn)
+    }
+
+    /// An in-memory database, for unit tests.
+    pub fn open_in_memory() -> Result<SqliteStore, StoreError> {
+        let conn = Connection::open_in_memory().map_err(unavailable("opening the database"))?;
+        Self::setup(conn)
+    }
+
+    fn setup(mut conn: Connection) -> Result<SqliteStore, StoreError> {
+        let ctx = "configuring the database";
+        conn.busy_timeout(Duration::from_secs(10))
+            .map_err(unavailable(ctx))?;
+        // WAL with synchronous=FULL: every commit is fsynced before it returns.
+        conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0))
+            .map_err(unavailable(ctx))?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(unavailable(ctx))?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(unavailable(ctx))?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(unavailable(ctx))?;
+        let version = usize::try_from(version)
+            .map_err(|_| StoreError::Corrupt(format!("negative schema version {version}")))?;
+        if version > MIGRATIONS.len() {
+            return Err(StoreError::Corrupt(format!(
+                "database schema version {version} is newer than this signet ({})",
+                MIGRATIONS.len()
+            )));
+        }
+        for (i, m) in MIGRATIONS.iter().enumerate().skip(version) {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Exclusive)
+                .map_err(unavailable("migrating the schema"))?;
+            tx.execute_batch(m).map_err(unavailable("migrating the schema"))?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)
+                .map_err(unavailable("migrating the schema"))?;
+            tx.commit().map_err(unavailable("migrating the schema"))?;
+        }
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Run `f` with the connection on the blocking pool.
+    async fn run<T, F>(&self, context: &'static str, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn.lock().map_err(|_| StoreError::Unavailable {
+                context,
+                message: "a previous database call panicked".into(),
+            })?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable {
+            context,
+            message: e.to_string(),
+        })?
+    }
+}
+
+const CERT_COLUMNS: &str = "serial, issuer, ra, request_id, request_digest, profile, subject, \
+    request_json, csr_der, tbs_der, cert_der, status, not_before, not_after, created_at, issued_at";
+
+fn cert_from_row(r: &Row<'_>) -> rusqlite::Result<(CertificateRecord, String)> {
+    let status: String = r.get(11)?;
+    Ok((
+        CertificateRecord {
+            serial: r.get(0)?,
+            issuer: r.get(1)?,
+            ra: r.get(2)?,
+            request_id: r.get(3)?,
+            request_digest: r.get(4)?,
+            profile: r.get(5)?,
+            subject: r.get(6)?,
+            request_json: r.get(7)?,
+            csr_der: r.get(8)?,
+            tbs_der: r.get(9)?,
+            cert_der: r.get(10)?,
+            status: CertStatus::Pending,
+            not_before: r.get(12)?,
+            not_after: r.get(13)?,
+            created_at: r.get(14)?,
+            issued_at: r.get(15)?,
+        },
+        status,
+    ))
+}
+
+fn finish_cert(row: (CertificateRecord, String)) -> Result<CertificateRecord, StoreError> {
+    let (mut rec, status) = row;
+    rec.status = CertStatus::parse(&status)?;
+    Ok(rec)
+}
+
+fn query_cert(
+    conn: &Connection,
+    where_clause: &str,
+    params: impl rusqlite::Params,
+) -> Result<Option<CertificateRecord>, StoreError> {
+    let sql = format!("SELECT {CERT_COLUMNS} FROM certificates WHERE {where_clause}");
+    conn.query_row(&sql, params, cert_from_row)
+        .optional()
+        .map_err(unavailable("reading a certificate"))?
+        .map(finish_cert)
+        .transpose()
+}
+
+/// Append `event` to the audit chain inside the caller's transaction.
+fn append_audit_tx(conn: &Connection, event: &AuditEvent) -> Result<AuditEntry, StoreError> {
+    let last: Option<(i64, String)> = conn
+        .query_row(
+            "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(unavailable("reading the audit chain"))?;
+    let (seq, prev_hash) = match last {
+        Some((s, h)) => (s + 1, h),
+        None => (1, audit::genesis_hash()),
+    };
+    let at = now();
+    let hash = audit::entry_hash(&prev_hash, seq, at, event);
+    conn.execute(
+        "INSERT INTO audit_log (seq, at, actor, action, object, request_digest, detail, prev_hash, hash) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            seq,
+            at,
+            event.actor,
+            event.action,
+            event.object,
+            event.request_digest,
+            event.detail,
+            prev_hash,
+            hash
+        ],
+    )
+    .map_err(unavailable("appending to the audit log"))?;
+    Ok(AuditEntry {
+        seq,
+        at,
+        event: event.clone(),
+        prev_hash,
+        hash,
+    })
+}
+
+fn is_constraint(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::ConstraintViolation)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn record_ca_key(&self, key: CaKeyRecord, audit: AuditEvent) -> Result<(), StoreError> {
+        self.run("recording a CA key", move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(unavailable("recording a CA key"))?;
+            tx.execute(
+                "INSERT INTO ca_keys (label, key_type, spki_der, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![key.label, key.key_type, key.spki_der, key.created_at],
+            )
+            .map_err(|e| {
+                if is_constraint(&e) {
+                    StoreError::Duplicate {
+                        what: format!("CA key {:?}", key.label),
+                    }
+                } else {
+                    unavailable("recording a CA key")(e)
+                }
+            })?;
+            append_audit_tx(&tx, &audit)?;
+            tx.commit().map_err(unavailable("recording a CA key"))
+        })
+        .await
+    }
+
+    async fn ca_key(&self, label: &str) -> Result<Option<CaKeyRecord>, StoreError> {
+        let label = label.to_owned();
+        self.run("reading a CA key", move |conn| {
+            conn.query_row(
+                "SELECT label, key_type, spki_der, created_at FROM ca_keys WHERE label = ?1",
+                [label],
+                |r| {
+                    Ok(CaKeyRecord {
+                        label: r.get(0)?,
+                        key_type: r.get(1)?,
+                        spki_der: r.get(2)?,
+                        created_at: r.get(3)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(unavailable("reading a CA key"))
+        })
+        .await
+    }
+
+    async fn record_issuer(
+        &self,
+        issuer: IssuerRecord,
+        audit: AuditEvent,
+    ) -> Result<(), StoreError> {
+        self.run("recording an issuer", move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(unavailable("recording an issuer"))?;
+            tx.execute(
+                "INSERT INTO issuers (name, parent, key_label, signature, serial, cert_der, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    issuer.name,
+                    issuer.parent,
+                    issuer.key_label,
+                    issuer.signature,
+                    issuer.serial,
+                    issuer.cert_der,
+                    issuer.created_at
+                ],
+            )
+            .map_err(|e| {
+                if is_constraint(&e) {
+                    StoreError::Duplicate {
+                        what: format!("issuer {:?}", issuer.name),
+                    }
+                } else {
+                    unavailable("recording an issuer")(e)
+                }
+            })?;
+            append_audit_tx(&tx, &audit)?;
+            tx.commit().map_err(unavailable("recording an issuer"))
+        })
+        .await
+    }
+
+    async fn issuers(&self) -> Result<Vec<IssuerRecord>, StoreError> {
+        self.run("reading issuers", |conn| {
+            let mut stmt = conn
+                .prepare(
+                    "SELECT name, parent, key_label, signature, serial, cert_der, created_at \
+                     FROM issuers ORDER BY rowid",
+                )
+                .map_err(unavailable("reading issuers"))?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(IssuerRecord {
+                        name: r.get(0)?,
+                        parent: r.get(1)?,
+                        key_label: r.get(2)?,
+                        signature: r.get(3)?,
+                        serial: r.get(4)?,
+                        cert_der: r.get(5)?,
+                        created_at: r.get(6)?,
+                    })
+                })
+                .map_err(unavailable("reading issuers"))?;
+            rows.collect::<Result<Vec<_>, _>>()
+                .map_err(unavailable("reading issuers"))
+        })
+        .await
+    }
+
+    async fn begin_issuance(&self, p: CertificateRecord) -> Result<BeginOutcome, StoreError> {
+        const CTX: &str = "recording a pending certificate";
+        self.run(CTX, move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(unavailable(CTX))?;
+            if let Some(existing) = query_cert(
+                &tx,
+                "ra = ?1 AND request_id = ?2",
+                params![p.ra, p.request_id],
+            )? {
+                let outcome = if existing.request_digest != p.request_digest {
+                    BeginOutcome::Conflict(existing)
+                } else if existing.status == CertStatus::Pending {
+                    BeginOutcome::Resume(existing)
+                } else {
+                    BeginOutcome::Done(existing)
+                };
+                return Ok(outcome);
+            }
+            let inserted = tx.execute(
+                &format!(
+                    "INSERT INTO certificates ({CERT_COLUMNS}) VALUES \
+                     (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, 'pending', ?11, ?12, ?13, NULL)"
+                ),
+                params![
+                    p.serial,
+                    p.issuer,
+                    p.ra,
+                    p.request_id,
+                    p.request_digest,
+                    p.profile,
+                    p.subject,
+                    p.request_json,
+                    p.csr_der,
+                    p.tbs_der,
+                    p.not_before,
+                    p.not_after,
+                    p.created_at
+                ],
+            );
+            match inserted {
+                Ok(_) => {}
+                Err(e) if is_constraint(&e) => {
+                    // The (ra, request_id) pair was checked above inside this transaction,
+                    // so a constraint here is the serial.
+                    return Ok(BeginOutcome::SerialTaken);
+                }
+                Err(e) => return Err(unavailable(CTX)(e)),
+            }
+            tx.commit().map_err(unavailable(CTX))?;
+            let mut rec = p;
+            rec.status = CertStatus::Pending;
+            rec.cert_der = None;
+            rec.issued_at = None;
+            Ok(BeginOutcome::Started(rec))
+        })
+        .await
+    }
+
+    async fn complete_issuance(
+        &self,
+        serial: &str,
+        cert_der: &[u8],
+        issued_at: i64,
+        audit: AuditEvent,
+    ) -> Result<CertificateRecord, StoreError> {
+        const CTX: &str = "committing a certificate";
+        let serial = serial.to_owned();
+        let cert_der = cert_der.to_vec();
+        self.run(CTX, move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(unavailable(CTX))?;
+            let n = tx
+                .execute(
+                    "UPDATE certificates SET cert_der = ?1, status = 'valid', issued_at = ?2 \
+                     WHERE serial = ?3 AND status = 'pending'",
+                    params![cert_der, issued_at, serial],
+                )
+                .map_err(unavailable(CTX))?;
+            if n != 1 {
+                return Err(StoreError::NotFound(format!(
+                    "no pending certificate with serial {serial}"
+                )));
+            }
+            append_audit_tx(&tx, &audit)?;
+            let rec = query_cert(&tx, "serial = ?1", [&serial])?
+                .ok_or_else(|| StoreError::Corrupt(format!("certificate {serial} vanished")))?;
+            tx.commit().map_err(unavailable(CTX))?;
+            Ok(rec)
+        })
+        .await
+    }
+
+    async fn certificate(&self, serial: &str) -> Result<Option<CertificateRecord>, StoreError> {
+        let serial = serial.to_owned();
+        self.run("reading a certificate", move |conn| {
+            query_cert(conn, "serial = ?1", [serial])
+        })
+        .await
+    }
+
+    async fn certificate_by_request(
+        &self,
+        ra: &str,
+        request_id: &str,
+    ) -> Result<Option<CertificateRecord>, StoreError> {
+        let (ra, request_id) = (ra.to_owned(), request_id.to_owned());
+        self.run("reading a certificate", move |conn| {
+            query_cert(conn, "ra = ?1 AND request_id = ?2", params![ra, request_id])
+        })
+        .await
+    }
+
+    async fn count_certificates(&self) -> Result<u64, StoreError> {
+        self.run("counting certificates", |conn| {
+            conn.query_row("SELECT COUNT(*) FROM certificates", [], |r| r.get::<_, i64>(0))
+                .map(|n| n as u64)
+                .map_err(unavailable("counting certificates"))
+        })
+        .await
+    }
+
+    async fn append_audit(&self, event: AuditEvent) -> Result<AuditEntry, StoreError> {
+        self.run("appending to the audit log", move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(unavailable("appending to the audit log"))?;
+            let e = append_audit_tx(&tx, &event)?;
+            tx.commit().map_err(unavailable("appending to the audit log"))?;
+            Ok(e)
+        })
+        .await
+    }
+
+    async fn audit_entries(&self, from: i64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        self.run("reading the audit log", move |conn| {
+            let mut stmt = conn
+                .prepare(
+                    "SELECT seq, at, actor, action, object, request_digest, detail, prev_hash, hash \
+                     FROM audit_log WHERE seq >= ?1 ORDER BY seq LIMIT ?2",
+                )
+                .map_err(unavailable("reading the audit log"))?;
+            let rows = stmt
+                .query_map(params![from, limit as i64], |r| {
+                    Ok(AuditEntry {
+                        seq: r.get(0)?,
+                        at: r.get(1)?,
+                        event: AuditEvent {
+                            actor: r.get(2)?,
+                            action: r.get(3)?,
+                            object: r.get(4)?,
+                            request_digest: r.get(5)?,
+                            detail: r.get(6)?,
+                        },
+                        prev_hash: r.get(7)?,
+                        hash: r.get(8)?,
+                    })
+                })
+                .map_err(unavailable("reading the audit log"))?;
+            rows.collect::<Result<Vec<_>, _>>()
+                .map_err(unavailable("reading the audit log"))
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(action: &str) -> AuditEvent {
+        AuditEvent {
+            actor: "test".into(),
+            action: action.into(),
+            object: "x".into(),
+            request_digest: None,
+            detail: "{}".into(),
+        }
+    }
+
+    async fn store_with_issuer() -> SqliteStore {
+        let s = SqliteStore::open_in_memory().unwrap();
+        s.record_ca_key(
+            CaKeyRecord { label: "k".into(), key_type: "p256".into(), spki_der: vec![1], created_at: 1 },
+            event("ceremony.key_generated"),
+        )
+        .await
+        .unwrap();
+        s.record_issuer(
+            IssuerRecord {
+                name: "ec".into(),
+                parent: None,
+                key_label: "k".into(),
+                signature: "ecdsa-sha256".into(),
+                serial: "01".into(),
+                cert_der: vec![2],
+                created_at: 1,
+            },
+            event("ceremony.issuer_created"),
+        )
+        .await
+        .unwrap();
+        s
+    }
+
+    fn pending(serial: &str, request_id: &str, digest: &str) -> CertificateRecord {
+        CertificateRecord {
+            serial: serial.into(),
+            issuer: "ec".into(),
+            ra: "ra-1".into(),
+            request_id: request_id.into(),
+            request_digest: digest.into(),
+            profile: "server".into(),
+            subject: "CN=x".into(),
+            request_json: "{}".into(),
+            csr_der: vec![3],
+            tbs_der: vec![4],
+            cert_der: None,
+            status: CertStatus::Pending,
+            not_before: 10,
+            not_after: 20,
+            created_at: 10,
+            issued_at: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn one_request_id_one_record() {
+        let s = store_with_issuer().await;
+        assert!(matches!(s.begin_issuance(pending("aa", "r1", "d1")).await.unwrap(), BeginOutcome::Started(_)));
+        // Same request again while pending: resume with the stored serial, not the new one.
+        match s.begin_issuance(pending("bb", "r1", "d1")).await.unwrap() {
+            BeginOutcome::Resume(r) => assert_eq!(r.serial, "aa"),
+            other => panic!("{other:?}"),
+        }
+        // Different body: conflict.
+        assert!(matches!(s.begin_issuance(pending("cc", "r1", "d2")).await.unwrap(), BeginOutcome::Conflict(_)));
+        let done = s.complete_issuance("aa", &[9, 9], 11, event("certificate.issued")).await.unwrap();
+        assert_eq!(done.status, CertStatus::Valid);
+        match s.begin_issuance(pending("dd", "r1", "d1")).await.unwrap() {
+            BeginOutcome::Done(r) => assert_eq!(r.cert_der, Some(vec![9, 9])),
+            other => panic!("{other:?}"),
+        }
+        // Completing twice is refused.
+        assert!(s.complete_issuance("aa", &[1], 12, event("certificate.issued")).await.is_err());
+        // A taken serial under a new request id.
+        assert_eq!(s.begin_issuance(pending("aa", "r2", "d3")).await.unwrap(), BeginOutcome::SerialTaken);
+        assert_eq!(s.count_certificates().await.unwrap(), 1);
+        let log = s.audit_entries(1, 100).await.unwrap();
+        assert_eq!(log.len(), 3);
+        assert_eq!(audit::verify_chain(&log), Ok(3));
+    }
+
+    #[tokio::test]
+    async fn duplicate_ca_keys_and_issuers_are_refused() {
+        let s = store_with_issuer().await;
+        let e = s
+            .record_ca_key(
+                CaKeyRecord { label: "k".into(), key_type: "p256".into(), spki_der: vec![1], created_at: 1 },
+                event("ceremony.key_generated"),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(e, StoreError::Duplicate { .. }), "{e}");
+        // The failed transaction left no audit entry behind.
+        assert_eq!(s.audit_entries(1, 100).await.unwrap().len(), 2);
+    }
+}
