@@ -101,12 +101,13 @@ impl ProfileKind {
         }
     }
 
-    /// The `openssl verify -purpose` that a certificate of this kind must pass.
+    /// The `openssl verify -purpose` that a certificate of this kind must pass. OpenSSL 3.0
+    /// has no code-signing purpose, so code signing is checked as `any` plus its EKU.
     pub fn openssl_purpose(self) -> &'static str {
         match self {
             ProfileKind::Personal | ProfileKind::Organization | ProfileKind::Device => "sslclient",
             ProfileKind::Server | ProfileKind::PaymentGateway => "sslserver",
-            ProfileKind::CodeSigning => "codesign",
+            ProfileKind::CodeSigning => "any",
         }
     }
 
