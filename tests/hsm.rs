@@ -17,6 +17,7 @@ const SO_PIN: &str = "12345678";
 const PIN: &str = "87654321";
 
 fn softhsm() -> SoftHsm {
+    common::trace();
     SoftHsm::new(&[(LABEL, SO_PIN, PIN)])
 }
 
@@ -158,6 +159,7 @@ async fn generate_key_refuses_a_label_already_in_use() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_selected_by_serial_or_uri_finds_the_same_key() {
+    common::trace();
     let soft = SoftHsm::new(&[("other-token", SO_PIN, PIN), (LABEL, SO_PIN, PIN)]);
     let by_label = open(&soft);
     let spki = by_label.generate_key("ca", KeyType::P256).await.unwrap();
@@ -239,15 +241,19 @@ async fn stale_sessions_are_replaced_and_the_signature_retried_once() {
     let soft = softhsm();
     let hsm = open(&soft);
     let spki = hsm.generate_key("ca", KeyType::P256).await.unwrap();
-    // Warm the key-handle caches of both pooled sessions.
+    // Warm the key-handle caches of both pooled sessions (two calls at once take both).
     for _ in 0..4 {
-        hsm.sign("ca", SignatureAlgorithm::EcdsaSha256, MESSAGE)
-            .await
-            .unwrap();
+        let (a, b) = tokio::join!(
+            hsm.sign("ca", SignatureAlgorithm::EcdsaSha256, MESSAGE),
+            hsm.sign("ca", SignatureAlgorithm::EcdsaSha256, MESSAGE)
+        );
+        a.unwrap();
+        b.unwrap();
     }
     for round in 0..2 {
         hsm.invalidate_sessions_for_test();
-        // Both workers meet CKR_SESSION_HANDLE_INVALID (and a logged-out token) in turn.
+        // The next call meets CKR_SESSION_HANDLE_INVALID on a logged-out token; the repair
+        // drops every stale session, logs in again and retries on a fresh one.
         for _ in 0..3 {
             let sig = hsm
                 .sign("ca", SignatureAlgorithm::EcdsaSha256, MESSAGE)
@@ -383,4 +389,44 @@ async fn signing_recovers_after_the_p11kit_server_dies_and_returns() {
     assert!(tally.ok > 0, "{tally:?}");
     assert!(tally.slowest < Duration::from_secs(5), "{tally:?}");
     hsm.close();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_key_is_found_again_instead_of_using_the_stale_handle() {
+    let soft = softhsm();
+    let hsm = open(&soft);
+    hsm.generate_key("ca", KeyType::P256).await.unwrap();
+    for _ in 0..4 {
+        hsm.sign("ca", SignatureAlgorithm::EcdsaSha256, MESSAGE)
+            .await
+            .unwrap();
+    }
+    // Another process deletes the key pair; a new one takes its label.
+    for kind in ["privkey", "pubkey"] {
+        run_ok(soft.pkcs11_tool(LABEL).args([
+            "--login",
+            "--pin",
+            PIN,
+            "--delete-object",
+            "--type",
+            kind,
+            "--label",
+            "ca",
+        ]));
+    }
+    // The pooled session that signed above still caches the old handle.
+    let spki = hsm.generate_key("ca", KeyType::P256).await.unwrap();
+    for _ in 0..4 {
+        let sig = hsm
+            .sign("ca", SignatureAlgorithm::EcdsaSha256, MESSAGE)
+            .await
+            .unwrap();
+        assert!(openssl_verifies(
+            soft.dir.path(),
+            &spki,
+            SignatureAlgorithm::EcdsaSha256,
+            MESSAGE,
+            &sig
+        ));
+    }
 }

@@ -353,6 +353,13 @@ impl Inner {
 
     /// The device is gone: mark the HSM unavailable and make sure a reconnect thread runs.
     fn outage(&self, generation: u64, reason: String) -> HsmError {
+        if lock(&self.live)
+            .as_ref()
+            .is_some_and(|l| l.generation() != generation)
+        {
+            // A late report about a context already replaced: the new one is fine.
+            return HsmError::Unavailable { reason };
+        }
         *lock(&self.down_reason) = reason.clone();
         if self.available.swap(false, Ordering::SeqCst) {
             tracing::warn!(%reason, "HSM unavailable; reconnecting in the background");
@@ -377,9 +384,24 @@ impl Inner {
 
     /// Drop the sessions of a dead context (unclosed) and finalise it.
     fn tear_down(&self, generation: u64) {
-        let old = lock(&self.live).take();
+        let old = {
+            let mut live = lock(&self.live);
+            match live.as_ref() {
+                Some(l) if l.generation() != generation => None,
+                _ => live.take(),
+            }
+        };
         drop(old);
         self.module.finalise(generation);
+    }
+
+    /// Close the sessions of `live` properly if its context is still the module's live one;
+    /// otherwise they died with their context and are dropped unclosed.
+    fn close_live(&self, live: Live) {
+        let module = self.module.read();
+        if module.pkcs11.is_some() && module.generation == live.generation() {
+            live.close();
+        }
     }
 
     fn close(&self) {
@@ -388,13 +410,9 @@ impl Inner {
         }
         self.available.store(false, Ordering::SeqCst);
         self.permits.close();
-        {
-            let module = self.module.read();
-            if let Some(live) = lock(&self.live).take() {
-                if module.pkcs11.is_some() && module.generation == live.generation() {
-                    live.close();
-                }
-            }
+        let live = lock(&self.live).take();
+        if let Some(live) = live {
+            self.close_live(live);
         }
         self.module.release();
         tracing::debug!(module = %self.module.path().display(), "HSM closed");
@@ -428,6 +446,14 @@ fn reconnect_loop(me: Weak<Inner>, failed_generation: u64) {
         match inner.connect() {
             Ok(live) => {
                 *lock(&inner.live) = Some(live);
+                if inner.closed.load(Ordering::SeqCst) {
+                    // close() ran while this attempt connected: undo it.
+                    if let Some(live) = lock(&inner.live).take() {
+                        inner.close_live(live);
+                    }
+                    inner.recovering.store(false, Ordering::SeqCst);
+                    return;
+                }
                 inner.recovering.store(false, Ordering::SeqCst);
                 inner.available.store(true, Ordering::SeqCst);
                 tracing::warn!(

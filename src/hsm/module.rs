@@ -80,6 +80,10 @@ impl Module {
     /// (with OS locking) if no context is live.
     pub(crate) fn context(&self) -> Result<(Pkcs11, u64), Failure> {
         let mut state = self.write();
+        if state.users == 0 {
+            // Every Hsm on the module closed (a reconnect thread lost the race with close).
+            return Err(Failure::Final(HsmError::Closed));
+        }
         if let Some(p) = &state.pkcs11 {
             return Ok((p.clone(), state.generation));
         }

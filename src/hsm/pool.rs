@@ -47,6 +47,7 @@ impl Worker {
     pub(crate) fn find_private_key(&mut self, label: &str) -> Result<FoundKey, Failure> {
         match keys::find_private_key(&self.session, label) {
             Ok(key) => {
+                tracing::debug!(label, handle = %key.handle, "key handle found and cached");
                 self.keys.insert(label.to_owned(), key);
                 Ok(key)
             }

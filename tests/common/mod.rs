@@ -295,3 +295,16 @@ pub fn openssl_verifies(
     let out = cmd.output().expect("run openssl");
     out.status.success()
 }
+
+/// Send the library's `tracing` output to the test's captured output (shown when a test
+/// fails, or with `--no-capture`). Filter with `RUST_LOG`; the default shows signet's debug.
+pub fn trace() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("signet=debug")),
+        )
+        .with_test_writer()
+        .with_ansi(false)
+        .try_init();
+}
