@@ -200,7 +200,7 @@ async fn token_selected_by_serial_or_uri_finds_the_same_key() {
 async fn missing_token_key_and_wrong_algorithm_are_final_errors() {
     let soft = softhsm();
     let mut settings = soft.settings("no-such-token", PIN);
-    let err = Hsm::open(settings.clone()).err().expect("no token");
+    let err = Hsm::open(settings.clone()).expect_err("no token");
     assert!(matches!(err, HsmError::TokenNotFound { .. }), "{err}");
 
     settings.token = TokenSelector::Label(LABEL.into());
@@ -228,7 +228,7 @@ async fn wrong_pin_is_pin_incorrect_and_never_shown() {
     let soft = softhsm();
     let mut settings = soft.settings(LABEL, PIN);
     settings.pin = Secret::from_file(&soft.pin_file("11112222")).unwrap();
-    let err = Hsm::open(settings).err().expect("wrong PIN must fail");
+    let err = Hsm::open(settings).expect_err("wrong PIN must fail");
     assert!(matches!(err, HsmError::PinIncorrect), "{err}");
     assert!(!format!("{err} {err:?}").contains("11112222"));
     // A failed open leaves the module usable for the next one.

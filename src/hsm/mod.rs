@@ -92,6 +92,17 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+impl std::fmt::Debug for Hsm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hsm")
+            .field("module", &self.inner.module.path())
+            .field("token", &self.inner.token)
+            .field("pool_size", &self.inner.pool_size)
+            .field("available", &self.is_available())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Hsm {
     /// Load the module (one context per module per process, initialised with OS locking),
     /// find the token by label or serial, open a long-lived login session (an existing login
@@ -190,7 +201,8 @@ impl Hsm {
     }
 
     /// Close the sessions and, if no other `Hsm` uses the module, finalise it. Later calls
-    /// return [`HsmError::Closed`]. Also happens when the last clone is dropped.
+    /// return [`HsmError::Closed`]. Also happens when the last clone is dropped. Makes a few
+    /// quick blocking PKCS#11 calls (C_CloseSession, C_Finalize).
     pub fn close(&self) {
         self.inner.close();
     }
@@ -321,6 +333,15 @@ impl Inner {
                             return Err(self.fail(generation, f));
                         }
                     }
+                }
+                Err(Failure::Session(e)) => {
+                    // Stale again on a fresh session: give up on this call, keep the pool clean.
+                    if let Some(l) = lock(&self.live).as_mut() {
+                        if l.generation() == generation {
+                            l.discard(worker);
+                        }
+                    }
+                    return Err(e);
                 }
                 Err(Failure::Device(reason)) => {
                     // The worker's session died with its context: drop it unclosed.

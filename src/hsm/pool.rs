@@ -226,13 +226,19 @@ impl Live {
         }
     }
 
+    /// Throw a worker away after its session failed again: close it if the module still
+    /// knows it, drop it unclosed if not.
+    pub(crate) fn discard(&mut self, worker: Worker) {
+        if worker.generation == self.generation && probe(&worker.session).is_some() {
+            close(worker.session);
+        }
+    }
+
     /// After a session-class failure on `failed`: drop sessions the module no longer knows
     /// (closing the failed one properly if it is still valid), make sure of the login, and
     /// return a fresh worker with an empty key cache so the key is found again.
     pub(crate) fn replace(&mut self, failed: Worker, pin: &Secret) -> Result<Worker, Failure> {
-        if failed.generation == self.generation && probe(&failed.session).is_some() {
-            close(failed.session);
-        }
+        self.discard(failed);
         // Probe everything before opening anything, so no stale number can alias a new session.
         self.idle.retain(|w| probe(&w.session).is_some());
         self.ensure_login(pin)?;

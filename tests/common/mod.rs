@@ -134,7 +134,9 @@ impl SoftHsm {
     /// Write `pin` to a file in the test directory (mode 0600) and return its path.
     pub fn pin_file(&self, pin: &str) -> PathBuf {
         use std::os::unix::fs::PermissionsExt;
-        let path = self.dir.path().join(format!("pin-{}", pin.len()));
+        static COUNT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = self.dir.path().join(format!("pin-{n}"));
         std::fs::write(&path, format!("{pin}\n")).expect("write pin file");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         path
