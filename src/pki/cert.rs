@@ -1,0 +1,524 @@
+//! Certificate building: the TBSCertificate of subscriber and CA certificates exactly as the
+//! profiles and RFC 5280 require, kept apart from signing (an HSM call elsewhere), then the
+//! signed certificate assembled and checked against the issuer's key before anyone sees it.
+
+use std::time::{Duration, SystemTime};
+
+use const_oid::{AssociatedOid, ObjectIdentifier};
+use der::asn1::{BitString, Ia5String, OctetString};
+use der::flagset::FlagSet;
+use der::{Any, DateTime, Decode, Encode, Sequence};
+use sha1::Digest;
+use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
+use x509_cert::certificate::{Certificate, TbsCertificate, Version};
+use x509_cert::ext::pkix::certpolicy::{
+    DisplayText, PolicyInformation, PolicyQualifierInfo, UserNotice,
+};
+use x509_cert::ext::pkix::crl::dp::DistributionPoint;
+use x509_cert::ext::pkix::name::{DistributionPointName, GeneralName};
+use x509_cert::ext::pkix::{
+    AccessDescription, AuthorityInfoAccessSyntax, AuthorityKeyIdentifier, BasicConstraints,
+    CertificatePolicies, CrlDistributionPoints, ExtendedKeyUsage, KeyUsage, KeyUsages,
+    SubjectAltName, SubjectKeyIdentifier,
+};
+use x509_cert::ext::{Extension, Extensions};
+use x509_cert::name::Name;
+use x509_cert::serial_number::SerialNumber;
+use x509_cert::time::{Time, Validity};
+
+use super::PkiError;
+use super::alg::{KeyType, SignatureAlgorithm};
+use super::csr::key_type_of;
+use super::name::{San, SubjectSpec};
+use super::profile::Profile;
+use super::verify::verify_signature;
+
+/// id-qt-unotice (RFC 5280 section 4.2.1.4).
+const ID_QT_UNOTICE: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.2.2");
+/// id-ad-ocsp (RFC 5280 section 4.2.2.1).
+const ID_AD_OCSP: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.1");
+/// id-ad-caIssuers (RFC 5280 section 4.2.2.1).
+const ID_AD_CA_ISSUERS: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.2");
+
+/// Where relying parties fetch status; built from the configured public base URL (no
+/// trailing slash).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Urls {
+    /// The public base URL, e.g. `http://pki.example.cn`.
+    pub base: String,
+}
+
+impl Urls {
+    fn base(&self) -> &str {
+        self.base.trim_end_matches('/')
+    }
+
+    /// The CRL of `issuer`: `{base}/crl/{issuer}.crl`.
+    pub fn crl(&self, issuer: &str) -> String {
+        format!("{}/crl/{issuer}.crl", self.base())
+    }
+
+    /// The OCSP responder: `{base}/ocsp`.
+    pub fn ocsp(&self) -> String {
+        format!("{}/ocsp", self.base())
+    }
+
+    /// The certificate of `issuer`: `{base}/ca/{issuer}.crt`.
+    pub fn ca_issuers(&self, issuer: &str) -> String {
+        format!("{}/ca/{issuer}.crt", self.base())
+    }
+}
+
+/// The issuer side of a certificate: its configured name (used in URLs), certificate, and the
+/// algorithm its key signs with.
+#[derive(Clone, Copy, Debug)]
+pub struct IssuerRef<'a> {
+    /// The issuer's configured name, as used in URLs.
+    pub name: &'a str,
+    /// The issuer's own certificate.
+    pub cert: &'a Certificate,
+    /// The algorithm the issuer's key signs with.
+    pub signature: SignatureAlgorithm,
+}
+
+/// A subscriber certificate request that has passed profile checks.
+#[derive(Clone, Copy, Debug)]
+pub struct LeafRequest<'a> {
+    /// The profile the certificate is issued under.
+    pub profile: &'a Profile,
+    /// The subject as the RA verified it.
+    pub subject: &'a SubjectSpec,
+    /// Subject alternative names as the RA verified them.
+    pub sans: &'a [San],
+    /// The subscriber's public key (from the checked CSR).
+    pub spki: &'a SubjectPublicKeyInfoOwned,
+    /// The type of that key.
+    pub key_type: KeyType,
+    /// Validity in whole years.
+    pub validity_years: u32,
+}
+
+/// A CA certificate request: the subject, key and constraints of a root or intermediate.
+#[derive(Clone, Copy, Debug)]
+pub struct CaRequest<'a> {
+    /// The CA's subject.
+    pub subject: &'a SubjectSpec,
+    /// The CA's public key.
+    pub spki: &'a SubjectPublicKeyInfoOwned,
+    /// basicConstraints pathLenConstraint; `None` for no limit.
+    pub path_len: Option<u8>,
+    /// Validity in whole years.
+    pub validity_years: u32,
+}
+
+/// TBSCertificate with public fields, encoded and decoded into x509-cert's type (whose
+/// fields are private to that crate). Field for field the structure of RFC 5280 section 4.1.
+#[derive(Sequence)]
+struct TbsOut {
+    #[asn1(context_specific = "0", tag_mode = "EXPLICIT")]
+    version: Version,
+    serial_number: SerialNumber,
+    signature: AlgorithmIdentifierOwned,
+    issuer: Name,
+    validity: Validity,
+    subject: Name,
+    subject_public_key_info: SubjectPublicKeyInfoOwned,
+    #[asn1(context_specific = "3", tag_mode = "EXPLICIT")]
+    extensions: Extensions,
+}
+
+/// Certificate with public fields, for the same reason.
+#[derive(Sequence)]
+struct CertOut {
+    tbs_certificate: TbsCertificate,
+    signature_algorithm: AlgorithmIdentifierOwned,
+    signature: BitString,
+}
+
+fn enc(e: der::Error) -> PkiError {
+    PkiError::Encoding(e.to_string())
+}
+
+fn extension<T: Encode + AssociatedOid>(value: &T, critical: bool) -> Result<Extension, PkiError> {
+    Ok(Extension {
+        extn_id: T::OID,
+        critical,
+        extn_value: OctetString::new(value.to_der().map_err(enc)?).map_err(enc)?,
+    })
+}
+
+fn uri(u: &str) -> Result<GeneralName, PkiError> {
+    Ia5String::new(u)
+        .map(GeneralName::UniformResourceIdentifier)
+        .map_err(|_| PkiError::invalid("urls.base", format!("{u:?} is not an ASCII URL")))
+}
+
+fn key_usage(usages: &[KeyUsages]) -> KeyUsage {
+    KeyUsage(
+        usages
+            .iter()
+            .fold(FlagSet::<KeyUsages>::default(), |acc, u| acc | *u),
+    )
+}
+
+/// SHA-1 of the subjectPublicKey BIT STRING contents (RFC 5280 section 4.2.1.2, method 1).
+pub fn key_identifier(spki: &SubjectPublicKeyInfoOwned) -> Vec<u8> {
+    sha1::Sha1::digest(spki.subject_public_key.raw_bytes()).to_vec()
+}
+
+fn ski_extension(spki: &SubjectPublicKeyInfoOwned) -> Result<Extension, PkiError> {
+    let ski = SubjectKeyIdentifier(OctetString::new(key_identifier(spki)).map_err(enc)?);
+    extension(&ski, false)
+}
+
+fn aki_extension(key_id: Vec<u8>) -> Result<Extension, PkiError> {
+    let aki = AuthorityKeyIdentifier {
+        key_identifier: Some(OctetString::new(key_id).map_err(enc)?),
+        authority_cert_issuer: None,
+        authority_cert_serial_number: None,
+    };
+    extension(&aki, false)
+}
+
+/// The key identifier of an issuer: its SKI extension, or computed from its key when absent.
+fn issuer_key_id(cert: &Certificate) -> Vec<u8> {
+    let tbs = cert.tbs_certificate();
+    match tbs.get_extension::<SubjectKeyIdentifier>() {
+        Ok(Some((_, ski))) => ski.0.as_bytes().to_vec(),
+        _ => key_identifier(tbs.subject_public_key_info()),
+    }
+}
+
+fn crl_dp_extension(url: &str) -> Result<Extension, PkiError> {
+    let dp = CrlDistributionPoints(vec![DistributionPoint {
+        distribution_point: Some(DistributionPointName::FullName(vec![uri(url)?])),
+        reasons: None,
+        crl_issuer: None,
+    }]);
+    extension(&dp, false)
+}
+
+fn aia_extension(urls: &Urls, issuer: &str) -> Result<Extension, PkiError> {
+    let aia = AuthorityInfoAccessSyntax(vec![
+        AccessDescription {
+            access_method: ID_AD_OCSP,
+            access_location: uri(&urls.ocsp())?,
+        },
+        AccessDescription {
+            access_method: ID_AD_CA_ISSUERS,
+            access_location: uri(&urls.ca_issuers(issuer))?,
+        },
+    ]);
+    extension(&aia, false)
+}
+
+fn policies_extension(profile: &Profile) -> Result<Extension, PkiError> {
+    let qualifiers = match profile.notice_text() {
+        Some(text) => {
+            if text.chars().count() > 200 {
+                return Err(PkiError::invalid(
+                    format!("profiles.{}.liability", profile.name),
+                    "the user notice would exceed 200 characters (RFC 5280 section 4.2.1.4)",
+                ));
+            }
+            let notice = UserNotice {
+                notice_ref: None,
+                explicit_text: Some(DisplayText::Utf8String(text)),
+            };
+            Some(vec![PolicyQualifierInfo {
+                policy_qualifier_id: ID_QT_UNOTICE,
+                qualifier: Some(Any::encode_from(&notice).map_err(enc)?),
+            }])
+        }
+        None => None,
+    };
+    let policies = CertificatePolicies(vec![PolicyInformation {
+        policy_identifier: profile.policy_oid,
+        policy_qualifiers: qualifiers,
+    }]);
+    extension(&policies, false)
+}
+
+/// Check that `signature` can be produced by the key in `spki`; `field` names the issuer.
+fn check_signer_key(
+    spki: &SubjectPublicKeyInfoOwned,
+    signature: SignatureAlgorithm,
+    field: &str,
+) -> Result<(), PkiError> {
+    let key = key_type_of(spki, field)?;
+    if signature.fits_key(key) {
+        Ok(())
+    } else {
+        Err(PkiError::invalid(
+            field,
+            format!("signature algorithm {signature} does not fit the signing {key} key"),
+        ))
+    }
+}
+
+fn to_time(t: SystemTime, field: &str) -> Result<Time, PkiError> {
+    // Time picks UTCTime through 2049 and GeneralizedTime from 2050 (RFC 5280 4.1.2.5).
+    Time::try_from(t).map_err(|e| PkiError::invalid(field, format!("time out of range: {e}")))
+}
+
+fn fmt_time(t: SystemTime) -> String {
+    DateTime::from_system_time(t)
+        .map(|d| d.to_string())
+        .unwrap_or_else(|_| format!("{t:?}"))
+}
+
+/// Validity from `not_before` for `years`, checked against the issuer's own not-after.
+fn validity(
+    not_before: SystemTime,
+    years: u32,
+    issuer: Option<&IssuerRef>,
+) -> Result<Validity, PkiError> {
+    let end = not_after(not_before, years)?;
+    if let Some(issuer) = issuer {
+        let issuer_end = issuer
+            .cert
+            .tbs_certificate()
+            .validity()
+            .not_after
+            .to_system_time();
+        if end > issuer_end {
+            return Err(PkiError::invalid(
+                "validity_years",
+                format!(
+                    "a {years}-year certificate would expire {}, after its issuer {} ({})",
+                    fmt_time(end),
+                    issuer.name,
+                    fmt_time(issuer_end)
+                ),
+            ));
+        }
+    }
+    Ok(Validity::new(
+        to_time(not_before, "not_before")?,
+        to_time(end, "validity_years")?,
+    ))
+}
+
+fn finish(tbs: TbsOut) -> Result<TbsCertificate, PkiError> {
+    let der = tbs.to_der().map_err(enc)?;
+    TbsCertificate::from_der(&der).map_err(enc)
+}
+
+/// `not_before` truncated to whole seconds (certificate times have no fractions).
+fn whole_seconds(t: SystemTime) -> Result<SystemTime, PkiError> {
+    let since = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_err(|_| PkiError::invalid("not_before", "is before 1970"))?;
+    Ok(SystemTime::UNIX_EPOCH + Duration::from_secs(since.as_secs()))
+}
+
+/// Build the TBSCertificate of a subscriber certificate (v3; see the module and DESIGN.md
+/// "every leaf" for the extensions). The request is checked against its profile once more
+/// here, so no caller can build a leaf the profile forbids.
+pub fn build_leaf_tbs(
+    issuer: &IssuerRef,
+    urls: &Urls,
+    req: &LeafRequest,
+    serial: SerialNumber,
+    not_before: SystemTime,
+) -> Result<TbsCertificate, PkiError> {
+    let issuer_tbs = issuer.cert.tbs_certificate();
+    check_signer_key(
+        issuer_tbs.subject_public_key_info(),
+        issuer.signature,
+        "issuer",
+    )?;
+    let actual = key_type_of(req.spki, "csr")?;
+    if actual != req.key_type {
+        return Err(PkiError::invalid(
+            "csr",
+            format!("key is {actual}, but the request says {}", req.key_type),
+        ));
+    }
+    req.profile
+        .check_request(req.subject, req.sans, req.validity_years, req.key_type)?;
+    let not_before = whole_seconds(not_before)?;
+    let kind = req.profile.kind;
+    let subject = req.subject.to_name()?;
+
+    let mut exts = vec![
+        extension(
+            &BasicConstraints {
+                ca: false,
+                path_len_constraint: None,
+            },
+            true,
+        )?,
+        extension(&key_usage(&kind.key_usage(req.key_type)), true)?,
+        extension(&ExtendedKeyUsage(kind.extended_key_usage()), false)?,
+        ski_extension(req.spki)?,
+        aki_extension(issuer_key_id(issuer.cert))?,
+    ];
+    if !req.sans.is_empty() {
+        let names = req
+            .sans
+            .iter()
+            .map(San::to_general_name)
+            .collect::<Result<Vec<_>, _>>()?;
+        // RFC 5280 4.2.1.6: critical exactly when the subject is empty.
+        exts.push(extension(&SubjectAltName(names), req.subject.is_empty())?);
+    }
+    exts.push(policies_extension(req.profile)?);
+    exts.push(crl_dp_extension(&urls.crl(issuer.name))?);
+    exts.push(aia_extension(urls, issuer.name)?);
+
+    finish(TbsOut {
+        version: Version::V3,
+        serial_number: serial,
+        signature: issuer.signature.algorithm_identifier(),
+        issuer: issuer_tbs.subject().clone(),
+        validity: validity(not_before, req.validity_years, Some(issuer))?,
+        subject,
+        subject_public_key_info: req.spki.clone(),
+        extensions: exts,
+    })
+}
+
+/// Build the TBSCertificate of a CA certificate: a self-signed root when `issuer` is `None`
+/// (issuer name = subject, AKI = own SKI, no CRL DP or AIA), otherwise an intermediate with
+/// AKI, CRL distribution point and AIA pointing at `issuer`. `signature` is the algorithm of
+/// the signing key (for a root, its own).
+pub fn build_ca_tbs(
+    issuer: Option<&IssuerRef>,
+    signature: SignatureAlgorithm,
+    urls: &Urls,
+    req: &CaRequest,
+    serial: SerialNumber,
+    not_before: SystemTime,
+) -> Result<TbsCertificate, PkiError> {
+    if req.subject.is_empty() {
+        return Err(PkiError::invalid(
+            "subject",
+            "a CA certificate needs a subject",
+        ));
+    }
+    let not_before = whole_seconds(not_before)?;
+    let subject = req.subject.to_name()?;
+    let own_key_id = key_identifier(req.spki);
+    key_type_of(req.spki, "spki")?;
+
+    let mut exts = vec![
+        extension(
+            &BasicConstraints {
+                ca: true,
+                path_len_constraint: req.path_len,
+            },
+            true,
+        )?,
+        extension(
+            &key_usage(&[
+                KeyUsages::DigitalSignature,
+                KeyUsages::KeyCertSign,
+                KeyUsages::CRLSign,
+            ]),
+            true,
+        )?,
+        ski_extension(req.spki)?,
+    ];
+    let issuer_name = match issuer {
+        None => {
+            check_signer_key(req.spki, signature, "signature")?;
+            exts.push(aki_extension(own_key_id)?);
+            subject.clone()
+        }
+        Some(issuer) => {
+            let issuer_tbs = issuer.cert.tbs_certificate();
+            check_signer_key(issuer_tbs.subject_public_key_info(), signature, "issuer")?;
+            exts.push(aki_extension(issuer_key_id(issuer.cert))?);
+            exts.push(crl_dp_extension(&urls.crl(issuer.name))?);
+            exts.push(aia_extension(urls, issuer.name)?);
+            issuer_tbs.subject().clone()
+        }
+    };
+
+    finish(TbsOut {
+        version: Version::V3,
+        serial_number: serial,
+        signature: signature.algorithm_identifier(),
+        issuer: issuer_name,
+        validity: validity(not_before, req.validity_years, issuer)?,
+        subject,
+        subject_public_key_info: req.spki.clone(),
+        extensions: exts,
+    })
+}
+
+fn is_leap(year: u32) -> bool {
+    year % 4 == 0 && (year % 100 != 0 || year % 400 == 0)
+}
+
+/// `not_before` + `years` calendar years, minus one second, so a 1-year certificate covers
+/// 365 (or 366) days inclusive; 29 February maps to 28 February in a common year.
+pub fn not_after(not_before: SystemTime, years: u32) -> Result<SystemTime, PkiError> {
+    let field = "validity_years";
+    if years == 0 {
+        return Err(PkiError::invalid(field, "must be at least 1"));
+    }
+    let start = DateTime::from_system_time(whole_seconds(not_before)?)
+        .map_err(|e| PkiError::invalid("not_before", format!("out of range: {e}")))?;
+    let year = u32::from(start.year())
+        .checked_add(years)
+        .filter(|y| *y <= 9999)
+        .ok_or_else(|| {
+            PkiError::invalid(field, format!("{years} years runs past the year 9999"))
+        })?;
+    let day = if start.month() == 2 && start.day() == 29 && !is_leap(year) {
+        28
+    } else {
+        start.day()
+    };
+    let end = DateTime::new(
+        year as u16,
+        start.month(),
+        day,
+        start.hour(),
+        start.minutes(),
+        start.seconds(),
+    )
+    .map_err(|e| PkiError::invalid(field, format!("end date out of range: {e}")))?;
+    Ok(end.to_system_time() - Duration::from_secs(1))
+}
+
+/// Put TBS and signature together (signatureAlgorithm = tbs.signature).
+pub fn assemble(tbs: TbsCertificate, signature: &[u8]) -> Result<Certificate, PkiError> {
+    let cert = CertOut {
+        signature_algorithm: tbs.signature().clone(),
+        tbs_certificate: tbs,
+        signature: BitString::from_bytes(signature).map_err(enc)?,
+    };
+    let der = cert.to_der().map_err(enc)?;
+    Certificate::from_der(&der).map_err(enc)
+}
+
+/// Check an assembled certificate's signature against the issuer's public key (done before
+/// any certificate is returned).
+pub fn check_signed_by(
+    cert: &Certificate,
+    issuer_spki: &SubjectPublicKeyInfoOwned,
+) -> Result<(), PkiError> {
+    let what = "certificate";
+    let tbs = cert.tbs_certificate();
+    if cert.signature_algorithm() != tbs.signature() {
+        return Err(PkiError::invalid(
+            what,
+            "signatureAlgorithm differs from tbsCertificate.signature",
+        ));
+    }
+    let message = tbs.to_der().map_err(enc)?;
+    let signature = cert
+        .signature()
+        .as_bytes()
+        .ok_or_else(|| PkiError::invalid(what, "signature BIT STRING has unused bits"))?;
+    verify_signature(
+        issuer_spki,
+        cert.signature_algorithm(),
+        &message,
+        signature,
+        what,
+    )
+}
