@@ -522,3 +522,335 @@ pub fn check_signed_by(
         what,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::ProfileKind;
+    use crate::pki::soft_signer::SoftKey;
+    use x509_cert::ext::pkix::KeyUsages;
+
+    fn at(s: &str) -> SystemTime {
+        let dt: DateTime = s.parse().unwrap();
+        dt.to_system_time()
+    }
+
+    fn urls() -> Urls {
+        Urls {
+            base: "http://pki.example.cn".into(),
+        }
+    }
+
+    fn sign(tbs: TbsCertificate, key: &SoftKey, alg: SignatureAlgorithm) -> Certificate {
+        let sig = key.sign(alg, &tbs.to_der().unwrap());
+        assemble(tbs, &sig).unwrap()
+    }
+
+    fn root(key: &SoftKey, start: &str, years: u32) -> Certificate {
+        let subject = SubjectSpec::parse("C=CN, O=Signet Test, CN=Signet Test Root").unwrap();
+        let spki = key.spki();
+        let req = CaRequest {
+            subject: &subject,
+            spki: &spki,
+            path_len: None,
+            validity_years: years,
+        };
+        let tbs = build_ca_tbs(
+            None,
+            key.default_alg(),
+            &urls(),
+            &req,
+            crate::pki::serial::random_serial(),
+            at(start),
+        )
+        .unwrap();
+        sign(tbs, key, key.default_alg())
+    }
+
+    fn profile(kind: ProfileKind) -> Profile {
+        Profile {
+            name: kind.name().into(),
+            kind,
+            validity_years: vec![1, 2],
+            renewal_window_days: 90,
+            policy_oid: ObjectIdentifier::new_unwrap("1.3.6.1.4.1.99999.1.1"),
+            liability: Some("500,000 CNY".into()),
+            key_types: KeyType::ALL.to_vec(),
+            issuers: vec!["root".into()],
+        }
+    }
+
+    fn ext(cert: &Certificate, id: ObjectIdentifier) -> Option<&Extension> {
+        cert.tbs_certificate()
+            .extensions()?
+            .iter()
+            .find(|e| e.extn_id == id)
+    }
+
+    #[test]
+    fn not_after_is_calendar_years_minus_one_second() {
+        let cases = [
+            ("2026-11-24T13:00:00Z", 1, "2027-11-24T12:59:59Z"),
+            ("2026-11-24T13:00:00Z", 2, "2028-11-24T12:59:59Z"),
+            ("2024-02-29T00:00:00Z", 1, "2025-02-27T23:59:59Z"),
+            ("2024-02-29T10:00:00Z", 4, "2028-02-29T09:59:59Z"),
+            ("2027-01-01T00:00:00Z", 1, "2027-12-31T23:59:59Z"),
+        ];
+        for (start, years, end) in cases {
+            assert_eq!(
+                not_after(at(start), years).unwrap(),
+                at(end),
+                "{start} + {years}"
+            );
+        }
+        let e = not_after(at("2026-01-01T00:00:00Z"), 0).unwrap_err();
+        assert!(e.to_string().starts_with("validity_years"), "{e}");
+        // Fractions of a second are dropped rather than rounded up.
+        let t = at("2026-11-24T13:00:00Z") + Duration::from_millis(700);
+        assert_eq!(not_after(t, 1).unwrap(), at("2027-11-24T12:59:59Z"));
+    }
+
+    #[test]
+    fn times_use_utctime_until_2049_and_generalizedtime_from_2050() {
+        let key = SoftKey::p256(11);
+        let cert = root(&key, "2040-06-01T00:00:00Z", 20);
+        let v = cert.tbs_certificate().validity();
+        assert!(matches!(v.not_before, Time::UtcTime(_)));
+        assert!(matches!(v.not_after, Time::GeneralTime(_)));
+        let der = cert.to_der().unwrap();
+        // 2060-05-31T23:59:59Z as GeneralizedTime
+        assert!(der.windows(17).any(|w| w == b"\x18\x0f20600531235959Z"));
+        assert!(der.windows(15).any(|w| w == b"\x17\x0d400601000000Z"));
+    }
+
+    #[test]
+    fn root_is_self_signed_with_ca_extensions() {
+        let key = SoftKey::p384(12);
+        let cert = root(&key, "2026-01-01T00:00:00Z", 20);
+        check_signed_by(&cert, &key.spki()).unwrap();
+        let tbs = cert.tbs_certificate();
+        assert_eq!(tbs.issuer(), tbs.subject());
+        assert_eq!(tbs.version(), Version::V3);
+        let (crit, bc) = tbs.get_extension::<BasicConstraints>().unwrap().unwrap();
+        assert!(crit && bc.ca);
+        let (crit, ku) = tbs.get_extension::<KeyUsage>().unwrap().unwrap();
+        assert!(crit && ku.key_cert_sign() && ku.crl_sign() && ku.digital_signature());
+        let (_, ski) = tbs
+            .get_extension::<SubjectKeyIdentifier>()
+            .unwrap()
+            .unwrap();
+        let (_, aki) = tbs
+            .get_extension::<AuthorityKeyIdentifier>()
+            .unwrap()
+            .unwrap();
+        assert_eq!(ski.0.as_bytes(), key_identifier(&key.spki()));
+        assert_eq!(aki.key_identifier.unwrap().as_bytes(), ski.0.as_bytes());
+        assert!(
+            tbs.get_extension::<CrlDistributionPoints>()
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            tbs.get_extension::<AuthorityInfoAccessSyntax>()
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn leaf_carries_every_required_extension() {
+        let ca_key = SoftKey::p256(13);
+        let ca = root(&ca_key, "2026-01-01T00:00:00Z", 10);
+        let issuer = IssuerRef {
+            name: "root",
+            cert: &ca,
+            signature: ca_key.default_alg(),
+        };
+        let leaf_key = SoftKey::rsa2048();
+        let spki = leaf_key.spki();
+        let p = profile(ProfileKind::Server);
+        let subject = SubjectSpec::parse("CN=www.example.cn").unwrap();
+        let sans = [
+            San::Dns("www.example.cn".into()),
+            San::Ip("192.0.2.7".parse().unwrap()),
+        ];
+        let req = LeafRequest {
+            profile: &p,
+            subject: &subject,
+            sans: &sans,
+            spki: &spki,
+            key_type: KeyType::Rsa2048,
+            validity_years: 1,
+        };
+        let serial = crate::pki::serial::random_serial();
+        let tbs = build_leaf_tbs(
+            &issuer,
+            &urls(),
+            &req,
+            serial.clone(),
+            at("2026-03-01T08:00:00Z"),
+        )
+        .unwrap();
+        assert_eq!(tbs.serial_number(), &serial);
+        assert_eq!(tbs.issuer(), ca.tbs_certificate().subject());
+        assert_eq!(
+            tbs.signature(),
+            &ca_key.default_alg().algorithm_identifier()
+        );
+        let cert = sign(tbs, &ca_key, ca_key.default_alg());
+        check_signed_by(&cert, &ca_key.spki()).unwrap();
+        // The wrong key, and a damaged signature, are refused.
+        assert!(matches!(
+            check_signed_by(&cert, &SoftKey::p256(14).spki()),
+            Err(PkiError::BadSignature { .. })
+        ));
+        let tbs = cert.tbs_certificate();
+        let (crit, bc) = tbs.get_extension::<BasicConstraints>().unwrap().unwrap();
+        assert!(crit && !bc.ca);
+        let (crit, ku) = tbs.get_extension::<KeyUsage>().unwrap().unwrap();
+        assert!(crit);
+        assert_eq!(
+            ku.0,
+            KeyUsages::DigitalSignature | KeyUsages::KeyEncipherment
+        );
+        let (_, eku) = tbs.get_extension::<ExtendedKeyUsage>().unwrap().unwrap();
+        assert_eq!(eku.0, ProfileKind::Server.extended_key_usage());
+        let (crit, san) = tbs.get_extension::<SubjectAltName>().unwrap().unwrap();
+        assert!(!crit);
+        assert_eq!(san.0.len(), 2);
+        let (_, aki) = tbs
+            .get_extension::<AuthorityKeyIdentifier>()
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            aki.key_identifier.unwrap().as_bytes(),
+            key_identifier(&ca_key.spki())
+        );
+        let (_, ski) = tbs
+            .get_extension::<SubjectKeyIdentifier>()
+            .unwrap()
+            .unwrap();
+        assert_eq!(ski.0.as_bytes(), key_identifier(&spki));
+        let (_, pol) = tbs.get_extension::<CertificatePolicies>().unwrap().unwrap();
+        assert_eq!(pol.0[0].policy_identifier, p.policy_oid);
+        let der = ext(&cert, CertificatePolicies::OID)
+            .unwrap()
+            .extn_value
+            .as_bytes()
+            .to_vec();
+        let notice = p.notice_text().unwrap();
+        let mut utf8 = vec![0x0c, notice.len() as u8];
+        utf8.extend_from_slice(notice.as_bytes());
+        assert!(
+            der.windows(utf8.len()).any(|w| w == utf8),
+            "notice as UTF8String"
+        );
+        let cdp = ext(&cert, CrlDistributionPoints::OID)
+            .unwrap()
+            .extn_value
+            .as_bytes();
+        assert!(
+            cdp.windows(30)
+                .any(|w| w == b"http://pki.example.cn/crl/root")
+        );
+        let aia = ext(&cert, AuthorityInfoAccessSyntax::OID)
+            .unwrap()
+            .extn_value
+            .as_bytes();
+        assert!(aia.windows(26).any(|w| w == b"http://pki.example.cn/ocsp"));
+        assert!(
+            aia.windows(29)
+                .any(|w| w == b"http://pki.example.cn/ca/root")
+        );
+    }
+
+    #[test]
+    fn san_is_critical_when_the_subject_is_empty() {
+        let ca_key = SoftKey::ed25519(15);
+        let ca = root(&ca_key, "2026-01-01T00:00:00Z", 10);
+        let issuer = IssuerRef {
+            name: "root",
+            cert: &ca,
+            signature: SignatureAlgorithm::Ed25519,
+        };
+        let spki = SoftKey::p256(16).spki();
+        let p = profile(ProfileKind::Server);
+        let subject = SubjectSpec::default();
+        let sans = [San::Dns("api.example.cn".into())];
+        let req = LeafRequest {
+            profile: &p,
+            subject: &subject,
+            sans: &sans,
+            spki: &spki,
+            key_type: KeyType::P256,
+            validity_years: 2,
+        };
+        let tbs = build_leaf_tbs(
+            &issuer,
+            &urls(),
+            &req,
+            crate::pki::serial::random_serial(),
+            at("2026-05-01T00:00:00Z"),
+        )
+        .unwrap();
+        assert!(tbs.subject().is_empty());
+        let (crit, _) = tbs.get_extension::<SubjectAltName>().unwrap().unwrap();
+        assert!(crit);
+    }
+
+    #[test]
+    fn leaf_outliving_its_issuer_or_lying_about_its_key_is_refused() {
+        let ca_key = SoftKey::p256(17);
+        let ca = root(&ca_key, "2026-01-01T00:00:00Z", 1);
+        let issuer = IssuerRef {
+            name: "root",
+            cert: &ca,
+            signature: ca_key.default_alg(),
+        };
+        let spki = SoftKey::p256(18).spki();
+        let p = profile(ProfileKind::Personal);
+        let subject = SubjectSpec::parse("CN=张三").unwrap();
+        let mut req = LeafRequest {
+            profile: &p,
+            subject: &subject,
+            sans: &[],
+            spki: &spki,
+            key_type: KeyType::P256,
+            validity_years: 1,
+        };
+        let e = build_leaf_tbs(
+            &issuer,
+            &urls(),
+            &req,
+            crate::pki::serial::random_serial(),
+            at("2026-06-01T00:00:00Z"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().starts_with("validity_years:"), "{e}");
+        req.key_type = KeyType::P384;
+        let e = build_leaf_tbs(
+            &issuer,
+            &urls(),
+            &req,
+            crate::pki::serial::random_serial(),
+            at("2026-02-01T00:00:00Z"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().starts_with("csr:"), "{e}");
+        // An issuer algorithm that does not fit the issuer's key.
+        let bad_issuer = IssuerRef {
+            signature: SignatureAlgorithm::Ed25519,
+            ..issuer
+        };
+        req.key_type = KeyType::P256;
+        let e = build_leaf_tbs(
+            &bad_issuer,
+            &urls(),
+            &req,
+            crate::pki::serial::random_serial(),
+            at("2026-02-01T00:00:00Z"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().starts_with("issuer:"), "{e}");
+    }
+}

@@ -215,3 +215,200 @@ fn rsa_key_type(key: &[u8]) -> Result<KeyType, String> {
     }
     Ok(key_type)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::SignatureAlgorithm;
+    use crate::pki::name::SubjectSpec;
+    use crate::pki::soft_signer::SoftKey;
+    use der::asn1::{Any, OctetString};
+    use x509_cert::request::{CertReq, Version};
+
+    /// A CSR built by hand, signed by `key` with `alg`.
+    pub(crate) fn make_csr(key: &SoftKey, alg: SignatureAlgorithm) -> Vec<u8> {
+        csr_with_spki(key.spki(), |tbs| key.sign(alg, tbs), alg)
+    }
+
+    fn csr_with_spki(
+        spki: SubjectPublicKeyInfoOwned,
+        sign: impl Fn(&[u8]) -> Vec<u8>,
+        alg: SignatureAlgorithm,
+    ) -> Vec<u8> {
+        let info = CertReqInfo {
+            version: Version::V1,
+            subject: SubjectSpec::parse("CN=csr test")
+                .unwrap()
+                .to_name()
+                .unwrap(),
+            public_key: spki,
+            attributes: Default::default(),
+        };
+        let sig = sign(&info.to_der().unwrap());
+        CertReq {
+            info,
+            algorithm: alg.algorithm_identifier(),
+            signature: BitString::from_bytes(&sig).unwrap(),
+        }
+        .to_der()
+        .unwrap()
+    }
+
+    fn problem(e: PkiError) -> String {
+        match e {
+            PkiError::Invalid { field, problem } => {
+                assert_eq!(field, "csr", "{problem}");
+                problem
+            }
+            other => panic!("expected an input error naming csr, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn csrs_of_every_accepted_key_and_algorithm_pass() {
+        let cases = [
+            (SoftKey::rsa2048(), SignatureAlgorithm::RsaPkcs1Sha256),
+            (SoftKey::rsa2048(), SignatureAlgorithm::RsaPkcs1Sha384),
+            (SoftKey::rsa2048(), SignatureAlgorithm::RsaPssSha256),
+            (SoftKey::rsa2048(), SignatureAlgorithm::RsaPssSha384),
+            (SoftKey::p256(7), SignatureAlgorithm::EcdsaSha256),
+            (SoftKey::p384(7), SignatureAlgorithm::EcdsaSha384),
+            (SoftKey::ed25519(7), SignatureAlgorithm::Ed25519),
+        ];
+        for (key, alg) in cases {
+            let der = make_csr(&key, alg);
+            let checked = check_csr(&der).unwrap_or_else(|e| panic!("{alg}: {e}"));
+            assert_eq!(checked.key_type, key.key_type());
+            assert_eq!(checked.spki, key.spki());
+            assert_eq!(checked.der, der);
+        }
+    }
+
+    #[test]
+    fn csr_with_a_flipped_signature_byte_is_refused_as_no_proof_of_possession() {
+        for (key, alg) in [
+            (SoftKey::rsa2048(), SignatureAlgorithm::RsaPkcs1Sha256),
+            (SoftKey::p256(3), SignatureAlgorithm::EcdsaSha256),
+            (SoftKey::ed25519(3), SignatureAlgorithm::Ed25519),
+        ] {
+            let mut der = make_csr(&key, alg);
+            let n = der.len();
+            der[n - 5] ^= 0x01;
+            let p = problem(check_csr(&der).unwrap_err());
+            assert!(
+                p.contains("possession") || p.contains("not a DER"),
+                "{alg}: {p}"
+            );
+        }
+    }
+
+    #[test]
+    fn garbage_trailing_data_oversize_and_wrong_version_are_refused() {
+        assert!(problem(check_csr(b"").unwrap_err()).contains("empty"));
+        assert!(problem(check_csr(b"\x30\x03garbage").unwrap_err()).contains("not a DER"));
+        let good = make_csr(&SoftKey::p256(9), SignatureAlgorithm::EcdsaSha256);
+        let mut trailing = good.clone();
+        trailing.extend_from_slice(b"xx");
+        assert!(problem(check_csr(&trailing).unwrap_err()).contains("2 bytes of trailing"));
+        let big = vec![0x30; MAX_CSR_LEN + 1];
+        assert!(problem(check_csr(&big).unwrap_err()).contains("at most 65536"));
+        // version INTEGER 0 -> 1 (the first 02 01 00 is the CertificationRequestInfo version)
+        let at = good.windows(3).position(|w| w == [2, 1, 0]).unwrap();
+        let mut v2 = good.clone();
+        v2[at + 2] = 1;
+        assert!(problem(check_csr(&v2).unwrap_err()).contains("only v1"));
+    }
+
+    fn rsa_spki(bits: usize, e: &[u8]) -> SubjectPublicKeyInfoOwned {
+        let mut n = vec![0xff; bits / 8];
+        n[0] = 0xc1;
+        let key = RsaPublicKey {
+            modulus: UintRef::new(&n).unwrap(),
+            public_exponent: UintRef::new(e).unwrap(),
+        };
+        SubjectPublicKeyInfoOwned {
+            algorithm: AlgorithmIdentifierOwned {
+                oid: oid::RSA_ENCRYPTION,
+                parameters: Some(Any::from(der::asn1::Null)),
+            },
+            subject_public_key: BitString::from_bytes(&key.to_der().unwrap()).unwrap(),
+        }
+    }
+
+    #[test]
+    fn rsa_sizes_and_exponents_are_classified() {
+        let e = [1, 0, 1];
+        assert_eq!(
+            key_type_of(&rsa_spki(2048, &e), "csr").unwrap(),
+            KeyType::Rsa2048
+        );
+        assert_eq!(
+            key_type_of(&rsa_spki(3072, &e), "csr").unwrap(),
+            KeyType::Rsa3072
+        );
+        assert_eq!(
+            key_type_of(&rsa_spki(4096, &e), "csr").unwrap(),
+            KeyType::Rsa4096
+        );
+        assert!(key_type_of(&rsa_spki(2048, &[3]), "csr").is_ok());
+        let p = problem(key_type_of(&rsa_spki(1024, &e), "csr").unwrap_err());
+        assert_eq!(p, "RSA key of 1024 bits; at least 2048 required");
+        let p = problem(key_type_of(&rsa_spki(2560, &e), "csr").unwrap_err());
+        assert!(p.contains("2560 bits"), "{p}");
+        assert!(problem(key_type_of(&rsa_spki(2048, &[1]), "csr").unwrap_err()).contains("odd"));
+        assert!(
+            problem(key_type_of(&rsa_spki(2048, &[1, 0, 0]), "csr").unwrap_err()).contains("odd")
+        );
+        let mut absent = rsa_spki(2048, &e);
+        absent.algorithm.parameters = None;
+        assert!(problem(key_type_of(&absent, "csr").unwrap_err()).contains("NULL"));
+    }
+
+    fn ec_spki(curve: &str, point: &[u8]) -> SubjectPublicKeyInfoOwned {
+        SubjectPublicKeyInfoOwned {
+            algorithm: AlgorithmIdentifierOwned {
+                oid: oid::EC_PUBLIC_KEY,
+                parameters: Some(Any::encode_from(&ObjectIdentifier::new_unwrap(curve)).unwrap()),
+            },
+            subject_public_key: BitString::from_bytes(point).unwrap(),
+        }
+    }
+
+    #[test]
+    fn other_curves_and_bad_points_are_refused() {
+        let mut point = vec![4u8];
+        point.extend_from_slice(&[1u8; 64]);
+        let p = problem(key_type_of(&ec_spki("1.3.132.0.10", &point), "csr").unwrap_err());
+        assert!(p.contains("secp256k1") && p.contains("not accepted"), "{p}");
+        let p = problem(key_type_of(&ec_spki("1.2.840.10045.3.1.7", &point), "csr").unwrap_err());
+        assert!(p.contains("not a point on the curve"), "{p}");
+        let good = SoftKey::p256(5).spki();
+        let compressed = p256::ecdsa::SigningKey::from_slice(&[5; 32])
+            .unwrap()
+            .verifying_key()
+            .to_sec1_point(true);
+        let p = problem(
+            key_type_of(
+                &ec_spki("1.2.840.10045.3.1.7", compressed.as_bytes()),
+                "csr",
+            )
+            .unwrap_err(),
+        );
+        assert!(p.contains("uncompressed"), "{p}");
+        let mut implicit = good.clone();
+        implicit.algorithm.parameters = Some(Any::from(der::asn1::Null));
+        assert!(problem(key_type_of(&implicit, "csr").unwrap_err()).contains("namedCurve"));
+        let dsa = SubjectPublicKeyInfoOwned {
+            algorithm: AlgorithmIdentifierOwned {
+                oid: ObjectIdentifier::new_unwrap("1.2.840.10040.4.1"),
+                parameters: None,
+            },
+            subject_public_key: BitString::from_bytes(
+                &OctetString::new(vec![1, 2, 3]).unwrap().to_der().unwrap(),
+            )
+            .unwrap(),
+        };
+        let p = problem(key_type_of(&dsa, "csr").unwrap_err());
+        assert!(p.contains("not accepted"), "{p}");
+    }
+}

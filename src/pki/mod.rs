@@ -46,3 +46,8 @@ impl PkiError {
         }
     }
 }
+
+/// The test-only software signer, shared with the integration tests.
+#[cfg(test)]
+#[path = "../../tests/common/soft_signer.rs"]
+pub(crate) mod soft_signer;

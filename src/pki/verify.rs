@@ -60,11 +60,32 @@ struct PssParamsIn {
     trailer: Option<u32>,
 }
 
+/// Names of curves and algorithms a refused key or signature is likely to carry; const-oid's
+/// database lacks some of them (secp256k1, SM2).
+const KNOWN_NAMES: [(&str, &str); 12] = [
+    ("1.3.132.0.10", "secp256k1"),
+    ("1.3.132.0.33", "secp224r1"),
+    ("1.3.132.0.35", "secp521r1 (P-521)"),
+    ("1.2.840.10045.3.1.1", "prime192v1 (P-192)"),
+    ("1.3.36.3.3.2.8.1.1.7", "brainpoolP256r1"),
+    ("1.3.36.3.3.2.8.1.1.11", "brainpoolP384r1"),
+    ("1.2.156.10197.1.301", "SM2"),
+    ("1.2.156.10197.1.501", "SM2 with SM3"),
+    ("1.2.840.10040.4.1", "DSA"),
+    ("1.3.101.110", "X25519"),
+    ("1.3.101.113", "Ed448"),
+    ("1.2.840.113549.1.1.5", "sha1WithRSAEncryption"),
+];
+
 /// A display name for an OID: its registered name where known, the dotted form otherwise.
 pub(crate) fn oid_name(o: &ObjectIdentifier) -> String {
+    let dotted = o.to_string();
+    if let Some((_, name)) = KNOWN_NAMES.iter().find(|(d, _)| *d == dotted) {
+        return format!("{name} ({dotted})");
+    }
     match const_oid::db::DB.by_oid(o) {
-        Some(name) => format!("{name} ({o})"),
-        None => o.to_string(),
+        Some(name) => format!("{name} ({dotted})"),
+        None => dotted,
     }
 }
 
@@ -262,5 +283,90 @@ fn verify_pss(
         HashAlg::Sha512 => rsa::pss::VerifyingKey::<sha2::Sha512>::new_with_salt_len(pk, salt_len)
             .verify(message, &sig)
             .is_ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::SignatureAlgorithm;
+    use crate::pki::soft_signer::SoftKey;
+
+    const MSG: &[u8] = b"to be signed";
+
+    #[test]
+    fn every_signing_algorithm_verifies_and_a_changed_message_does_not() {
+        let cases = [
+            (SoftKey::rsa2048(), SignatureAlgorithm::RsaPkcs1Sha256),
+            (SoftKey::rsa2048(), SignatureAlgorithm::RsaPkcs1Sha384),
+            (SoftKey::rsa2048(), SignatureAlgorithm::RsaPssSha256),
+            (SoftKey::rsa2048(), SignatureAlgorithm::RsaPssSha384),
+            (SoftKey::p256(1), SignatureAlgorithm::EcdsaSha256),
+            (SoftKey::p384(1), SignatureAlgorithm::EcdsaSha384),
+            (SoftKey::ed25519(1), SignatureAlgorithm::Ed25519),
+        ];
+        for (key, alg) in cases {
+            let sig = key.sign(alg, MSG);
+            let ai = alg.algorithm_identifier();
+            verify_signature(&key.spki(), &ai, MSG, &sig, "test")
+                .unwrap_or_else(|e| panic!("{alg}: {e}"));
+            match verify_signature(&key.spki(), &ai, b"something else", &sig, "test") {
+                Err(PkiError::BadSignature { what }) => assert_eq!(what, "test"),
+                other => panic!("{alg}: expected BadSignature, got {other:?}"),
+            }
+            assert!(matches!(
+                verify_signature(&key.spki(), &ai, MSG, &sig[..sig.len() - 1], "test"),
+                Err(PkiError::BadSignature { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn ecdsa_with_a_longer_hash_than_the_curve_verifies() {
+        use p256::ecdsa::signature::hazmat::PrehashSigner;
+        let sk = p256::ecdsa::SigningKey::from_slice(&[1; 32]).unwrap();
+        let sig: p256::ecdsa::DerSignature = sk.sign_prehash(&sha2::Sha512::digest(MSG)).unwrap();
+        let ai = AlgorithmIdentifierOwned {
+            oid: oid::ECDSA_WITH_SHA512,
+            parameters: None,
+        };
+        verify_signature(&SoftKey::p256(1).spki(), &ai, MSG, sig.as_bytes(), "test").unwrap();
+    }
+
+    #[test]
+    fn wrong_key_for_the_algorithm_and_unknown_algorithms_are_input_errors() {
+        let rsa = SoftKey::rsa2048();
+        let ec = SoftKey::p256(2);
+        let sig = ec.sign(SignatureAlgorithm::EcdsaSha256, MSG);
+        let e = verify_signature(
+            &rsa.spki(),
+            &SignatureAlgorithm::EcdsaSha256.algorithm_identifier(),
+            MSG,
+            &sig,
+            "csr",
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&e, PkiError::Invalid { field, problem } if field == "csr" && problem.contains("does not fit")),
+            "{e}"
+        );
+        let sha1_rsa = AlgorithmIdentifierOwned {
+            oid: ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.5"),
+            parameters: None,
+        };
+        let e = verify_signature(&rsa.spki(), &sha1_rsa, MSG, &sig, "csr").unwrap_err();
+        assert!(e.to_string().contains("sha1WithRSAEncryption"), "{e}");
+        // PSS with absent parameters means SHA-1: refused.
+        let pss_sha1 = AlgorithmIdentifierOwned {
+            oid: oid::RSASSA_PSS,
+            parameters: None,
+        };
+        let e = verify_signature(&rsa.spki(), &pss_sha1, MSG, &sig, "csr").unwrap_err();
+        assert!(e.to_string().contains("SHA-1"), "{e}");
+        // ECDSA with parameters present is malformed (RFC 5758).
+        let mut with_params = SignatureAlgorithm::EcdsaSha256.algorithm_identifier();
+        with_params.parameters = Some(der::Any::from(der::asn1::Null));
+        let e = verify_signature(&ec.spki(), &with_params, MSG, &sig, "csr").unwrap_err();
+        assert!(e.to_string().contains("unexpected parameters"), "{e}");
     }
 }
