@@ -593,3 +593,55 @@ fn bad_csrs_are_refused_with_errors_naming_csr() {
     let p = refusal(&k1);
     assert!(p.contains("secp256k1") && p.contains("not accepted"), "{p}");
 }
+
+#[test]
+fn openssl_csrs_signed_with_pss_sha384_or_sha512_are_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&str, &[&str], KeyType); 4] = [
+        (
+            "pss",
+            &[
+                "-newkey",
+                "rsa:2048",
+                "-sha256",
+                "-sigopt",
+                "rsa_padding_mode:pss",
+            ],
+            KeyType::Rsa2048,
+        ),
+        (
+            "pss-digest-salt",
+            &[
+                "-newkey",
+                "rsa:3072",
+                "-sha384",
+                "-sigopt",
+                "rsa_padding_mode:pss",
+                "-sigopt",
+                "rsa_pss_saltlen:digest",
+            ],
+            KeyType::Rsa3072,
+        ),
+        (
+            "rsa-sha512",
+            &["-newkey", "rsa:2048", "-sha512"],
+            KeyType::Rsa2048,
+        ),
+        (
+            "p256-sha512",
+            &[
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-sha512",
+            ],
+            KeyType::P256,
+        ),
+    ];
+    for (tag, args, key) in cases {
+        let csr = openssl_csr(dir.path(), tag, args);
+        let checked = check_csr(&csr).unwrap_or_else(|e| panic!("{tag}: {e}"));
+        assert_eq!(checked.key_type, key, "{tag}");
+    }
+}

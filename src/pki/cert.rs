@@ -312,6 +312,79 @@ fn whole_seconds(t: SystemTime) -> Result<SystemTime, PkiError> {
     Ok(SystemTime::UNIX_EPOCH + Duration::from_secs(since.as_secs()))
 }
 
+/// A serial must be positive, at most 20 octets (RFC 5280 4.1.2.2) and long enough to hold the
+/// 64 random bits the CA/B Forum asks for; [`super::serial::random_serial`] gives 16 octets.
+fn check_serial(serial: &SerialNumber) -> Result<(), PkiError> {
+    let bytes = serial.as_bytes();
+    let problem = if bytes.first().is_none_or(|b| b & 0x80 != 0) {
+        Some("must be positive".to_owned())
+    } else if bytes.iter().all(|b| *b == 0) {
+        Some("must not be zero".to_owned())
+    } else if bytes.len() > 20 {
+        Some(format!(
+            "is {} octets long; at most 20 allowed",
+            bytes.len()
+        ))
+    } else if bytes.len() < 9 {
+        Some(format!(
+            "is {} octets long; at least 9 needed to carry 64 random bits",
+            bytes.len()
+        ))
+    } else {
+        None
+    };
+    match problem {
+        Some(p) => Err(PkiError::invalid("serial", p)),
+        None => Ok(()),
+    }
+}
+
+/// The issuer must be a CA whose certificate allows signing certificates; for a CA
+/// certificate below it, its path length must leave room (`child_path_len` is the new CA's).
+fn check_issuer_is_ca(
+    issuer: &IssuerRef,
+    child_path_len: Option<Option<u8>>,
+) -> Result<(), PkiError> {
+    let tbs = issuer.cert.tbs_certificate();
+    let not_ca = |m: String| PkiError::invalid("issuer", format!("{}: {m}", issuer.name));
+    let bc = match tbs.get_extension::<BasicConstraints>() {
+        Ok(Some((_, bc))) if bc.ca => bc,
+        _ => {
+            return Err(not_ca(
+                "certificate is not a CA (basicConstraints CA:TRUE missing)".into(),
+            ));
+        }
+    };
+    if let Ok(Some((_, ku))) = tbs.get_extension::<KeyUsage>() {
+        if !ku.key_cert_sign() {
+            return Err(not_ca("certificate does not allow keyCertSign".into()));
+        }
+    }
+    if let (Some(child), Some(limit)) = (child_path_len, bc.path_len_constraint) {
+        match child {
+            _ if limit == 0 => {
+                return Err(not_ca(
+                    "pathLenConstraint 0 allows no CA certificates below it".into(),
+                ));
+            }
+            Some(c) if c >= limit => {
+                return Err(PkiError::invalid(
+                    "path_len",
+                    format!("{c} must be below the issuer's pathLenConstraint {limit}"),
+                ));
+            }
+            None => {
+                return Err(PkiError::invalid(
+                    "path_len",
+                    format!("must be set, below the issuer's pathLenConstraint {limit}"),
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Build the TBSCertificate of a subscriber certificate (v3; see the module and DESIGN.md
 /// "every leaf" for the extensions). The request is checked against its profile once more
 /// here, so no caller can build a leaf the profile forbids.
@@ -322,6 +395,8 @@ pub fn build_leaf_tbs(
     serial: SerialNumber,
     not_before: SystemTime,
 ) -> Result<TbsCertificate, PkiError> {
+    check_serial(&serial)?;
+    check_issuer_is_ca(issuer, None)?;
     let issuer_tbs = issuer.cert.tbs_certificate();
     check_signer_key(
         issuer_tbs.subject_public_key_info(),
@@ -397,6 +472,7 @@ pub fn build_ca_tbs(
             "a CA certificate needs a subject",
         ));
     }
+    check_serial(&serial)?;
     let not_before = whole_seconds(not_before)?;
     let subject = req.subject.to_name()?;
     let own_key_id = key_identifier(req.spki);
@@ -427,6 +503,7 @@ pub fn build_ca_tbs(
             subject.clone()
         }
         Some(issuer) => {
+            check_issuer_is_ca(issuer, Some(req.path_len))?;
             let issuer_tbs = issuer.cert.tbs_certificate();
             check_signer_key(issuer_tbs.subject_public_key_info(), signature, "issuer")?;
             exts.push(aki_extension(issuer_key_id(issuer.cert))?);
@@ -852,5 +929,125 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().starts_with("issuer:"), "{e}");
+    }
+
+    fn intermediate(
+        parent: &Certificate,
+        parent_key: &SoftKey,
+        key: &SoftKey,
+        path_len: Option<u8>,
+    ) -> Result<Certificate, PkiError> {
+        let subject = SubjectSpec::parse("C=CN, O=Signet Test, CN=Signet Test Issuing").unwrap();
+        let spki = key.spki();
+        let req = CaRequest {
+            subject: &subject,
+            spki: &spki,
+            path_len,
+            validity_years: 5,
+        };
+        let issuer = IssuerRef {
+            name: "root",
+            cert: parent,
+            signature: parent_key.default_alg(),
+        };
+        let tbs = build_ca_tbs(
+            Some(&issuer),
+            parent_key.default_alg(),
+            &urls(),
+            &req,
+            crate::pki::serial::random_serial(),
+            at("2026-02-01T00:00:00Z"),
+        )?;
+        Ok(sign(tbs, parent_key, parent_key.default_alg()))
+    }
+
+    #[test]
+    fn intermediates_respect_the_issuers_path_length() {
+        let root_key = SoftKey::p384(20);
+        let root_cert = root(&root_key, "2026-01-01T00:00:00Z", 20);
+        let rsa_key = SoftKey::rsa2048();
+        let ca = intermediate(&root_cert, &root_key, &rsa_key, Some(0)).unwrap();
+        check_signed_by(&ca, &root_key.spki()).unwrap();
+        let (_, aki) = ca
+            .tbs_certificate()
+            .get_extension::<AuthorityKeyIdentifier>()
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            aki.key_identifier.unwrap().as_bytes(),
+            key_identifier(&root_key.spki())
+        );
+        assert!(ext(&ca, CrlDistributionPoints::OID).is_some());
+        assert!(ext(&ca, AuthorityInfoAccessSyntax::OID).is_some());
+        // Nothing may be a CA below a pathLenConstraint of 0.
+        let e = intermediate(&ca, &rsa_key, &SoftKey::p256(21), Some(0)).unwrap_err();
+        assert!(e.to_string().starts_with("issuer:"), "{e}");
+        // Below a limit of 1, the new CA must have a limit of 0.
+        let one = intermediate(&root_cert, &root_key, &rsa_key, Some(1)).unwrap();
+        let e = intermediate(&one, &rsa_key, &SoftKey::p256(21), None).unwrap_err();
+        assert!(e.to_string().starts_with("path_len:"), "{e}");
+        let e = intermediate(&one, &rsa_key, &SoftKey::p256(21), Some(1)).unwrap_err();
+        assert!(e.to_string().starts_with("path_len:"), "{e}");
+        intermediate(&one, &rsa_key, &SoftKey::p256(21), Some(0)).unwrap();
+    }
+
+    #[test]
+    fn leaves_need_a_ca_issuer_and_a_sound_serial() {
+        let ca_key = SoftKey::p256(22);
+        let ca = root(&ca_key, "2026-01-01T00:00:00Z", 10);
+        let spki = SoftKey::p256(23).spki();
+        let p = profile(ProfileKind::Personal);
+        let subject = SubjectSpec::parse("CN=王五").unwrap();
+        let req = LeafRequest {
+            profile: &p,
+            subject: &subject,
+            sans: &[],
+            spki: &spki,
+            key_type: KeyType::P256,
+            validity_years: 1,
+        };
+        let issuer = IssuerRef {
+            name: "root",
+            cert: &ca,
+            signature: ca_key.default_alg(),
+        };
+        let t = at("2026-02-01T00:00:00Z");
+        for (bytes, why) in [
+            (&[0x01, 0x02][..], "at least 9"),
+            (
+                &[0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00][..],
+                "zero",
+            ),
+        ] {
+            let serial = SerialNumber::new(bytes).unwrap();
+            let e = build_leaf_tbs(&issuer, &urls(), &req, serial, t).unwrap_err();
+            assert!(
+                e.to_string().starts_with("serial:") && e.to_string().contains(why),
+                "{e}"
+            );
+        }
+        let leaf_tbs = build_leaf_tbs(
+            &issuer,
+            &urls(),
+            &req,
+            crate::pki::serial::random_serial(),
+            t,
+        )
+        .unwrap();
+        let leaf = sign(leaf_tbs, &ca_key, ca_key.default_alg());
+        let not_a_ca = IssuerRef {
+            name: "leaf",
+            cert: &leaf,
+            signature: SignatureAlgorithm::EcdsaSha256,
+        };
+        let e = build_leaf_tbs(
+            &not_a_ca,
+            &urls(),
+            &req,
+            crate::pki::serial::random_serial(),
+            t,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("not a CA"), "{e}");
     }
 }
