@@ -3,15 +3,16 @@
 //! `certtool --verify`, `openssl x509` name printing and `openssl pkcs7 -print_certs`.
 //! Subscriber CSRs come from `openssl req -new`, as an applicant's tooling would make them.
 
-mod common;
+#[path = "support/soft_signer.rs"]
+mod soft_signer;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-use common::soft_signer::SoftKey;
 use const_oid::ObjectIdentifier;
 use der::Encode;
+use signet::pki::alg;
 use signet::pki::cert::{
     CaRequest, IssuerRef, LeafRequest, Urls, assemble, build_ca_tbs, build_leaf_tbs,
     check_signed_by,
@@ -20,6 +21,7 @@ use signet::pki::csr::check_csr;
 use signet::pki::pkcs7::{certs_only, pem};
 use signet::pki::serial::random_serial;
 use signet::pki::{KeyType, PkiError, Profile, ProfileKind, San, SignatureAlgorithm, SubjectSpec};
+use soft_signer::SoftKey;
 use x509_cert::Certificate;
 
 const ORG_NAME: &str = "宁津县精神卫生中心";

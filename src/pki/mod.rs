@@ -49,5 +49,5 @@ impl PkiError {
 
 /// The test-only software signer, shared with the integration tests.
 #[cfg(test)]
-#[path = "../../tests/common/soft_signer.rs"]
+#[path = "../../tests/support/soft_signer.rs"]
 pub(crate) mod soft_signer;

@@ -1,7 +1,7 @@
 //! A software signer for tests only: keys from fixed seeds (and one fixed RSA test key), so
-//! `pki` can be exercised without an HSM. Shared by the `pki` unit tests (included by path)
-//! and the integration tests; the including module provides `KeyType`, `SignatureAlgorithm`
-//! and `alg`.
+//! `pki` can be exercised without an HSM. Included by path into the `pki` unit tests and into
+//! integration tests (outside `tests/common`, so it needs no shared `mod.rs`); the including
+//! module's parent provides `KeyType`, `SignatureAlgorithm` and `alg`.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use der::asn1::BitString;

@@ -1,6 +1,0 @@
-//! Fixtures shared by the integration tests.
-#![allow(dead_code)]
-
-pub use signet::pki::{KeyType, SignatureAlgorithm, alg};
-
-pub mod soft_signer;
