@@ -147,10 +147,20 @@ fn extension<T: Encode + AssociatedOid>(value: &T, critical: bool) -> Result<Ext
     })
 }
 
+/// A URL for CRL DP and AIA: http(s), ASCII, no white space or controls, so relying parties
+/// (and pkilint's URI syntax check) can use it as is.
 fn uri(u: &str) -> Result<GeneralName, PkiError> {
+    let bad = || PkiError::invalid("urls.base", format!("{u:?} is not a plain http(s) URL"));
+    let host = u
+        .strip_prefix("http://")
+        .or_else(|| u.strip_prefix("https://"))
+        .ok_or_else(bad)?;
+    if host.is_empty() || host.starts_with('/') || u.chars().any(|c| !c.is_ascii_graphic()) {
+        return Err(bad());
+    }
     Ia5String::new(u)
         .map(GeneralName::UniformResourceIdentifier)
-        .map_err(|_| PkiError::invalid("urls.base", format!("{u:?} is not an ASCII URL")))
+        .map_err(|_| bad())
 }
 
 fn key_usage(usages: &[KeyUsages]) -> KeyUsage {
@@ -1049,5 +1059,28 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("not a CA"), "{e}");
+    }
+
+    #[test]
+    fn urls_are_built_from_the_base_and_checked() {
+        let u = Urls {
+            base: "https://pki.example.cn/".into(),
+        };
+        assert_eq!(
+            u.crl("issuing-ec"),
+            "https://pki.example.cn/crl/issuing-ec.crl"
+        );
+        assert_eq!(u.ocsp(), "https://pki.example.cn/ocsp");
+        assert_eq!(u.ca_issuers("root"), "https://pki.example.cn/ca/root.crt");
+        assert!(uri(&u.crl("issuing-ec")).is_ok());
+        for bad in [
+            "ftp://x.example/crl",
+            "http://",
+            "http://a b/crl",
+            "http://例子.cn/crl",
+        ] {
+            let e = uri(bad).unwrap_err();
+            assert!(e.to_string().starts_with("urls.base:"), "{bad}: {e}");
+        }
     }
 }
