@@ -1,2 +1,519 @@
 //! PKCS#11 HSM access: one context per module, a held login, a pool of sessions, cached key
 //! handles, signing mechanisms, and recovery when the device goes away.
+//!
+//! Every cryptoki call runs on tokio's blocking pool behind a semaphore with one permit per
+//! pooled session, never on the async executor. Failures fall into three classes (see
+//! [`error`]): a stale session or handle is replaced and the operation retried once; a lost
+//! device marks the HSM unavailable, finalises the module and reconnects in a background
+//! thread with exponential backoff, while calls fail fast with [`HsmError::Unavailable`];
+//! anything else is returned as it is.
+//!
+//! What p11-kit's client module does when its server dies (found with `p11-kit server` 0.24
+//! in front of SoftHSM 2.6, and what `tests/hsm.rs` exercises): the server forks a
+//! `p11-kit-remote` per connection, so only killing that process group cuts the link. Calls
+//! in flight and every later call on the old context (C_SignInit, C_GetSlotList,
+//! C_CloseSession) then return CKR_DEVICE_ERROR at once; there is no hang. The context never
+//! reconnects by itself. C_Finalize succeeds; C_Initialize succeeds even while the server is
+//! down, but then lists no slots (so the token is "not found"). Once the server is back on
+//! the same socket, C_Finalize + C_Initialize reconnects and the token, the login and the
+//! keys are there again. Hence recovery here always finalises and re-initialises, treats
+//! "token not found" during recovery as "not back yet", and finalises again before the next
+//! attempt.
+
+mod error;
+mod keys;
+mod module;
+mod pool;
+mod uri;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::{Duration, Instant};
+
+use spki::SubjectPublicKeyInfoOwned;
+use tokio::sync::Semaphore;
+
+pub use error::HsmError;
+pub use uri::TokenSelector;
+
+use error::Failure;
+use module::Module;
+use pool::{Live, Worker};
+
+use crate::pki::alg::{KeyType, SignatureAlgorithm};
+use crate::secret::Secret;
+
+/// How to reach the HSM.
+#[derive(Clone, Debug)]
+pub struct HsmSettings {
+    /// Path of the PKCS#11 module (shared library).
+    pub module: PathBuf,
+    /// The token holding the keys, by label or serial; never a slot id, as SoftHSM renumbers slots.
+    pub token: TokenSelector,
+    /// The user PIN.
+    pub pin: Secret,
+    /// How many signing sessions to keep open, one per concurrent worker (at least 1).
+    pub pool_size: usize,
+    /// The first wait before reconnecting after the device went away.
+    pub reconnect_initial: Duration,
+    /// The longest wait between reconnection attempts.
+    pub reconnect_max: Duration,
+}
+
+/// A handle on the HSM. Cheap to clone; the last clone dropped closes the sessions and
+/// finalises the module (if no other `Hsm` uses it).
+#[derive(Clone)]
+pub struct Hsm {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    module: Arc<Module>,
+    token: TokenSelector,
+    pin: Secret,
+    pool_size: usize,
+    reconnect_initial: Duration,
+    reconnect_max: Duration,
+    /// One permit per pooled session: bounds the blocking work in flight.
+    permits: Arc<Semaphore>,
+    /// The token's sessions, `None` while the device is unavailable or after close.
+    live: Mutex<Option<Live>>,
+    available: AtomicBool,
+    closed: AtomicBool,
+    /// True while a reconnect thread runs (at most one).
+    recovering: AtomicBool,
+    /// Why the HSM went unavailable, for the errors returned meanwhile.
+    down_reason: Mutex<String>,
+    me: Weak<Inner>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl std::fmt::Debug for Hsm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hsm")
+            .field("module", &self.inner.module.path())
+            .field("token", &self.inner.token)
+            .field("pool_size", &self.inner.pool_size)
+            .field("available", &self.is_available())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Hsm {
+    /// Load the module (one context per module per process, initialised with OS locking),
+    /// find the token by label or serial, open a long-lived login session (an existing login
+    /// counts as success) and `pool_size` signing sessions. Blocking; call at startup.
+    pub fn open(settings: HsmSettings) -> Result<Hsm, HsmError> {
+        let pool_size = settings.pool_size.max(1);
+        let module = Module::acquire(&settings.module);
+        let inner = Arc::new_cyclic(|me| Inner {
+            module,
+            token: settings.token,
+            pin: settings.pin,
+            pool_size,
+            reconnect_initial: settings.reconnect_initial,
+            reconnect_max: settings.reconnect_max.max(settings.reconnect_initial),
+            permits: Arc::new(Semaphore::new(pool_size)),
+            live: Mutex::new(None),
+            available: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            recovering: AtomicBool::new(false),
+            down_reason: Mutex::new("not connected yet".into()),
+            me: me.clone(),
+        });
+        match inner.connect() {
+            Ok(live) => {
+                *lock(&inner.live) = Some(live);
+                inner.available.store(true, Ordering::SeqCst);
+                tracing::info!(
+                    module = %inner.module.path().display(),
+                    token = %inner.token,
+                    pool_size,
+                    "HSM session pool open"
+                );
+                Ok(Hsm { inner })
+            }
+            Err(f) => {
+                inner.close();
+                Err(f.into_error())
+            }
+        }
+    }
+
+    /// Sign `message` with the private key labelled `key_label`, returning the bytes that go
+    /// into an X.509 signature BIT STRING (DER Ecdsa-Sig-Value for ECDSA).
+    pub async fn sign(
+        &self,
+        key_label: &str,
+        alg: SignatureAlgorithm,
+        message: &[u8],
+    ) -> Result<Vec<u8>, HsmError> {
+        let label = key_label.to_owned();
+        let message = message.to_vec();
+        self.blocking(move |inner| {
+            inner.run(|w| {
+                let key = w.private_key(&label)?;
+                keys::sign(&w.session, &label, key, alg, &message)
+            })
+        })
+        .await
+    }
+
+    /// The public key of the key pair labelled `key_label`.
+    pub async fn public_key(&self, key_label: &str) -> Result<SubjectPublicKeyInfoOwned, HsmError> {
+        let label = key_label.to_owned();
+        self.blocking(move |inner| inner.run(|w| keys::public_key(&w.session, &label)))
+            .await
+    }
+
+    /// Whether a private key with this label exists on the token.
+    pub async fn key_exists(&self, key_label: &str) -> Result<bool, HsmError> {
+        let label = key_label.to_owned();
+        self.blocking(move |inner| {
+            inner.run(|w| match w.find_private_key(&label) {
+                Ok(_) => Ok(true),
+                Err(Failure::Final(HsmError::KeyNotFound { .. })) => Ok(false),
+                Err(f) => Err(f),
+            })
+        })
+        .await
+    }
+
+    /// Generate a key pair on the token under `key_label`, refusing a label already in use.
+    /// Every attribute is set explicitly; CKA_ID is the SHA-1 of the public key bits.
+    pub async fn generate_key(
+        &self,
+        key_label: &str,
+        key_type: KeyType,
+    ) -> Result<SubjectPublicKeyInfoOwned, HsmError> {
+        let label = key_label.to_owned();
+        self.blocking(move |inner| inner.run(|w| keys::generate(&w.session, &label, key_type)))
+            .await
+    }
+
+    /// True while the module is initialised and the token reachable; false while recovering.
+    pub fn is_available(&self) -> bool {
+        self.inner.available.load(Ordering::SeqCst) && !self.inner.closed.load(Ordering::SeqCst)
+    }
+
+    /// Close the sessions and, if no other `Hsm` uses the module, finalise it. Later calls
+    /// return [`HsmError::Closed`]. Also happens when the last clone is dropped. Makes a few
+    /// quick blocking PKCS#11 calls (C_CloseSession, C_Finalize).
+    pub fn close(&self) {
+        self.inner.close();
+    }
+
+    /// Close every session of the token underneath the pool (raw `C_CloseAllSessions`), so
+    /// the next operation meets CKR_SESSION_HANDLE_INVALID. For tests of the session-class
+    /// retry only.
+    #[doc(hidden)]
+    pub fn invalidate_sessions_for_test(&self) {
+        let module = self.inner.module.read();
+        let live = lock(&self.inner.live);
+        let Some(live) = live.as_ref() else { return };
+        if module.generation != live.generation() || module.pkcs11.is_none() {
+            return;
+        }
+        // SAFETY: the path is the module already loaded by this process, so the loader hands
+        // back the same library; C_CloseAllSessions takes a plain slot id, and the module's
+        // read guard keeps C_Finalize from running meanwhile.
+        unsafe {
+            match cryptoki_sys::Pkcs11::new(self.inner.module.path()) {
+                Ok(lib) => {
+                    let rv = lib.C_CloseAllSessions(live.slot().id());
+                    tracing::debug!(rv, "C_CloseAllSessions for test");
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot load module for test hook"),
+            }
+        }
+    }
+
+    /// Run `f` on the blocking pool under a semaphore permit. Fails fast, without waiting
+    /// for a permit, while the HSM is unavailable.
+    async fn blocking<T, F>(&self, f: F) -> Result<T, HsmError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> Result<T, HsmError> + Send + 'static,
+    {
+        self.inner.check_usable()?;
+        let permit = Arc::clone(&self.inner.permits)
+            .acquire_owned()
+            .await
+            .map_err(|_| HsmError::Closed)?;
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            f(&inner)
+        })
+        .await
+        .map_err(|e| HsmError::Pkcs11 {
+            op: "blocking task",
+            rv: e.to_string(),
+        })?
+    }
+}
+
+impl Inner {
+    fn check_usable(&self) -> Result<(), HsmError> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(HsmError::Closed);
+        }
+        if !self.available.load(Ordering::SeqCst) {
+            return Err(HsmError::Unavailable {
+                reason: lock(&self.down_reason).clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// (Re-)initialise the module if needed and connect to the token.
+    fn connect(&self) -> Result<Live, Failure> {
+        let (pkcs11, generation) = self.module.context()?;
+        let module = self.module.read();
+        if module.generation != generation {
+            return Err(Failure::Device("the module was finalised meanwhile".into()));
+        }
+        Live::connect(pkcs11, generation, &self.token, &self.pin, self.pool_size)
+    }
+
+    /// Run one operation on a pooled session: retry once on a fresh session after a
+    /// session-class failure, go into recovery after a device-class one.
+    fn run<T>(&self, op: impl Fn(&mut Worker) -> Result<T, Failure>) -> Result<T, HsmError> {
+        self.check_usable()?;
+        let module = self.module.read();
+        let (mut worker, generation) = {
+            let mut live = lock(&self.live);
+            let Some(l) = live.as_mut() else {
+                drop(live);
+                return self.check_usable().and(Err(HsmError::Closed));
+            };
+            let generation = l.generation();
+            if module.pkcs11.is_none() || module.generation != generation {
+                drop(live);
+                drop(module);
+                return Err(self.outage(
+                    generation,
+                    "the module was finalised by another user".into(),
+                ));
+            }
+            match l.checkout() {
+                Ok(w) => (w, generation),
+                Err(f) => {
+                    drop(live);
+                    drop(module);
+                    return Err(self.fail(generation, f));
+                }
+            }
+        };
+        let mut retried = false;
+        loop {
+            match op(&mut worker) {
+                Ok(v) => {
+                    self.checkin(worker);
+                    return Ok(v);
+                }
+                Err(Failure::Session(e)) if !retried => {
+                    retried = true;
+                    tracing::warn!(error = %e, "HSM session went stale; replacing it and retrying once");
+                    let replaced = {
+                        let mut live = lock(&self.live);
+                        match live.as_mut() {
+                            Some(l) if l.generation() == generation => l.replace(worker, &self.pin),
+                            _ => Err(Failure::Device("the HSM connection was torn down".into())),
+                        }
+                    };
+                    match replaced {
+                        Ok(w) => worker = w,
+                        Err(f) => {
+                            drop(module);
+                            return Err(self.fail(generation, f));
+                        }
+                    }
+                }
+                Err(Failure::Session(e)) => {
+                    // Stale again on a fresh session: give up on this call, keep the pool clean.
+                    if let Some(l) = lock(&self.live).as_mut() {
+                        if l.generation() == generation {
+                            l.discard(worker);
+                        }
+                    }
+                    return Err(e);
+                }
+                Err(Failure::Device(reason)) => {
+                    // The worker's session died with its context: drop it unclosed.
+                    drop(worker);
+                    drop(module);
+                    return Err(self.outage(generation, reason));
+                }
+                Err(f) => {
+                    self.checkin(worker);
+                    return Err(f.into_error());
+                }
+            }
+        }
+    }
+
+    fn checkin(&self, worker: Worker) {
+        if let Some(l) = lock(&self.live).as_mut() {
+            l.checkin(worker);
+        }
+    }
+
+    /// Turn a failure outside an operation (opening or repairing sessions) into the error to
+    /// return, starting recovery if the device is gone.
+    fn fail(&self, generation: u64, f: Failure) -> HsmError {
+        match f {
+            Failure::Device(reason) => self.outage(generation, reason),
+            other => other.into_error(),
+        }
+    }
+
+    /// The device is gone: mark the HSM unavailable and make sure a reconnect thread runs.
+    fn outage(&self, generation: u64, reason: String) -> HsmError {
+        if lock(&self.live)
+            .as_ref()
+            .is_some_and(|l| l.generation() != generation)
+        {
+            // A late report about a context already replaced: the new one is fine.
+            return HsmError::Unavailable { reason };
+        }
+        *lock(&self.down_reason) = reason.clone();
+        if self.available.swap(false, Ordering::SeqCst) {
+            tracing::warn!(%reason, "HSM unavailable; reconnecting in the background");
+        }
+        self.start_recovery(generation);
+        HsmError::Unavailable { reason }
+    }
+
+    fn start_recovery(&self, generation: u64) {
+        if self.closed.load(Ordering::SeqCst) || self.recovering.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let me = self.me.clone();
+        let spawned = std::thread::Builder::new()
+            .name("signet-hsm-reconnect".into())
+            .spawn(move || reconnect_loop(me, generation));
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the HSM reconnect thread");
+            self.recovering.store(false, Ordering::SeqCst);
+        }
+    }
+
+    /// Drop the sessions of a dead context (unclosed) and finalise it.
+    fn tear_down(&self, generation: u64) {
+        let old = {
+            let mut live = lock(&self.live);
+            match live.as_ref() {
+                Some(l) if l.generation() != generation => None,
+                _ => live.take(),
+            }
+        };
+        drop(old);
+        self.module.finalise(generation);
+    }
+
+    /// Close the sessions of `live` properly if its context is still the module's live one;
+    /// otherwise they died with their context and are dropped unclosed.
+    fn close_live(&self, live: Live) {
+        let module = self.module.read();
+        if module.pkcs11.is_some() && module.generation == live.generation() {
+            live.close();
+        }
+    }
+
+    fn close(&self) {
+        if self.closed.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        self.available.store(false, Ordering::SeqCst);
+        self.permits.close();
+        let live = lock(&self.live).take();
+        if let Some(live) = live {
+            self.close_live(live);
+        }
+        self.module.release();
+        tracing::debug!(module = %self.module.path().display(), "HSM closed");
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Reconnect with exponential backoff until the token is back, the `Hsm` is closed or
+/// dropped, or the token refuses the PIN (retrying would lock it).
+fn reconnect_loop(me: Weak<Inner>, failed_generation: u64) {
+    let mut generation = failed_generation;
+    let mut delay = match me.upgrade() {
+        Some(inner) => inner.reconnect_initial,
+        None => return,
+    };
+    let started = Instant::now();
+    let mut attempt = 0u32;
+    loop {
+        let Some(inner) = me.upgrade() else { return };
+        if inner.closed.load(Ordering::SeqCst) {
+            inner.recovering.store(false, Ordering::SeqCst);
+            return;
+        }
+        inner.tear_down(generation);
+        attempt += 1;
+        match inner.connect() {
+            Ok(live) => {
+                *lock(&inner.live) = Some(live);
+                if inner.closed.load(Ordering::SeqCst) {
+                    // close() ran while this attempt connected: undo it.
+                    if let Some(live) = lock(&inner.live).take() {
+                        inner.close_live(live);
+                    }
+                    inner.recovering.store(false, Ordering::SeqCst);
+                    return;
+                }
+                inner.recovering.store(false, Ordering::SeqCst);
+                inner.available.store(true, Ordering::SeqCst);
+                tracing::warn!(
+                    attempt,
+                    after = ?started.elapsed(),
+                    "HSM reachable again; signing resumes"
+                );
+                return;
+            }
+            Err(Failure::Final(e @ (HsmError::PinIncorrect | HsmError::PinLocked))) => {
+                tracing::error!(error = %e, "HSM reconnect stopped: the token refuses the PIN");
+                *lock(&inner.down_reason) = e.to_string();
+                inner.recovering.store(false, Ordering::SeqCst);
+                return;
+            }
+            Err(f) => {
+                let e = f.into_error();
+                *lock(&inner.down_reason) = e.to_string();
+                tracing::warn!(attempt, error = %e, retry_in = ?delay, "HSM still unavailable");
+                // Whatever context this attempt initialised is finalised before the next one:
+                // p11-kit's client only reconnects on a fresh C_Initialize.
+                generation = inner.module.read().generation;
+            }
+        }
+        let (initial, max) = (inner.reconnect_initial, inner.reconnect_max);
+        drop(inner);
+        // Sleep in slices so close() or the last drop ends the thread promptly.
+        let wake = Instant::now() + delay;
+        while Instant::now() < wake {
+            std::thread::sleep(Duration::from_millis(50).min(wake - Instant::now()));
+            match me.upgrade() {
+                Some(i) if !i.closed.load(Ordering::SeqCst) => {}
+                Some(i) => {
+                    i.recovering.store(false, Ordering::SeqCst);
+                    return;
+                }
+                None => return,
+            }
+        }
+        delay = (delay * 2).max(initial).min(max);
+    }
+}

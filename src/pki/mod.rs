@@ -3,8 +3,13 @@
 //! signatures come in as bytes from whoever holds the key.
 
 pub mod alg;
+pub mod cert;
+pub mod csr;
 pub mod name;
+pub mod pkcs7;
 pub mod profile;
+pub mod serial;
+pub mod verify;
 
 pub use alg::{KeyType, SignatureAlgorithm};
 pub use name::{Attr, San, SubjectSpec};
@@ -41,3 +46,8 @@ impl PkiError {
         }
     }
 }
+
+/// The test-only software signer, shared with the integration tests.
+#[cfg(test)]
+#[path = "../../tests/support/soft_signer.rs"]
+pub(crate) mod soft_signer;

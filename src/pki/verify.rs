@@ -1,0 +1,372 @@
+//! Software signature verification for the algorithms signet accepts: proof of possession on
+//! CSRs and the check of every certificate the HSM has just signed before it leaves the CA.
+
+use const_oid::ObjectIdentifier;
+use der::{Decode, Encode, Sequence};
+use sha2::Digest;
+use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
+
+use super::PkiError;
+use super::alg::{KeyType, oid};
+use super::csr::key_type_of;
+
+/// The hashes a signature algorithm may use (SHA-1 is deliberately absent).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum HashAlg {
+    Sha256,
+    Sha384,
+    Sha512,
+}
+
+impl HashAlg {
+    fn from_oid(o: &ObjectIdentifier) -> Option<HashAlg> {
+        match *o {
+            oid::SHA256 => Some(HashAlg::Sha256),
+            oid::SHA384 => Some(HashAlg::Sha384),
+            oid::SHA512 => Some(HashAlg::Sha512),
+            _ => None,
+        }
+    }
+
+    fn digest(self, message: &[u8]) -> Vec<u8> {
+        match self {
+            HashAlg::Sha256 => sha2::Sha256::digest(message).to_vec(),
+            HashAlg::Sha384 => sha2::Sha384::digest(message).to_vec(),
+            HashAlg::Sha512 => sha2::Sha512::digest(message).to_vec(),
+        }
+    }
+}
+
+/// A signature algorithm as understood by the verifier.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scheme {
+    RsaPkcs1(HashAlg),
+    RsaPss { hash: HashAlg, salt_len: usize },
+    Ecdsa(HashAlg),
+    Ed25519,
+}
+
+/// RSASSA-PSS-params as they may appear on the wire (RFC 4055 section 3.1): every field has a
+/// DEFAULT, so every field is optional here.
+#[derive(Clone, Debug, Eq, PartialEq, Sequence)]
+struct PssParamsIn {
+    #[asn1(context_specific = "0", tag_mode = "EXPLICIT", optional = "true")]
+    hash: Option<AlgorithmIdentifierOwned>,
+    #[asn1(context_specific = "1", tag_mode = "EXPLICIT", optional = "true")]
+    mask_gen: Option<AlgorithmIdentifierOwned>,
+    #[asn1(context_specific = "2", tag_mode = "EXPLICIT", optional = "true")]
+    salt_len: Option<u32>,
+    #[asn1(context_specific = "3", tag_mode = "EXPLICIT", optional = "true")]
+    trailer: Option<u32>,
+}
+
+/// Names of curves and algorithms a refused key or signature is likely to carry; const-oid's
+/// database lacks some of them (secp256k1, SM2).
+const KNOWN_NAMES: [(&str, &str); 12] = [
+    ("1.3.132.0.10", "secp256k1"),
+    ("1.3.132.0.33", "secp224r1"),
+    ("1.3.132.0.35", "secp521r1 (P-521)"),
+    ("1.2.840.10045.3.1.1", "prime192v1 (P-192)"),
+    ("1.3.36.3.3.2.8.1.1.7", "brainpoolP256r1"),
+    ("1.3.36.3.3.2.8.1.1.11", "brainpoolP384r1"),
+    ("1.2.156.10197.1.301", "SM2"),
+    ("1.2.156.10197.1.501", "SM2 with SM3"),
+    ("1.2.840.10040.4.1", "DSA"),
+    ("1.3.101.110", "X25519"),
+    ("1.3.101.113", "Ed448"),
+    ("1.2.840.113549.1.1.5", "sha1WithRSAEncryption"),
+];
+
+/// A display name for an OID: its registered name where known, the dotted form otherwise.
+pub(crate) fn oid_name(o: &ObjectIdentifier) -> String {
+    let dotted = o.to_string();
+    if let Some((_, name)) = KNOWN_NAMES.iter().find(|(d, _)| *d == dotted) {
+        return format!("{name} ({dotted})");
+    }
+    match const_oid::db::DB.by_oid(o) {
+        Some(name) => format!("{name} ({dotted})"),
+        None => dotted,
+    }
+}
+
+/// Parameters must be absent, or (where `null_ok`) an ASN.1 NULL.
+fn check_no_params(
+    alg: &AlgorithmIdentifierOwned,
+    null_ok: bool,
+    what: &str,
+) -> Result<(), PkiError> {
+    match &alg.parameters {
+        None => Ok(()),
+        Some(p) if null_ok && p.is_null() => Ok(()),
+        Some(_) => Err(PkiError::invalid(
+            what,
+            format!(
+                "signature algorithm {} carries unexpected parameters",
+                oid_name(&alg.oid)
+            ),
+        )),
+    }
+}
+
+fn pss_scheme(alg: &AlgorithmIdentifierOwned, what: &str) -> Result<Scheme, PkiError> {
+    let bad = |m: &str| PkiError::invalid(what, format!("RSASSA-PSS parameters: {m}"));
+    let params = alg
+        .parameters
+        .as_ref()
+        .ok_or_else(|| bad("missing (the SHA-1 defaults are not accepted)"))?;
+    let der = params.to_der().map_err(|e| bad(&e.to_string()))?;
+    let params = PssParamsIn::from_der(&der).map_err(|e| bad(&e.to_string()))?;
+    let hash_alg = params
+        .hash
+        .ok_or_else(|| bad("hash absent, i.e. SHA-1, which is not accepted"))?;
+    let hash = HashAlg::from_oid(&hash_alg.oid).ok_or_else(|| {
+        bad(&format!(
+            "hash {} is not accepted (SHA-256, SHA-384 or SHA-512)",
+            oid_name(&hash_alg.oid)
+        ))
+    })?;
+    let mgf = params
+        .mask_gen
+        .ok_or_else(|| bad("mask generation absent, i.e. MGF1 with SHA-1"))?;
+    if mgf.oid != oid::MGF1 {
+        return Err(bad(&format!(
+            "mask generation {} is not MGF1",
+            oid_name(&mgf.oid)
+        )));
+    }
+    let mgf_hash = mgf
+        .parameters
+        .as_ref()
+        .and_then(|p| p.to_der().ok())
+        .and_then(|d| AlgorithmIdentifierOwned::from_der(&d).ok())
+        .ok_or_else(|| bad("MGF1 hash missing or malformed"))?;
+    if HashAlg::from_oid(&mgf_hash.oid) != Some(hash) {
+        return Err(bad("MGF1 hash differs from the message hash"));
+    }
+    if params.trailer.unwrap_or(1) != 1 {
+        return Err(bad("trailer field must be 1"));
+    }
+    let salt_len = params.salt_len.unwrap_or(20) as usize;
+    Ok(Scheme::RsaPss { hash, salt_len })
+}
+
+fn scheme_of(alg: &AlgorithmIdentifierOwned, what: &str) -> Result<Scheme, PkiError> {
+    let scheme = match alg.oid {
+        oid::SHA256_WITH_RSA => Scheme::RsaPkcs1(HashAlg::Sha256),
+        oid::SHA384_WITH_RSA => Scheme::RsaPkcs1(HashAlg::Sha384),
+        oid::SHA512_WITH_RSA => Scheme::RsaPkcs1(HashAlg::Sha512),
+        oid::RSASSA_PSS => return pss_scheme(alg, what),
+        oid::ECDSA_WITH_SHA256 => Scheme::Ecdsa(HashAlg::Sha256),
+        oid::ECDSA_WITH_SHA384 => Scheme::Ecdsa(HashAlg::Sha384),
+        oid::ECDSA_WITH_SHA512 => Scheme::Ecdsa(HashAlg::Sha512),
+        oid::ED25519 => Scheme::Ed25519,
+        other => {
+            return Err(PkiError::invalid(
+                what,
+                format!(
+                    "signature algorithm {} is not accepted (sha256/384/512WithRSAEncryption, \
+                     RSASSA-PSS, ecdsa-with-SHA256/384/512 or Ed25519)",
+                    oid_name(&other)
+                ),
+            ));
+        }
+    };
+    // RFC 4055: NULL (or, tolerated, absent) for PKCS#1 v1.5; RFC 5758 / RFC 8410: absent.
+    check_no_params(alg, matches!(scheme, Scheme::RsaPkcs1(_)), what)?;
+    Ok(scheme)
+}
+
+/// Verify `signature` over `message` with `spki` under the signature AlgorithmIdentifier `alg`
+/// (as found in a certificate or CSR). ECDSA signatures are DER Ecdsa-Sig-Value.
+///
+/// Returns [`PkiError::BadSignature`] when the signature does not verify, and
+/// [`PkiError::Invalid`] (field `what`) for unsupported algorithms or a key that does not fit
+/// the algorithm.
+pub fn verify_signature(
+    spki: &SubjectPublicKeyInfoOwned,
+    alg: &AlgorithmIdentifierOwned,
+    message: &[u8],
+    signature: &[u8],
+    what: &str,
+) -> Result<(), PkiError> {
+    let scheme = scheme_of(alg, what)?;
+    let key = key_type_of(spki, what)?;
+    let fits = match scheme {
+        Scheme::RsaPkcs1(_) | Scheme::RsaPss { .. } => key.is_rsa(),
+        Scheme::Ecdsa(_) => matches!(key, KeyType::P256 | KeyType::P384),
+        Scheme::Ed25519 => key == KeyType::Ed25519,
+    };
+    if !fits {
+        return Err(PkiError::invalid(
+            what,
+            format!(
+                "signature algorithm {} does not fit a {key} key",
+                oid_name(&alg.oid)
+            ),
+        ));
+    }
+    let bad = || PkiError::BadSignature {
+        what: what.to_owned(),
+    };
+    // key_type_of has already decoded the key once; decoding again cannot fail for a
+    // well-formed key, but is still mapped to an error rather than trusted.
+    let malformed = |e: String| PkiError::invalid(what, format!("public key: {e}"));
+    let key_bits = spki.subject_public_key.raw_bytes();
+    match scheme {
+        Scheme::RsaPkcs1(hash) | Scheme::RsaPss { hash, .. } => {
+            let spki_der = spki.to_der().map_err(|e| malformed(e.to_string()))?;
+            let spki_ref = spki::SubjectPublicKeyInfoRef::from_der(&spki_der)
+                .map_err(|e| malformed(e.to_string()))?;
+            let pk = rsa::PublicKey::try_from(spki_ref).map_err(|e| malformed(e.to_string()))?;
+            let ok = match scheme {
+                Scheme::RsaPss { salt_len, .. } => {
+                    verify_pss(pk, hash, salt_len, message, signature)
+                }
+                _ => match hash {
+                    HashAlg::Sha256 => pk.pkcs1v15_verify::<sha2::Sha256>(message, signature),
+                    HashAlg::Sha384 => pk.pkcs1v15_verify::<sha2::Sha384>(message, signature),
+                    HashAlg::Sha512 => pk.pkcs1v15_verify::<sha2::Sha512>(message, signature),
+                }
+                .is_ok(),
+            };
+            if ok { Ok(()) } else { Err(bad()) }
+        }
+        Scheme::Ecdsa(hash) => {
+            use p256::ecdsa::signature::hazmat::PrehashVerifier;
+            let prehash = hash.digest(message);
+            let ok = match key {
+                KeyType::P256 => {
+                    let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(key_bits)
+                        .map_err(|e| malformed(e.to_string()))?;
+                    p256::ecdsa::DerSignature::from_bytes(signature)
+                        .is_ok_and(|sig| vk.verify_prehash(&prehash, &sig).is_ok())
+                }
+                _ => {
+                    let vk = p384::ecdsa::VerifyingKey::from_sec1_bytes(key_bits)
+                        .map_err(|e| malformed(e.to_string()))?;
+                    p384::ecdsa::DerSignature::from_bytes(signature)
+                        .is_ok_and(|sig| vk.verify_prehash(&prehash, &sig).is_ok())
+                }
+            };
+            if ok { Ok(()) } else { Err(bad()) }
+        }
+        Scheme::Ed25519 => {
+            let bytes: &[u8; 32] = key_bits
+                .try_into()
+                .map_err(|_| malformed("Ed25519 key is not 32 bytes".into()))?;
+            let vk = ed25519_dalek::VerifyingKey::from_bytes(bytes)
+                .map_err(|e| malformed(e.to_string()))?;
+            let sig = ed25519_dalek::Signature::from_slice(signature).map_err(|_| bad())?;
+            vk.verify_strict(message, &sig).map_err(|_| bad())
+        }
+    }
+}
+
+fn verify_pss(
+    pk: rsa::PublicKey,
+    hash: HashAlg,
+    salt_len: usize,
+    message: &[u8],
+    signature: &[u8],
+) -> bool {
+    use rsa::signature::Verifier;
+    let Ok(sig) = rsa::pss::Signature::try_from(signature) else {
+        return false;
+    };
+    match hash {
+        HashAlg::Sha256 => rsa::pss::VerifyingKey::<sha2::Sha256>::new_with_salt_len(pk, salt_len)
+            .verify(message, &sig)
+            .is_ok(),
+        HashAlg::Sha384 => rsa::pss::VerifyingKey::<sha2::Sha384>::new_with_salt_len(pk, salt_len)
+            .verify(message, &sig)
+            .is_ok(),
+        HashAlg::Sha512 => rsa::pss::VerifyingKey::<sha2::Sha512>::new_with_salt_len(pk, salt_len)
+            .verify(message, &sig)
+            .is_ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::SignatureAlgorithm;
+    use crate::pki::soft_signer::SoftKey;
+
+    const MSG: &[u8] = b"to be signed";
+
+    #[test]
+    fn every_signing_algorithm_verifies_and_a_changed_message_does_not() {
+        let cases = [
+            (SoftKey::rsa2048(), SignatureAlgorithm::RsaPkcs1Sha256),
+            (SoftKey::rsa2048(), SignatureAlgorithm::RsaPkcs1Sha384),
+            (SoftKey::rsa2048(), SignatureAlgorithm::RsaPssSha256),
+            (SoftKey::rsa2048(), SignatureAlgorithm::RsaPssSha384),
+            (SoftKey::p256(1), SignatureAlgorithm::EcdsaSha256),
+            (SoftKey::p384(1), SignatureAlgorithm::EcdsaSha384),
+            (SoftKey::ed25519(1), SignatureAlgorithm::Ed25519),
+        ];
+        for (key, alg) in cases {
+            let sig = key.sign(alg, MSG);
+            let ai = alg.algorithm_identifier();
+            verify_signature(&key.spki(), &ai, MSG, &sig, "test")
+                .unwrap_or_else(|e| panic!("{alg}: {e}"));
+            match verify_signature(&key.spki(), &ai, b"something else", &sig, "test") {
+                Err(PkiError::BadSignature { what }) => assert_eq!(what, "test"),
+                other => panic!("{alg}: expected BadSignature, got {other:?}"),
+            }
+            assert!(matches!(
+                verify_signature(&key.spki(), &ai, MSG, &sig[..sig.len() - 1], "test"),
+                Err(PkiError::BadSignature { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn ecdsa_with_a_longer_hash_than_the_curve_verifies() {
+        use p256::ecdsa::signature::hazmat::PrehashSigner;
+        let sk = p256::ecdsa::SigningKey::from_slice(&[1; 32]).unwrap();
+        let sig: p256::ecdsa::DerSignature = sk.sign_prehash(&sha2::Sha512::digest(MSG)).unwrap();
+        let ai = AlgorithmIdentifierOwned {
+            oid: oid::ECDSA_WITH_SHA512,
+            parameters: None,
+        };
+        verify_signature(&SoftKey::p256(1).spki(), &ai, MSG, sig.as_bytes(), "test").unwrap();
+    }
+
+    #[test]
+    fn wrong_key_for_the_algorithm_and_unknown_algorithms_are_input_errors() {
+        let rsa = SoftKey::rsa2048();
+        let ec = SoftKey::p256(2);
+        let sig = ec.sign(SignatureAlgorithm::EcdsaSha256, MSG);
+        let e = verify_signature(
+            &rsa.spki(),
+            &SignatureAlgorithm::EcdsaSha256.algorithm_identifier(),
+            MSG,
+            &sig,
+            "csr",
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&e, PkiError::Invalid { field, problem } if field == "csr" && problem.contains("does not fit")),
+            "{e}"
+        );
+        let sha1_rsa = AlgorithmIdentifierOwned {
+            oid: ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.5"),
+            parameters: None,
+        };
+        let e = verify_signature(&rsa.spki(), &sha1_rsa, MSG, &sig, "csr").unwrap_err();
+        assert!(e.to_string().contains("sha1WithRSAEncryption"), "{e}");
+        // PSS with absent parameters means SHA-1: refused.
+        let pss_sha1 = AlgorithmIdentifierOwned {
+            oid: oid::RSASSA_PSS,
+            parameters: None,
+        };
+        let e = verify_signature(&rsa.spki(), &pss_sha1, MSG, &sig, "csr").unwrap_err();
+        assert!(e.to_string().contains("SHA-1"), "{e}");
+        // ECDSA with parameters present is malformed (RFC 5758).
+        let mut with_params = SignatureAlgorithm::EcdsaSha256.algorithm_identifier();
+        with_params.parameters = Some(der::Any::from(der::asn1::Null));
+        let e = verify_signature(&ec.spki(), &with_params, MSG, &sig, "csr").unwrap_err();
+        assert!(e.to_string().contains("unexpected parameters"), "{e}");
+    }
+}

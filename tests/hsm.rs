@@ -1,0 +1,432 @@
+//! Integration tests of `signet::hsm` against real SoftHSM2 tokens, with `openssl` and
+//! `pkcs11-tool` as the independent checkers, and `p11-kit server` as a device that can be
+//! pulled and put back.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{P11KitServer, SoftHsm, openssl_verifies, run_ok};
+use sha1::Digest;
+use signet::hsm::{Hsm, HsmError, TokenSelector};
+use signet::pki::{KeyType, SignatureAlgorithm};
+use signet::secret::Secret;
+
+const LABEL: &str = "signet-ca";
+const SO_PIN: &str = "12345678";
+const PIN: &str = "87654321";
+
+fn softhsm() -> SoftHsm {
+    common::trace();
+    SoftHsm::new(&[(LABEL, SO_PIN, PIN)])
+}
+
+fn open(hsm: &SoftHsm) -> Hsm {
+    Hsm::open(hsm.settings(LABEL, PIN)).expect("open the HSM")
+}
+
+const MESSAGE: &[u8] = b"tbsCertificate stand-in: \xe5\xae\x81\xe6\xb4\xa5 CA test message";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_algorithm_signs_what_openssl_verifies() {
+    let soft = softhsm();
+    let hsm = open(&soft);
+    let cases = [
+        (KeyType::Rsa2048, SignatureAlgorithm::RsaPkcs1Sha256),
+        (KeyType::Rsa2048, SignatureAlgorithm::RsaPkcs1Sha384),
+        (KeyType::Rsa2048, SignatureAlgorithm::RsaPssSha256),
+        (KeyType::Rsa2048, SignatureAlgorithm::RsaPssSha384),
+        (KeyType::P256, SignatureAlgorithm::EcdsaSha256),
+        (KeyType::P384, SignatureAlgorithm::EcdsaSha384),
+        (KeyType::Ed25519, SignatureAlgorithm::Ed25519),
+    ];
+    for key_type in [
+        KeyType::Rsa2048,
+        KeyType::P256,
+        KeyType::P384,
+        KeyType::Ed25519,
+    ] {
+        let generated = hsm.generate_key(key_type.name(), key_type).await.unwrap();
+        assert_eq!(hsm.public_key(key_type.name()).await.unwrap(), generated);
+    }
+    for (key_type, alg) in cases {
+        let spki = hsm.public_key(key_type.name()).await.unwrap();
+        let sig = hsm.sign(key_type.name(), alg, MESSAGE).await.unwrap();
+        assert!(
+            openssl_verifies(soft.dir.path(), &spki, alg, MESSAGE, &sig),
+            "openssl rejects the {alg} signature"
+        );
+        // The check has teeth: a different message must not verify.
+        assert!(
+            !openssl_verifies(soft.dir.path(), &spki, alg, b"another message", &sig),
+            "openssl accepts the {alg} signature over the wrong message"
+        );
+    }
+    hsm.close();
+}
+
+/// pkcs11-tool's description of one object: its header line and attribute lines.
+fn object_block(listing: &str, kind: &str, label: &str) -> Vec<String> {
+    let mut blocks: Vec<Vec<String>> = Vec::new();
+    for line in listing.lines() {
+        if !line.starts_with(' ') && !line.starts_with('\t') {
+            blocks.push(vec![line.to_owned()]);
+        } else if let Some(b) = blocks.last_mut() {
+            b.push(line.trim().to_owned());
+        }
+    }
+    blocks
+        .into_iter()
+        .find(|b| {
+            b[0].starts_with(kind)
+                && b.iter()
+                    .any(|l| l.strip_prefix("label:").map(str::trim) == Some(label))
+        })
+        .unwrap_or_else(|| panic!("no {kind} labelled {label} in:\n{listing}"))
+}
+
+fn field<'a>(block: &'a [String], name: &str) -> &'a str {
+    block
+        .iter()
+        .find_map(|l| l.strip_prefix(name))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no {name} in {block:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_keys_are_sensitive_sign_only_and_linked_by_sha1_id() {
+    let soft = softhsm();
+    let hsm = open(&soft);
+    let mut ids = Vec::new();
+    for key_type in [KeyType::Rsa2048, KeyType::P256, KeyType::Ed25519] {
+        let spki = hsm.generate_key(key_type.name(), key_type).await.unwrap();
+        ids.push((
+            key_type.name(),
+            hex::encode(sha1::Sha1::digest(spki.subject_public_key.raw_bytes())),
+        ));
+    }
+    hsm.close();
+
+    let out = run_ok(
+        soft.pkcs11_tool(LABEL)
+            .args(["--login", "--pin", PIN, "--list-objects"]),
+    );
+    let listing = String::from_utf8_lossy(&out.stdout);
+    for (label, id) in ids {
+        let private = object_block(&listing, "Private Key Object", label);
+        assert_eq!(field(&private, "Usage:"), "sign", "{private:?}");
+        assert_eq!(
+            field(&private, "Access:"),
+            "sensitive, always sensitive, never extractable, local",
+            "{private:?}"
+        );
+        assert_eq!(field(&private, "ID:"), id, "{private:?}");
+        let public = object_block(&listing, "Public Key Object", label);
+        assert_eq!(field(&public, "Usage:"), "verify", "{public:?}");
+        assert_eq!(field(&public, "ID:"), id, "{public:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generate_key_refuses_a_label_already_in_use() {
+    let soft = softhsm();
+    let hsm = open(&soft);
+    assert!(!hsm.key_exists("ca-2026").await.unwrap());
+    hsm.generate_key("ca-2026", KeyType::P256).await.unwrap();
+    assert!(hsm.key_exists("ca-2026").await.unwrap());
+    let err = hsm
+        .generate_key("ca-2026", KeyType::P384)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, HsmError::KeyExists { label } if label == "ca-2026"),
+        "{err}"
+    );
+    // The refused call left the original key alone.
+    let spki = hsm.public_key("ca-2026").await.unwrap();
+    let sig = hsm
+        .sign("ca-2026", SignatureAlgorithm::EcdsaSha256, MESSAGE)
+        .await
+        .unwrap();
+    assert!(openssl_verifies(
+        soft.dir.path(),
+        &spki,
+        SignatureAlgorithm::EcdsaSha256,
+        MESSAGE,
+        &sig
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_selected_by_serial_or_uri_finds_the_same_key() {
+    common::trace();
+    let soft = SoftHsm::new(&[("other-token", SO_PIN, PIN), (LABEL, SO_PIN, PIN)]);
+    let by_label = open(&soft);
+    let spki = by_label.generate_key("ca", KeyType::P256).await.unwrap();
+
+    let serial = soft.token_serial(LABEL);
+    let mut settings = soft.settings(LABEL, PIN);
+    settings.token = TokenSelector::parse_uri(&format!("pkcs11:serial={serial}")).unwrap();
+    assert_eq!(settings.token, TokenSelector::Serial(serial));
+    // A second Hsm on the same module shares its context (one per module per process).
+    let by_serial = Hsm::open(settings).expect("open by serial");
+    assert_eq!(by_serial.public_key("ca").await.unwrap(), spki);
+    assert!(by_serial.key_exists("ca").await.unwrap());
+
+    let mut settings = soft.settings(LABEL, PIN);
+    settings.token = TokenSelector::parse_uri("pkcs11:token=signet%2Dca;object=ca").unwrap();
+    let by_uri = Hsm::open(settings).expect("open by URI");
+    assert_eq!(by_uri.public_key("ca").await.unwrap(), spki);
+
+    // Closing one leaves the others working.
+    by_serial.close();
+    by_uri
+        .sign("ca", SignatureAlgorithm::EcdsaSha256, MESSAGE)
+        .await
+        .unwrap();
+    by_label
+        .sign("ca", SignatureAlgorithm::EcdsaSha256, MESSAGE)
+        .await
+        .unwrap();
+    assert!(matches!(
+        by_serial
+            .sign("ca", SignatureAlgorithm::EcdsaSha256, MESSAGE)
+            .await,
+        Err(HsmError::Closed)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_token_key_and_wrong_algorithm_are_final_errors() {
+    let soft = softhsm();
+    let mut settings = soft.settings("no-such-token", PIN);
+    let err = Hsm::open(settings.clone()).expect_err("no token");
+    assert!(matches!(err, HsmError::TokenNotFound { .. }), "{err}");
+
+    settings.token = TokenSelector::Label(LABEL.into());
+    let hsm = Hsm::open(settings).unwrap();
+    let err = hsm
+        .sign("absent", SignatureAlgorithm::EcdsaSha256, MESSAGE)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, HsmError::KeyNotFound { label } if label == "absent"),
+        "{err}"
+    );
+
+    hsm.generate_key("ed", KeyType::Ed25519).await.unwrap();
+    let err = hsm
+        .sign("ed", SignatureAlgorithm::EcdsaSha256, MESSAGE)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, HsmError::Mechanism { .. }), "{err}");
+    assert!(hsm.is_available());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_pin_is_pin_incorrect_and_never_shown() {
+    let soft = softhsm();
+    let mut settings = soft.settings(LABEL, PIN);
+    settings.pin = Secret::from_file(&soft.pin_file("11112222")).unwrap();
+    let err = Hsm::open(settings).expect_err("wrong PIN must fail");
+    assert!(matches!(err, HsmError::PinIncorrect), "{err}");
+    assert!(!format!("{err} {err:?}").contains("11112222"));
+    // A failed open leaves the module usable for the next one.
+    let hsm = open(&soft);
+    assert!(hsm.is_available());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_sessions_are_replaced_and_the_signature_retried_once() {
+    let soft = softhsm();
+    let hsm = open(&soft);
+    let spki = hsm.generate_key("ca", KeyType::P256).await.unwrap();
+    // Warm the key-handle caches of both pooled sessions (two calls at once take both).
+    for _ in 0..4 {
+        let (a, b) = tokio::join!(
+            hsm.sign("ca", SignatureAlgorithm::EcdsaSha256, MESSAGE),
+            hsm.sign("ca", SignatureAlgorithm::EcdsaSha256, MESSAGE)
+        );
+        a.unwrap();
+        b.unwrap();
+    }
+    for round in 0..2 {
+        hsm.invalidate_sessions_for_test();
+        // The next call meets CKR_SESSION_HANDLE_INVALID on a logged-out token; the repair
+        // drops every stale session, logs in again and retries on a fresh one.
+        for _ in 0..3 {
+            let sig = hsm
+                .sign("ca", SignatureAlgorithm::EcdsaSha256, MESSAGE)
+                .await
+                .unwrap_or_else(|e| panic!("round {round}: {e}"));
+            assert!(openssl_verifies(
+                soft.dir.path(),
+                &spki,
+                SignatureAlgorithm::EcdsaSha256,
+                MESSAGE,
+                &sig
+            ));
+        }
+        assert!(hsm.is_available());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_signing_shares_the_pool_without_errors() {
+    let soft = softhsm();
+    let hsm = open(&soft);
+    hsm.generate_key("ca", KeyType::P256).await.unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let hsm = hsm.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..50 {
+                hsm.sign("ca", SignatureAlgorithm::EcdsaSha256, MESSAGE)
+                    .await?;
+            }
+            Ok::<_, HsmError>(())
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+}
+
+/// What the signing loop in the recovery test saw.
+#[derive(Debug, Default)]
+struct Tally {
+    ok: usize,
+    unavailable: usize,
+    other: Vec<String>,
+    slowest: Duration,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_recovers_after_the_p11kit_server_dies_and_returns() {
+    let soft = softhsm();
+    let mut server = P11KitServer::start(&soft, "pkcs11:token=signet-ca");
+    common::set_env("P11_KIT_SERVER_ADDRESS", server.address());
+    let mut settings = soft.settings(LABEL, PIN);
+    settings.module = common::P11KIT_CLIENT_MODULE.into();
+    let hsm = tokio::task::spawn_blocking(move || Hsm::open(settings))
+        .await
+        .unwrap()
+        .expect("open through p11-kit");
+    let spki = hsm.generate_key("ca", KeyType::P256).await.unwrap();
+    let alg = SignatureAlgorithm::EcdsaSha256;
+
+    // Sign continuously from a task, every call bounded by a timeout.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let signer = {
+        let (hsm, stop) = (hsm.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut tally = Tally::default();
+            let deadline = Instant::now() + Duration::from_secs(90);
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) && Instant::now() < deadline {
+                let started = Instant::now();
+                match tokio::time::timeout(Duration::from_secs(5), hsm.sign("ca", alg, MESSAGE))
+                    .await
+                {
+                    Ok(Ok(_)) => tally.ok += 1,
+                    Ok(Err(e)) if e.is_unavailable() => tally.unavailable += 1,
+                    Ok(Err(e)) => tally.other.push(e.to_string()),
+                    Err(_) => tally.other.push("a sign call took over 5 s".into()),
+                }
+                tally.slowest = tally.slowest.max(started.elapsed());
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            tally
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(hsm.is_available());
+
+    server.kill();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while hsm.is_available() {
+        assert!(
+            Instant::now() < deadline,
+            "still available 10 s after the server died"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // While the device is gone, calls fail fast with Unavailable.
+    let started = Instant::now();
+    let err = tokio::time::timeout(Duration::from_secs(5), hsm.sign("ca", alg, MESSAGE))
+        .await
+        .expect("sign returns promptly while unavailable")
+        .unwrap_err();
+    assert!(err.is_unavailable(), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    // Let a few reconnect attempts fail against the missing server.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!hsm.is_available());
+
+    server.restart();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let sig = loop {
+        assert!(
+            Instant::now() < deadline,
+            "signing did not resume within 30 s"
+        );
+        match tokio::time::timeout(Duration::from_secs(5), hsm.sign("ca", alg, MESSAGE)).await {
+            Ok(Ok(sig)) => break sig,
+            Ok(Err(e)) => assert!(e.is_unavailable(), "unexpected error while recovering: {e}"),
+            Err(_) => panic!("a sign call hung while recovering"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(hsm.is_available());
+    assert!(openssl_verifies(soft.dir.path(), &spki, alg, MESSAGE, &sig));
+    // The key and its public half are the same through the new connection.
+    assert_eq!(hsm.public_key("ca").await.unwrap(), spki);
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let tally = signer.await.unwrap();
+    assert!(tally.other.is_empty(), "{tally:?}");
+    assert!(tally.unavailable > 0, "{tally:?}");
+    assert!(tally.ok > 0, "{tally:?}");
+    assert!(tally.slowest < Duration::from_secs(5), "{tally:?}");
+    hsm.close();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_key_is_found_again_instead_of_using_the_stale_handle() {
+    let soft = softhsm();
+    let hsm = open(&soft);
+    hsm.generate_key("ca", KeyType::P256).await.unwrap();
+    for _ in 0..4 {
+        hsm.sign("ca", SignatureAlgorithm::EcdsaSha256, MESSAGE)
+            .await
+            .unwrap();
+    }
+    // Another process deletes the key pair; a new one takes its label.
+    for kind in ["privkey", "pubkey"] {
+        run_ok(soft.pkcs11_tool(LABEL).args([
+            "--login",
+            "--pin",
+            PIN,
+            "--delete-object",
+            "--type",
+            kind,
+            "--label",
+            "ca",
+        ]));
+    }
+    // The pooled session that signed above still caches the old handle.
+    let spki = hsm.generate_key("ca", KeyType::P256).await.unwrap();
+    for _ in 0..4 {
+        let sig = hsm
+            .sign("ca", SignatureAlgorithm::EcdsaSha256, MESSAGE)
+            .await
+            .unwrap();
+        assert!(openssl_verifies(
+            soft.dir.path(),
+            &spki,
+            SignatureAlgorithm::EcdsaSha256,
+            MESSAGE,
+            &sig
+        ));
+    }
+}
