@@ -65,18 +65,17 @@ pub fn entry_hash(prev_hash: &str, seq: i64, at: i64, e: &AuditEvent) -> String 
 
 /// Check a run of entries: consecutive sequence numbers and an unbroken chain. Returns the
 /// sequence number of the first bad entry.
-pub fn verify_chain<'a>(
-    entries: impl IntoIterator<Item = &'a AuditEntry>,
-) -> Result<usize, i64> {
+pub fn verify_chain<'a>(entries: impl IntoIterator<Item = &'a AuditEntry>) -> Result<usize, i64> {
     let mut prev = genesis_hash();
-    let mut expect_seq = 1;
     let mut n = 0;
-    for e in entries {
-        if e.seq != expect_seq || e.prev_hash != prev || entry_hash(&prev, e.seq, e.at, &e.event) != e.hash {
+    for (expect_seq, e) in (1..).zip(entries) {
+        if e.seq != expect_seq
+            || e.prev_hash != prev
+            || entry_hash(&prev, e.seq, e.at, &e.event) != e.hash
+        {
             return Err(expect_seq.min(e.seq));
         }
         prev = e.hash.clone();
-        expect_seq += 1;
         n += 1;
     }
     Ok(n)
@@ -98,7 +97,13 @@ mod tests {
                     detail: "{}".into(),
                 };
                 let hash = entry_hash(&prev, seq, 1000 + seq, &event);
-                let e = AuditEntry { seq, at: 1000 + seq, event, prev_hash: prev.clone(), hash: hash.clone() };
+                let e = AuditEntry {
+                    seq,
+                    at: 1000 + seq,
+                    event,
+                    prev_hash: prev.clone(),
+                    hash: hash.clone(),
+                };
                 prev = hash;
                 e
             })

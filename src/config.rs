@@ -225,6 +225,28 @@ pub struct IssuerSpec {
     pub path_len: Option<u8>,
 }
 
+/// Remove `.` and `dir/..` pairs lexically, so `hsm-config/../var` reads as `var` in
+/// messages. (Symbolic links are not followed: the result names the same file as long as
+/// the removed directory is not a link, which holds for the paths an operator writes.)
+fn normalize(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out: Vec<Component<'_>> = Vec::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir if matches!(out.last(), Some(Component::Normal(_))) => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    if out.is_empty() {
+        PathBuf::from(".")
+    } else {
+        out.iter().collect()
+    }
+}
+
 fn is_simple_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
@@ -268,7 +290,7 @@ impl Config {
         if p.is_absolute() {
             p.to_path_buf()
         } else {
-            self.base_dir.join(p)
+            normalize(&self.base_dir.join(p))
         }
     }
 
@@ -308,13 +330,22 @@ impl Config {
         let url = url::Url::parse(&self.ca.public_base_url)
             .map_err(|e| invalid("ca.public_base_url", format!("not a URL: {e}")))?;
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(invalid("ca.public_base_url", "must be an http:// or https:// URL"));
+            return Err(invalid(
+                "ca.public_base_url",
+                "must be an http:// or https:// URL",
+            ));
         }
         if url.query().is_some() || url.fragment().is_some() {
-            return Err(invalid("ca.public_base_url", "must not have a query or fragment"));
+            return Err(invalid(
+                "ca.public_base_url",
+                "must not have a query or fragment",
+            ));
         }
         if self.ca.agreement_version.trim().is_empty() || self.ca.agreement_version.len() > 64 {
-            return Err(invalid("ca.agreement_version", "must be 1 to 64 characters"));
+            return Err(invalid(
+                "ca.agreement_version",
+                "must be 1 to 64 characters",
+            ));
         }
 
         // [[issuer]]
@@ -338,8 +369,9 @@ impl Config {
             return Ok(TokenSelector::Serial(s.clone()));
         }
         match &self.hsm.token_uri {
-            Some(u) => TokenSelector::parse_uri(u)
-                .map_err(|e| invalid("hsm.token_uri", e.to_string())),
+            Some(u) => {
+                TokenSelector::parse_uri(u).map_err(|e| invalid("hsm.token_uri", e.to_string()))
+            }
             None => Err(invalid("hsm", "no token selected")),
         }
     }
@@ -464,7 +496,10 @@ impl Config {
                     ));
                 };
                 if pi == i {
-                    return Err(invalid(format!("issuer[{i}].parent"), "an issuer cannot be its own parent"));
+                    return Err(invalid(
+                        format!("issuer[{i}].parent"),
+                        "an issuer cannot be its own parent",
+                    ));
                 }
                 // Walk up: a cycle never reaches a root.
                 let mut cur = pi;
@@ -475,7 +510,10 @@ impl Config {
                     }
                 }
                 if specs[cur].parent.is_some() {
-                    return Err(invalid(format!("issuer[{i}].parent"), "the hierarchy has a cycle"));
+                    return Err(invalid(
+                        format!("issuer[{i}].parent"),
+                        "the hierarchy has a cycle",
+                    ));
                 }
                 if specs[pi].validity_years < s.validity_years {
                     return Err(invalid(
@@ -518,9 +556,16 @@ impl Config {
             }
             for i in &pc.issuers {
                 if !issuer_names.contains(&i.as_str()) {
-                    return Err(invalid(key("issuers"), format!("{i:?} is not a configured issuer")));
+                    return Err(invalid(
+                        key("issuers"),
+                        format!("{i:?} is not a configured issuer"),
+                    ));
                 }
-                if self.issuers.iter().any(|c| &c.name == i && c.parent.is_none()) {
+                if self
+                    .issuers
+                    .iter()
+                    .any(|c| &c.name == i && c.parent.is_none())
+                {
                     return Err(invalid(
                         key("issuers"),
                         format!("{i:?} is the root; subscriber certificates come from issuing CAs"),
@@ -542,7 +587,10 @@ impl Config {
                 return Err(invalid(key("renewal_window_days"), "must be 1 to 366"));
             }
             let policy_oid = ObjectIdentifier::new(&pc.policy_oid).map_err(|e| {
-                invalid(key("policy_oid"), format!("{:?} is not an OID: {e}", pc.policy_oid))
+                invalid(
+                    key("policy_oid"),
+                    format!("{:?} is not an OID: {e}", pc.policy_oid),
+                )
             })?;
             if let Some(l) = &pc.liability
                 && (l.is_empty() || l.chars().count() > 64)
@@ -635,14 +683,19 @@ liability = "100,000 CNY"
 
     #[test]
     fn unknown_keys_are_refused_by_name() {
-        let e = err(&GOOD.replace("pool_size", "x").replace("[store]", "[store]\nsqllite = 1"));
+        let e = err(&GOOD
+            .replace("pool_size", "x")
+            .replace("[store]", "[store]\nsqllite = 1"));
         assert!(e.contains("sqllite"), "{e}");
     }
 
     #[test]
     fn errors_name_the_key() {
-        let e = err(&GOOD.replace(r#"policy_oid = "1.3.6.1.4.1.99999.1.4""#, r#"policy_oid = "x.1"
-validity_years = [3]"#));
+        let e = err(&GOOD.replace(
+            r#"policy_oid = "1.3.6.1.4.1.99999.1.4""#,
+            r#"policy_oid = "x.1"
+validity_years = [3]"#,
+        ));
         assert!(e.starts_with("profiles.server.validity_years"), "{e}");
         let e = err(&GOOD.replace(r#"issuers = ["issuing-ec"]"#, r#"issuers = ["nope"]"#));
         assert!(e.starts_with("profiles.server.issuers"), "{e}");
@@ -650,13 +703,33 @@ validity_years = [3]"#));
         assert!(e.starts_with("issuer[1].parent"), "{e}");
         let e = err(&GOOD.replace(r#"pin_env = "SIGNET_HSM_PIN""#, ""));
         assert!(e.contains("pin_file, pin_env"), "{e}");
-        let e = err(&GOOD.replace(r#"key_type = "p256""#, r#"key_type = "p256"
-signature = "rsa-pss-sha256""#));
+        let e = err(&GOOD.replace(
+            r#"key_type = "p256""#,
+            r#"key_type = "p256"
+signature = "rsa-pss-sha256""#,
+        ));
         assert!(e.starts_with("issuer[1].signature"), "{e}");
         let e = err(&GOOD.replace("http://127.0.0.1:8080/", "ftp://x"));
         assert!(e.starts_with("ca.public_base_url"), "{e}");
         let e = err(&GOOD.replace(r#"issuers = ["issuing-ec"]"#, r#"issuers = ["root"]"#));
         assert!(e.contains("root"), "{e}");
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_directory() {
+        let c = Config::from_toml(GOOD, Path::new("hsm-config")).unwrap();
+        assert_eq!(c.resolve(Path::new("../var/signet.db")), PathBuf::from("var/signet.db"));
+        assert_eq!(c.resolve(Path::new("./x")), PathBuf::from("hsm-config/x"));
+    }
+
+    #[test]
+    fn shipped_configurations_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("hsm-config");
+        for f in ["softhsm.toml", "production.toml"] {
+            let c = Config::load(&dir.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+            assert_eq!(c.profiles().unwrap().len(), 6, "{f}");
+            assert_eq!(c.issuer_specs().unwrap().len(), 3, "{f}");
+        }
     }
 
     #[test]

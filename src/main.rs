@@ -32,7 +32,7 @@ enum Command {
     /// never overwrites a key or certificate.
     Ceremony,
     /// Issue a certificate locally, as the operator (the RA API does the same over mTLS).
-    Issue(IssueArgs),
+    Issue(Box<IssueArgs>),
     /// Quick start on SoftHSM: run the ceremony if needed and issue a first certificate.
     Quickstart {
         /// A CSR to certify (DER or PEM). Without it, `openssl` makes a P-256 demo key and
@@ -174,7 +174,8 @@ fn run(cli: Cli) -> Result<(), String> {
             let req = issue_request(&args)?;
             let issued = rt
                 .block_on(async {
-                    let ca = Authority::open(&parts.cfg, parts.hsm.clone(), parts.store.clone()).await?;
+                    let ca =
+                        Authority::open(&parts.cfg, parts.hsm.clone(), parts.store.clone()).await?;
                     ca.issue(signet::audit::ACTOR_OPERATOR, req).await
                 })
                 .map_err(describe)?;
@@ -224,11 +225,14 @@ fn print_report(r: &ceremony::CeremonyReport) {
 fn read_csr(path: &Path) -> Result<Vec<u8>, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("--csr {}: {e}", path.display()))?;
     if bytes.starts_with(b"-----BEGIN") {
-        let text = String::from_utf8(bytes).map_err(|_| "--csr: PEM file is not text".to_string())?;
+        let text =
+            String::from_utf8(bytes).map_err(|_| "--csr: PEM file is not text".to_string())?;
         let (label, der) =
             der::pem::decode_vec(text.as_bytes()).map_err(|e| format!("--csr: bad PEM: {e}"))?;
         if label != "CERTIFICATE REQUEST" && label != "NEW CERTIFICATE REQUEST" {
-            return Err(format!("--csr: PEM label {label:?} is not a CERTIFICATE REQUEST"));
+            return Err(format!(
+                "--csr: PEM label {label:?} is not a CERTIFICATE REQUEST"
+            ));
         }
         Ok(der)
     } else {
@@ -284,19 +288,33 @@ fn quickstart(cfg: Config, csr: Option<PathBuf>) -> Result<(), String> {
             if !p.exists() {
                 let key = work.join("subscriber.key");
                 let status = std::process::Command::new("openssl")
-                    .args(["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"])
+                    .args([
+                        "req",
+                        "-new",
+                        "-newkey",
+                        "ec",
+                        "-pkeyopt",
+                        "ec_paramgen_curve:P-256",
+                        "-nodes",
+                    ])
                     .arg("-keyout")
                     .arg(&key)
                     .arg("-out")
                     .arg(&p)
-                    .args(["-subj", "/CN=ignored (signet takes the subject from the RA)"])
+                    .args([
+                        "-subj",
+                        "/CN=ignored (signet takes the subject from the RA)",
+                    ])
                     .stderr(std::process::Stdio::null())
                     .status()
                     .map_err(|e| format!("running openssl to make a demo CSR: {e}"))?;
                 if !status.success() {
                     return Err("openssl could not make the demo CSR".into());
                 }
-                eprintln!("made a demo P-256 key and CSR with openssl: {}", p.display());
+                eprintln!(
+                    "made a demo P-256 key and CSR with openssl: {}",
+                    p.display()
+                );
             }
             p
         }

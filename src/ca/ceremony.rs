@@ -53,7 +53,11 @@ fn now_seconds() -> SystemTime {
 }
 
 /// Run the ceremony for every issuer in the configuration, parents first.
-pub async fn run(cfg: &Config, hsm: &Hsm, store: &Arc<dyn Store>) -> Result<CeremonyReport, CaError> {
+pub async fn run(
+    cfg: &Config,
+    hsm: &Hsm,
+    store: &Arc<dyn Store>,
+) -> Result<CeremonyReport, CaError> {
     let specs = cfg
         .issuer_specs()
         .map_err(|e| CaError::FailedPrecondition(e.to_string()))?;
@@ -77,8 +81,9 @@ pub async fn run(cfg: &Config, hsm: &Hsm, store: &Arc<dyn Store>) -> Result<Cere
         let cert_path = out_dir.join(format!("{}.crt", spec.name));
         let pem_path = out_dir.join(format!("{}.pem", spec.name));
         if let Some(rec) = recorded.iter().find(|r| r.name == spec.name) {
-            let cert = Certificate::from_der(&rec.cert_der)
-                .map_err(|e| CaError::Internal(format!("recorded certificate of {}: {e}", rec.name)))?;
+            let cert = Certificate::from_der(&rec.cert_der).map_err(|e| {
+                CaError::Internal(format!("recorded certificate of {}: {e}", rec.name))
+            })?;
             let spki = cert.tbs_certificate().subject_public_key_info().clone();
             if hsm.public_key(&spec.key_label).await? != spki {
                 return Err(CaError::FailedPrecondition(format!(
@@ -138,7 +143,11 @@ pub async fn run(cfg: &Config, hsm: &Hsm, store: &Arc<dyn Store>) -> Result<Cere
 }
 
 /// The issuer's key: generated now, or the one an interrupted run generated and recorded.
-async fn key_for(spec: &IssuerSpec, hsm: &Hsm, store: &Arc<dyn Store>) -> Result<SubjectPublicKeyInfoOwned, CaError> {
+async fn key_for(
+    spec: &IssuerSpec,
+    hsm: &Hsm,
+    store: &Arc<dyn Store>,
+) -> Result<SubjectPublicKeyInfoOwned, CaError> {
     let recorded = store.ca_key(&spec.key_label).await?;
     let in_hsm = hsm.key_exists(&spec.key_label).await?;
     match (recorded, in_hsm) {
@@ -174,7 +183,9 @@ async fn key_for(spec: &IssuerSpec, hsm: &Hsm, store: &Arc<dyn Store>) -> Result
                 action: "ceremony.key_generated".into(),
                 object: spec.key_label.clone(),
                 request_digest: None,
-                detail: serde_json::json!({ "issuer": spec.name, "key_type": spec.key_type.name() }).to_string(),
+                detail:
+                    serde_json::json!({ "issuer": spec.name, "key_type": spec.key_type.name() })
+                        .to_string(),
             };
             store
                 .record_ca_key(
@@ -216,7 +227,14 @@ async fn certify(
     };
     let (tbs, signer_label, signer_alg, signer_spki) = match parent {
         None => (
-            cert::build_ca_tbs(None, spec.signature, urls, &req, serial.clone(), now_seconds())?,
+            cert::build_ca_tbs(
+                None,
+                spec.signature,
+                urls,
+                &req,
+                serial.clone(),
+                now_seconds(),
+            )?,
             spec.key_label.as_str(),
             spec.signature,
             &spki,
@@ -228,7 +246,14 @@ async fn certify(
                 signature: p.signature,
             };
             (
-                cert::build_ca_tbs(Some(&issuer), p.signature, urls, &req, serial.clone(), now_seconds())?,
+                cert::build_ca_tbs(
+                    Some(&issuer),
+                    p.signature,
+                    urls,
+                    &req,
+                    serial.clone(),
+                    now_seconds(),
+                )?,
                 p.key_label.as_str(),
                 p.signature,
                 &p.spki,
@@ -284,7 +309,12 @@ async fn certify(
 
 /// Write a CA certificate as `.crt` (DER, as served to relying parties) and `.pem`; an
 /// existing file must already hold exactly this certificate.
-fn publish(der_path: &Path, pem_path: &Path, der: &[u8], report: &mut CeremonyReport) -> Result<(), CaError> {
+fn publish(
+    der_path: &Path,
+    pem_path: &Path,
+    der: &[u8],
+    report: &mut CeremonyReport,
+) -> Result<(), CaError> {
     let pem = pem_encode(der);
     for (path, bytes) in [(der_path, der), (pem_path, pem.as_bytes())] {
         match std::fs::read(path) {
@@ -300,7 +330,10 @@ fn publish(der_path: &Path, pem_path: &Path, der: &[u8], report: &mut CeremonyRe
                 report.files.push(path.to_path_buf());
             }
             Err(e) => {
-                return Err(CaError::FailedPrecondition(format!("cannot read {}: {e}", path.display())));
+                return Err(CaError::FailedPrecondition(format!(
+                    "cannot read {}: {e}",
+                    path.display()
+                )));
             }
         }
     }
@@ -317,6 +350,5 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<(), CaError> {
 
 /// PEM text of a DER certificate.
 pub fn pem_encode(der: &[u8]) -> String {
-    der::pem::encode_string("CERTIFICATE", der::pem::LineEnding::LF, der)
-        .unwrap_or_default()
+    der::pem::encode_string("CERTIFICATE", der::pem::LineEnding::LF, der).unwrap_or_default()
 }

@@ -39,7 +39,9 @@ pub enum CaError {
     #[error("{0}")]
     FailedPrecondition(String),
     /// The RA already used this request id for a different request.
-    #[error("request id {request_id:?} of {ra} was already used for a different request (certificate {serial})")]
+    #[error(
+        "request id {request_id:?} of {ra} was already used for a different request (certificate {serial})"
+    )]
     AlreadyExists {
         /// The RA.
         ra: String,
@@ -310,7 +312,13 @@ impl Authority {
                 key_type: checked.csr.key_type,
                 validity_years: req.validity_years,
             };
-            let tbs = cert::build_leaf_tbs(&checked.issuer.as_ref(), &self.urls, &leaf, serial.clone(), not_before)?;
+            let tbs = cert::build_leaf_tbs(
+                &checked.issuer.as_ref(),
+                &self.urls,
+                &leaf,
+                serial.clone(),
+                not_before,
+            )?;
             let tbs_der = tbs
                 .to_der()
                 .map_err(|e| CaError::Internal(format!("encoding TBS: {e}")))?;
@@ -345,7 +353,9 @@ impl Authority {
                 }
                 BeginOutcome::SerialTaken if attempts < 5 => continue,
                 BeginOutcome::SerialTaken => {
-                    return Err(CaError::Internal("five serial collisions in a row: RNG failure".into()));
+                    return Err(CaError::Internal(
+                        "five serial collisions in a row: RNG failure".into(),
+                    ));
                 }
             }
         };
@@ -353,7 +363,11 @@ impl Authority {
     }
 
     /// Steps 6-7 for a pending record: sign its stored TBS, check, commit, answer.
-    async fn sign_and_commit(&self, record: CertificateRecord, actor: &str) -> Result<Issued, CaError> {
+    async fn sign_and_commit(
+        &self,
+        record: CertificateRecord,
+        actor: &str,
+    ) -> Result<Issued, CaError> {
         let issuer = self.issuers.get(&record.issuer).ok_or_else(|| {
             CaError::FailedPrecondition(format!(
                 "issuer {:?} of pending certificate {} is not loaded",
@@ -397,10 +411,9 @@ impl Authority {
     }
 
     fn answer(&self, record: CertificateRecord) -> Result<Issued, CaError> {
-        let cert_der = record
-            .cert_der
-            .clone()
-            .ok_or_else(|| CaError::Internal(format!("certificate {} has no DER", record.serial)))?;
+        let cert_der = record.cert_der.clone().ok_or_else(|| {
+            CaError::Internal(format!("certificate {} has no DER", record.serial))
+        })?;
         let chain = self.chain(&record.issuer);
         Ok(Issued {
             record,
@@ -415,7 +428,11 @@ impl Authority {
             let known: Vec<&str> = self.profiles.keys().map(String::as_str).collect();
             invalid(
                 "profile",
-                format!("unknown profile {:?} (known: {})", req.profile, known.join(", ")),
+                format!(
+                    "unknown profile {:?} (known: {})",
+                    req.profile,
+                    known.join(", ")
+                ),
             )
         })?;
         let issuer_name = match &req.issuer {
@@ -423,23 +440,37 @@ impl Authority {
             Some(i) => {
                 return Err(invalid(
                     "issuer",
-                    format!("{i:?} may not sign profile {} (allowed: {})", profile.name, profile.issuers.join(", ")),
+                    format!(
+                        "{i:?} may not sign profile {} (allowed: {})",
+                        profile.name,
+                        profile.issuers.join(", ")
+                    ),
                 ));
             }
-            None => profile
-                .issuers
-                .first()
-                .map(String::as_str)
-                .ok_or_else(|| CaError::FailedPrecondition(format!("profile {} has no issuer", profile.name)))?,
+            None => profile.issuers.first().map(String::as_str).ok_or_else(|| {
+                CaError::FailedPrecondition(format!("profile {} has no issuer", profile.name))
+            })?,
         };
         let issuer = self.issuers.get(issuer_name).ok_or_else(|| {
             CaError::FailedPrecondition(format!(
                 "issuer {issuer_name:?} has not been created yet; run `signet ceremony`"
             ))
         })?;
-        check_text("approval.officer", &req.approval.officer, MAX_APPROVAL_FIELD)?;
-        check_text("approval.ra_reference", &req.approval.ra_reference, MAX_APPROVAL_FIELD)?;
-        check_text("approval.agreement_version", &req.approval.agreement_version, MAX_APPROVAL_FIELD)?;
+        check_text(
+            "approval.officer",
+            &req.approval.officer,
+            MAX_APPROVAL_FIELD,
+        )?;
+        check_text(
+            "approval.ra_reference",
+            &req.approval.ra_reference,
+            MAX_APPROVAL_FIELD,
+        )?;
+        check_text(
+            "approval.agreement_version",
+            &req.approval.agreement_version,
+            MAX_APPROVAL_FIELD,
+        )?;
         if req.approval.agreement_version != self.agreement_version {
             return Err(CaError::FailedPrecondition(format!(
                 "approval.agreement_version: the applicant accepted agreement version {:?}, but the current version is {:?}; the applicant must accept the current agreement",
@@ -447,14 +478,21 @@ impl Authority {
             )));
         }
         if req.sans.len() > MAX_SANS {
-            return Err(invalid("sans", format!("{} SANs; at most {MAX_SANS}", req.sans.len())));
+            return Err(invalid(
+                "sans",
+                format!("{} SANs; at most {MAX_SANS}", req.sans.len()),
+            ));
         }
         for (i, s) in req.sans.iter().enumerate() {
             s.clone().checked(&format!("sans[{i}]"))?;
         }
         let csr = csr::check_csr(&req.csr)?;
         profile.check_request(&req.subject, &req.sans, req.validity_years, csr.key_type)?;
-        Ok(Checked { profile, issuer, csr })
+        Ok(Checked {
+            profile,
+            issuer,
+            csr,
+        })
     }
 }
 
@@ -470,7 +508,13 @@ fn check_text(field: &str, v: &str, max: usize) -> Result<(), CaError> {
         return Err(invalid(field, "is required"));
     }
     if v.chars().count() > max {
-        return Err(invalid(field, format!("is {} characters long; at most {max} allowed", v.chars().count())));
+        return Err(invalid(
+            field,
+            format!(
+                "is {} characters long; at most {max} allowed",
+                v.chars().count()
+            ),
+        ));
     }
     if v.chars().any(char::is_control) {
         return Err(invalid(field, "contains control characters"));

@@ -64,7 +64,9 @@ impl CertStatus {
             "pending" => Ok(CertStatus::Pending),
             "valid" => Ok(CertStatus::Valid),
             "revoked" => Ok(CertStatus::Revoked),
-            other => Err(StoreError::Corrupt(format!("unknown certificate status {other:?}"))),
+            other => Err(StoreError::Corrupt(format!(
+                "unknown certificate status {other:?}"
+            ))),
         }
     }
 }
@@ -164,7 +166,11 @@ pub trait Store: Send + Sync {
     async fn ca_key(&self, label: &str) -> Result<Option<CaKeyRecord>, StoreError>;
 
     /// Record a CA certificate. Fails with `Duplicate` if the issuer name is known.
-    async fn record_issuer(&self, issuer: IssuerRecord, audit: AuditEvent) -> Result<(), StoreError>;
+    async fn record_issuer(
+        &self,
+        issuer: IssuerRecord,
+        audit: AuditEvent,
+    ) -> Result<(), StoreError>;
 
     /// Every recorded issuer, in creation order.
     async fn issuers(&self) -> Result<Vec<IssuerRecord>, StoreError>;

@@ -132,7 +132,8 @@ impl SqliteStore {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Exclusive)
                 .map_err(unavailable("migrating the schema"))?;
-            tx.execute_batch(m).map_err(unavailable("migrating the schema"))?;
+            tx.execute_batch(m)
+                .map_err(unavailable("migrating the schema"))?;
             tx.pragma_update(None, "user_version", (i + 1) as i64)
                 .map_err(unavailable("migrating the schema"))?;
             tx.commit().map_err(unavailable("migrating the schema"))?;
@@ -484,9 +485,11 @@ impl Store for SqliteStore {
 
     async fn count_certificates(&self) -> Result<u64, StoreError> {
         self.run("counting certificates", |conn| {
-            conn.query_row("SELECT COUNT(*) FROM certificates", [], |r| r.get::<_, i64>(0))
-                .map(|n| n as u64)
-                .map_err(unavailable("counting certificates"))
+            conn.query_row("SELECT COUNT(*) FROM certificates", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|n| n as u64)
+            .map_err(unavailable("counting certificates"))
         })
         .await
     }
@@ -497,7 +500,8 @@ impl Store for SqliteStore {
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(unavailable("appending to the audit log"))?;
             let e = append_audit_tx(&tx, &event)?;
-            tx.commit().map_err(unavailable("appending to the audit log"))?;
+            tx.commit()
+                .map_err(unavailable("appending to the audit log"))?;
             Ok(e)
         })
         .await
@@ -552,7 +556,12 @@ mod tests {
     async fn store_with_issuer() -> SqliteStore {
         let s = SqliteStore::open_in_memory().unwrap();
         s.record_ca_key(
-            CaKeyRecord { label: "k".into(), key_type: "p256".into(), spki_der: vec![1], created_at: 1 },
+            CaKeyRecord {
+                label: "k".into(),
+                key_type: "p256".into(),
+                spki_der: vec![1],
+                created_at: 1,
+            },
             event("ceremony.key_generated"),
         )
         .await
@@ -598,24 +607,40 @@ mod tests {
     #[tokio::test]
     async fn one_request_id_one_record() {
         let s = store_with_issuer().await;
-        assert!(matches!(s.begin_issuance(pending("aa", "r1", "d1")).await.unwrap(), BeginOutcome::Started(_)));
+        assert!(matches!(
+            s.begin_issuance(pending("aa", "r1", "d1")).await.unwrap(),
+            BeginOutcome::Started(_)
+        ));
         // Same request again while pending: resume with the stored serial, not the new one.
         match s.begin_issuance(pending("bb", "r1", "d1")).await.unwrap() {
             BeginOutcome::Resume(r) => assert_eq!(r.serial, "aa"),
             other => panic!("{other:?}"),
         }
         // Different body: conflict.
-        assert!(matches!(s.begin_issuance(pending("cc", "r1", "d2")).await.unwrap(), BeginOutcome::Conflict(_)));
-        let done = s.complete_issuance("aa", &[9, 9], 11, event("certificate.issued")).await.unwrap();
+        assert!(matches!(
+            s.begin_issuance(pending("cc", "r1", "d2")).await.unwrap(),
+            BeginOutcome::Conflict(_)
+        ));
+        let done = s
+            .complete_issuance("aa", &[9, 9], 11, event("certificate.issued"))
+            .await
+            .unwrap();
         assert_eq!(done.status, CertStatus::Valid);
         match s.begin_issuance(pending("dd", "r1", "d1")).await.unwrap() {
             BeginOutcome::Done(r) => assert_eq!(r.cert_der, Some(vec![9, 9])),
             other => panic!("{other:?}"),
         }
         // Completing twice is refused.
-        assert!(s.complete_issuance("aa", &[1], 12, event("certificate.issued")).await.is_err());
+        assert!(
+            s.complete_issuance("aa", &[1], 12, event("certificate.issued"))
+                .await
+                .is_err()
+        );
         // A taken serial under a new request id.
-        assert_eq!(s.begin_issuance(pending("aa", "r2", "d3")).await.unwrap(), BeginOutcome::SerialTaken);
+        assert_eq!(
+            s.begin_issuance(pending("aa", "r2", "d3")).await.unwrap(),
+            BeginOutcome::SerialTaken
+        );
         assert_eq!(s.count_certificates().await.unwrap(), 1);
         let log = s.audit_entries(1, 100).await.unwrap();
         assert_eq!(log.len(), 3);
@@ -627,7 +652,12 @@ mod tests {
         let s = store_with_issuer().await;
         let e = s
             .record_ca_key(
-                CaKeyRecord { label: "k".into(), key_type: "p256".into(), spki_der: vec![1], created_at: 1 },
+                CaKeyRecord {
+                    label: "k".into(),
+                    key_type: "p256".into(),
+                    spki_der: vec![1],
+                    created_at: 1,
+                },
                 event("ceremony.key_generated"),
             )
             .await

@@ -78,9 +78,16 @@ path_len = 0
         pin = pin_file.display(),
         dir = dir.display(),
     );
-    for (i, kind) in ["personal", "organization", "device", "server", "code_signing", "payment_gateway"]
-        .iter()
-        .enumerate()
+    for (i, kind) in [
+        "personal",
+        "organization",
+        "device",
+        "server",
+        "code_signing",
+        "payment_gateway",
+    ]
+    .iter()
+    .enumerate()
     {
         let liability = match *kind {
             "organization" | "payment_gateway" => "liability = \"500,000 CNY\"\n",
@@ -132,7 +139,9 @@ impl TestCa {
         let hsm = Hsm::open(cfg.hsm_settings().unwrap()).unwrap();
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&cfg.store_path()).unwrap());
         ceremony::run(&cfg, &hsm, &store).await.unwrap();
-        let ca = Authority::open(&cfg, hsm.clone(), store.clone()).await.unwrap();
+        let ca = Authority::open(&cfg, hsm.clone(), store.clone())
+            .await
+            .unwrap();
         TestCa {
             softhsm,
             dir,
@@ -175,13 +184,25 @@ pub fn make_csr(dir: &Path, key: &str) -> Vec<u8> {
     };
     let csr = dir.join(format!("{key}.csr"));
     let out = run(Command::new("openssl")
-        .args(["req", "-new", "-nodes", "-outform", "DER", "-subj", "/CN=ignored"])
+        .args([
+            "req",
+            "-new",
+            "-nodes",
+            "-outform",
+            "DER",
+            "-subj",
+            "/CN=ignored",
+        ])
         .args(&key_args)
         .arg("-keyout")
         .arg(dir.join(format!("{key}.key")))
         .arg("-out")
         .arg(&csr));
-    assert!(out.status.success(), "openssl req: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "openssl req: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::fs::read(csr).unwrap()
 }
 
@@ -211,16 +232,27 @@ pub fn names_for(profile: &str) -> (SubjectSpec, Vec<San>) {
             vec![],
         ),
         "device" => (
-            s(&[("O", "示例物联网有限公司"), ("serialNumber", "DEV-0001"), ("CN", "device-0001")]),
+            s(&[
+                ("O", "示例物联网有限公司"),
+                ("serialNumber", "DEV-0001"),
+                ("CN", "device-0001"),
+            ]),
             vec![],
         ),
         "server" => (
             s(&[("CN", "www.example.cn")]),
-            vec![San::Dns("www.example.cn".into()), San::Ip("192.0.2.10".parse().unwrap())],
+            vec![
+                San::Dns("www.example.cn".into()),
+                San::Ip("192.0.2.10".parse().unwrap()),
+            ],
         ),
         "code_signing" => (s(&[("C", "CN"), ("CN", "李四")]), vec![]),
         "payment_gateway" => (
-            s(&[("C", "CN"), ("O", "示例支付有限公司"), ("CN", "pay.example.cn")]),
+            s(&[
+                ("C", "CN"),
+                ("O", "示例支付有限公司"),
+                ("CN", "pay.example.cn"),
+            ]),
             vec![San::Dns("pay.example.cn".into())],
         ),
         other => panic!("unknown profile {other}"),
