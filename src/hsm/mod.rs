@@ -69,22 +69,31 @@ pub struct Hsm {
 }
 
 struct Inner {
+    /// The process-wide context of the module, shared with other `Hsm`s on it.
     module: Arc<Module>,
+    /// The token the keys live on.
     token: TokenSelector,
+    /// The user PIN, kept for logging in again after a reconnect or a lost login.
     pin: Secret,
+    /// How many signing sessions the pool keeps.
     pool_size: usize,
+    /// First reconnect delay.
     reconnect_initial: Duration,
+    /// Longest reconnect delay.
     reconnect_max: Duration,
     /// One permit per pooled session: bounds the blocking work in flight.
     permits: Arc<Semaphore>,
     /// The token's sessions, `None` while the device is unavailable or after close.
     live: Mutex<Option<Live>>,
+    /// False from a device-class failure until the reconnect succeeds.
     available: AtomicBool,
+    /// Set once by close(); nothing is reopened afterwards.
     closed: AtomicBool,
     /// True while a reconnect thread runs (at most one).
     recovering: AtomicBool,
     /// Why the HSM went unavailable, for the errors returned meanwhile.
     down_reason: Mutex<String>,
+    /// This value itself, for the reconnect thread (weak, so dropping the last `Hsm` ends it).
     me: Weak<Inner>,
 }
 
