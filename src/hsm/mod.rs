@@ -183,11 +183,11 @@ impl Hsm {
     pub async fn key_exists(&self, key_label: &str) -> Result<bool, HsmError> {
         let label = key_label.to_owned();
         self.blocking(move |inner| {
-            inner.run(|w| match w.find_private_key(&label) {
-                Ok(_) => Ok(true),
-                Err(Failure::Final(HsmError::KeyNotFound { .. })) => Ok(false),
-                Err(f) => Err(f),
-            })
+            // KeyNotFound passes through run(), which tells a lost login from a missing key.
+            match inner.run(|w| w.find_private_key(&label).map(|_| true)) {
+                Err(HsmError::KeyNotFound { .. }) => Ok(false),
+                other => other,
+            }
         })
         .await
     }
@@ -237,6 +237,18 @@ impl Hsm {
                     tracing::debug!(rv, "C_CloseAllSessions for test");
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot load module for test hook"),
+            }
+        }
+    }
+
+    /// Log the application out underneath the pool (C_Logout), so private keys vanish from
+    /// the next search. For tests of the lost-login retry only.
+    #[doc(hidden)]
+    pub fn logout_for_test(&self) {
+        let module = self.inner.module.read();
+        if let Some(live) = lock(&self.inner.live).as_ref() {
+            if module.pkcs11.is_some() && module.generation == live.generation() {
+                live.logout_for_test();
             }
         }
     }
@@ -320,14 +332,25 @@ impl Inner {
         };
         let mut retried = false;
         loop {
-            match op(&mut worker) {
+            let mut outcome = op(&mut worker);
+            if let Err(Failure::Final(e @ HsmError::KeyNotFound { .. })) = outcome {
+                // Without a login, private keys are invisible: that is a session-class
+                // failure (CKR_USER_NOT_LOGGED_IN in disguise), not a missing key.
+                let lost = lock(&self.live).as_ref().is_some_and(Live::login_lost);
+                outcome = Err(if lost && !retried {
+                    Failure::Session(e)
+                } else {
+                    Failure::Final(e)
+                });
+            }
+            match outcome {
                 Ok(v) => {
                     self.checkin(worker);
                     return Ok(v);
                 }
                 Err(Failure::Session(e)) if !retried => {
                     retried = true;
-                    tracing::warn!(error = %e, "HSM session went stale; replacing it and retrying once");
+                    tracing::warn!(error = %e, "HSM session, handle or login went stale; replacing the session and retrying once");
                     let replaced = {
                         let mut live = lock(&self.live);
                         match live.as_mut() {

@@ -234,6 +234,21 @@ impl Live {
         }
     }
 
+    /// True when the application is no longer logged in (someone logged out, or the login
+    /// session is gone): private keys then look absent rather than failing.
+    pub(crate) fn login_lost(&self) -> bool {
+        !self.login.as_ref().and_then(probe).is_some_and(logged_in)
+    }
+
+    /// Log the application out through the login session (test hook only).
+    pub(crate) fn logout_for_test(&self) {
+        if let Some(s) = &self.login {
+            if let Err(e) = s.logout() {
+                tracing::debug!(error = %e, "C_Logout for test failed");
+            }
+        }
+    }
+
     /// Throw a worker away after its session failed again: close it if the module still
     /// knows it, drop it unclosed if not.
     pub(crate) fn discard(&mut self, worker: Worker) {
