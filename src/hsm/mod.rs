@@ -3,10 +3,14 @@
 //!
 //! Every cryptoki call runs on tokio's blocking pool behind a semaphore with one permit per
 //! pooled session, never on the async executor. Failures fall into three classes (see
-//! [`error`]): a stale session or handle is replaced and the operation retried once; a lost
-//! device marks the HSM unavailable, finalises the module and reconnects in a background
-//! thread with exponential backoff, while calls fail fast with [`HsmError::Unavailable`];
-//! anything else is returned as it is.
+//! `error.rs`): a stale session, handle or login is repaired and the operation retried once;
+//! a lost device marks the HSM unavailable, finalises the module and reconnects in a
+//! background thread with exponential backoff, while calls fail fast with
+//! [`HsmError::Unavailable`]; anything else is returned as it is.
+//!
+//! The module's context is shared by every `Hsm` on it in the process (`module.rs`), so a
+//! device-class failure seen by one finalises it for all; the others notice the new
+//! generation on their next call and reconnect the same way.
 //!
 //! What p11-kit's client module does when its server dies (found with `p11-kit server` 0.24
 //! in front of SoftHSM 2.6, and what `tests/hsm.rs` exercises): the server forks a
@@ -97,6 +101,9 @@ struct Inner {
     me: Weak<Inner>,
 }
 
+/// The shortest wait between reconnection attempts, whatever the settings say.
+const MIN_RECONNECT_DELAY: Duration = Duration::from_millis(10);
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -124,8 +131,12 @@ impl Hsm {
             token: settings.token,
             pin: settings.pin,
             pool_size,
-            reconnect_initial: settings.reconnect_initial,
-            reconnect_max: settings.reconnect_max.max(settings.reconnect_initial),
+            // A zero delay would make the reconnect loop spin.
+            reconnect_initial: settings.reconnect_initial.max(MIN_RECONNECT_DELAY),
+            reconnect_max: settings
+                .reconnect_max
+                .max(settings.reconnect_initial)
+                .max(MIN_RECONNECT_DELAY),
             permits: Arc::new(Semaphore::new(pool_size)),
             live: Mutex::new(None),
             available: AtomicBool::new(false),
