@@ -272,6 +272,30 @@ async fn stale_sessions_are_replaced_and_the_signature_retried_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_login_is_restored_instead_of_reporting_the_key_missing() {
+    let soft = softhsm();
+    let hsm = open(&soft);
+    let spki = hsm.generate_key("ca", KeyType::P384).await.unwrap();
+    hsm.logout_for_test();
+    // Logged out, the private key is invisible to C_FindObjects; the pool logs in again.
+    assert!(hsm.key_exists("ca").await.unwrap());
+    hsm.logout_for_test();
+    let sig = hsm
+        .sign("ca", SignatureAlgorithm::EcdsaSha384, MESSAGE)
+        .await
+        .unwrap();
+    assert!(openssl_verifies(
+        soft.dir.path(),
+        &spki,
+        SignatureAlgorithm::EcdsaSha384,
+        MESSAGE,
+        &sig
+    ));
+    // A key that really is absent is still reported as absent.
+    assert!(!hsm.key_exists("nope").await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_signing_shares_the_pool_without_errors() {
     let soft = softhsm();
     let hsm = open(&soft);

@@ -97,7 +97,7 @@ fn pss(hash: Hash) -> PkcsPssParams {
     PkcsPssParams {
         hash_alg,
         mgf,
-        s_len: (hash.output_len() as cryptoki_sys::CK_ULONG).into(),
+        s_len: (hash.output_len() as std::ffi::c_ulong).into(),
     }
 }
 
@@ -376,7 +376,7 @@ pub(crate) fn generate(
     };
     let mechanism = match key_type {
         KeyType::Rsa2048 | KeyType::Rsa3072 | KeyType::Rsa4096 => {
-            let bits = key_type.rsa_bits().unwrap_or(2048) as cryptoki_sys::CK_ULONG;
+            let bits = key_type.rsa_bits().unwrap_or(2048) as std::ffi::c_ulong;
             public.push(Attribute::ModulusBits(bits.into()));
             public.push(Attribute::PublicExponent(vec![0x01, 0x00, 0x01]));
             public.push(Attribute::VerifyRecover(false));

@@ -3,10 +3,14 @@
 //!
 //! Every cryptoki call runs on tokio's blocking pool behind a semaphore with one permit per
 //! pooled session, never on the async executor. Failures fall into three classes (see
-//! [`error`]): a stale session or handle is replaced and the operation retried once; a lost
-//! device marks the HSM unavailable, finalises the module and reconnects in a background
-//! thread with exponential backoff, while calls fail fast with [`HsmError::Unavailable`];
-//! anything else is returned as it is.
+//! `error.rs`): a stale session, handle or login is repaired and the operation retried once;
+//! a lost device marks the HSM unavailable, finalises the module and reconnects in a
+//! background thread with exponential backoff, while calls fail fast with
+//! [`HsmError::Unavailable`]; anything else is returned as it is.
+//!
+//! The module's context is shared by every `Hsm` on it in the process (`module.rs`), so a
+//! device-class failure seen by one finalises it for all; the others notice the new
+//! generation on their next call and reconnect the same way.
 //!
 //! What p11-kit's client module does when its server dies (found with `p11-kit server` 0.24
 //! in front of SoftHSM 2.6, and what `tests/hsm.rs` exercises): the server forks a
@@ -69,24 +73,36 @@ pub struct Hsm {
 }
 
 struct Inner {
+    /// The process-wide context of the module, shared with other `Hsm`s on it.
     module: Arc<Module>,
+    /// The token the keys live on.
     token: TokenSelector,
+    /// The user PIN, kept for logging in again after a reconnect or a lost login.
     pin: Secret,
+    /// How many signing sessions the pool keeps.
     pool_size: usize,
+    /// First reconnect delay.
     reconnect_initial: Duration,
+    /// Longest reconnect delay.
     reconnect_max: Duration,
     /// One permit per pooled session: bounds the blocking work in flight.
     permits: Arc<Semaphore>,
     /// The token's sessions, `None` while the device is unavailable or after close.
     live: Mutex<Option<Live>>,
+    /// False from a device-class failure until the reconnect succeeds.
     available: AtomicBool,
+    /// Set once by close(); nothing is reopened afterwards.
     closed: AtomicBool,
     /// True while a reconnect thread runs (at most one).
     recovering: AtomicBool,
     /// Why the HSM went unavailable, for the errors returned meanwhile.
     down_reason: Mutex<String>,
+    /// This value itself, for the reconnect thread (weak, so dropping the last `Hsm` ends it).
     me: Weak<Inner>,
 }
+
+/// The shortest wait between reconnection attempts, whatever the settings say.
+const MIN_RECONNECT_DELAY: Duration = Duration::from_millis(10);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -115,8 +131,12 @@ impl Hsm {
             token: settings.token,
             pin: settings.pin,
             pool_size,
-            reconnect_initial: settings.reconnect_initial,
-            reconnect_max: settings.reconnect_max.max(settings.reconnect_initial),
+            // A zero delay would make the reconnect loop spin.
+            reconnect_initial: settings.reconnect_initial.max(MIN_RECONNECT_DELAY),
+            reconnect_max: settings
+                .reconnect_max
+                .max(settings.reconnect_initial)
+                .max(MIN_RECONNECT_DELAY),
             permits: Arc::new(Semaphore::new(pool_size)),
             live: Mutex::new(None),
             available: AtomicBool::new(false),
@@ -174,11 +194,11 @@ impl Hsm {
     pub async fn key_exists(&self, key_label: &str) -> Result<bool, HsmError> {
         let label = key_label.to_owned();
         self.blocking(move |inner| {
-            inner.run(|w| match w.find_private_key(&label) {
-                Ok(_) => Ok(true),
-                Err(Failure::Final(HsmError::KeyNotFound { .. })) => Ok(false),
-                Err(f) => Err(f),
-            })
+            // KeyNotFound passes through run(), which tells a lost login from a missing key.
+            match inner.run(|w| w.find_private_key(&label).map(|_| true)) {
+                Err(HsmError::KeyNotFound { .. }) => Ok(false),
+                other => other,
+            }
         })
         .await
     }
@@ -228,6 +248,18 @@ impl Hsm {
                     tracing::debug!(rv, "C_CloseAllSessions for test");
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot load module for test hook"),
+            }
+        }
+    }
+
+    /// Log the application out underneath the pool (C_Logout), so private keys vanish from
+    /// the next search. For tests of the lost-login retry only.
+    #[doc(hidden)]
+    pub fn logout_for_test(&self) {
+        let module = self.inner.module.read();
+        if let Some(live) = lock(&self.inner.live).as_ref() {
+            if module.pkcs11.is_some() && module.generation == live.generation() {
+                live.logout_for_test();
             }
         }
     }
@@ -311,14 +343,25 @@ impl Inner {
         };
         let mut retried = false;
         loop {
-            match op(&mut worker) {
+            let mut outcome = op(&mut worker);
+            if let Err(Failure::Final(e @ HsmError::KeyNotFound { .. })) = outcome {
+                // Without a login, private keys are invisible: that is a session-class
+                // failure (CKR_USER_NOT_LOGGED_IN in disguise), not a missing key.
+                let lost = lock(&self.live).as_ref().is_some_and(Live::login_lost);
+                outcome = Err(if lost && !retried {
+                    Failure::Session(e)
+                } else {
+                    Failure::Final(e)
+                });
+            }
+            match outcome {
                 Ok(v) => {
                     self.checkin(worker);
                     return Ok(v);
                 }
                 Err(Failure::Session(e)) if !retried => {
                     retried = true;
-                    tracing::warn!(error = %e, "HSM session went stale; replacing it and retrying once");
+                    tracing::warn!(error = %e, "HSM session, handle or login went stale; replacing the session and retrying once");
                     let replaced = {
                         let mut live = lock(&self.live);
                         match live.as_mut() {

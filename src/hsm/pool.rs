@@ -21,8 +21,11 @@ use crate::secret::Secret;
 
 /// One signing session and the key handles found through it.
 pub(crate) struct Worker {
+    /// The session, used by one operation at a time.
     pub(crate) session: Session,
+    /// The module generation the session was opened in.
     generation: u64,
+    /// Private-key handles by label, found once through this session.
     keys: HashMap<String, FoundKey>,
 }
 
@@ -61,12 +64,17 @@ impl Worker {
 
 /// The token as reached through one generation of the module's context.
 pub(crate) struct Live {
+    /// The module context the sessions belong to.
     pkcs11: Pkcs11,
+    /// The slot the token was found in (looked up again on every reconnect).
     slot: Slot,
+    /// The module generation of `pkcs11`.
     generation: u64,
     /// Holds the login for the whole application; never used to sign, never logged out.
     login: Option<Session>,
+    /// Workers not in use; at most `pool_size`.
     idle: Vec<Worker>,
+    /// The configured pool size.
     pool_size: usize,
 }
 
@@ -223,6 +231,21 @@ impl Live {
             self.idle.push(worker);
         } else {
             close(worker.session);
+        }
+    }
+
+    /// True when the application is no longer logged in (someone logged out, or the login
+    /// session is gone): private keys then look absent rather than failing.
+    pub(crate) fn login_lost(&self) -> bool {
+        !self.login.as_ref().and_then(probe).is_some_and(logged_in)
+    }
+
+    /// Log the application out through the login session (test hook only).
+    pub(crate) fn logout_for_test(&self) {
+        if let Some(s) = &self.login {
+            if let Err(e) = s.logout() {
+                tracing::debug!(error = %e, "C_Logout for test failed");
+            }
         }
     }
 
