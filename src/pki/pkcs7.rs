@@ -17,7 +17,8 @@ fn enc(e: der::Error) -> PkiError {
 
 /// A DER ContentInfo holding a degenerate SignedData (RFC 5652; version 1, no digest
 /// algorithms, id-data without content, the certificates, no signers): the `.p7b` format.
-/// Duplicates are dropped; DER sorts the SET OF, so order carries no meaning.
+/// Duplicates are dropped. DER sorts the SET OF (der's SetOfVec does it), so the order given
+/// carries no meaning; `openssl crl2pkcs7` keeps its input order instead, so its bytes can differ.
 pub fn certs_only(certs: &[Certificate]) -> Result<Vec<u8>, PkiError> {
     if certs.is_empty() {
         return Err(PkiError::invalid(
@@ -104,5 +105,46 @@ mod tests {
     #[test]
     fn empty_chain_is_refused() {
         assert!(certs_only(&[]).is_err());
+    }
+
+    fn self_signed(key: &crate::pki::soft_signer::SoftKey, cn: &str) -> Certificate {
+        use crate::pki::cert::{CaRequest, Urls, assemble, build_ca_tbs};
+        let subject = crate::pki::SubjectSpec::parse(&format!("CN={cn}")).unwrap();
+        let spki = key.spki();
+        let req = CaRequest {
+            subject: &subject,
+            spki: &spki,
+            path_len: None,
+            validity_years: 5,
+        };
+        let urls = Urls {
+            base: "http://pki.example.cn".into(),
+        };
+        let tbs = build_ca_tbs(
+            None,
+            key.default_alg(),
+            &urls,
+            &req,
+            crate::pki::serial::random_serial(),
+            std::time::SystemTime::now(),
+        )
+        .unwrap();
+        let sig = key.sign(key.default_alg(), &tbs.to_der().unwrap());
+        assemble(tbs, &sig).unwrap()
+    }
+
+    #[test]
+    fn certificates_are_deduplicated_and_in_der_set_order() {
+        use crate::pki::soft_signer::SoftKey;
+        let a = self_signed(&SoftKey::rsa2048(), "A");
+        let b = self_signed(&SoftKey::p256(4), "B");
+        let one = certs_only(&[a.clone(), b.clone()]).unwrap();
+        let two = certs_only(&[b.clone(), a.clone(), b.clone()]).unwrap();
+        assert_eq!(one, two);
+        let (da, db) = (a.to_der().unwrap(), b.to_der().unwrap());
+        let find = |d: &[u8]| one.windows(d.len()).position(|w| w == d).unwrap();
+        // The shorter (P-256) certificate sorts first: its length octets are smaller.
+        assert!(db.len() < da.len());
+        assert!(find(&db) < find(&da));
     }
 }
