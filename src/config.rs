@@ -73,6 +73,13 @@ pub struct Config {
     /// Certificate profiles, by the name requests use.
     #[serde(default)]
     pub profiles: BTreeMap<String, ProfileConfig>,
+    /// The RA API listener (`signet serve`); absent in a configuration used only for the
+    /// ceremony and local issuance.
+    pub api: Option<ApiConfig>,
+    /// The RA offices allowed to call the API, and what each may do. Deny by default: a
+    /// client certificate that matches no entry is refused.
+    #[serde(rename = "ra", default)]
+    pub ras: Vec<RaConfig>,
     /// The directory holding the configuration file; relative paths are resolved against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -140,6 +147,74 @@ pub struct CaConfig {
     pub agreement_version: String,
     /// Where the ceremony writes CA certificates and the certs-only `.p7b`.
     pub output_dir: PathBuf,
+}
+
+/// `[api]`: the RA API over gRPC with mutual TLS.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Address to listen on, e.g. `127.0.0.1:8443`. There is no plaintext listener.
+    pub listen: std::net::SocketAddr,
+    /// The daemon's TLS certificate chain (PEM, leaf first). The ceremony writes it if missing.
+    pub server_cert: PathBuf,
+    /// The daemon's TLS private key (PKCS#8 PEM, mode 0600). The ceremony writes it if missing.
+    pub server_key: PathBuf,
+    /// Names the ceremony puts in the server certificate: DNS names or IP addresses.
+    pub server_names: Vec<String>,
+    /// The issuing CA that certifies the server certificate and RA client certificates.
+    pub tls_issuer: String,
+    /// PEM files of the CA certificates trusted to have issued RA client certificates.
+    pub client_ca: Vec<PathBuf>,
+    /// Deadline applied to a call that carries none, in milliseconds.
+    #[serde(default = "default_deadline_ms")]
+    pub default_deadline_ms: u64,
+    /// Calls served at once; further calls wait.
+    #[serde(default = "default_max_concurrent")]
+    pub max_concurrent_requests: usize,
+}
+
+fn default_deadline_ms() -> u64 {
+    30_000
+}
+fn default_max_concurrent() -> usize {
+    256
+}
+
+/// An operation an RA may be granted.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum RaOperation {
+    /// `Issue`.
+    Issue,
+    /// `Renew`.
+    Renew,
+    /// `Revoke` (and, later, releasing a hold).
+    Revoke,
+    /// `GetCertificate`, `ListCertificates`, `GetCaChain`.
+    Read,
+}
+
+/// `[[ra]]`: one RA office.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RaConfig {
+    /// The RA's name, recorded as the actor of everything it does.
+    pub name: String,
+    /// Match client certificates whose subject has exactly these attributes, written as
+    /// `CN=..., O=..., C=CN`.
+    pub subject: Option<String>,
+    /// Match client certificates whose SubjectPublicKeyInfo has this SHA-256 (hex).
+    pub spki_sha256: Option<String>,
+    /// Profiles this RA may issue, renew, revoke and read.
+    pub profiles: Vec<String>,
+    /// Operations this RA may call.
+    pub operations: Vec<RaOperation>,
+    /// Where the ceremony writes this RA's client certificate (PEM), if the CA makes it.
+    pub client_cert: Option<PathBuf>,
+    /// Where the ceremony writes this RA's client key (PKCS#8 PEM, mode 0600).
+    pub client_key: Option<PathBuf>,
 }
 
 /// `[[issuer]]`: one CA of the hierarchy.
@@ -223,6 +298,17 @@ pub struct IssuerSpec {
     pub validity_years: u32,
     /// pathLenConstraint.
     pub path_len: Option<u8>,
+}
+
+/// A server name as a SAN: an IP address literal, else a DNS name.
+pub fn server_name_san(n: &str) -> Result<crate::pki::San, String> {
+    let san = match n.parse::<std::net::IpAddr>() {
+        Ok(ip) => crate::pki::San::Ip(ip),
+        // The one single-label name a daemon's own certificate may carry.
+        Err(_) if n == "localhost" => return Ok(crate::pki::San::Dns(n.to_owned())),
+        Err(_) => crate::pki::San::Dns(n.to_owned()),
+    };
+    san.checked("server_names").map_err(|e| e.to_string())
 }
 
 /// Remove `.` and `dir/..` pairs lexically, so `hsm-config/../var` reads as `var` in
@@ -356,7 +442,120 @@ impl Config {
         }
 
         // [profiles]
-        self.profiles()?;
+        let profiles = self.profiles()?;
+
+        // [api] and [[ra]]
+        if let Some(api) = &self.api {
+            let issuer = specs
+                .iter()
+                .find(|s| s.name == api.tls_issuer)
+                .ok_or_else(|| {
+                    invalid(
+                        "api.tls_issuer",
+                        format!("{:?} is not a configured issuer", api.tls_issuer),
+                    )
+                })?;
+            if issuer.parent.is_none() {
+                return Err(invalid(
+                    "api.tls_issuer",
+                    "the root does not certify TLS keys; name an issuing CA",
+                ));
+            }
+            // RA client certificates are trusted by their issuer alone; if that issuer also
+            // signed subscriber profiles, any subscriber could present a client certificate.
+            if let Some((name, _)) = profiles
+                .iter()
+                .find(|(_, p)| p.issuers.contains(&api.tls_issuer))
+            {
+                return Err(invalid(
+                    "api.tls_issuer",
+                    format!(
+                        "{:?} also signs profile {name}; RA client certificates need an issuer of their own",
+                        api.tls_issuer
+                    ),
+                ));
+            }
+            if api.server_names.is_empty() {
+                return Err(invalid(
+                    "api.server_names",
+                    "list at least one DNS name or IP address",
+                ));
+            }
+            for (i, n) in api.server_names.iter().enumerate() {
+                server_name_san(n).map_err(|e| invalid(format!("api.server_names[{i}]"), e))?;
+            }
+            if api.client_ca.is_empty() {
+                return Err(invalid(
+                    "api.client_ca",
+                    "list the CA certificates that issue RA client certificates",
+                ));
+            }
+            if api.default_deadline_ms == 0 {
+                return Err(invalid("api.default_deadline_ms", "must be above 0"));
+            }
+            if !(1..=100_000).contains(&api.max_concurrent_requests) {
+                return Err(invalid(
+                    "api.max_concurrent_requests",
+                    "must be 1 to 100000",
+                ));
+            }
+        }
+        let mut ra_names = HashMap::new();
+        for (i, ra) in self.ras.iter().enumerate() {
+            let key = |f: &str| format!("ra[{i}].{f}");
+            if !is_simple_name(&ra.name) {
+                return Err(invalid(
+                    key("name"),
+                    format!("{:?}: use 1 to 64 letters, digits, '-' or '_'", ra.name),
+                ));
+            }
+            if ra_names.insert(ra.name.clone(), i).is_some() {
+                return Err(invalid(key("name"), format!("{:?} is used twice", ra.name)));
+            }
+            if ra.subject.is_none() && ra.spki_sha256.is_none() {
+                return Err(invalid(
+                    key("subject"),
+                    "give subject or spki_sha256 (or both) to match the RA's client certificate",
+                ));
+            }
+            if let Some(sub) = &ra.subject {
+                SubjectSpec::parse(sub).map_err(|e| invalid(key("subject"), e.to_string()))?;
+            }
+            if let Some(pin) = &ra.spki_sha256
+                && (pin.len() != 64 || !pin.chars().all(|c| c.is_ascii_hexdigit()))
+            {
+                return Err(invalid(
+                    key("spki_sha256"),
+                    "must be 64 hex digits (SHA-256 of the DER SubjectPublicKeyInfo)",
+                ));
+            }
+            if ra.operations.is_empty() {
+                return Err(invalid(
+                    key("operations"),
+                    "list the operations this RA may call",
+                ));
+            }
+            for p in &ra.profiles {
+                if !profiles.contains_key(p) {
+                    return Err(invalid(
+                        key("profiles"),
+                        format!("{p:?} is not a configured profile"),
+                    ));
+                }
+            }
+            if ra.client_cert.is_some() != ra.client_key.is_some() {
+                return Err(invalid(
+                    key("client_key"),
+                    "give both client_cert and client_key, or neither",
+                ));
+            }
+            if ra.client_cert.is_some() && ra.subject.is_none() {
+                return Err(invalid(
+                    key("subject"),
+                    "the ceremony needs the subject to put in the client certificate",
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -718,7 +917,10 @@ signature = "rsa-pss-sha256""#,
     #[test]
     fn relative_paths_resolve_against_the_config_directory() {
         let c = Config::from_toml(GOOD, Path::new("hsm-config")).unwrap();
-        assert_eq!(c.resolve(Path::new("../var/signet.db")), PathBuf::from("var/signet.db"));
+        assert_eq!(
+            c.resolve(Path::new("../var/signet.db")),
+            PathBuf::from("var/signet.db")
+        );
         assert_eq!(c.resolve(Path::new("./x")), PathBuf::from("hsm-config/x"));
     }
 
@@ -728,7 +930,7 @@ signature = "rsa-pss-sha256""#,
         for f in ["softhsm.toml", "production.toml"] {
             let c = Config::load(&dir.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
             assert_eq!(c.profiles().unwrap().len(), 6, "{f}");
-            assert_eq!(c.issuer_specs().unwrap().len(), 3, "{f}");
+            assert_eq!(c.issuer_specs().unwrap().len(), 4, "{f}");
         }
     }
 

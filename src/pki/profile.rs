@@ -47,17 +47,20 @@ pub enum ProfileKind {
     CodeSigning,
     /// Payment gateway (支付网关证书).
     PaymentGateway,
+    /// An RA office's TLS client certificate for signet's own RA API (made by the ceremony).
+    RaClient,
 }
 
 impl ProfileKind {
     /// Every kind.
-    pub const ALL: [ProfileKind; 6] = [
+    pub const ALL: [ProfileKind; 7] = [
         ProfileKind::Personal,
         ProfileKind::Organization,
         ProfileKind::Device,
         ProfileKind::Server,
         ProfileKind::CodeSigning,
         ProfileKind::PaymentGateway,
+        ProfileKind::RaClient,
     ];
 
     /// The name used in configuration.
@@ -69,6 +72,7 @@ impl ProfileKind {
             ProfileKind::Server => "server",
             ProfileKind::CodeSigning => "code_signing",
             ProfileKind::PaymentGateway => "payment_gateway",
+            ProfileKind::RaClient => "ra_client",
         }
     }
 
@@ -83,7 +87,7 @@ impl ProfileKind {
                     ku.push(KeyUsages::KeyEncipherment);
                 }
             }
-            ProfileKind::CodeSigning => {}
+            ProfileKind::CodeSigning | ProfileKind::RaClient => {}
         }
         ku
     }
@@ -94,7 +98,7 @@ impl ProfileKind {
             ProfileKind::Personal | ProfileKind::Organization => {
                 vec![eku::CLIENT_AUTH, eku::EMAIL_PROTECTION]
             }
-            ProfileKind::Device => vec![eku::CLIENT_AUTH],
+            ProfileKind::Device | ProfileKind::RaClient => vec![eku::CLIENT_AUTH],
             ProfileKind::Server => vec![eku::SERVER_AUTH],
             ProfileKind::CodeSigning => vec![eku::CODE_SIGNING],
             ProfileKind::PaymentGateway => vec![eku::SERVER_AUTH, eku::CLIENT_AUTH],
@@ -105,7 +109,10 @@ impl ProfileKind {
     /// has no code-signing purpose, so code signing is checked as `any` plus its EKU.
     pub fn openssl_purpose(self) -> &'static str {
         match self {
-            ProfileKind::Personal | ProfileKind::Organization | ProfileKind::Device => "sslclient",
+            ProfileKind::Personal
+            | ProfileKind::Organization
+            | ProfileKind::Device
+            | ProfileKind::RaClient => "sslclient",
             ProfileKind::Server | ProfileKind::PaymentGateway => "sslserver",
             ProfileKind::CodeSigning => "any",
         }
@@ -114,7 +121,9 @@ impl ProfileKind {
     /// Subject attributes the kind requires.
     pub fn required_attrs(self) -> &'static [Attr] {
         match self {
-            ProfileKind::Personal | ProfileKind::CodeSigning => &[Attr::CommonName],
+            ProfileKind::Personal | ProfileKind::CodeSigning | ProfileKind::RaClient => {
+                &[Attr::CommonName]
+            }
             ProfileKind::Organization | ProfileKind::PaymentGateway => {
                 &[Attr::Organization, Attr::CommonName]
             }
