@@ -232,7 +232,7 @@ fn profile(kind: ProfileKind) -> Profile {
     let liability = match kind {
         ProfileKind::Organization | ProfileKind::PaymentGateway => Some("500,000 CNY".to_owned()),
         ProfileKind::Device | ProfileKind::Server => Some("100,000 CNY".to_owned()),
-        ProfileKind::Personal | ProfileKind::CodeSigning => None,
+        ProfileKind::Personal | ProfileKind::CodeSigning | ProfileKind::RaClient => None,
     };
     let arc = 1 + ProfileKind::ALL.iter().position(|k| *k == kind).unwrap();
     Profile {
@@ -272,6 +272,10 @@ fn names(kind: ProfileKind) -> (SubjectSpec, Vec<San>) {
             vec!["dns:www.example.cn", "ip:192.0.2.10"],
         ),
         ProfileKind::CodeSigning => (vec![("C", "CN"), ("CN", "李四")], vec![]),
+        ProfileKind::RaClient => (
+            vec![("C", "CN"), ("O", "示例注册机构"), ("CN", "RA Front Desk 1")],
+            vec![],
+        ),
         ProfileKind::PaymentGateway => (
             vec![
                 ("C", "CN"),
