@@ -304,8 +304,6 @@ pub struct IssuerSpec {
 pub fn server_name_san(n: &str) -> Result<crate::pki::San, String> {
     let san = match n.parse::<std::net::IpAddr>() {
         Ok(ip) => crate::pki::San::Ip(ip),
-        // The one single-label name a daemon's own certificate may carry.
-        Err(_) if n == "localhost" => return Ok(crate::pki::San::Dns(n.to_owned())),
         Err(_) => crate::pki::San::Dns(n.to_owned()),
     };
     san.checked("server_names").map_err(|e| e.to_string())

@@ -117,6 +117,105 @@ fn ceremony_makes_a_hierarchy_openssl_accepts_with_keys_that_never_leave_the_hsm
 }
 
 #[test]
+fn ceremony_issues_the_daemon_and_ra_tls_material_from_a_tls_only_issuer() {
+    let (_softhsm, dir, config, _cfg) = TestCa::prepare();
+    let tls = dir.join("tls");
+    let mut toml = std::fs::read_to_string(&config).unwrap();
+    toml.push_str(&format!(
+        r#"
+[[issuer]]
+name = "issuing-tls"
+parent = "root"
+key_label = "test-issuing-tls"
+key_type = "p256"
+subject = {{ CN = "Signet Test TLS Issuing CA" }}
+validity_years = 10
+path_len = 0
+
+[api]
+listen = "127.0.0.1:0"
+server_cert = "{t}/server.pem"
+server_key = "{t}/server.key"
+server_names = ["127.0.0.1", "ca.example.cn"]
+tls_issuer = "issuing-tls"
+client_ca = ["{d}/ca/issuing-tls.pem"]
+
+[[ra]]
+name = "desk-1"
+subject = "CN=Desk 1, O=测试注册机构, C=CN"
+profiles = ["personal"]
+operations = ["issue", "read"]
+client_cert = "{t}/desk-1.pem"
+client_key = "{t}/desk-1.key"
+"#,
+        t = tls.display(),
+        d = dir.display()
+    ));
+    std::fs::write(&config, toml).unwrap();
+    let o = signet(&config, &["ceremony"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let root = dir.join("ca/root.pem");
+    for (name, purpose, subject) in [
+        ("server", "sslserver", "CN=127.0.0.1"),
+        ("desk-1", "sslclient", "CN=Desk 1"),
+    ] {
+        let chain = tls.join(format!("{name}.pem"));
+        let key = tls.join(format!("{name}.key"));
+        let (ok, t) = openssl_verify(&root, &chain, &chain, purpose);
+        assert!(ok, "{name}: {t}");
+        let s = run(Command::new("openssl")
+            .args([
+                "x509",
+                "-noout",
+                "-subject",
+                "-nameopt",
+                "utf8,sep_comma_plus",
+                "-in",
+            ])
+            .arg(&chain));
+        assert!(text(&s).contains(subject), "{name}: {}", text(&s));
+        // The key file is private and holds the certificate's key.
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o600,
+            "{name}"
+        );
+        let cert_pub = run(Command::new("openssl")
+            .args(["x509", "-noout", "-pubkey", "-in"])
+            .arg(&chain));
+        let key_pub = run(Command::new("openssl")
+            .args(["pkey", "-pubout", "-in"])
+            .arg(&key));
+        assert_eq!(
+            cert_pub.stdout, key_pub.stdout,
+            "{name}: key and certificate differ"
+        );
+        let leaf = tls.join(format!("{name}-leaf.pem"));
+        assert!(
+            run(Command::new("openssl")
+                .args(["x509", "-out"])
+                .arg(&leaf)
+                .arg("-in")
+                .arg(&chain))
+            .status
+            .success()
+        );
+        let (ok, report) = pkilint(&[leaf]);
+        assert!(ok, "{name}: {report}");
+    }
+    // A second run keeps the material as it is.
+    let before = std::fs::read(tls.join("server.key")).unwrap();
+    assert!(signet(&config, &["ceremony"]).status.success());
+    assert_eq!(std::fs::read(tls.join("server.key")).unwrap(), before);
+    // Both certificates are recorded in the store.
+    let n = run(Command::new("sqlite3").arg(dir.join("signet.db")).arg(
+        "SELECT COUNT(*) FROM certificates WHERE issuer = 'issuing-tls' AND status = 'valid'",
+    ));
+    assert_eq!(String::from_utf8_lossy(&n.stdout).trim(), "2");
+}
+
+#[test]
 fn ceremony_refuses_to_overwrite_a_key_it_did_not_make() {
     let (softhsm, _dir, config, _cfg) = TestCa::prepare();
     let g = run(Command::new("pkcs11-tool")

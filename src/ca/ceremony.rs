@@ -123,6 +123,29 @@ pub async fn run(
         made.push(m);
     }
 
+    // TLS material for the RA API, from its TLS-only issuing CA.
+    if let Some(api) = &cfg.api {
+        let m = made
+            .iter()
+            .find(|m| m.name == api.tls_issuer)
+            .ok_or_else(|| {
+                CaError::FailedPrecondition(format!(
+                    "api.tls_issuer {:?} was not created",
+                    api.tls_issuer
+                ))
+            })?;
+        let issuer = super::tls::TlsIssuer {
+            name: &m.name,
+            key_label: &m.key_label,
+            cert: &m.cert,
+            spki: &m.spki,
+            signature: m.signature,
+        };
+        report
+            .files
+            .extend(super::tls::make(cfg, &issuer, hsm, store).await?);
+    }
+
     // The chain files are publications derived from the store: rewritten on every run.
     let certs: Vec<Certificate> = made.iter().map(|m| m.cert.clone()).collect();
     let p7b = pkcs7::certs_only(&certs)?;

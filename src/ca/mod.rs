@@ -3,6 +3,7 @@
 //! HSM, check the signature, commit certificate and audit entry together, then answer.
 
 pub mod ceremony;
+pub mod tls;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
