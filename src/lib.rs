@@ -5,6 +5,7 @@
 //! exactly-once issuance, and [`config`] reads and validates the operator's TOML.
 
 pub mod audit;
+pub mod bench;
 pub mod ca;
 pub mod config;
 pub mod hsm;
