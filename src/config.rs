@@ -269,14 +269,7 @@ fn default_renewal_window() -> u32 {
     90
 }
 fn default_key_types() -> Vec<KeyType> {
-    vec![
-        KeyType::Rsa2048,
-        KeyType::Rsa3072,
-        KeyType::Rsa4096,
-        KeyType::P256,
-        KeyType::P384,
-        KeyType::Ed25519,
-    ]
+    KeyType::ALL.to_vec()
 }
 
 /// A CA of the hierarchy, checked.
