@@ -273,7 +273,11 @@ fn names(kind: ProfileKind) -> (SubjectSpec, Vec<San>) {
         ),
         ProfileKind::CodeSigning => (vec![("C", "CN"), ("CN", "李四")], vec![]),
         ProfileKind::RaClient => (
-            vec![("C", "CN"), ("O", "示例注册机构"), ("CN", "RA Front Desk 1")],
+            vec![
+                ("C", "CN"),
+                ("O", "示例注册机构"),
+                ("CN", "RA Front Desk 1"),
+            ],
             vec![],
         ),
         ProfileKind::PaymentGateway => (
