@@ -128,10 +128,9 @@ mod tests {
 
     #[test]
     fn serde_uses_snake_case() {
-        let j = serde_json::to_string(&RevocationReason::CessationOfOperation).unwrap_or_default();
+        let j = serde_json::to_string(&RevocationReason::CessationOfOperation).unwrap();
         assert_eq!(j, "\"cessation_of_operation\"");
-        let back: RevocationReason =
-            serde_json::from_str("\"aa_compromise\"").unwrap_or(RevocationReason::Unspecified);
+        let back: RevocationReason = serde_json::from_str("\"aa_compromise\"").unwrap();
         assert_eq!(back, RevocationReason::AaCompromise);
     }
 }

@@ -942,4 +942,247 @@ mod tests {
         // The failed transaction left no audit entry behind.
         assert_eq!(s.audit_entries(1, 100).await.unwrap().len(), 2);
     }
+
+    async fn issued(s: &SqliteStore, serial: &str, request_id: &str) -> CertificateRecord {
+        let p = pending(serial, request_id, "d");
+        assert!(matches!(
+            s.begin_issuance(p).await.unwrap(),
+            BeginOutcome::Started(_)
+        ));
+        s.complete_issuance(serial, &[9], 11, event("certificate.issued"))
+            .await
+            .unwrap()
+    }
+
+    fn revocation(serial: &str, request_id: &str, digest: &str) -> RevokeRecord {
+        RevokeRecord {
+            serial: serial.into(),
+            ra: "ra-1".into(),
+            request_id: request_id.into(),
+            request_digest: digest.into(),
+            reason: RevocationReason::KeyCompromise,
+            revoked_at: 100,
+            reported_at: Some(90),
+            comment: "token lost".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn revoke_is_idempotent_per_request_id_and_changes_a_revoked_certificate_never() {
+        let s = store_with_issuer().await;
+        issued(&s, "aa", "i1").await;
+        let first = match s
+            .revoke(revocation("aa", "r1", "x"), event("certificate.revoked"))
+            .await
+            .unwrap()
+        {
+            RevokeOutcome::Revoked(r) => r,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(first.status, CertStatus::Revoked);
+        assert_eq!(
+            first.revocation,
+            Some(RevocationInfo {
+                reason: RevocationReason::KeyCompromise,
+                revoked_at: 100,
+                reported_at: Some(90),
+                comment: "token lost".into(),
+                revoked_by: "ra-1".into(),
+            })
+        );
+        // The same request again: the same answer, no second audit entry.
+        assert_eq!(
+            s.revoke(revocation("aa", "r1", "x"), event("certificate.revoked"))
+                .await
+                .unwrap(),
+            RevokeOutcome::Revoked(first.clone())
+        );
+        // The same id for another request: conflict, naming the first request's serial.
+        assert_eq!(
+            s.revoke(revocation("bb", "r1", "y"), event("certificate.revoked"))
+                .await
+                .unwrap(),
+            RevokeOutcome::Conflict {
+                serial: "aa".into()
+            }
+        );
+        // A new request for the revoked certificate: nothing changes.
+        let mut again = revocation("aa", "r2", "z");
+        again.reason = RevocationReason::Superseded;
+        again.revoked_at = 200;
+        assert_eq!(
+            s.revoke(again.clone(), event("certificate.revoked"))
+                .await
+                .unwrap(),
+            RevokeOutcome::AlreadyRevoked(first.clone())
+        );
+        assert_eq!(
+            s.revoke(again, event("certificate.revoked")).await.unwrap(),
+            RevokeOutcome::AlreadyRevoked(first.clone())
+        );
+        assert_eq!(
+            s.revoke(revocation("cc", "r3", "x"), event("certificate.revoked"))
+                .await
+                .unwrap(),
+            RevokeOutcome::NotFound
+        );
+        assert!(matches!(
+            s.begin_issuance(pending("dd", "i2", "d")).await.unwrap(),
+            BeginOutcome::Started(_)
+        ));
+        assert_eq!(
+            s.revoke(revocation("dd", "r4", "x"), event("certificate.revoked"))
+                .await
+                .unwrap(),
+            RevokeOutcome::NotIssued
+        );
+        assert_eq!(s.certificate("aa").await.unwrap(), Some(first));
+        let log = s.audit_entries(1, 100).await.unwrap();
+        let revoked = log
+            .iter()
+            .filter(|e| e.event.action == "certificate.revoked")
+            .count();
+        assert_eq!(revoked, 1);
+        assert_eq!(audit::verify_chain(&log), Ok(log.len()));
+    }
+
+    #[tokio::test]
+    async fn pages_return_every_issued_record_once_even_while_rows_are_added() {
+        let s = store_with_issuer().await;
+        for i in 0..20u32 {
+            issued(&s, &format!("{:02x}", i * 11 + 1), &format!("i{i}")).await;
+        }
+        // Pending rows are never listed by default.
+        for i in 0..3u32 {
+            let p = pending(&format!("{:02x}", i * 11 + 2), &format!("p{i}"), "d");
+            s.begin_issuance(p).await.unwrap();
+        }
+        let mut seen = Vec::new();
+        let mut token = None;
+        let mut pages = 0;
+        loop {
+            let page = s
+                .list_certificates(CertFilter::default(), token, 7)
+                .await
+                .unwrap();
+            assert!(page.records.len() <= 7);
+            pages += 1;
+            if pages == 2 {
+                // Rows added behind and ahead of the cursor while paging.
+                issued(&s, "00", "late-1").await;
+                issued(&s, "ff", "late-2").await;
+            }
+            seen.extend(page.records.into_iter().map(|r| r.serial));
+            match page.next_page_token {
+                Some(t) => token = Some(t),
+                None => break,
+            }
+        }
+        let mut unique = seen.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), seen.len(), "a record came twice: {seen:?}");
+        assert_eq!(
+            seen.len(),
+            21,
+            "20 issued plus the one added ahead: {seen:?}"
+        );
+        assert!(seen.contains(&"ff".to_string()));
+        let pending_only = s
+            .list_certificates(
+                CertFilter {
+                    status: Some(CertStatus::Pending),
+                    ..CertFilter::default()
+                },
+                None,
+                0,
+            )
+            .await
+            .unwrap();
+        // page_size 0 is clamped to 1.
+        assert_eq!(pending_only.records.len(), 1);
+        assert!(pending_only.next_page_token.is_some());
+        for bad in ["", "garbage", "s1.", "s1.XYZ", "s1.aa'--"] {
+            let e = s
+                .list_certificates(CertFilter::default(), Some(bad.into()), 10)
+                .await
+                .unwrap_err();
+            assert!(matches!(e, StoreError::InvalidPageToken(_)), "{bad}: {e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn subject_search_is_a_plain_substring_and_an_empty_profile_list_matches_nothing() {
+        let s = store_with_issuer().await;
+        let mut a = pending("0a", "i1", "d");
+        a.subject = "CN=100% sure_thing".into();
+        s.begin_issuance(a).await.unwrap();
+        s.complete_issuance("0a", &[9], 11, event("certificate.issued"))
+            .await
+            .unwrap();
+        let mut b = pending("0b", "i2", "d");
+        b.subject = "CN=100 xsurexthing".into();
+        s.begin_issuance(b).await.unwrap();
+        s.complete_issuance("0b", &[9], 11, event("certificate.issued"))
+            .await
+            .unwrap();
+        let find = |text: &str| CertFilter {
+            subject_contains: Some(text.into()),
+            ..CertFilter::default()
+        };
+        for (text, want) in [
+            ("0% sure_", vec!["0a"]),
+            ("%", vec!["0a"]),
+            ("_", vec!["0a"]),
+            ("100", vec!["0a", "0b"]),
+        ] {
+            let got: Vec<String> = s
+                .list_certificates(find(text), None, 100)
+                .await
+                .unwrap()
+                .records
+                .into_iter()
+                .map(|r| r.serial)
+                .collect();
+            assert_eq!(got, want, "{text}");
+        }
+        let none = CertFilter {
+            profiles: Some(vec![]),
+            ..CertFilter::default()
+        };
+        assert!(
+            s.list_certificates(none, None, 10)
+                .await
+                .unwrap()
+                .records
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_version_1_database_migrates_and_keeps_its_certificates() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute_batch(
+            "INSERT INTO ca_keys VALUES ('k', 'p256', x'01', 1);
+             INSERT INTO issuers VALUES ('ec', NULL, 'k', 'ecdsa-sha256', '01', x'02', 1);
+             INSERT INTO certificates (serial, issuer, ra, request_id, request_digest, profile, \
+               subject, request_json, csr_der, tbs_der, cert_der, status, not_before, not_after, \
+               created_at, issued_at) \
+             VALUES ('aa', 'ec', 'ra-1', 'r1', 'd', 'server', 'CN=x', '{}', x'03', x'04', x'05', \
+               'valid', 10, 20, 10, 11);",
+        )
+        .unwrap();
+        let s = SqliteStore::setup(conn).unwrap();
+        let rec = s.certificate("aa").await.unwrap().unwrap();
+        assert_eq!(rec.renewed_from, None);
+        assert_eq!(rec.revocation, None);
+        assert!(matches!(
+            s.revoke(revocation("aa", "r1", "x"), event("certificate.revoked"))
+                .await
+                .unwrap(),
+            RevokeOutcome::Revoked(_)
+        ));
+    }
 }
