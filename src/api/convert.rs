@@ -9,8 +9,9 @@ use prost_types::Timestamp;
 
 use super::error::Refusal;
 use super::pb;
-use crate::ca::{self, Issued};
-use crate::pki::{San, SubjectSpec};
+use crate::ca::{self, Issued, Revoked};
+use crate::pki::{RevocationReason, San, SubjectSpec};
+use crate::store::{CertFilter, CertPage, CertStatus, CertificateRecord};
 
 /// A Unix time in seconds as a protobuf Timestamp.
 pub fn timestamp(unix: i64) -> Timestamp {
@@ -141,19 +142,180 @@ pub fn issue_response(i: Issued) -> pb::IssueResponse {
     }
 }
 
-/// A serial as the RA typed it: lower-case hex, no separators.
-pub fn serial(field: &str, s: &str) -> Result<String, Refusal> {
-    let s = s.trim();
-    if s.is_empty() {
-        return Err(Refusal::field(field, "is required"));
+/// A Renew message as the authority's request.
+pub fn renew_request(m: pb::RenewRequest) -> Result<ca::RenewRequest, Refusal> {
+    let approval = approval(m.approval)?;
+    Ok(ca::RenewRequest {
+        request_id: m.request_id,
+        serial: m.serial,
+        csr: Some(m.csr).filter(|c| !c.is_empty()),
+        validity_years: m.validity_years,
+        approval,
+    })
+}
+
+/// The answer to Renew.
+pub fn renew_response(i: Issued) -> pb::RenewResponse {
+    pb::RenewResponse {
+        renewed_from: i.record.renewed_from.clone().unwrap_or_default(),
+        certificate: i.cert_der,
+        chain: i.chain,
+        serial: i.record.serial,
+        not_before: Some(timestamp(i.record.not_before)),
+        not_after: Some(timestamp(i.record.not_after)),
     }
-    if s.len() > 40 || !s.chars().all(|c| c.is_ascii_hexdigit()) {
+}
+
+/// A proto reason as the RFC 5280 reason; removeFromCRL and unknown values are refused.
+pub fn reason(v: i32) -> Result<RevocationReason, Refusal> {
+    u8::try_from(v)
+        .ok()
+        .and_then(RevocationReason::from_code)
+        .ok_or_else(|| {
+            Refusal::field(
+                "reason",
+                format!(
+                    "{v} is not a reason a revocation can give (removeFromCRL only releases a hold)"
+                ),
+            )
+        })
+}
+
+/// The proto value of an RFC 5280 reason (the numbers are the same).
+pub fn reason_value(r: RevocationReason) -> i32 {
+    i32::from(r.code())
+}
+
+/// A Revoke message as the authority's request.
+pub fn revoke_request(m: pb::RevokeRequest) -> Result<ca::RevokeRequest, Refusal> {
+    Ok(ca::RevokeRequest {
+        reason: reason(m.reason)?,
+        reported_at: m
+            .reported_at
+            .as_ref()
+            .map(|t| unix_seconds("reported_at", t))
+            .transpose()?,
+        request_id: m.request_id,
+        serial: m.serial,
+        comment: m.comment,
+    })
+}
+
+/// The proto status of a stored status.
+pub fn status(s: CertStatus) -> pb::CertificateStatus {
+    match s {
+        CertStatus::Pending => pb::CertificateStatus::Pending,
+        CertStatus::Valid => pb::CertificateStatus::Valid,
+        CertStatus::Revoked => pb::CertificateStatus::Revoked,
+    }
+}
+
+/// The answer to Revoke.
+pub fn revoke_response(r: Revoked) -> pb::RevokeResponse {
+    pb::RevokeResponse {
+        status: status(r.record.status) as i32,
+        already_revoked: r.already_revoked,
+        revoked_at: r
+            .record
+            .revocation
+            .as_ref()
+            .map(|v| timestamp(v.revoked_at)),
+    }
+}
+
+/// The answer to GetCertificate.
+pub fn certificate_response(r: CertificateRecord) -> pb::GetCertificateResponse {
+    let rev = r.revocation.as_ref();
+    pb::GetCertificateResponse {
+        certificate: r.cert_der.clone().unwrap_or_default(),
+        status: status(r.status) as i32,
+        reason: rev.map_or(0, |v| reason_value(v.reason)),
+        revoked_at: rev.map(|v| timestamp(v.revoked_at)),
+        reported_at: rev.and_then(|v| v.reported_at).map(timestamp),
+        revocation_comment: rev.map(|v| v.comment.clone()).unwrap_or_default(),
+        not_before: Some(timestamp(r.not_before)),
+        not_after: Some(timestamp(r.not_after)),
+        renewed_from: r.renewed_from.unwrap_or_default(),
+        profile: r.profile,
+        ra: r.ra,
+        issuer: r.issuer,
+        serial: r.serial,
+        subject: r.subject,
+        request_id: r.request_id,
+    }
+}
+
+/// Most summaries per page, and the page size when none is asked for.
+const MAX_PAGE: u32 = 1000;
+const DEFAULT_PAGE: u32 = 100;
+
+/// A ListCertificates message as a filter, page token and page size. The caller narrows
+/// the filter to the profiles the RA may see.
+pub fn list_request(
+    m: pb::ListCertificatesRequest,
+) -> Result<(CertFilter, Option<String>, usize), Refusal> {
+    let status = match pb::CertificateStatus::try_from(m.status) {
+        Ok(pb::CertificateStatus::Unspecified) => None,
+        Ok(pb::CertificateStatus::Pending) => Some(CertStatus::Pending),
+        Ok(pb::CertificateStatus::Valid) => Some(CertStatus::Valid),
+        Ok(pb::CertificateStatus::Revoked) => Some(CertStatus::Revoked),
+        Err(_) => {
+            return Err(Refusal::field(
+                "status",
+                format!("{} is not a certificate status", m.status),
+            ));
+        }
+    };
+    if m.page_size > MAX_PAGE {
         return Err(Refusal::field(
-            field,
-            "must be the serial number in hex (at most 40 digits)",
+            "page_size",
+            format!("at most {MAX_PAGE} per page"),
         ));
     }
-    Ok(s.to_ascii_lowercase())
+    let size = if m.page_size == 0 {
+        DEFAULT_PAGE
+    } else {
+        m.page_size
+    };
+    let nonempty = |s: String| Some(s).filter(|s| !s.is_empty());
+    let filter = CertFilter {
+        status,
+        profiles: None,
+        profile: nonempty(m.profile),
+        ra: nonempty(m.ra),
+        subject_contains: nonempty(m.subject_contains),
+        expiring_before: m
+            .expiring_before
+            .as_ref()
+            .map(|t| unix_seconds("expiring_before", t))
+            .transpose()?,
+        issuer: None,
+    };
+    Ok((filter, nonempty(m.page_token), size as usize))
+}
+
+/// A listing entry.
+pub fn summary(r: CertificateRecord) -> pb::CertificateSummary {
+    pb::CertificateSummary {
+        status: status(r.status) as i32,
+        not_before: Some(timestamp(r.not_before)),
+        not_after: Some(timestamp(r.not_after)),
+        revoked_at: r.revocation.as_ref().map(|v| timestamp(v.revoked_at)),
+        renewed_from: r.renewed_from.unwrap_or_default(),
+        serial: r.serial,
+        subject: r.subject,
+        profile: r.profile,
+        ra: r.ra,
+        issuer: r.issuer,
+    }
+}
+
+/// The answer to ListCertificates.
+pub fn list_response(p: CertPage) -> pb::ListCertificatesResponse {
+    pb::ListCertificatesResponse {
+        certificates: p.records.into_iter().map(summary).collect(),
+        next_page_token: p.next_page_token.unwrap_or_default(),
+    }
 }
 
 /// Unix seconds of now.

@@ -27,9 +27,6 @@ pub enum Refusal {
     /// The call's deadline (its grpc-timeout, or the configured default) passed.
     #[error("the deadline of {0} ms passed before the call completed")]
     DeadlineExceeded(u128),
-    /// The RPC is not served by this build.
-    #[error("{0} is not implemented by this server")]
-    Unimplemented(&'static str),
     /// The authority answered with an error.
     #[error(transparent)]
     Ca(#[from] CaError),
@@ -64,7 +61,6 @@ impl From<Refusal> for Status {
             Refusal::PermissionDenied(m) => Status::permission_denied(m),
             Refusal::InvalidField { field, problem } => bad_request(&field, &problem),
             Refusal::DeadlineExceeded(_) => Status::deadline_exceeded(r.to_string()),
-            Refusal::Unimplemented(_) => Status::unimplemented(r.to_string()),
             Refusal::Ca(e) => ca_status(e),
         }
     }

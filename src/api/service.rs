@@ -16,6 +16,7 @@ use super::identity::{Ra, RaDirectory};
 use super::pb;
 use crate::ca::Authority;
 use crate::config::RaOperation;
+use crate::store::{CertFilter, CertificateRecord};
 
 /// The RA API's implementation.
 pub struct CaService {
@@ -157,6 +158,20 @@ impl CaService {
     }
 }
 
+impl CaService {
+    /// The certificate `serial`, if `ra` may do `op` on its profile.
+    async fn require_certificate(
+        &self,
+        ra: &Ra,
+        op: RaOperation,
+        serial: &str,
+    ) -> Result<CertificateRecord, Refusal> {
+        let record = self.authority.certificate(serial).await?;
+        ra.require_profile(op, &record.profile)?;
+        Ok(record)
+    }
+}
+
 #[tonic::async_trait]
 impl pb::certificate_authority_server::CertificateAuthority for CaService {
     async fn issue(
@@ -176,8 +191,12 @@ impl pb::certificate_authority_server::CertificateAuthority for CaService {
         &self,
         request: Request<pb::RenewRequest>,
     ) -> Result<Response<pb::RenewResponse>, Status> {
-        self.handle("Renew", RaOperation::Renew, request, |_ra, _m| async move {
-            Err(Refusal::Unimplemented("Renew"))
+        self.handle("Renew", RaOperation::Renew, request, |ra, m| async move {
+            let req = convert::renew_request(m)?;
+            self.require_certificate(&ra, RaOperation::Renew, &req.serial)
+                .await?;
+            let issued = self.authority.renew(&ra.name, req).await?;
+            Ok(convert::renew_response(issued))
         })
         .await
     }
@@ -186,12 +205,13 @@ impl pb::certificate_authority_server::CertificateAuthority for CaService {
         &self,
         request: Request<pb::RevokeRequest>,
     ) -> Result<Response<pb::RevokeResponse>, Status> {
-        self.handle(
-            "Revoke",
-            RaOperation::Revoke,
-            request,
-            |_ra, _m| async move { Err(Refusal::Unimplemented("Revoke")) },
-        )
+        self.handle("Revoke", RaOperation::Revoke, request, |ra, m| async move {
+            let req = convert::revoke_request(m)?;
+            self.require_certificate(&ra, RaOperation::Revoke, &req.serial)
+                .await?;
+            let revoked = self.authority.revoke(&ra.name, req).await?;
+            Ok(convert::revoke_response(revoked))
+        })
         .await
     }
 
@@ -203,7 +223,12 @@ impl pb::certificate_authority_server::CertificateAuthority for CaService {
             "GetCertificate",
             RaOperation::Read,
             request,
-            |_ra, _m| async move { Err(Refusal::Unimplemented("GetCertificate")) },
+            |ra, m| async move {
+                let record = self
+                    .require_certificate(&ra, RaOperation::Read, &m.serial)
+                    .await?;
+                Ok(convert::certificate_response(record))
+            },
         )
         .await
     }
@@ -216,7 +241,19 @@ impl pb::certificate_authority_server::CertificateAuthority for CaService {
             "ListCertificates",
             RaOperation::Read,
             request,
-            |_ra, _m| async move { Err(Refusal::Unimplemented("ListCertificates")) },
+            |ra, m| async move {
+                let (filter, token, size) = convert::list_request(m)?;
+                if let Some(p) = &filter.profile {
+                    ra.require_profile(RaOperation::Read, p)?;
+                }
+                // An RA only ever sees the profiles it was granted, whatever it asks for.
+                let filter = CertFilter {
+                    profiles: Some(ra.profiles.iter().cloned().collect()),
+                    ..filter
+                };
+                let page = self.authority.list(filter, token, size).await?;
+                Ok(convert::list_response(page))
+            },
         )
         .await
     }
