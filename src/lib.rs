@@ -4,6 +4,7 @@
 //! [`store`] keeps what was issued, [`audit`] chains the record of it, [`ca`] ties them into
 //! exactly-once issuance, and [`config`] reads and validates the operator's TOML.
 
+pub mod api;
 pub mod audit;
 pub mod bench;
 pub mod ca;

@@ -1,5 +1,8 @@
-//! The `signet` command: key ceremony, local issuance and the quick start. (The daemon, the RA
-//! client and the token workstation commands build on the same library.)
+//! The `signet` command: key ceremony, local issuance, the quick start, the daemon (`serve`)
+//! and the reference RA client (`ra`). (The token workstation commands build on the same
+//! library.)
+
+mod ra_cmd;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -7,6 +10,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
+use signet::api::Api;
 use signet::ca::ceremony::{self, pem_encode};
 use signet::ca::{Approval, Authority, CaError, IssueRequest};
 use signet::config::Config;
@@ -42,6 +46,11 @@ enum Command {
     },
     /// Check a configuration file and print what it defines.
     CheckConfig,
+    /// Run the daemon: the RA API over mutual TLS on the [api] listen address, until SIGTERM
+    /// or SIGINT (calls in flight are finished first).
+    Serve,
+    /// The reference RA client: call the RA API over mutual TLS.
+    Ra(Box<ra_cmd::RaArgs>),
 }
 
 #[derive(clap::Args)]
@@ -134,8 +143,13 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 }
 
 fn run(cli: Cli) -> Result<(), String> {
+    if let Command::Ra(args) = cli.command {
+        return ra_cmd::run(*args, cli.config.as_deref(), read_csr);
+    }
     let cfg = load_config(cli.config.as_deref())?;
     match cli.command {
+        Command::Ra(_) => unreachable!("handled above"),
+        Command::Serve => serve(cfg),
         Command::CheckConfig => {
             let specs = cfg.issuer_specs().map_err(|e| e.to_string())?;
             for s in specs {
@@ -201,6 +215,57 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Quickstart { csr } => quickstart(cfg, csr),
     }
+}
+
+/// `signet serve`: open the HSM (before the runtime: it sets the module's environment), the
+/// store and the authority, bind, announce the address, serve until a signal, let the calls
+/// in flight finish, then close the HSM.
+fn serve(cfg: Config) -> Result<(), String> {
+    if cfg.api.is_none() {
+        return Err(signet::api::ApiError::NotConfigured.to_string());
+    }
+    let parts = open_parts(cfg)?;
+    let rt = runtime()?;
+    let result = rt.block_on(async {
+        let authority = Arc::new(
+            Authority::open(&parts.cfg, parts.hsm.clone(), parts.store.clone())
+                .await
+                .map_err(describe)?,
+        );
+        let api = Api::new(&parts.cfg, authority, parts.hsm.clone()).map_err(|e| e.to_string())?;
+        let listener = Api::bind(&parts.cfg).await.map_err(|e| e.to_string())?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| format!("listener address: {e}"))?;
+        // Handlers are installed before the address is announced, so a signal sent by
+        // whoever waits for the announcement always means a graceful stop.
+        let shutdown = shutdown_signal().map_err(|e| format!("cannot handle signals: {e}"))?;
+        tracing::info!(%addr, "serving the RA API");
+        println!("signet: serving RA API on {addr}");
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        api.run(listener, shutdown).await.map_err(|e| e.to_string())
+    });
+    // Signing calls abandoned at their deadline may still hold an HSM session: give the
+    // blocking pool a moment before the module is finalised.
+    rt.shutdown_timeout(std::time::Duration::from_secs(10));
+    parts.hsm.close();
+    if result.is_ok() {
+        tracing::info!("stopped");
+    }
+    result
+}
+
+/// Completes on SIGTERM or SIGINT.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM"),
+            _ = int.recv() => tracing::info!("SIGINT"),
+        }
+    })
 }
 
 fn describe(e: CaError) -> String {

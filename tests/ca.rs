@@ -15,8 +15,8 @@ use signet::audit::{self, AuditEntry, AuditEvent};
 use signet::ca::{Authority, CaError};
 use signet::pki::{ProfileKind, San, SubjectSpec};
 use signet::store::{
-    BeginOutcome, CaKeyRecord, CertStatus, CertificateRecord, IssuerRecord, SqliteStore, Store,
-    StoreError,
+    BeginOutcome, CaKeyRecord, CertFilter, CertPage, CertStatus, CertificateRecord, IssuerRecord,
+    RevokeOutcome, RevokeRecord, SqliteStore, Store, StoreError,
 };
 
 use common::ca::*;
@@ -274,6 +274,17 @@ impl Store for CrashBeforeCommit {
         id: &str,
     ) -> Result<Option<CertificateRecord>, StoreError> {
         self.0.certificate_by_request(ra, id).await
+    }
+    async fn revoke(&self, r: RevokeRecord, a: AuditEvent) -> Result<RevokeOutcome, StoreError> {
+        self.0.revoke(r, a).await
+    }
+    async fn list_certificates(
+        &self,
+        f: CertFilter,
+        t: Option<String>,
+        n: usize,
+    ) -> Result<CertPage, StoreError> {
+        self.0.list_certificates(f, t, n).await
     }
     async fn count_certificates(&self) -> Result<u64, StoreError> {
         self.0.count_certificates().await

@@ -1,9 +1,15 @@
 //! The authority: ties profiles (`pki`), keys (`hsm`) and records (`store`) into issuance
 //! that happens exactly once per request: validate, record the serial and TBS, sign in the
 //! HSM, check the signature, commit certificate and audit entry together, then answer.
+//! Renewal goes through the same path; revocation is one store transaction.
 
 pub mod ceremony;
+mod renew;
+mod revoke;
 pub mod tls;
+
+pub use renew::RenewRequest;
+pub use revoke::{RevokeRequest, Revoked};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -20,8 +26,10 @@ use crate::audit::AuditEvent;
 use crate::config::Config;
 use crate::hsm::{Hsm, HsmError};
 use crate::pki::cert::{self, IssuerRef, LeafRequest, Urls};
-use crate::pki::{PkiError, Profile, San, SignatureAlgorithm, SubjectSpec, csr, serial};
-use crate::store::{BeginOutcome, CertificateRecord, Store, StoreError};
+use crate::pki::{KeyType, PkiError, Profile, San, SignatureAlgorithm, SubjectSpec, csr, serial};
+use crate::store::{
+    BeginOutcome, CertFilter, CertPage, CertStatus, CertificateRecord, Store, StoreError,
+};
 
 /// What an issuance (or ceremony) can fail with. The API layer maps these to gRPC codes in
 /// one place; messages never carry HSM internals or secrets.
@@ -77,6 +85,7 @@ impl From<StoreError> for CaError {
         match e {
             StoreError::Unavailable { .. } => CaError::Unavailable(e.to_string()),
             StoreError::NotFound(m) => CaError::NotFound(m),
+            StoreError::InvalidPageToken(m) => invalid("page_token", m),
             other => CaError::Internal(other.to_string()),
         }
     }
@@ -130,6 +139,23 @@ pub struct IssueRequest {
     pub validity_years: u32,
     /// The approval evidence.
     pub approval: Approval,
+}
+
+mod hex_opt_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(b: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match b {
+            Some(b) => s.serialize_some(&hex::encode(b)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|s| hex::decode(s).map_err(serde::de::Error::custom))
+            .transpose()
+    }
 }
 
 mod hex_bytes {
@@ -293,28 +319,83 @@ impl Authority {
         out
     }
 
+    /// The profile with this name, for the API layer's permission checks.
+    pub fn profile(&self, name: &str) -> Option<&Profile> {
+        self.profiles.get(name)
+    }
+
     /// Issue a certificate for `ra`, exactly once per `(ra, request_id)`.
     pub async fn issue(&self, ra: &str, req: IssueRequest) -> Result<Issued, CaError> {
         // Step 3: validate everything before touching the store.
         let checked = self.validate(&req)?;
-        let digest = request_digest(&req)?;
+        let prepared = Prepared {
+            ra,
+            request_id: &req.request_id,
+            request_digest: request_digest(&req)?,
+            profile: checked.profile,
+            issuer: checked.issuer,
+            subject: &req.subject,
+            sans: &req.sans,
+            spki: &checked.csr.spki,
+            key_type: checked.csr.key_type,
+            validity_years: req.validity_years,
+            csr_der: &req.csr,
+            request_json: request_json(&req)?,
+            renewed_from: None,
+        };
+        self.record_sign_commit(prepared).await
+    }
 
-        // Steps 4-5: look the request up; if new, record serial and TBS before signing.
+    /// The certificate with this serial (valid or revoked; pending records are not shown).
+    pub async fn certificate(&self, serial: &str) -> Result<CertificateRecord, CaError> {
+        let serial = normalize_serial(serial)?;
+        match self.store.certificate(&serial).await? {
+            Some(r) if r.status != CertStatus::Pending => Ok(r),
+            _ => Err(CaError::NotFound(format!(
+                "no certificate with serial {serial}"
+            ))),
+        }
+    }
+
+    /// One page of certificates matching `filter` (see [`Store::list_certificates`]).
+    pub async fn list(
+        &self,
+        filter: CertFilter,
+        page_token: Option<String>,
+        page_size: usize,
+    ) -> Result<CertPage, CaError> {
+        if let Some(text) = &filter.subject_contains
+            && text.chars().count() > MAX_APPROVAL_FIELD
+        {
+            return Err(invalid(
+                "subject_contains",
+                format!("at most {MAX_APPROVAL_FIELD} characters"),
+            ));
+        }
+        Ok(self
+            .store
+            .list_certificates(filter, page_token, page_size)
+            .await?)
+    }
+
+    /// Steps 4-7 for a validated request (an issuance or a renewal): look the request up; if
+    /// new, record serial and TBS before signing; then sign, check, commit and answer.
+    async fn record_sign_commit(&self, p: Prepared<'_>) -> Result<Issued, CaError> {
         let mut attempts = 0;
         let record = loop {
             attempts += 1;
             let serial = serial::random_serial();
             let not_before = now_seconds();
             let leaf = LeafRequest {
-                profile: checked.profile,
-                subject: &req.subject,
-                sans: &req.sans,
-                spki: &checked.csr.spki,
-                key_type: checked.csr.key_type,
-                validity_years: req.validity_years,
+                profile: p.profile,
+                subject: p.subject,
+                sans: p.sans,
+                spki: p.spki,
+                key_type: p.key_type,
+                validity_years: p.validity_years,
             };
             let tbs = cert::build_leaf_tbs(
-                &checked.issuer.as_ref(),
+                &p.issuer.as_ref(),
                 &self.urls,
                 &leaf,
                 serial.clone(),
@@ -326,29 +407,31 @@ impl Authority {
             let not_after = unix(tbs.validity().not_after.to_system_time());
             let pending = CertificateRecord {
                 serial: serial::serial_hex(&serial),
-                issuer: checked.issuer.name.clone(),
-                ra: ra.to_owned(),
-                request_id: req.request_id.clone(),
-                request_digest: digest.clone(),
-                profile: req.profile.clone(),
-                subject: req.subject.to_string(),
-                request_json: request_json(&req)?,
-                csr_der: req.csr.clone(),
+                issuer: p.issuer.name.clone(),
+                ra: p.ra.to_owned(),
+                request_id: p.request_id.to_owned(),
+                request_digest: p.request_digest.clone(),
+                profile: p.profile.name.clone(),
+                subject: p.subject.to_string(),
+                request_json: p.request_json.clone(),
+                csr_der: p.csr_der.to_vec(),
                 tbs_der,
                 cert_der: None,
-                status: crate::store::CertStatus::Pending,
+                status: CertStatus::Pending,
                 not_before: unix(not_before),
                 not_after,
                 created_at: unix(SystemTime::now()),
                 issued_at: None,
+                renewed_from: p.renewed_from.clone(),
+                revocation: None,
             };
             match self.store.begin_issuance(pending).await? {
                 BeginOutcome::Started(r) | BeginOutcome::Resume(r) => break r,
                 BeginOutcome::Done(r) => return self.answer(r),
                 BeginOutcome::Conflict(r) => {
                     return Err(CaError::AlreadyExists {
-                        ra: ra.to_owned(),
-                        request_id: req.request_id.clone(),
+                        ra: p.ra.to_owned(),
+                        request_id: p.request_id.to_owned(),
                         serial: r.serial,
                     });
                 }
@@ -360,7 +443,7 @@ impl Authority {
                 }
             }
         };
-        self.sign_and_commit(record, ra).await
+        self.sign_and_commit(record, p.ra).await
     }
 
     /// Steps 6-7 for a pending record: sign its stored TBS, check, commit, answer.
@@ -389,16 +472,23 @@ impl Authority {
         let cert_der = cert
             .to_der()
             .map_err(|e| CaError::Internal(format!("encoding certificate: {e}")))?;
-        let detail = serde_json::json!({
+        let mut detail = serde_json::json!({
             "issuer": record.issuer,
             "profile": record.profile,
             "request_id": record.request_id,
             "subject": record.subject,
             "not_after": record.not_after,
         });
+        let action = match (&record.renewed_from, detail.as_object_mut()) {
+            (Some(old), Some(o)) => {
+                o.insert("renewed_from".into(), old.clone().into());
+                "certificate.renewed"
+            }
+            _ => "certificate.issued",
+        };
         let audit = AuditEvent {
             actor: actor.to_owned(),
-            action: "certificate.issued".into(),
+            action: action.into(),
             object: record.serial.clone(),
             request_digest: Some(record.request_digest.clone()),
             detail: detail.to_string(),
@@ -407,7 +497,7 @@ impl Authority {
             .store
             .complete_issuance(&record.serial, &cert_der, unix(SystemTime::now()), audit)
             .await?;
-        tracing::info!(serial = %done.serial, ra = %done.ra, profile = %done.profile, issuer = %done.issuer, "certificate issued");
+        tracing::info!(serial = %done.serial, ra = %done.ra, profile = %done.profile, issuer = %done.issuer, renewed_from = ?done.renewed_from, "certificate issued");
         self.answer(done)
     }
 
@@ -457,27 +547,7 @@ impl Authority {
                 "issuer {issuer_name:?} has not been created yet; run `signet ceremony`"
             ))
         })?;
-        check_text(
-            "approval.officer",
-            &req.approval.officer,
-            MAX_APPROVAL_FIELD,
-        )?;
-        check_text(
-            "approval.ra_reference",
-            &req.approval.ra_reference,
-            MAX_APPROVAL_FIELD,
-        )?;
-        check_text(
-            "approval.agreement_version",
-            &req.approval.agreement_version,
-            MAX_APPROVAL_FIELD,
-        )?;
-        if req.approval.agreement_version != self.agreement_version {
-            return Err(CaError::FailedPrecondition(format!(
-                "approval.agreement_version: the applicant accepted agreement version {:?}, but the current version is {:?}; the applicant must accept the current agreement",
-                req.approval.agreement_version, self.agreement_version
-            )));
-        }
+        self.check_approval(&req.approval)?;
         if req.sans.len() > MAX_SANS {
             return Err(invalid(
                 "sans",
@@ -495,6 +565,49 @@ impl Authority {
             csr,
         })
     }
+}
+
+impl Authority {
+    /// The approval evidence every request carries: present, bounded, and naming the current
+    /// subscriber agreement.
+    fn check_approval(&self, approval: &Approval) -> Result<(), CaError> {
+        check_text("approval.officer", &approval.officer, MAX_APPROVAL_FIELD)?;
+        check_text(
+            "approval.ra_reference",
+            &approval.ra_reference,
+            MAX_APPROVAL_FIELD,
+        )?;
+        check_text(
+            "approval.agreement_version",
+            &approval.agreement_version,
+            MAX_APPROVAL_FIELD,
+        )?;
+        if approval.agreement_version != self.agreement_version {
+            return Err(CaError::FailedPrecondition(format!(
+                "approval.agreement_version: the applicant accepted agreement version {:?}, but the current version is {:?}; the applicant must accept the current agreement",
+                approval.agreement_version, self.agreement_version
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Everything needed to record and sign one subscriber certificate, whichever request
+/// (issuance or renewal) led to it.
+struct Prepared<'a> {
+    ra: &'a str,
+    request_id: &'a str,
+    request_digest: String,
+    profile: &'a Profile,
+    issuer: &'a Issuer,
+    subject: &'a SubjectSpec,
+    sans: &'a [San],
+    spki: &'a SubjectPublicKeyInfoOwned,
+    key_type: KeyType,
+    validity_years: u32,
+    csr_der: &'a [u8],
+    request_json: String,
+    renewed_from: Option<String>,
 }
 
 /// A request that passed validation, with what validation resolved.
@@ -539,4 +652,66 @@ fn request_json(req: &IssueRequest) -> Result<String, CaError> {
         o.remove("csr");
     }
     Ok(v.to_string())
+}
+
+/// A serial as clients write it (upper or lower case, with or without colons, with or without
+/// the sign octet OpenSSL leaves out) in the stored form: lower-case hex of the DER INTEGER's
+/// content octets.
+pub fn normalize_serial(serial: &str) -> Result<String, CaError> {
+    let mut hex: String = serial
+        .trim()
+        .chars()
+        .filter(|c| *c != ':')
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    if hex.is_empty() || hex.len() > 42 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(invalid(
+            "serial",
+            "must be the certificate serial number in hex (at most 20 octets)",
+        ));
+    }
+    if hex.len() % 2 == 1 {
+        hex.insert(0, '0');
+    }
+    // Drop redundant leading zero octets, keeping one where the next octet has its high bit
+    // set (DER's minimal positive encoding).
+    while hex.len() > 2 && hex.starts_with("00") && hex.as_bytes()[2] < b'8' {
+        hex.drain(..2);
+    }
+    if hex.as_bytes()[0] >= b'8' {
+        hex.insert_str(0, "00");
+    }
+    Ok(hex)
+}
+
+/// A Unix time as an RFC 3339 UTC timestamp; the date alone is its first 10 characters.
+fn rfc3339(t: i64) -> String {
+    u64::try_from(t)
+        .ok()
+        .and_then(|s| der::DateTime::from_unix_duration(std::time::Duration::from_secs(s)).ok())
+        .map(|d| d.to_string())
+        .unwrap_or_else(|| format!("@{t}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serials_are_normalised_to_der_content_hex() {
+        assert_eq!(normalize_serial("7F:01").ok(), Some("7f01".into()));
+        assert_eq!(normalize_serial("8001").ok(), Some("008001".into()));
+        assert_eq!(normalize_serial("008001").ok(), Some("008001".into()));
+        assert_eq!(normalize_serial("00007f").ok(), Some("7f".into()));
+        assert_eq!(normalize_serial("abc").ok(), Some("0abc".into()));
+        assert!(normalize_serial("").is_err());
+        assert!(normalize_serial("xyz").is_err());
+        assert!(normalize_serial(&"1".repeat(50)).is_err());
+    }
+
+    #[test]
+    fn rfc3339_formats_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_800_000_000), "2027-01-15T08:00:00Z");
+    }
 }

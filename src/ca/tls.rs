@@ -210,6 +210,8 @@ async fn make_one(
         not_after: unix(tbs.validity().not_after.to_system_time()),
         created_at: unix(SystemTime::now()),
         issued_at: None,
+        renewed_from: None,
+        revocation: None,
     };
     match store.begin_issuance(pending).await? {
         BeginOutcome::Started(_) => {}

@@ -8,12 +8,14 @@ pub mod csr;
 pub mod name;
 pub mod pkcs7;
 pub mod profile;
+pub mod revocation;
 pub mod serial;
 pub mod verify;
 
 pub use alg::{KeyType, SignatureAlgorithm};
 pub use name::{Attr, San, SubjectSpec};
 pub use profile::{Profile, ProfileKind};
+pub use revocation::RevocationReason;
 
 /// What can go wrong building or checking X.509 structures.
 #[derive(Debug, thiserror::Error)]

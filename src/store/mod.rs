@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::audit::{AuditEntry, AuditEvent};
+use crate::pki::RevocationReason;
 
 pub use sqlite::SqliteStore;
 
@@ -34,6 +35,9 @@ pub enum StoreError {
     /// Stored data that does not read back as written (a bug or tampering).
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// A listing's page token was not one this store handed out.
+    #[error("invalid page token: {0}")]
+    InvalidPageToken(String),
 }
 
 /// Life-cycle state of a certificate record.
@@ -138,7 +142,98 @@ pub struct CertificateRecord {
     pub created_at: i64,
     /// When the certificate was committed, Unix seconds.
     pub issued_at: Option<i64>,
+    /// Serial of the certificate this one renews; `None` for a first issuance.
+    pub renewed_from: Option<String>,
+    /// How and why it was revoked; `None` unless the status is revoked.
+    pub revocation: Option<RevocationInfo>,
 }
+
+/// The revocation of a certificate as recorded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RevocationInfo {
+    /// The RFC 5280 reason.
+    pub reason: RevocationReason,
+    /// When the CA recorded the revocation (the CRL entry's revocationDate), Unix seconds.
+    pub revoked_at: i64,
+    /// When the subscriber reported it (e.g. the suspected key compromise), Unix seconds.
+    pub reported_at: Option<i64>,
+    /// The RA's free-text note, kept as the CA's record.
+    pub comment: String,
+    /// The RA (or `operator`) that revoked it.
+    pub revoked_by: String,
+}
+
+/// A revocation request, as the store records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RevokeRecord {
+    /// The certificate to revoke.
+    pub serial: String,
+    /// The RA asking.
+    pub ra: String,
+    /// The RA's request id; unique per RA among revocation requests.
+    pub request_id: String,
+    /// SHA-256 (hex) of the canonical request; a retry must match it.
+    pub request_digest: String,
+    /// The reason.
+    pub reason: RevocationReason,
+    /// When the revocation takes effect, Unix seconds.
+    pub revoked_at: i64,
+    /// When the subscriber reported it, Unix seconds.
+    pub reported_at: Option<i64>,
+    /// The RA's note.
+    pub comment: String,
+}
+
+/// What [`Store::revoke`] found or did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RevokeOutcome {
+    /// The certificate was valid and is now revoked (also on a retry of that request).
+    Revoked(CertificateRecord),
+    /// The certificate had already been revoked; nothing changed.
+    AlreadyRevoked(CertificateRecord),
+    /// The certificate is still pending: it was never issued, so there is nothing to revoke.
+    NotIssued,
+    /// No certificate has this serial.
+    NotFound,
+    /// The RA used this request id for a different revocation request (of `serial`).
+    Conflict {
+        /// The serial the first request named.
+        serial: String,
+    },
+}
+
+/// Which certificates a listing returns. Every field narrows it; the default lists every
+/// issued (valid or revoked) certificate.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CertFilter {
+    /// Only this status. `None` means valid and revoked; pending records are listed only when
+    /// asked for explicitly.
+    pub status: Option<CertStatus>,
+    /// Only these profiles (the profiles a caller may see); `None` means all.
+    pub profiles: Option<Vec<String>>,
+    /// Only this profile.
+    pub profile: Option<String>,
+    /// Only certificates this RA asked for.
+    pub ra: Option<String>,
+    /// Only subjects containing this text (a plain, case-sensitive substring).
+    pub subject_contains: Option<String>,
+    /// Only certificates whose not-after is before this Unix time.
+    pub expiring_before: Option<i64>,
+    /// Only certificates of this issuer.
+    pub issuer: Option<String>,
+}
+
+/// One page of a listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertPage {
+    /// The records, in serial order.
+    pub records: Vec<CertificateRecord>,
+    /// Pass this to get the next page; `None` on the last page.
+    pub next_page_token: Option<String>,
+}
+
+/// The largest page a listing returns.
+pub const MAX_PAGE_SIZE: usize = 1000;
 
 /// What [`Store::begin_issuance`] found or did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -198,6 +293,27 @@ pub trait Store: Send + Sync {
         ra: &str,
         request_id: &str,
     ) -> Result<Option<CertificateRecord>, StoreError>;
+
+    /// Revoke a certificate, idempotently per `(ra, request_id)`, in one transaction: a
+    /// retry with the same digest gets the first answer again, a different request under the
+    /// same id gets `Conflict`. A valid certificate becomes revoked and `audit` is appended;
+    /// an already revoked one is left exactly as it was (and no audit entry is written).
+    async fn revoke(
+        &self,
+        rev: RevokeRecord,
+        audit: AuditEvent,
+    ) -> Result<RevokeOutcome, StoreError>;
+
+    /// One page of certificates matching `filter`, in serial order. Pages are keyed by serial,
+    /// so paging is stable while certificates are added: every record that exists throughout
+    /// is returned exactly once. `page_size` is clamped to 1..=[`MAX_PAGE_SIZE`]; a token
+    /// this store did not hand out is `InvalidPageToken`.
+    async fn list_certificates(
+        &self,
+        filter: CertFilter,
+        page_token: Option<String>,
+        page_size: usize,
+    ) -> Result<CertPage, StoreError>;
 
     /// The number of certificate records (any status).
     async fn count_certificates(&self) -> Result<u64, StoreError>;

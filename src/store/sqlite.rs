@@ -9,13 +9,18 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params};
 
+use rusqlite::types::Value;
+
 use super::{
-    BeginOutcome, CaKeyRecord, CertStatus, CertificateRecord, IssuerRecord, Store, StoreError,
+    BeginOutcome, CaKeyRecord, CertFilter, CertPage, CertStatus, CertificateRecord, IssuerRecord,
+    MAX_PAGE_SIZE, RevocationInfo, RevokeOutcome, RevokeRecord, Store, StoreError,
 };
 use crate::audit::{self, AuditEntry, AuditEvent};
+use crate::pki::RevocationReason;
 
 /// Schema migrations, applied in order; `user_version` counts those applied.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE ca_keys (
     label       TEXT PRIMARY KEY,
     key_type    TEXT NOT NULL,
@@ -63,7 +68,30 @@ CREATE TABLE audit_log (
     prev_hash       TEXT NOT NULL,
     hash            TEXT NOT NULL
 );
-"#];
+"#,
+    // 2: the life cycle. Renewals link to the certificate they renew; revocations carry
+    // the RFC 5280 reason, who revoked and when, and are idempotent per RA request id.
+    r#"
+ALTER TABLE certificates ADD COLUMN renewed_from TEXT REFERENCES certificates(serial);
+ALTER TABLE certificates ADD COLUMN revoked_at INTEGER;
+ALTER TABLE certificates ADD COLUMN revocation_reason TEXT;
+ALTER TABLE certificates ADD COLUMN revocation_reported_at INTEGER;
+ALTER TABLE certificates ADD COLUMN revocation_comment TEXT;
+ALTER TABLE certificates ADD COLUMN revoked_by TEXT;
+CREATE INDEX certificates_by_renewed_from ON certificates (renewed_from);
+CREATE INDEX certificates_by_profile ON certificates (profile, serial);
+CREATE INDEX certificates_by_ra ON certificates (ra, serial);
+CREATE TABLE revocation_requests (
+    ra              TEXT NOT NULL,
+    request_id      TEXT NOT NULL,
+    serial          TEXT NOT NULL REFERENCES certificates(serial),
+    request_digest  TEXT NOT NULL,
+    outcome         TEXT NOT NULL CHECK (outcome IN ('revoked', 'already_revoked')),
+    created_at      INTEGER NOT NULL,
+    PRIMARY KEY (ra, request_id)
+);
+"#,
+];
 
 /// The SQLite store.
 #[derive(Clone)]
@@ -166,10 +194,30 @@ impl SqliteStore {
 }
 
 const CERT_COLUMNS: &str = "serial, issuer, ra, request_id, request_digest, profile, subject, \
-    request_json, csr_der, tbs_der, cert_der, status, not_before, not_after, created_at, issued_at";
+    request_json, csr_der, tbs_der, cert_der, status, not_before, not_after, created_at, issued_at, \
+    renewed_from, revoked_at, revocation_reason, revocation_reported_at, revocation_comment, \
+    revoked_by";
 
-fn cert_from_row(r: &Row<'_>) -> rusqlite::Result<(CertificateRecord, String)> {
+/// The revocation columns as read, before the reason is parsed.
+struct RawRevocation {
+    revoked_at: Option<i64>,
+    reason: Option<String>,
+    reported_at: Option<i64>,
+    comment: Option<String>,
+    revoked_by: Option<String>,
+}
+
+type RawCert = (CertificateRecord, String, RawRevocation);
+
+fn cert_from_row(r: &Row<'_>) -> rusqlite::Result<RawCert> {
     let status: String = r.get(11)?;
+    let raw = RawRevocation {
+        revoked_at: r.get(17)?,
+        reason: r.get(18)?,
+        reported_at: r.get(19)?,
+        comment: r.get(20)?,
+        revoked_by: r.get(21)?,
+    };
     Ok((
         CertificateRecord {
             serial: r.get(0)?,
@@ -188,14 +236,35 @@ fn cert_from_row(r: &Row<'_>) -> rusqlite::Result<(CertificateRecord, String)> {
             not_after: r.get(13)?,
             created_at: r.get(14)?,
             issued_at: r.get(15)?,
+            renewed_from: r.get(16)?,
+            revocation: None,
         },
         status,
+        raw,
     ))
 }
 
-fn finish_cert(row: (CertificateRecord, String)) -> Result<CertificateRecord, StoreError> {
-    let (mut rec, status) = row;
+fn finish_cert(row: RawCert) -> Result<CertificateRecord, StoreError> {
+    let (mut rec, status, raw) = row;
     rec.status = CertStatus::parse(&status)?;
+    rec.revocation = match (rec.status, raw.revoked_at, raw.reason) {
+        (CertStatus::Revoked, Some(revoked_at), Some(reason)) => Some(RevocationInfo {
+            reason: reason
+                .parse::<RevocationReason>()
+                .map_err(|e| StoreError::Corrupt(format!("certificate {}: {e}", rec.serial)))?,
+            revoked_at,
+            reported_at: raw.reported_at,
+            comment: raw.comment.unwrap_or_default(),
+            revoked_by: raw.revoked_by.unwrap_or_default(),
+        }),
+        (CertStatus::Revoked, _, _) => {
+            return Err(StoreError::Corrupt(format!(
+                "certificate {} is revoked without a revocation time and reason",
+                rec.serial
+            )));
+        }
+        _ => None,
+    };
     Ok(rec)
 }
 
@@ -251,6 +320,27 @@ fn append_audit_tx(conn: &Connection, event: &AuditEvent) -> Result<AuditEntry, 
         prev_hash,
         hash,
     })
+}
+
+/// Page tokens name the last serial of the previous page; the prefix versions the format.
+const PAGE_TOKEN_PREFIX: &str = "s1.";
+
+fn page_token_after(serial: &str) -> String {
+    format!("{PAGE_TOKEN_PREFIX}{serial}")
+}
+
+fn parse_page_token(token: &str) -> Result<String, StoreError> {
+    let serial = token
+        .strip_prefix(PAGE_TOKEN_PREFIX)
+        .filter(|s| {
+            (1..=64).contains(&s.len())
+                && s.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        })
+        .ok_or_else(|| {
+            StoreError::InvalidPageToken("not a token from a previous page of this listing".into())
+        })?;
+    Ok(serial.to_owned())
 }
 
 fn is_constraint(e: &rusqlite::Error) -> bool {
@@ -389,10 +479,10 @@ impl Store for SqliteStore {
                 return Ok(outcome);
             }
             let inserted = tx.execute(
-                &format!(
-                    "INSERT INTO certificates ({CERT_COLUMNS}) VALUES \
-                     (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, 'pending', ?11, ?12, ?13, NULL)"
-                ),
+                "INSERT INTO certificates (serial, issuer, ra, request_id, request_digest, \
+                 profile, subject, request_json, csr_der, tbs_der, cert_der, status, not_before, \
+                 not_after, created_at, issued_at, renewed_from) VALUES \
+                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, 'pending', ?11, ?12, ?13, NULL, ?14)",
                 params![
                     p.serial,
                     p.issuer,
@@ -406,7 +496,8 @@ impl Store for SqliteStore {
                     p.tbs_der,
                     p.not_before,
                     p.not_after,
-                    p.created_at
+                    p.created_at,
+                    p.renewed_from
                 ],
             );
             match inserted {
@@ -423,6 +514,7 @@ impl Store for SqliteStore {
             rec.status = CertStatus::Pending;
             rec.cert_der = None;
             rec.issued_at = None;
+            rec.revocation = None;
             Ok(BeginOutcome::Started(rec))
         })
         .await
@@ -479,6 +571,188 @@ impl Store for SqliteStore {
         let (ra, request_id) = (ra.to_owned(), request_id.to_owned());
         self.run("reading a certificate", move |conn| {
             query_cert(conn, "ra = ?1 AND request_id = ?2", params![ra, request_id])
+        })
+        .await
+    }
+
+    async fn revoke(
+        &self,
+        rev: RevokeRecord,
+        audit: AuditEvent,
+    ) -> Result<RevokeOutcome, StoreError> {
+        const CTX: &str = "revoking a certificate";
+        self.run(CTX, move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(unavailable(CTX))?;
+            let seen: Option<(String, String, String)> = tx
+                .query_row(
+                    "SELECT serial, request_digest, outcome FROM revocation_requests \
+                     WHERE ra = ?1 AND request_id = ?2",
+                    params![rev.ra, rev.request_id],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()
+                .map_err(unavailable(CTX))?;
+            if let Some((serial, digest, outcome)) = seen {
+                if digest != rev.request_digest {
+                    return Ok(RevokeOutcome::Conflict { serial });
+                }
+                let rec = query_cert(&tx, "serial = ?1", [&serial])?.ok_or_else(|| {
+                    StoreError::Corrupt(format!("revoked certificate {serial} vanished"))
+                })?;
+                return match outcome.as_str() {
+                    "revoked" => Ok(RevokeOutcome::Revoked(rec)),
+                    "already_revoked" => Ok(RevokeOutcome::AlreadyRevoked(rec)),
+                    other => Err(StoreError::Corrupt(format!(
+                        "unknown revocation outcome {other:?}"
+                    ))),
+                };
+            }
+            let Some(rec) = query_cert(&tx, "serial = ?1", [&rev.serial])? else {
+                return Ok(RevokeOutcome::NotFound);
+            };
+            let outcome = match rec.status {
+                // Nothing to record: a retry is answered from the certificate's state then.
+                CertStatus::Pending => return Ok(RevokeOutcome::NotIssued),
+                CertStatus::Revoked => "already_revoked",
+                CertStatus::Valid => {
+                    let n = tx
+                        .execute(
+                            "UPDATE certificates SET status = 'revoked', revoked_at = ?1, \
+                             revocation_reason = ?2, revocation_reported_at = ?3, \
+                             revocation_comment = ?4, revoked_by = ?5 \
+                             WHERE serial = ?6 AND status = 'valid'",
+                            params![
+                                rev.revoked_at,
+                                rev.reason.name(),
+                                rev.reported_at,
+                                rev.comment,
+                                rev.ra,
+                                rev.serial
+                            ],
+                        )
+                        .map_err(unavailable(CTX))?;
+                    if n != 1 {
+                        return Err(StoreError::Corrupt(format!(
+                            "certificate {} changed inside a transaction",
+                            rev.serial
+                        )));
+                    }
+                    append_audit_tx(&tx, &audit)?;
+                    "revoked"
+                }
+            };
+            tx.execute(
+                "INSERT INTO revocation_requests (ra, request_id, serial, request_digest, outcome, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    rev.ra,
+                    rev.request_id,
+                    rev.serial,
+                    rev.request_digest,
+                    outcome,
+                    now()
+                ],
+            )
+            .map_err(unavailable(CTX))?;
+            let rec = query_cert(&tx, "serial = ?1", [&rev.serial])?.ok_or_else(|| {
+                StoreError::Corrupt(format!("certificate {} vanished", rev.serial))
+            })?;
+            tx.commit().map_err(unavailable(CTX))?;
+            Ok(if outcome == "revoked" {
+                RevokeOutcome::Revoked(rec)
+            } else {
+                RevokeOutcome::AlreadyRevoked(rec)
+            })
+        })
+        .await
+    }
+
+    async fn list_certificates(
+        &self,
+        filter: CertFilter,
+        page_token: Option<String>,
+        page_size: usize,
+    ) -> Result<CertPage, StoreError> {
+        const CTX: &str = "listing certificates";
+        let after = page_token.as_deref().map(parse_page_token).transpose()?;
+        let page_size = page_size.clamp(1, MAX_PAGE_SIZE);
+        self.run(CTX, move |conn| {
+            let mut clauses: Vec<String> = Vec::new();
+            let mut values: Vec<Value> = Vec::new();
+            let bind = |clause: &str, v: Value, values: &mut Vec<Value>| {
+                values.push(v);
+                clause.replace('?', &format!("?{}", values.len()))
+            };
+            match filter.status {
+                Some(st) => clauses.push(bind(
+                    "status = ?",
+                    Value::Text(st.as_str().into()),
+                    &mut values,
+                )),
+                None => clauses.push("status <> 'pending'".into()),
+            }
+            if let Some(profiles) = &filter.profiles {
+                if profiles.is_empty() {
+                    return Ok(CertPage {
+                        records: Vec::new(),
+                        next_page_token: None,
+                    });
+                }
+                let marks: Vec<String> = profiles
+                    .iter()
+                    .map(|p| bind("?", Value::Text(p.clone()), &mut values))
+                    .collect();
+                clauses.push(format!("profile IN ({})", marks.join(", ")));
+            }
+            if let Some(p) = &filter.profile {
+                clauses.push(bind("profile = ?", Value::Text(p.clone()), &mut values));
+            }
+            if let Some(ra) = &filter.ra {
+                clauses.push(bind("ra = ?", Value::Text(ra.clone()), &mut values));
+            }
+            if let Some(i) = &filter.issuer {
+                clauses.push(bind("issuer = ?", Value::Text(i.clone()), &mut values));
+            }
+            if let Some(text) = &filter.subject_contains {
+                // instr() is a plain substring test: no LIKE wildcards to escape.
+                clauses.push(bind(
+                    "instr(subject, ?) > 0",
+                    Value::Text(text.clone()),
+                    &mut values,
+                ));
+            }
+            if let Some(t) = filter.expiring_before {
+                clauses.push(bind("not_after < ?", Value::Integer(t), &mut values));
+            }
+            if let Some(serial) = &after {
+                clauses.push(bind("serial > ?", Value::Text(serial.clone()), &mut values));
+            }
+            // One row more than the page tells whether another page follows.
+            let limit = bind("?", Value::Integer(page_size as i64 + 1), &mut values);
+            let sql = format!(
+                "SELECT {CERT_COLUMNS} FROM certificates WHERE {} ORDER BY serial LIMIT {limit}",
+                clauses.join(" AND ")
+            );
+            let mut stmt = conn.prepare(&sql).map_err(unavailable(CTX))?;
+            let rows = stmt
+                .query_map(rusqlite::params_from_iter(values), cert_from_row)
+                .map_err(unavailable(CTX))?;
+            let mut records = Vec::with_capacity(page_size + 1);
+            for row in rows {
+                records.push(finish_cert(row.map_err(unavailable(CTX))?)?);
+            }
+            let next_page_token = if records.len() > page_size {
+                records.truncate(page_size);
+                records.last().map(|r| page_token_after(&r.serial))
+            } else {
+                None
+            };
+            Ok(CertPage {
+                records,
+                next_page_token,
+            })
         })
         .await
     }
@@ -601,6 +875,8 @@ mod tests {
             not_after: 20,
             created_at: 10,
             issued_at: None,
+            renewed_from: None,
+            revocation: None,
         }
     }
 
@@ -665,5 +941,248 @@ mod tests {
         assert!(matches!(e, StoreError::Duplicate { .. }), "{e}");
         // The failed transaction left no audit entry behind.
         assert_eq!(s.audit_entries(1, 100).await.unwrap().len(), 2);
+    }
+
+    async fn issued(s: &SqliteStore, serial: &str, request_id: &str) -> CertificateRecord {
+        let p = pending(serial, request_id, "d");
+        assert!(matches!(
+            s.begin_issuance(p).await.unwrap(),
+            BeginOutcome::Started(_)
+        ));
+        s.complete_issuance(serial, &[9], 11, event("certificate.issued"))
+            .await
+            .unwrap()
+    }
+
+    fn revocation(serial: &str, request_id: &str, digest: &str) -> RevokeRecord {
+        RevokeRecord {
+            serial: serial.into(),
+            ra: "ra-1".into(),
+            request_id: request_id.into(),
+            request_digest: digest.into(),
+            reason: RevocationReason::KeyCompromise,
+            revoked_at: 100,
+            reported_at: Some(90),
+            comment: "token lost".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn revoke_is_idempotent_per_request_id_and_changes_a_revoked_certificate_never() {
+        let s = store_with_issuer().await;
+        issued(&s, "aa", "i1").await;
+        let first = match s
+            .revoke(revocation("aa", "r1", "x"), event("certificate.revoked"))
+            .await
+            .unwrap()
+        {
+            RevokeOutcome::Revoked(r) => r,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(first.status, CertStatus::Revoked);
+        assert_eq!(
+            first.revocation,
+            Some(RevocationInfo {
+                reason: RevocationReason::KeyCompromise,
+                revoked_at: 100,
+                reported_at: Some(90),
+                comment: "token lost".into(),
+                revoked_by: "ra-1".into(),
+            })
+        );
+        // The same request again: the same answer, no second audit entry.
+        assert_eq!(
+            s.revoke(revocation("aa", "r1", "x"), event("certificate.revoked"))
+                .await
+                .unwrap(),
+            RevokeOutcome::Revoked(first.clone())
+        );
+        // The same id for another request: conflict, naming the first request's serial.
+        assert_eq!(
+            s.revoke(revocation("bb", "r1", "y"), event("certificate.revoked"))
+                .await
+                .unwrap(),
+            RevokeOutcome::Conflict {
+                serial: "aa".into()
+            }
+        );
+        // A new request for the revoked certificate: nothing changes.
+        let mut again = revocation("aa", "r2", "z");
+        again.reason = RevocationReason::Superseded;
+        again.revoked_at = 200;
+        assert_eq!(
+            s.revoke(again.clone(), event("certificate.revoked"))
+                .await
+                .unwrap(),
+            RevokeOutcome::AlreadyRevoked(first.clone())
+        );
+        assert_eq!(
+            s.revoke(again, event("certificate.revoked")).await.unwrap(),
+            RevokeOutcome::AlreadyRevoked(first.clone())
+        );
+        assert_eq!(
+            s.revoke(revocation("cc", "r3", "x"), event("certificate.revoked"))
+                .await
+                .unwrap(),
+            RevokeOutcome::NotFound
+        );
+        assert!(matches!(
+            s.begin_issuance(pending("dd", "i2", "d")).await.unwrap(),
+            BeginOutcome::Started(_)
+        ));
+        assert_eq!(
+            s.revoke(revocation("dd", "r4", "x"), event("certificate.revoked"))
+                .await
+                .unwrap(),
+            RevokeOutcome::NotIssued
+        );
+        assert_eq!(s.certificate("aa").await.unwrap(), Some(first));
+        let log = s.audit_entries(1, 100).await.unwrap();
+        let revoked = log
+            .iter()
+            .filter(|e| e.event.action == "certificate.revoked")
+            .count();
+        assert_eq!(revoked, 1);
+        assert_eq!(audit::verify_chain(&log), Ok(log.len()));
+    }
+
+    #[tokio::test]
+    async fn pages_return_every_issued_record_once_even_while_rows_are_added() {
+        let s = store_with_issuer().await;
+        for i in 0..20u32 {
+            issued(&s, &format!("{:02x}", i * 11 + 1), &format!("i{i}")).await;
+        }
+        // Pending rows are never listed by default.
+        for i in 0..3u32 {
+            let p = pending(&format!("{:02x}", i * 11 + 2), &format!("p{i}"), "d");
+            s.begin_issuance(p).await.unwrap();
+        }
+        let mut seen = Vec::new();
+        let mut token = None;
+        let mut pages = 0;
+        loop {
+            let page = s
+                .list_certificates(CertFilter::default(), token, 7)
+                .await
+                .unwrap();
+            assert!(page.records.len() <= 7);
+            pages += 1;
+            if pages == 2 {
+                // Rows added behind and ahead of the cursor while paging.
+                issued(&s, "00", "late-1").await;
+                issued(&s, "ff", "late-2").await;
+            }
+            seen.extend(page.records.into_iter().map(|r| r.serial));
+            match page.next_page_token {
+                Some(t) => token = Some(t),
+                None => break,
+            }
+        }
+        let mut unique = seen.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), seen.len(), "a record came twice: {seen:?}");
+        assert_eq!(
+            seen.len(),
+            21,
+            "20 issued plus the one added ahead: {seen:?}"
+        );
+        assert!(seen.contains(&"ff".to_string()));
+        let pending_only = s
+            .list_certificates(
+                CertFilter {
+                    status: Some(CertStatus::Pending),
+                    ..CertFilter::default()
+                },
+                None,
+                0,
+            )
+            .await
+            .unwrap();
+        // page_size 0 is clamped to 1.
+        assert_eq!(pending_only.records.len(), 1);
+        assert!(pending_only.next_page_token.is_some());
+        for bad in ["", "garbage", "s1.", "s1.XYZ", "s1.aa'--"] {
+            let e = s
+                .list_certificates(CertFilter::default(), Some(bad.into()), 10)
+                .await
+                .unwrap_err();
+            assert!(matches!(e, StoreError::InvalidPageToken(_)), "{bad}: {e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn subject_search_is_a_plain_substring_and_an_empty_profile_list_matches_nothing() {
+        let s = store_with_issuer().await;
+        let mut a = pending("0a", "i1", "d");
+        a.subject = "CN=100% sure_thing".into();
+        s.begin_issuance(a).await.unwrap();
+        s.complete_issuance("0a", &[9], 11, event("certificate.issued"))
+            .await
+            .unwrap();
+        let mut b = pending("0b", "i2", "d");
+        b.subject = "CN=100 xsurexthing".into();
+        s.begin_issuance(b).await.unwrap();
+        s.complete_issuance("0b", &[9], 11, event("certificate.issued"))
+            .await
+            .unwrap();
+        let find = |text: &str| CertFilter {
+            subject_contains: Some(text.into()),
+            ..CertFilter::default()
+        };
+        for (text, want) in [
+            ("0% sure_", vec!["0a"]),
+            ("%", vec!["0a"]),
+            ("_", vec!["0a"]),
+            ("100", vec!["0a", "0b"]),
+        ] {
+            let got: Vec<String> = s
+                .list_certificates(find(text), None, 100)
+                .await
+                .unwrap()
+                .records
+                .into_iter()
+                .map(|r| r.serial)
+                .collect();
+            assert_eq!(got, want, "{text}");
+        }
+        let none = CertFilter {
+            profiles: Some(vec![]),
+            ..CertFilter::default()
+        };
+        assert!(
+            s.list_certificates(none, None, 10)
+                .await
+                .unwrap()
+                .records
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_version_1_database_migrates_and_keeps_its_certificates() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute_batch(
+            "INSERT INTO ca_keys VALUES ('k', 'p256', x'01', 1);
+             INSERT INTO issuers VALUES ('ec', NULL, 'k', 'ecdsa-sha256', '01', x'02', 1);
+             INSERT INTO certificates (serial, issuer, ra, request_id, request_digest, profile, \
+               subject, request_json, csr_der, tbs_der, cert_der, status, not_before, not_after, \
+               created_at, issued_at) \
+             VALUES ('aa', 'ec', 'ra-1', 'r1', 'd', 'server', 'CN=x', '{}', x'03', x'04', x'05', \
+               'valid', 10, 20, 10, 11);",
+        )
+        .unwrap();
+        let s = SqliteStore::setup(conn).unwrap();
+        let rec = s.certificate("aa").await.unwrap().unwrap();
+        assert_eq!(rec.renewed_from, None);
+        assert_eq!(rec.revocation, None);
+        assert!(matches!(
+            s.revoke(revocation("aa", "r1", "x"), event("certificate.revoked"))
+                .await
+                .unwrap(),
+            RevokeOutcome::Revoked(_)
+        ));
     }
 }

@@ -1,0 +1,375 @@
+//! Messages to domain types and back. A field that does not convert is refused with the
+//! proto path of the field (`subject[2].type`, `sans[0].ip`), so the RA's developer can find
+//! it; everything that needs the CA's knowledge (profiles, validity, CSR) is left to the
+//! authority, which names its fields the same way.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use prost_types::Timestamp;
+
+use super::error::Refusal;
+use super::pb;
+use crate::ca::{self, Issued, Revoked};
+use crate::pki::{RevocationReason, San, SubjectSpec};
+use crate::store::{CertFilter, CertPage, CertStatus, CertificateRecord};
+
+/// A Unix time in seconds as a protobuf Timestamp.
+pub fn timestamp(unix: i64) -> Timestamp {
+    Timestamp {
+        seconds: unix,
+        nanos: 0,
+    }
+}
+
+/// A protobuf Timestamp as Unix seconds (fractions dropped); refuses out-of-range values.
+pub fn unix_seconds(field: &str, t: &Timestamp) -> Result<i64, Refusal> {
+    if !(0..1_000_000_000).contains(&t.nanos) {
+        return Err(Refusal::field(field, "nanos must be 0 to 999999999"));
+    }
+    // 0001-01-01 to 9999-12-31, the range of google.protobuf.Timestamp.
+    if !(-62_135_596_800..=253_402_300_799).contains(&t.seconds) {
+        return Err(Refusal::field(field, "is outside years 1 to 9999"));
+    }
+    Ok(t.seconds)
+}
+
+/// The subject attributes, each checked on its own so an error names its index.
+pub fn subject(attrs: &[pb::SubjectAttribute]) -> Result<SubjectSpec, Refusal> {
+    let mut seen: Vec<&str> = Vec::with_capacity(attrs.len());
+    for (i, a) in attrs.iter().enumerate() {
+        if crate::pki::Attr::from_short_name(&a.r#type).is_none() {
+            let known: Vec<&str> = crate::pki::Attr::ALL
+                .iter()
+                .map(|a| a.short_name())
+                .collect();
+            return Err(Refusal::field(
+                format!("subject[{i}].type"),
+                format!(
+                    "unknown attribute type {:?} (allowed: {})",
+                    a.r#type,
+                    known.join(", ")
+                ),
+            ));
+        }
+        if seen.contains(&a.r#type.as_str()) {
+            return Err(Refusal::field(
+                format!("subject[{i}].type"),
+                format!("{} is given more than once", a.r#type),
+            ));
+        }
+        seen.push(&a.r#type);
+        SubjectSpec::from_pairs([(&a.r#type, &a.value)]).map_err(|e| {
+            let problem = match e {
+                crate::pki::PkiError::Invalid { problem, .. } => problem,
+                other => other.to_string(),
+            };
+            Refusal::field(format!("subject[{i}].value"), problem)
+        })?;
+    }
+    SubjectSpec::from_pairs(attrs.iter().map(|a| (&a.r#type, &a.value)))
+        .map_err(|e| Refusal::field("subject", e.to_string()))
+}
+
+/// The subject alternative names, each checked on its own.
+pub fn sans(names: &[pb::SubjectAltName]) -> Result<Vec<San>, Refusal> {
+    use pb::subject_alt_name::Name;
+    let mut out = Vec::with_capacity(names.len());
+    for (i, n) in names.iter().enumerate() {
+        let (field, san) = match &n.name {
+            None => {
+                return Err(Refusal::field(
+                    format!("sans[{i}]"),
+                    "set one of dns, ip, email",
+                ));
+            }
+            Some(Name::Dns(d)) => (format!("sans[{i}].dns"), San::Dns(d.clone())),
+            Some(Name::Email(e)) => (format!("sans[{i}].email"), San::Email(e.clone())),
+            Some(Name::Ip(ip)) => {
+                let field = format!("sans[{i}].ip");
+                let addr = ip.parse().map_err(|_| {
+                    Refusal::field(&field, format!("{ip:?} is not an IPv4 or IPv6 address"))
+                })?;
+                (field, San::Ip(addr))
+            }
+        };
+        let san = san.checked(&field).map_err(|e| match e {
+            crate::pki::PkiError::Invalid { field, problem } => Refusal::field(field, problem),
+            other => Refusal::field(&field, other.to_string()),
+        })?;
+        out.push(san);
+    }
+    Ok(out)
+}
+
+/// The approval evidence; required.
+pub fn approval(a: Option<pb::Approval>) -> Result<ca::Approval, Refusal> {
+    let a = a.ok_or_else(|| Refusal::field("approval", "is required"))?;
+    Ok(ca::Approval {
+        officer: a.officer,
+        ra_reference: a.ra_reference,
+        agreement_version: a.agreement_version,
+    })
+}
+
+/// An Issue message as the authority's request.
+pub fn issue_request(m: pb::IssueRequest) -> Result<ca::IssueRequest, Refusal> {
+    let subject = subject(&m.subject)?;
+    let sans = sans(&m.sans)?;
+    let approval = approval(m.approval)?;
+    if m.csr.is_empty() {
+        return Err(Refusal::field("csr", "is required (a DER PKCS#10 request)"));
+    }
+    Ok(ca::IssueRequest {
+        request_id: m.request_id,
+        profile: m.profile,
+        issuer: Some(m.issuer).filter(|i| !i.is_empty()),
+        csr: m.csr,
+        subject,
+        sans,
+        validity_years: m.validity_years,
+        approval,
+    })
+}
+
+/// The answer to Issue.
+pub fn issue_response(i: Issued) -> pb::IssueResponse {
+    pb::IssueResponse {
+        certificate: i.cert_der,
+        chain: i.chain,
+        serial: i.record.serial,
+        not_before: Some(timestamp(i.record.not_before)),
+        not_after: Some(timestamp(i.record.not_after)),
+    }
+}
+
+/// A Renew message as the authority's request.
+pub fn renew_request(m: pb::RenewRequest) -> Result<ca::RenewRequest, Refusal> {
+    let approval = approval(m.approval)?;
+    Ok(ca::RenewRequest {
+        request_id: m.request_id,
+        serial: m.serial,
+        csr: Some(m.csr).filter(|c| !c.is_empty()),
+        validity_years: m.validity_years,
+        approval,
+    })
+}
+
+/// The answer to Renew.
+pub fn renew_response(i: Issued) -> pb::RenewResponse {
+    pb::RenewResponse {
+        renewed_from: i.record.renewed_from.clone().unwrap_or_default(),
+        certificate: i.cert_der,
+        chain: i.chain,
+        serial: i.record.serial,
+        not_before: Some(timestamp(i.record.not_before)),
+        not_after: Some(timestamp(i.record.not_after)),
+    }
+}
+
+/// A proto reason as the RFC 5280 reason; removeFromCRL and unknown values are refused.
+pub fn reason(v: i32) -> Result<RevocationReason, Refusal> {
+    u8::try_from(v)
+        .ok()
+        .and_then(RevocationReason::from_code)
+        .ok_or_else(|| {
+            Refusal::field(
+                "reason",
+                format!(
+                    "{v} is not a reason a revocation can give (removeFromCRL only releases a hold)"
+                ),
+            )
+        })
+}
+
+/// The proto value of an RFC 5280 reason (the numbers are the same).
+pub fn reason_value(r: RevocationReason) -> i32 {
+    i32::from(r.code())
+}
+
+/// A Revoke message as the authority's request.
+pub fn revoke_request(m: pb::RevokeRequest) -> Result<ca::RevokeRequest, Refusal> {
+    Ok(ca::RevokeRequest {
+        reason: reason(m.reason)?,
+        reported_at: m
+            .reported_at
+            .as_ref()
+            .map(|t| unix_seconds("reported_at", t))
+            .transpose()?,
+        request_id: m.request_id,
+        serial: m.serial,
+        comment: m.comment,
+    })
+}
+
+/// The proto status of a stored status.
+pub fn status(s: CertStatus) -> pb::CertificateStatus {
+    match s {
+        CertStatus::Pending => pb::CertificateStatus::Pending,
+        CertStatus::Valid => pb::CertificateStatus::Valid,
+        CertStatus::Revoked => pb::CertificateStatus::Revoked,
+    }
+}
+
+/// The answer to Revoke.
+pub fn revoke_response(r: Revoked) -> pb::RevokeResponse {
+    pb::RevokeResponse {
+        status: status(r.record.status) as i32,
+        already_revoked: r.already_revoked,
+        revoked_at: r
+            .record
+            .revocation
+            .as_ref()
+            .map(|v| timestamp(v.revoked_at)),
+    }
+}
+
+/// The answer to GetCertificate.
+pub fn certificate_response(r: CertificateRecord) -> pb::GetCertificateResponse {
+    let rev = r.revocation.as_ref();
+    pb::GetCertificateResponse {
+        certificate: r.cert_der.clone().unwrap_or_default(),
+        status: status(r.status) as i32,
+        reason: rev.map_or(0, |v| reason_value(v.reason)),
+        revoked_at: rev.map(|v| timestamp(v.revoked_at)),
+        reported_at: rev.and_then(|v| v.reported_at).map(timestamp),
+        revocation_comment: rev.map(|v| v.comment.clone()).unwrap_or_default(),
+        not_before: Some(timestamp(r.not_before)),
+        not_after: Some(timestamp(r.not_after)),
+        renewed_from: r.renewed_from.unwrap_or_default(),
+        profile: r.profile,
+        ra: r.ra,
+        issuer: r.issuer,
+        serial: r.serial,
+        subject: r.subject,
+        request_id: r.request_id,
+    }
+}
+
+/// Most summaries per page, and the page size when none is asked for.
+const MAX_PAGE: u32 = 1000;
+const DEFAULT_PAGE: u32 = 100;
+
+/// A ListCertificates message as a filter, page token and page size. The caller narrows
+/// the filter to the profiles the RA may see.
+pub fn list_request(
+    m: pb::ListCertificatesRequest,
+) -> Result<(CertFilter, Option<String>, usize), Refusal> {
+    let status = match pb::CertificateStatus::try_from(m.status) {
+        Ok(pb::CertificateStatus::Unspecified) => None,
+        Ok(pb::CertificateStatus::Pending) => Some(CertStatus::Pending),
+        Ok(pb::CertificateStatus::Valid) => Some(CertStatus::Valid),
+        Ok(pb::CertificateStatus::Revoked) => Some(CertStatus::Revoked),
+        Err(_) => {
+            return Err(Refusal::field(
+                "status",
+                format!("{} is not a certificate status", m.status),
+            ));
+        }
+    };
+    if m.page_size > MAX_PAGE {
+        return Err(Refusal::field(
+            "page_size",
+            format!("at most {MAX_PAGE} per page"),
+        ));
+    }
+    let size = if m.page_size == 0 {
+        DEFAULT_PAGE
+    } else {
+        m.page_size
+    };
+    let nonempty = |s: String| Some(s).filter(|s| !s.is_empty());
+    let filter = CertFilter {
+        status,
+        profiles: None,
+        profile: nonempty(m.profile),
+        ra: nonempty(m.ra),
+        subject_contains: nonempty(m.subject_contains),
+        expiring_before: m
+            .expiring_before
+            .as_ref()
+            .map(|t| unix_seconds("expiring_before", t))
+            .transpose()?,
+        issuer: None,
+    };
+    Ok((filter, nonempty(m.page_token), size as usize))
+}
+
+/// A listing entry.
+pub fn summary(r: CertificateRecord) -> pb::CertificateSummary {
+    pb::CertificateSummary {
+        status: status(r.status) as i32,
+        not_before: Some(timestamp(r.not_before)),
+        not_after: Some(timestamp(r.not_after)),
+        revoked_at: r.revocation.as_ref().map(|v| timestamp(v.revoked_at)),
+        renewed_from: r.renewed_from.unwrap_or_default(),
+        serial: r.serial,
+        subject: r.subject,
+        profile: r.profile,
+        ra: r.ra,
+        issuer: r.issuer,
+    }
+}
+
+/// The answer to ListCertificates.
+pub fn list_response(p: CertPage) -> pb::ListCertificatesResponse {
+    pb::ListCertificatesResponse {
+        certificates: p.records.into_iter().map(summary).collect(),
+        next_page_token: p.next_page_token.unwrap_or_default(),
+    }
+}
+
+/// Unix seconds of now.
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs() as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attr(t: &str, v: &str) -> pb::SubjectAttribute {
+        pb::SubjectAttribute {
+            r#type: t.into(),
+            value: v.into(),
+        }
+    }
+
+    fn field_of(r: Refusal) -> String {
+        match r {
+            Refusal::InvalidField { field, .. } => field,
+            other => panic!("not a field error: {other}"),
+        }
+    }
+
+    #[test]
+    fn subject_errors_name_the_index() {
+        let e = subject(&[attr("CN", "a"), attr("O", "b"), attr("XX", "c")]).unwrap_err();
+        assert_eq!(field_of(e), "subject[2].type");
+        let e = subject(&[attr("CN", "a"), attr("C", "China")]).unwrap_err();
+        assert_eq!(field_of(e), "subject[1].value");
+        let e = subject(&[attr("CN", "a"), attr("CN", "b")]).unwrap_err();
+        assert_eq!(field_of(e), "subject[1].type");
+        let s = subject(&[attr("CN", "张三"), attr("C", "CN")]).unwrap();
+        assert_eq!(s.to_string(), "C=CN, CN=张三");
+    }
+
+    #[test]
+    fn san_errors_name_the_index_and_kind() {
+        use pb::subject_alt_name::Name;
+        let e = sans(&[
+            pb::SubjectAltName {
+                name: Some(Name::Dns("www.example.cn".into())),
+            },
+            pb::SubjectAltName {
+                name: Some(Name::Ip("300.1.1.1".into())),
+            },
+        ])
+        .unwrap_err();
+        assert_eq!(field_of(e), "sans[1].ip");
+        let e = sans(&[pb::SubjectAltName { name: None }]).unwrap_err();
+        assert_eq!(field_of(e), "sans[0]");
+    }
+}

@@ -1,0 +1,201 @@
+//! The RA API: `signet.v1.CertificateAuthority` over gRPC with mutual TLS, beside
+//! `grpc.health.v1` and server reflection on the same port. The services only translate
+//! between messages and the [`Authority`]; the RA's identity comes from its client
+//! certificate ([`identity`]), what it may do from its `[[ra]]` entry ([`permissions`]), and
+//! every error becomes a status in one place ([`error`]).
+//!
+//! Shaped like mini-redis: [`Api::new`] checks the configuration and TLS material,
+//! [`Api::run`] serves a bound listener until `shutdown` completes, then lets calls in
+//! flight finish.
+
+pub mod client;
+pub mod convert;
+pub mod error;
+pub mod identity;
+pub mod permissions;
+pub mod service;
+pub mod tls;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Server, ServerTlsConfig};
+use tonic_health::ServingStatus;
+
+use crate::ca::Authority;
+use crate::config::Config;
+use crate::hsm::Hsm;
+
+/// The generated messages, server and client of `proto/signet/v1/ca.proto`.
+#[allow(missing_docs, clippy::all)]
+pub mod pb {
+    tonic::include_proto!("signet.v1");
+
+    /// The encoded file descriptor set of the proto, for server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("signet_descriptor");
+}
+
+/// The fully qualified name of the RA service, as health checks and reflection name it.
+pub const SERVICE_NAME: &str = "signet.v1.CertificateAuthority";
+
+/// How often the health reporter looks at the HSM and the store.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Why the API could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The configuration has no `[api]` section.
+    #[error("the configuration has no [api] section; `signet serve` needs one")]
+    NotConfigured,
+    /// A TLS file is missing or unusable.
+    #[error("TLS material {path}: {problem}")]
+    Tls {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The `[[ra]]` entries could not be read.
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
+    /// The listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The gRPC server failed (TLS set-up or transport).
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// Reflection could not load the descriptor set.
+    #[error("server reflection: {0}")]
+    Reflection(String),
+}
+
+/// A configured, not yet running, RA API.
+pub struct Api {
+    tls: ServerTlsConfig,
+    service: service::CaService,
+    authority: Arc<Authority>,
+    hsm: Hsm,
+}
+
+impl Api {
+    /// Check `[api]`, load the TLS material and the RA directory.
+    pub fn new(cfg: &Config, authority: Arc<Authority>, hsm: Hsm) -> Result<Api, ApiError> {
+        let api = cfg.api.as_ref().ok_or(ApiError::NotConfigured)?;
+        let tls = tls::server_tls(cfg, api)?;
+        let ras = Arc::new(identity::RaDirectory::from_config(cfg)?);
+        let service = service::CaService::new(
+            authority.clone(),
+            ras,
+            api.max_concurrent_requests,
+            Duration::from_millis(api.default_deadline_ms),
+        );
+        Ok(Api {
+            tls,
+            service,
+            authority,
+            hsm,
+        })
+    }
+
+    /// Bind the configured listen address (port 0 picks a free port; ask the listener).
+    pub async fn bind(cfg: &Config) -> Result<TcpListener, ApiError> {
+        let addr = cfg.api.as_ref().ok_or(ApiError::NotConfigured)?.listen;
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| ApiError::Bind { addr, source })
+    }
+
+    /// Serve on `listener` until `shutdown` completes; then stop accepting connections and
+    /// return once the calls in flight have been answered.
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), ApiError> {
+        let (reporter, health) = tonic_health::server::health_reporter();
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| ApiError::Reflection(e.to_string()))?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+            .map_err(|e| ApiError::Reflection(e.to_string()))?;
+
+        // Health starts NOT_SERVING and follows the HSM and the store from the first check.
+        set_health(&reporter, ServingStatus::NotServing).await;
+        let monitor = tokio::spawn(watch_health(
+            reporter.clone(),
+            self.hsm.clone(),
+            self.authority.clone(),
+        ));
+
+        let served = Server::builder()
+            .tls_config(self.tls)?
+            .add_service(
+                pb::certificate_authority_server::CertificateAuthorityServer::new(self.service),
+            )
+            .add_service(health)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                shutdown.await;
+                tracing::info!("shutting down: no new connections; finishing calls in flight");
+            })
+            .await;
+        monitor.abort();
+        served?;
+        Ok(())
+    }
+}
+
+async fn set_health(reporter: &tonic_health::server::HealthReporter, status: ServingStatus) {
+    reporter.set_service_status("", status).await;
+    reporter.set_service_status(SERVICE_NAME, status).await;
+}
+
+/// SERVING while the HSM is reachable and the store answers, NOT_SERVING otherwise.
+async fn watch_health(
+    reporter: tonic_health::server::HealthReporter,
+    hsm: Hsm,
+    authority: Arc<Authority>,
+) {
+    let mut last = None;
+    loop {
+        let store_ok = matches!(
+            tokio::time::timeout(HEALTH_INTERVAL, authority.store().issuers()).await,
+            Ok(Ok(_))
+        );
+        let status = if hsm.is_available() && store_ok {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        if last != Some(status) {
+            tracing::info!(
+                hsm = hsm.is_available(),
+                store = store_ok,
+                "health: {}",
+                if status == ServingStatus::Serving {
+                    "SERVING"
+                } else {
+                    "NOT_SERVING"
+                }
+            );
+            set_health(&reporter, status).await;
+            last = Some(status);
+        }
+        tokio::time::sleep(HEALTH_INTERVAL).await;
+    }
+}

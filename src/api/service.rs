@@ -1,0 +1,323 @@
+//! The `signet.v1.CertificateAuthority` service: every call identifies the RA from its client
+//! certificate, checks its permissions, waits for a slot under the concurrency limit, runs
+//! within its deadline, converts the message, asks the [`Authority`], converts the answer,
+//! and is logged with its outcome. No crypto or I/O happens here beyond the authority's.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+use tonic::{Request, Response, Status};
+
+use super::convert;
+use super::error::Refusal;
+use super::identity::{Ra, RaDirectory};
+use super::pb;
+use crate::ca::Authority;
+use crate::config::RaOperation;
+use crate::store::{CertFilter, CertificateRecord};
+
+/// The RA API's implementation.
+pub struct CaService {
+    /// The authority every call ends in.
+    authority: Arc<Authority>,
+    /// The configured RAs.
+    ras: Arc<RaDirectory>,
+    /// One permit per call being served; bounds the work handed to the HSM and store.
+    permits: Arc<Semaphore>,
+    /// Deadline for calls that carry no grpc-timeout.
+    default_deadline: Duration,
+}
+
+/// The request id of a message, for the log (empty for reads).
+pub trait Logged {
+    /// The client-chosen request id, if the message has one.
+    fn request_id(&self) -> &str {
+        ""
+    }
+}
+
+impl Logged for pb::IssueRequest {
+    fn request_id(&self) -> &str {
+        &self.request_id
+    }
+}
+impl Logged for pb::RenewRequest {
+    fn request_id(&self) -> &str {
+        &self.request_id
+    }
+}
+impl Logged for pb::RevokeRequest {
+    fn request_id(&self) -> &str {
+        &self.request_id
+    }
+}
+impl Logged for pb::GetCertificateRequest {}
+impl Logged for pb::ListCertificatesRequest {}
+impl Logged for pb::GetCaChainRequest {}
+
+/// Parse a `grpc-timeout` header value: up to 8 digits and a unit (H, M, S, m, u, n).
+pub fn parse_grpc_timeout(v: &str) -> Option<Duration> {
+    if v.len() < 2 || v.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = v.split_at(v.len() - 1);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.checked_mul(3600)?),
+        "M" => Duration::from_secs(n.checked_mul(60)?),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+impl CaService {
+    /// A service over `authority` for the RAs in `ras`.
+    pub fn new(
+        authority: Arc<Authority>,
+        ras: Arc<RaDirectory>,
+        max_concurrent: usize,
+        default_deadline: Duration,
+    ) -> CaService {
+        CaService {
+            authority,
+            ras,
+            permits: Arc::new(Semaphore::new(max_concurrent)),
+            default_deadline,
+        }
+    }
+
+    /// The frame around every call: identity, operation check, deadline, concurrency limit,
+    /// logging. `body` does the call's own work.
+    async fn handle<M, R, F, Fut>(
+        &self,
+        rpc: &'static str,
+        op: RaOperation,
+        request: Request<M>,
+        body: F,
+    ) -> Result<Response<R>, Status>
+    where
+        M: Logged,
+        F: FnOnce(Arc<Ra>, M) -> Fut,
+        Fut: Future<Output = Result<R, Refusal>>,
+    {
+        let started = Instant::now();
+        let deadline = request
+            .metadata()
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_grpc_timeout)
+            .map_or(self.default_deadline, |d| d.min(self.default_deadline));
+        let certs = request.peer_certs();
+        let identity = self
+            .ras
+            .identify(certs.as_deref().map(|c| c.as_slice()))
+            .and_then(|ra| ra.require(op).map(|()| ra));
+        let message = request.into_inner();
+        let request_id = message.request_id().to_owned();
+        let (ra_name, result) = match identity {
+            Err(refusal) => ("-".to_owned(), Err(refusal)),
+            Ok(ra) => {
+                let name = ra.name.clone();
+                let work = async {
+                    // The semaphore is never closed, so acquiring only waits.
+                    let _permit = self.permits.acquire().await;
+                    body(ra, message).await
+                };
+                let result = match tokio::time::timeout(deadline, work).await {
+                    Ok(r) => r,
+                    Err(_) => Err(Refusal::DeadlineExceeded(deadline.as_millis())),
+                };
+                (name, result)
+            }
+        };
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        match result {
+            Ok(r) => {
+                tracing::info!(rpc, ra = %ra_name, request_id = %request_id, code = "OK", elapsed_ms, "call");
+                Ok(Response::new(r))
+            }
+            Err(refusal) => {
+                let status = Status::from(refusal);
+                tracing::info!(
+                    rpc,
+                    ra = %ra_name,
+                    request_id = %request_id,
+                    code = ?status.code(),
+                    elapsed_ms,
+                    message = status.message(),
+                    "call"
+                );
+                Err(status)
+            }
+        }
+    }
+}
+
+impl CaService {
+    /// The certificate `serial`, if `ra` may do `op` on its profile.
+    async fn require_certificate(
+        &self,
+        ra: &Ra,
+        op: RaOperation,
+        serial: &str,
+    ) -> Result<CertificateRecord, Refusal> {
+        let record = self.authority.certificate(serial).await?;
+        ra.require_profile(op, &record.profile)?;
+        Ok(record)
+    }
+}
+
+#[tonic::async_trait]
+impl pb::certificate_authority_server::CertificateAuthority for CaService {
+    async fn issue(
+        &self,
+        request: Request<pb::IssueRequest>,
+    ) -> Result<Response<pb::IssueResponse>, Status> {
+        self.handle("Issue", RaOperation::Issue, request, |ra, m| async move {
+            let req = convert::issue_request(m)?;
+            ra.require_profile(RaOperation::Issue, &req.profile)?;
+            let issued = self.authority.issue(&ra.name, req).await?;
+            Ok(convert::issue_response(issued))
+        })
+        .await
+    }
+
+    async fn renew(
+        &self,
+        request: Request<pb::RenewRequest>,
+    ) -> Result<Response<pb::RenewResponse>, Status> {
+        self.handle("Renew", RaOperation::Renew, request, |ra, m| async move {
+            let req = convert::renew_request(m)?;
+            self.require_certificate(&ra, RaOperation::Renew, &req.serial)
+                .await?;
+            let issued = self.authority.renew(&ra.name, req).await?;
+            Ok(convert::renew_response(issued))
+        })
+        .await
+    }
+
+    async fn revoke(
+        &self,
+        request: Request<pb::RevokeRequest>,
+    ) -> Result<Response<pb::RevokeResponse>, Status> {
+        self.handle("Revoke", RaOperation::Revoke, request, |ra, m| async move {
+            let req = convert::revoke_request(m)?;
+            self.require_certificate(&ra, RaOperation::Revoke, &req.serial)
+                .await?;
+            let revoked = self.authority.revoke(&ra.name, req).await?;
+            Ok(convert::revoke_response(revoked))
+        })
+        .await
+    }
+
+    async fn get_certificate(
+        &self,
+        request: Request<pb::GetCertificateRequest>,
+    ) -> Result<Response<pb::GetCertificateResponse>, Status> {
+        self.handle(
+            "GetCertificate",
+            RaOperation::Read,
+            request,
+            |ra, m| async move {
+                let record = self
+                    .require_certificate(&ra, RaOperation::Read, &m.serial)
+                    .await?;
+                Ok(convert::certificate_response(record))
+            },
+        )
+        .await
+    }
+
+    async fn list_certificates(
+        &self,
+        request: Request<pb::ListCertificatesRequest>,
+    ) -> Result<Response<pb::ListCertificatesResponse>, Status> {
+        self.handle(
+            "ListCertificates",
+            RaOperation::Read,
+            request,
+            |ra, m| async move {
+                let (filter, token, size) = convert::list_request(m)?;
+                if let Some(p) = &filter.profile {
+                    ra.require_profile(RaOperation::Read, p)?;
+                }
+                // An RA only ever sees the profiles it was granted, whatever it asks for.
+                let filter = CertFilter {
+                    profiles: Some(ra.profiles.iter().cloned().collect()),
+                    ..filter
+                };
+                let page = self.authority.list(filter, token, size).await?;
+                Ok(convert::list_response(page))
+            },
+        )
+        .await
+    }
+
+    async fn get_ca_chain(
+        &self,
+        request: Request<pb::GetCaChainRequest>,
+    ) -> Result<Response<pb::GetCaChainResponse>, Status> {
+        self.handle(
+            "GetCaChain",
+            RaOperation::Read,
+            request,
+            |_ra, m| async move {
+                let ders: Vec<Vec<u8>> = if m.issuer.is_empty() {
+                    let mut all: Vec<_> = self.authority.issuers().collect();
+                    // Root first, then the issuing CAs by name: a stable order for clients.
+                    all.sort_by(|a, b| {
+                        (a.parent.is_some(), &a.name).cmp(&(b.parent.is_some(), &b.name))
+                    });
+                    all.into_iter().map(|i| i.cert_der.clone()).collect()
+                } else {
+                    self.authority.chain(&m.issuer)
+                };
+                if ders.is_empty() {
+                    return Err(if m.issuer.is_empty() {
+                        Refusal::Ca(crate::ca::CaError::FailedPrecondition(
+                            "no CA certificate exists yet; run `signet ceremony`".into(),
+                        ))
+                    } else {
+                        Refusal::Ca(crate::ca::CaError::NotFound(format!(
+                            "no issuer named {:?}",
+                            m.issuer
+                        )))
+                    });
+                }
+                let certs = ders
+                    .iter()
+                    .map(|d| <x509_cert::Certificate as der::Decode>::from_der(d))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| crate::ca::CaError::Internal(format!("CA certificate: {e}")))?;
+                let p7b = crate::pki::pkcs7::certs_only(&certs)
+                    .map_err(|e| crate::ca::CaError::Internal(format!("building the .p7b: {e}")))?;
+                Ok(pb::GetCaChainResponse {
+                    certificates: ders,
+                    p7b,
+                })
+            },
+        )
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_units() {
+        assert_eq!(parse_grpc_timeout("100m"), Some(Duration::from_millis(100)));
+        assert_eq!(parse_grpc_timeout("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_grpc_timeout("5000u"), Some(Duration::from_millis(5)));
+        assert_eq!(parse_grpc_timeout("123456789S"), None);
+        assert_eq!(parse_grpc_timeout("S"), None);
+        assert_eq!(parse_grpc_timeout("10x"), None);
+    }
+}
