@@ -2,6 +2,7 @@
 //! and the reference RA client (`ra`). (The token workstation commands build on the same
 //! library.)
 
+mod bench_cmd;
 mod ra_cmd;
 
 use std::path::{Path, PathBuf};
@@ -37,13 +38,10 @@ enum Command {
     Ceremony,
     /// Issue a certificate locally, as the operator (the RA API does the same over mTLS).
     Issue(Box<IssueArgs>),
-    /// Quick start on SoftHSM: run the ceremony if needed and issue a first certificate.
-    Quickstart {
-        /// A CSR to certify (DER or PEM). Without it, `openssl` makes a P-256 demo key and
-        /// CSR under the store's directory.
-        #[arg(long)]
-        csr: Option<PathBuf>,
-    },
+    /// Quick start on SoftHSM: run the ceremony if needed (CA keys, certificates, the
+    /// daemon's TLS certificate, an RA client certificate), print the `signet ra` line that
+    /// issues a first certificate, and serve the RA API until SIGTERM or SIGINT.
+    Quickstart,
     /// Check a configuration file and print what it defines.
     CheckConfig,
     /// Run the daemon: the RA API over mutual TLS on the [api] listen address, until SIGTERM
@@ -51,6 +49,14 @@ enum Command {
     Serve,
     /// The reference RA client: call the RA API over mutual TLS.
     Ra(Box<ra_cmd::RaArgs>),
+    /// Load a running daemon over mTLS gRPC with concurrent Issue calls and report issued/s
+    /// and latency beside the raw HSM signing rate of the same issuer key and pool size.
+    Bench {
+        #[command(flatten)]
+        conn: Box<ra_cmd::ConnArgs>,
+        #[command(flatten)]
+        args: Box<bench_cmd::BenchArgs>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -149,6 +155,10 @@ fn run(cli: Cli) -> Result<(), String> {
     let cfg = load_config(cli.config.as_deref())?;
     match cli.command {
         Command::Ra(_) => unreachable!("handled above"),
+        Command::Bench { conn, args } => {
+            let client = ra_cmd::settings(&conn, cli.config.as_deref())?;
+            bench_cmd::run(cfg, client, &args)
+        }
         Command::Serve => serve(cfg),
         Command::CheckConfig => {
             let specs = cfg.issuer_specs().map_err(|e| e.to_string())?;
@@ -213,7 +223,7 @@ fn run(cli: Cli) -> Result<(), String> {
             );
             Ok(())
         }
-        Command::Quickstart { csr } => quickstart(cfg, csr),
+        Command::Quickstart => quickstart(cfg),
     }
 }
 
@@ -226,6 +236,11 @@ fn serve(cfg: Config) -> Result<(), String> {
     }
     let parts = open_parts(cfg)?;
     let rt = runtime()?;
+    serve_parts(parts, rt)
+}
+
+/// Serve with an open HSM and store on `rt`, until a signal; then close the HSM.
+fn serve_parts(parts: Parts, rt: tokio::runtime::Runtime) -> Result<(), String> {
     let result = rt.block_on(async {
         let authority = Arc::new(
             Authority::open(&parts.cfg, parts.hsm.clone(), parts.store.clone())
@@ -329,10 +344,13 @@ fn issue_request(a: &IssueArgs) -> Result<IssueRequest, String> {
     })
 }
 
-/// Ceremony (if not done yet) plus one certificate for a demo organisation, so a new user
-/// sees the whole path work. Re-running returns the same certificate: the request id is
-/// fixed and the demo CSR is kept.
-fn quickstart(cfg: Config, csr: Option<PathBuf>) -> Result<(), String> {
+/// The quick start: ceremony (if not done yet, including the TLS material of the RA API),
+/// a demo subscriber CSR, the `signet ra` line that issues a first certificate, then the
+/// daemon itself.
+fn quickstart(cfg: Config) -> Result<(), String> {
+    if cfg.api.is_none() {
+        return Err(signet::api::ApiError::NotConfigured.to_string());
+    }
     let parts = open_parts(cfg)?;
     let rt = runtime()?;
     let report = rt
@@ -346,76 +364,27 @@ fn quickstart(cfg: Config, csr: Option<PathBuf>) -> Result<(), String> {
         .map(|p| p.join("quickstart"))
         .unwrap_or_else(|| PathBuf::from("quickstart"));
     std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
-    let csr_path = match csr {
-        Some(p) => p,
-        None => {
-            let p = work.join("subscriber.csr");
-            if !p.exists() {
-                let key = work.join("subscriber.key");
-                let status = std::process::Command::new("openssl")
-                    .args([
-                        "req",
-                        "-new",
-                        "-newkey",
-                        "ec",
-                        "-pkeyopt",
-                        "ec_paramgen_curve:P-256",
-                        "-nodes",
-                    ])
-                    .arg("-keyout")
-                    .arg(&key)
-                    .arg("-out")
-                    .arg(&p)
-                    .args([
-                        "-subj",
-                        "/CN=ignored (signet takes the subject from the RA)",
-                    ])
-                    .stderr(std::process::Stdio::null())
-                    .status()
-                    .map_err(|e| format!("running openssl to make a demo CSR: {e}"))?;
-                if !status.success() {
-                    return Err("openssl could not make the demo CSR".into());
-                }
-                eprintln!(
-                    "made a demo P-256 key and CSR with openssl: {}",
-                    p.display()
-                );
-            }
-            p
+    let csr = work.join("subscriber.csr");
+    if !csr.exists() {
+        // The subscriber's key is made by the subscriber's own tool, never by the CA.
+        let status = std::process::Command::new("openssl")
+            .args(["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"])
+            .arg("-keyout")
+            .arg(work.join("subscriber.key"))
+            .arg("-out")
+            .arg(&csr)
+            .args(["-subj", "/CN=ignored (signet takes the subject from the RA)"])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .map_err(|e| format!("running openssl to make a demo CSR: {e}"))?;
+        if !status.success() {
+            return Err("openssl could not make the demo CSR".into());
         }
-    };
-    let subject = SubjectSpec::from_pairs([
-        ("C", "CN"),
-        ("ST", "山东省"),
-        ("O", "宁津县精神卫生中心"),
-        ("organizationIdentifier", QUICKSTART_CREDIT_CODE),
-        ("CN", "宁津县精神卫生中心"),
-    ])
-    .map_err(|e| e.to_string())?;
-    let req = IssueRequest {
-        request_id: "quickstart-1".into(),
-        profile: "organization".into(),
-        issuer: None,
-        csr: read_csr(&csr_path)?,
-        subject,
-        sans: vec![],
-        validity_years: 1,
-        approval: Approval {
-            officer: "quick start".into(),
-            ra_reference: "QS-0001".into(),
-            agreement_version: parts.cfg.ca.agreement_version.clone(),
-        },
-    };
-    let issued = rt
-        .block_on(async {
-            let ca = Authority::open(&parts.cfg, parts.hsm.clone(), parts.store.clone()).await?;
-            ca.issue(signet::audit::ACTOR_OPERATOR, req).await
-        })
-        .map_err(describe)?;
-    parts.hsm.close();
-    let cert_path = work.join("subscriber.pem");
-    std::fs::write(&cert_path, pem_encode(&issued.cert_der))
-        .map_err(|e| format!("{}: {e}", cert_path.display()))?;
+    }
+    let config = std::env::args()
+        .skip_while(|a| a != "--config" && a != "-c")
+        .nth(1)
+        .unwrap_or_else(|| "hsm-config/softhsm.toml".into());
     let out = parts.cfg.output_dir();
     let root = parts
         .cfg
@@ -424,20 +393,22 @@ fn quickstart(cfg: Config, csr: Option<PathBuf>) -> Result<(), String> {
         .and_then(|s| s.into_iter().find(|i| i.parent.is_none()))
         .map(|i| i.name)
         .unwrap_or_else(|| "root".into());
-    print!("{}", pem_encode(&issued.cert_der));
     eprintln!(
-        "\nissued serial {} (profile organization, issuer {}) -> {}",
-        issued.record.serial,
-        issued.record.issuer,
-        cert_path.display()
+        "\nThe CA is ready. From another terminal, issue a first certificate as RA office {ra}:\n\n  \
+         cargo run -q -- --config {config} ra issue --profile organization --csr {csr} \\\n    \
+         --subject 'C=CN, O=宁津县精神卫生中心, organizationIdentifier={code}, CN=宁津县精神卫生中心' \\\n    \
+         --validity 1 --request-id first-1 --officer 王芳 --ra-reference QS-0001 \\\n    \
+         --agreement-version {agreement} --out {work}/first.pem\n\n\
+         and check it:  openssl verify -CAfile {root} -untrusted {chain} {work}/first.pem\n",
+        ra = parts.cfg.ras.first().map(|r| r.name.as_str()).unwrap_or("(none configured)"),
+        csr = csr.display(),
+        code = QUICKSTART_CREDIT_CODE,
+        agreement = parts.cfg.ca.agreement_version,
+        work = work.display(),
+        root = out.join(format!("{root}.pem")).display(),
+        chain = out.join("chain.pem").display(),
     );
-    eprintln!(
-        "check it:  openssl verify -CAfile {} -untrusted {} {}",
-        out.join(format!("{root}.pem")).display(),
-        out.join(format!("{}.pem", issued.record.issuer)).display(),
-        cert_path.display()
-    );
-    Ok(())
+    serve_parts(parts, rt)
 }
 
 /// A unified social credit code with a valid check character, for the demo organisation.

@@ -9,9 +9,10 @@ use signet::api::pb;
 use signet::ca::ceremony::pem_encode;
 use signet::config::Config;
 
-/// Connection flags of `signet ra`, and the call to make.
+/// How to reach the daemon: flags, environment, or the `[api]` and `[[ra]]` of --config.
+/// Shared by `signet ra` and `signet bench`.
 #[derive(clap::Args)]
-pub struct RaArgs {
+pub struct ConnArgs {
     /// The daemon, https://HOST:PORT; HOST is the name checked in its certificate. Default:
     /// the [api] listen address of --config.
     #[arg(long, env = "SIGNET_RA_ENDPOINT")]
@@ -30,6 +31,13 @@ pub struct RaArgs {
     /// With --config: which [[ra]] entry's client certificate to use.
     #[arg(long)]
     ra_name: Option<String>,
+}
+
+/// Connection flags of `signet ra`, and the call to make.
+#[derive(clap::Args)]
+pub struct RaArgs {
+    #[command(flatten)]
+    conn: ConnArgs,
     #[command(subcommand)]
     call: RaCall,
 }
@@ -214,7 +222,7 @@ fn ts(t: &Option<prost_types::Timestamp>) -> String {
 }
 
 /// Connection settings from the flags, falling back to the configuration file.
-fn settings(a: &RaArgs, config: Option<&Path>) -> Result<ClientSettings, String> {
+pub fn settings(a: &ConnArgs, config: Option<&Path>) -> Result<ClientSettings, String> {
     let cfg = match config {
         Some(p) => Some(Config::load(p).map_err(|e| e.to_string())?),
         None => None,
@@ -322,7 +330,7 @@ pub fn run(
     config: Option<&Path>,
     read_csr: fn(&Path) -> Result<Vec<u8>, String>,
 ) -> Result<(), String> {
-    let s = settings(&a, config)?;
+    let s = settings(&a.conn, config)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
