@@ -8,14 +8,16 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use signet::audit;
-use signet::ca::{CaError, Issued, RenewRequest, RevokeRequest};
+use signet::ca::{Authority, CaError, Issued, RenewRequest, RevokeRequest};
 use signet::pki::{RevocationReason, San, SubjectSpec};
-use signet::store::{BeginOutcome, CertFilter, CertStatus};
+use signet::store::{BeginOutcome, CertFilter, CertStatus, SqliteStore, Store};
 
 use common::ca::*;
+use common::crash::CrashBeforeCommit;
 
 /// A server profile whose renewal window (366 days) covers a fresh one-year certificate.
 const RENEWABLE: &str = r#"
@@ -153,6 +155,55 @@ async fn renewal_inside_the_window_keeps_names_profile_and_key_and_links_the_old
     // The stored record says the same as the answer.
     let stored = t.ca.certificate(&new.record.serial).await.unwrap();
     assert_eq!(stored, new.record);
+
+    // A renewed certificate renews like any other, keeping the names once more.
+    let third =
+        t.ca.renew("ra-test", renewal("renew-2", &new.record.serial, None))
+            .await
+            .unwrap();
+    assert_eq!(
+        third.record.renewed_from.as_deref(),
+        Some(new.record.serial.as_str())
+    );
+    let third_pem = write_pem(&dir, "third", &third.cert_der);
+    assert_eq!(names(&third_pem), old_names);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewal_interrupted_before_commit_is_finished_by_a_retry_with_the_same_serial() {
+    let t = TestCa::new_with(RENEWABLE).await;
+    let old = issue_renewable(&t, "first").await;
+    let crashing: Arc<dyn Store> = Arc::new(CrashBeforeCommit(
+        SqliteStore::open(&t.cfg.store_path()).unwrap(),
+    ));
+    let crashing_ca = Authority::open(&t.cfg, t.hsm.clone(), crashing)
+        .await
+        .unwrap();
+    let req = renewal("renew-1", &old.record.serial, None);
+    let e = crashing_ca.renew("ra-test", req.clone()).await.unwrap_err();
+    assert!(matches!(e, CaError::Unavailable(_)), "{e:?}");
+    let pending = t
+        .store
+        .certificate_by_request("ra-test", "renew-1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(pending.status, CertStatus::Pending);
+    assert_eq!(
+        pending.renewed_from.as_deref(),
+        Some(old.record.serial.as_str())
+    );
+    // Pending records are not shown.
+    assert!(matches!(
+        t.ca.certificate(&pending.serial).await,
+        Err(CaError::NotFound(_))
+    ));
+    let done = t.ca.renew("ra-test", req).await.unwrap();
+    assert_eq!(done.record.serial, pending.serial);
+    assert_eq!(done.record.renewed_from, pending.renewed_from);
+    assert_eq!(t.store.count_certificates().await.unwrap(), 2);
+    let path = write_pem(&t.dir, "resumed", &done.cert_der);
+    verify(&t, &done, &path);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
