@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod ca;
+pub mod crash;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
