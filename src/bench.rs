@@ -53,11 +53,9 @@ pub async fn raw_signing_rate(
     }
     let mut signatures = 0;
     for t in tasks {
-        signatures += t
-            .await
-            .map_err(|e| HsmError::Unavailable {
-                reason: format!("benchmark task failed: {e}"),
-            })??;
+        signatures += t.await.map_err(|e| HsmError::Unavailable {
+            reason: format!("benchmark task failed: {e}"),
+        })??;
     }
     let secs = start.elapsed().as_secs_f64();
     Ok(RawRate {

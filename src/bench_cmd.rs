@@ -80,8 +80,14 @@ pub fn run(cfg: Config, client: ClientSettings, a: &BenchArgs) -> Result<(), Str
     let (before, report, after) = result?;
     let raw = (before.per_second + after.per_second) / 2.0;
     let rate = report.issued as f64 / report.elapsed.as_secs_f64();
-    println!("issuer            {} ({}, {})", a.issuer, spec.key_type, spec.signature);
-    println!("callers           {} over {} connections, {} s", a.concurrency, a.connections, a.duration);
+    println!(
+        "issuer            {} ({}, {})",
+        a.issuer, spec.key_type, spec.signature
+    );
+    println!(
+        "callers           {} over {} connections, {} s",
+        a.concurrency, a.connections, a.duration
+    );
     println!("issued            {} ({:.0}/s)", report.issued, rate);
     println!("errors            {}", report.errors);
     println!(
@@ -94,7 +100,10 @@ pub fn run(cfg: Config, client: ClientSettings, a: &BenchArgs) -> Result<(), Str
         "raw HSM signing   {:.0}/s before, {:.0}/s after ({} sessions)",
         before.per_second, after.per_second, pool
     );
-    println!("ratio             {:.0}% of the raw signing rate", 100.0 * rate / raw);
+    println!(
+        "ratio             {:.0}% of the raw signing rate",
+        100.0 * rate / raw
+    );
     if let Some(e) = report.first_error {
         println!("first error       {e}");
     }
@@ -127,7 +136,8 @@ async fn load(client: &ClientSettings, a: &BenchArgs, agreement: &str) -> Result
         let csrs = csrs.clone();
         let errors = errors.clone();
         let first_error = first_error.clone();
-        let (issuer, profile, agreement) = (a.issuer.clone(), a.profile.clone(), agreement.to_owned());
+        let (issuer, profile, agreement) =
+            (a.issuer.clone(), a.profile.clone(), agreement.to_owned());
         tasks.push(tokio::spawn(async move {
             let mut samples = Vec::new();
             let mut i = 0usize;

@@ -368,12 +368,23 @@ fn quickstart(cfg: Config) -> Result<(), String> {
     if !csr.exists() {
         // The subscriber's key is made by the subscriber's own tool, never by the CA.
         let status = std::process::Command::new("openssl")
-            .args(["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"])
+            .args([
+                "req",
+                "-new",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+            ])
             .arg("-keyout")
             .arg(work.join("subscriber.key"))
             .arg("-out")
             .arg(&csr)
-            .args(["-subj", "/CN=ignored (signet takes the subject from the RA)"])
+            .args([
+                "-subj",
+                "/CN=ignored (signet takes the subject from the RA)",
+            ])
             .stderr(std::process::Stdio::null())
             .status()
             .map_err(|e| format!("running openssl to make a demo CSR: {e}"))?;
@@ -400,7 +411,12 @@ fn quickstart(cfg: Config) -> Result<(), String> {
          --validity 1 --request-id first-1 --officer 王芳 --ra-reference QS-0001 \\\n    \
          --agreement-version {agreement} --out {work}/first.pem\n\n\
          and check it:  openssl verify -CAfile {root} -untrusted {chain} {work}/first.pem\n",
-        ra = parts.cfg.ras.first().map(|r| r.name.as_str()).unwrap_or("(none configured)"),
+        ra = parts
+            .cfg
+            .ras
+            .first()
+            .map(|r| r.name.as_str())
+            .unwrap_or("(none configured)"),
         csr = csr.display(),
         code = QUICKSTART_CREDIT_CODE,
         agreement = parts.cfg.ca.agreement_version,

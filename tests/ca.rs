@@ -410,3 +410,26 @@ async fn bad_requests_are_refused_naming_the_field_and_store_nothing() {
         audit_before
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_first_attempts_of_one_request_all_get_the_one_committed_certificate() {
+    let t = Arc::new(TestCa::new().await);
+    let csr = make_csr(&t.dir, "p256");
+    for round in 0..5 {
+        let id = format!("race-{round}");
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let (t, csr, id) = (t.clone(), csr.clone(), id.clone());
+            tasks.push(tokio::spawn(async move {
+                t.ca.issue("ra-1", request(&id, "device", csr)).await
+            }));
+        }
+        let mut answers = HashSet::new();
+        for task in tasks {
+            let issued = task.await.unwrap().unwrap_or_else(|e| panic!("{id}: {e}"));
+            answers.insert(issued.cert_der);
+        }
+        assert_eq!(answers.len(), 1, "{id}: callers saw different certificates");
+    }
+    assert_eq!(t.store.count_certificates().await.unwrap(), 5);
+}

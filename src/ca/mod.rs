@@ -493,10 +493,26 @@ impl Authority {
             request_digest: Some(record.request_digest.clone()),
             detail: detail.to_string(),
         };
-        let done = self
+        let done = match self
             .store
             .complete_issuance(&record.serial, &cert_der, unix(SystemTime::now()), audit)
-            .await?;
+            .await
+        {
+            Ok(done) => done,
+            // Two retries of one request resumed the same pending row at once and both
+            // signed its TBS; the other committed first. Its certificate is the answer:
+            // ours, signed over the same TBS, never leaves this process.
+            Err(StoreError::NotFound(_)) => match self.store.certificate(&record.serial).await? {
+                Some(r) if r.status != crate::store::CertStatus::Pending => return self.answer(r),
+                _ => {
+                    return Err(CaError::Internal(format!(
+                        "certificate {} could not be committed",
+                        record.serial
+                    )));
+                }
+            },
+            Err(e) => return Err(e.into()),
+        };
         tracing::info!(serial = %done.serial, ra = %done.ra, profile = %done.profile, issuer = %done.issuer, renewed_from = ?done.renewed_from, "certificate issued");
         self.answer(done)
     }
