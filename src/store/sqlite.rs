@@ -3,10 +3,11 @@
 //! tokio's blocking pool, never on the async executor.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::sync::oneshot;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params};
 
 use rusqlite::types::Value;
@@ -93,10 +94,100 @@ CREATE TABLE revocation_requests (
 "#,
 ];
 
-/// The SQLite store.
+/// The SQLite store. All work goes to one database thread that owns the connection and
+/// commits in groups: the calls that arrive while one commit is on its way to disk are run
+/// in the next transaction, each inside a savepoint of its own, and share one fsync. Every
+/// caller is answered only after the commit that holds its work is durable.
 #[derive(Clone)]
 pub struct SqliteStore {
-    conn: Arc<Mutex<Connection>>,
+    jobs: mpsc::Sender<Box<dyn Job>>,
+}
+
+/// Largest number of calls sharing one commit.
+const MAX_GROUP: usize = 128;
+
+/// A call waiting for the database thread.
+trait Job: Send {
+    /// Run inside the open transaction (in a savepoint of its own).
+    fn run(&mut self, conn: &Connection);
+    /// Deliver the result once the transaction's fate is known.
+    fn finish(self: Box<Self>, committed: Result<(), String>);
+}
+
+struct Call<T, F> {
+    context: &'static str,
+    work: Option<F>,
+    result: Option<Result<T, StoreError>>,
+    reply: oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<T, F> Job for Call<T, F>
+where
+    T: Send,
+    F: FnOnce(&Connection) -> Result<T, StoreError> + Send,
+{
+    fn run(&mut self, conn: &Connection) {
+        let Some(work) = self.work.take() else {
+            return;
+        };
+        let result = match conn.execute_batch("SAVEPOINT call") {
+            Err(e) => Err(unavailable(self.context)(e)),
+            Ok(()) => {
+                let r = work(conn);
+                // A failed call leaves nothing behind; the others in the group go on.
+                let end = if r.is_ok() { "RELEASE call" } else { "ROLLBACK TO call; RELEASE call" };
+                match conn.execute_batch(end) {
+                    Ok(()) => r,
+                    Err(e) => Err(unavailable(self.context)(e)),
+                }
+            }
+        };
+        self.result = Some(result);
+    }
+
+    fn finish(self: Box<Self>, committed: Result<(), String>) {
+        let context = self.context;
+        let result = match (committed, self.result) {
+            (Ok(()), Some(r)) => r,
+            (Err(message), Some(Ok(_))) => Err(StoreError::Unavailable { context, message }),
+            (_, Some(Err(e))) => Err(e),
+            (_, None) => Err(StoreError::Unavailable {
+                context,
+                message: "the call was never run".into(),
+            }),
+        };
+        // The caller may have given up (deadline); its result is then simply dropped.
+        let _ = self.reply.send(result);
+    }
+}
+
+/// The database thread: take a call, gather those already waiting, run them all in one
+/// transaction, commit once, answer all.
+fn database_thread(conn: Connection, jobs: mpsc::Receiver<Box<dyn Job>>) {
+    while let Ok(first) = jobs.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match jobs.try_recv() {
+                Ok(j) => group.push(j),
+                Err(_) => break,
+            }
+        }
+        let committed = match conn.execute_batch("BEGIN IMMEDIATE") {
+            Err(e) => Err(e.to_string()),
+            Ok(()) => {
+                for j in &mut group {
+                    j.run(&conn);
+                }
+                conn.execute_batch("COMMIT").map_err(|e| {
+                    let _ = conn.execute_batch("ROLLBACK");
+                    e.to_string()
+                })
+            }
+        };
+        for j in group {
+            j.finish(committed.clone());
+        }
+    }
 }
 
 fn unavailable(context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
@@ -166,29 +257,40 @@ impl SqliteStore {
                 .map_err(unavailable("migrating the schema"))?;
             tx.commit().map_err(unavailable("migrating the schema"))?;
         }
-        Ok(SqliteStore {
-            conn: Arc::new(Mutex::new(conn)),
-        })
+        let (jobs, queue) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("signet-sqlite".into())
+            .spawn(move || database_thread(conn, queue))
+            .map_err(|e| StoreError::Unavailable {
+                context: "starting the database thread",
+                message: e.to_string(),
+            })?;
+        Ok(SqliteStore { jobs })
     }
 
-    /// Run `f` with the connection on the blocking pool.
+    /// Run `f` on the database thread, inside the next group transaction; answer once that
+    /// transaction is committed (or with the error that kept it from being).
     async fn run<T, F>(&self, context: &'static str, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut guard = conn.lock().map_err(|_| StoreError::Unavailable {
-                context,
-                message: "a previous database call panicked".into(),
-            })?;
-            f(&mut guard)
-        })
-        .await
-        .map_err(|e| StoreError::Unavailable {
+        let (reply, answer) = oneshot::channel();
+        let call = Call {
             context,
-            message: e.to_string(),
+            work: Some(f),
+            result: None,
+            reply,
+        };
+        self.jobs
+            .send(Box::new(call))
+            .map_err(|_| StoreError::Unavailable {
+                context,
+                message: "the database thread has stopped".into(),
+            })?;
+        answer.await.map_err(|_| StoreError::Unavailable {
+            context,
+            message: "the database thread dropped the call".into(),
         })?
     }
 }
@@ -351,9 +453,7 @@ fn is_constraint(e: &rusqlite::Error) -> bool {
 impl Store for SqliteStore {
     async fn record_ca_key(&self, key: CaKeyRecord, audit: AuditEvent) -> Result<(), StoreError> {
         self.run("recording a CA key", move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(unavailable("recording a CA key"))?;
+            let tx: &Connection = conn;
             tx.execute(
                 "INSERT INTO ca_keys (label, key_type, spki_der, created_at) VALUES (?1, ?2, ?3, ?4)",
                 params![key.label, key.key_type, key.spki_der, key.created_at],
@@ -367,8 +467,8 @@ impl Store for SqliteStore {
                     unavailable("recording a CA key")(e)
                 }
             })?;
-            append_audit_tx(&tx, &audit)?;
-            tx.commit().map_err(unavailable("recording a CA key"))
+            append_audit_tx(tx, &audit)?;
+            Ok(())
         })
         .await
     }
@@ -400,9 +500,7 @@ impl Store for SqliteStore {
         audit: AuditEvent,
     ) -> Result<(), StoreError> {
         self.run("recording an issuer", move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(unavailable("recording an issuer"))?;
+            let tx: &Connection = conn;
             tx.execute(
                 "INSERT INTO issuers (name, parent, key_label, signature, serial, cert_der, created_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -425,8 +523,8 @@ impl Store for SqliteStore {
                     unavailable("recording an issuer")(e)
                 }
             })?;
-            append_audit_tx(&tx, &audit)?;
-            tx.commit().map_err(unavailable("recording an issuer"))
+            append_audit_tx(tx, &audit)?;
+            Ok(())
         })
         .await
     }
@@ -461,11 +559,9 @@ impl Store for SqliteStore {
     async fn begin_issuance(&self, p: CertificateRecord) -> Result<BeginOutcome, StoreError> {
         const CTX: &str = "recording a pending certificate";
         self.run(CTX, move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(unavailable(CTX))?;
+            let tx: &Connection = conn;
             if let Some(existing) = query_cert(
-                &tx,
+                tx,
                 "ra = ?1 AND request_id = ?2",
                 params![p.ra, p.request_id],
             )? {
@@ -509,7 +605,6 @@ impl Store for SqliteStore {
                 }
                 Err(e) => return Err(unavailable(CTX)(e)),
             }
-            tx.commit().map_err(unavailable(CTX))?;
             let mut rec = p;
             rec.status = CertStatus::Pending;
             rec.cert_der = None;
@@ -531,9 +626,7 @@ impl Store for SqliteStore {
         let serial = serial.to_owned();
         let cert_der = cert_der.to_vec();
         self.run(CTX, move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(unavailable(CTX))?;
+            let tx: &Connection = conn;
             let n = tx
                 .execute(
                     "UPDATE certificates SET cert_der = ?1, status = 'valid', issued_at = ?2 \
@@ -546,10 +639,9 @@ impl Store for SqliteStore {
                     "no pending certificate with serial {serial}"
                 )));
             }
-            append_audit_tx(&tx, &audit)?;
-            let rec = query_cert(&tx, "serial = ?1", [&serial])?
+            append_audit_tx(tx, &audit)?;
+            let rec = query_cert(tx, "serial = ?1", [&serial])?
                 .ok_or_else(|| StoreError::Corrupt(format!("certificate {serial} vanished")))?;
-            tx.commit().map_err(unavailable(CTX))?;
             Ok(rec)
         })
         .await
@@ -582,9 +674,7 @@ impl Store for SqliteStore {
     ) -> Result<RevokeOutcome, StoreError> {
         const CTX: &str = "revoking a certificate";
         self.run(CTX, move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(unavailable(CTX))?;
+            let tx: &Connection = conn;
             let seen: Option<(String, String, String)> = tx
                 .query_row(
                     "SELECT serial, request_digest, outcome FROM revocation_requests \
@@ -598,7 +688,7 @@ impl Store for SqliteStore {
                 if digest != rev.request_digest {
                     return Ok(RevokeOutcome::Conflict { serial });
                 }
-                let rec = query_cert(&tx, "serial = ?1", [&serial])?.ok_or_else(|| {
+                let rec = query_cert(tx, "serial = ?1", [&serial])?.ok_or_else(|| {
                     StoreError::Corrupt(format!("revoked certificate {serial} vanished"))
                 })?;
                 return match outcome.as_str() {
@@ -609,7 +699,7 @@ impl Store for SqliteStore {
                     ))),
                 };
             }
-            let Some(rec) = query_cert(&tx, "serial = ?1", [&rev.serial])? else {
+            let Some(rec) = query_cert(tx, "serial = ?1", [&rev.serial])? else {
                 return Ok(RevokeOutcome::NotFound);
             };
             let outcome = match rec.status {
@@ -639,7 +729,7 @@ impl Store for SqliteStore {
                             rev.serial
                         )));
                     }
-                    append_audit_tx(&tx, &audit)?;
+                    append_audit_tx(tx, &audit)?;
                     "revoked"
                 }
             };
@@ -656,10 +746,9 @@ impl Store for SqliteStore {
                 ],
             )
             .map_err(unavailable(CTX))?;
-            let rec = query_cert(&tx, "serial = ?1", [&rev.serial])?.ok_or_else(|| {
+            let rec = query_cert(tx, "serial = ?1", [&rev.serial])?.ok_or_else(|| {
                 StoreError::Corrupt(format!("certificate {} vanished", rev.serial))
             })?;
-            tx.commit().map_err(unavailable(CTX))?;
             Ok(if outcome == "revoked" {
                 RevokeOutcome::Revoked(rec)
             } else {
@@ -770,13 +859,7 @@ impl Store for SqliteStore {
 
     async fn append_audit(&self, event: AuditEvent) -> Result<AuditEntry, StoreError> {
         self.run("appending to the audit log", move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(unavailable("appending to the audit log"))?;
-            let e = append_audit_tx(&tx, &event)?;
-            tx.commit()
-                .map_err(unavailable("appending to the audit log"))?;
-            Ok(e)
+            append_audit_tx(conn, &event)
         })
         .await
     }
