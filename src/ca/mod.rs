@@ -492,10 +492,25 @@ impl Authority {
             request_digest: Some(record.request_digest.clone()),
             detail: detail.to_string(),
         };
-        let done = self
+        let done = match self
             .store
             .complete_issuance(&record.serial, &cert_der, unix(SystemTime::now()), audit)
-            .await?;
+            .await
+        {
+            Ok(done) => done,
+            // Two calls with the same request id can both resume one pending record; the
+            // first to commit wins and its certificate is the answer to both.
+            Err(StoreError::NotFound(_)) => match self.store.certificate(&record.serial).await? {
+                Some(r) if r.cert_der.is_some() => return self.answer(r),
+                _ => {
+                    return Err(CaError::Internal(format!(
+                        "certificate {} is neither pending nor issued",
+                        record.serial
+                    )));
+                }
+            },
+            Err(e) => return Err(e.into()),
+        };
         tracing::info!(serial = %done.serial, ra = %done.ra, profile = %done.profile, issuer = %done.issuer, renewed_from = ?done.renewed_from, "certificate issued");
         self.answer(done)
     }

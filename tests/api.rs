@@ -1,0 +1,423 @@
+//! The RA API against the real daemon (`signet serve` as a child process on SoftHSM): mutual
+//! TLS that refuses strangers at the handshake, RA identity and permissions, BadRequest
+//! details, health and reflection, exactly-once issuance under concurrent retries, and a
+//! clean stop (SIGTERM) and crash (SIGKILL) under load.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+use std::time::Duration;
+
+use common::api::*;
+use common::ca::{make_csr, openssl_verify, pem, run};
+use signet::api::pb;
+use tonic::Code;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+use tonic_types::StatusExt;
+
+/// A fresh P-256 CSR (DER) under `dir`, distinct per `tag`.
+fn csr(dir: &std::path::Path, tag: &str) -> Vec<u8> {
+    let d = dir.join(format!("csr-{tag}"));
+    std::fs::create_dir_all(&d).unwrap();
+    make_csr(&d, "p256")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_over_mutual_tls_gives_a_certificate_openssl_verifies_and_the_chain_matches() {
+    let ca = ApiCa::new();
+    let d = Daemon::start(&ca);
+    let mut c = d.client("ra-one").await;
+    let req = issue_request("it-1", "server", csr(&ca.dir, "1"));
+    let r = c.issue(req.clone()).await.expect("issue").into_inner();
+    assert!(!r.serial.is_empty());
+    assert_eq!(r.chain.len(), 2, "issuing CA and root");
+    let leaf = ca.dir.join("leaf.pem");
+    let root = ca.dir.join("root.pem");
+    let issuer = ca.dir.join("issuer.pem");
+    std::fs::write(&leaf, pem(&r.certificate)).unwrap();
+    std::fs::write(&issuer, pem(&r.chain[0])).unwrap();
+    std::fs::write(&root, pem(&r.chain[1])).unwrap();
+    let (ok, text) = openssl_verify(&root, &issuer, &leaf, "sslserver");
+    assert!(ok, "{text}");
+
+    // The same request id and body: the same certificate.
+    let again = c.issue(req).await.expect("retry").into_inner();
+    assert_eq!(again.certificate, r.certificate);
+
+    // The chain of the whole hierarchy, and its .p7b, which openssl reads.
+    let chain = c
+        .get_ca_chain(pb::GetCaChainRequest::default())
+        .await
+        .expect("chain")
+        .into_inner();
+    assert_eq!(chain.certificates.len(), 4, "root and three issuing CAs");
+    assert_eq!(chain.certificates[0], r.chain[1], "root first");
+    let p7b = ca.dir.join("chain.p7b");
+    std::fs::write(&p7b, &chain.p7b).unwrap();
+    let o = run(Command::new("openssl")
+        .args(["pkcs7", "-inform", "DER", "-print_certs", "-noout", "-in"])
+        .arg(&p7b));
+    let listed = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && listed.contains("Signet Test Root"),
+        "{listed}"
+    );
+    let one = c
+        .get_ca_chain(pb::GetCaChainRequest {
+            issuer: "issuing-ec".into(),
+        })
+        .await
+        .expect("chain of one issuer")
+        .into_inner();
+    assert_eq!(one.certificates.len(), 2);
+    let e = c
+        .get_ca_chain(pb::GetCaChainRequest {
+            issuer: "nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_serving_and_reflection_lists_the_service_on_the_mtls_port() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let ca = ApiCa::new();
+    let d = Daemon::start(&ca);
+    let channel = signet::api::client::connect(&d.settings("ra-one"))
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel.clone());
+    let mut serving = false;
+    for _ in 0..50 {
+        let r = health
+            .check(HealthCheckRequest {
+                service: "signet.v1.CertificateAuthority".into(),
+            })
+            .await
+            .expect("health check")
+            .into_inner();
+        if r.status == ServingStatus::Serving as i32 {
+            serving = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(serving, "health never became SERVING:\n{}", d.log_text());
+    let overall = health
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(overall.status, ServingStatus::Serving as i32);
+
+    {
+        use tonic_reflection::pb::v1::ServerReflectionRequest;
+        use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+        let mut refl = ServerReflectionClient::new(channel.clone());
+        let req = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut stream = refl
+            .server_reflection_info(tokio_stream::iter([req]))
+            .await
+            .expect("reflection v1")
+            .into_inner();
+        let resp = stream.message().await.unwrap().expect("a response");
+        let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else {
+            panic!("not a service list: {resp:?}");
+        };
+        let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+        assert!(
+            names.contains(&"signet.v1.CertificateAuthority".to_string()),
+            "{names:?}"
+        );
+        assert!(
+            names.contains(&"grpc.health.v1.Health".to_string()),
+            "{names:?}"
+        );
+    }
+    {
+        use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+        use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+        let mut refl = ServerReflectionClient::new(channel);
+        let req = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut stream = refl
+            .server_reflection_info(tokio_stream::iter([req]))
+            .await
+            .expect("reflection v1alpha")
+            .into_inner();
+        let resp = stream.message().await.unwrap().expect("a response");
+        let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else {
+            panic!("not a service list: {resp:?}");
+        };
+        assert!(
+            list.service
+                .iter()
+                .any(|s| s.name == "signet.v1.CertificateAuthority")
+        );
+    }
+}
+
+/// Connect with `identity` (or none) trusting the test TLS root, and make one call. Returns
+/// the error: connecting or calling must fail.
+async fn call_with(d: &Daemon, identity: Option<(&str, &str)>) -> String {
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(std::fs::read(&d.tls_root).unwrap()))
+        .domain_name("127.0.0.1");
+    if let Some((cert, key)) = identity {
+        tls = tls.identity(Identity::from_pem(
+            std::fs::read(cert).unwrap(),
+            std::fs::read(key).unwrap(),
+        ));
+    }
+    let channel = match Endpoint::from_shared(d.endpoint.clone())
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => return format!("connect: {e:?}"),
+    };
+    let mut c = pb::certificate_authority_client::CertificateAuthorityClient::new(channel);
+    match c.get_ca_chain(pb::GetCaChainRequest::default()).await {
+        Ok(_) => panic!("a call without an acceptable client certificate succeeded"),
+        Err(s) => {
+            assert_ne!(
+                s.code(),
+                Code::PermissionDenied,
+                "refused after the handshake, not at it: {s:?}"
+            );
+            format!("call: {s:?}")
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshake_fails_without_a_client_certificate_or_with_a_foreign_or_expired_one() {
+    let ca = ApiCa::new();
+    let d = Daemon::start(&ca);
+    let t = &ca.tls;
+    let none = call_with(&d, None).await;
+    let foreign = call_with(
+        &d,
+        Some((
+            t.pem("foreign").to_str().unwrap(),
+            t.key("foreign").to_str().unwrap(),
+        )),
+    )
+    .await;
+    let expired = call_with(
+        &d,
+        Some((
+            t.pem("expired").to_str().unwrap(),
+            t.key("expired").to_str().unwrap(),
+        )),
+    )
+    .await;
+    eprintln!("no certificate: {none}\nforeign: {foreign}\nexpired: {expired}");
+    // When the client reads rustls' alert before the connection closes, it says why.
+    for (got, alert) in [
+        (&none, "CertificateRequired"),
+        (&foreign, "UnknownCA"),
+        (&expired, "CertificateExpired"),
+    ] {
+        assert!(
+            !got.contains("alert") || got.contains(alert),
+            "expected {alert}: {got}"
+        );
+    }
+    // The daemon saw the handshakes fail; it never got as far as identifying an RA.
+    let log = d.log_text();
+    assert!(!log.contains("is not a configured RA"), "{log}");
+    // A good RA still gets in afterwards.
+    let mut c = d.client("ra-one").await;
+    c.get_ca_chain(pb::GetCaChainRequest::default())
+        .await
+        .expect("a configured RA is served");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_valid_certificate_of_no_configured_ra_is_permission_denied() {
+    let ca = ApiCa::new();
+    let d = Daemon::start(&ca);
+    for who in ["stranger", "ra-two-other-key"] {
+        let mut c = d.client(who).await;
+        let e = c
+            .issue(issue_request("x-1", "device", csr(&ca.dir, who)))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied, "{who}: {e:?}");
+        assert!(e.message().contains("is not a configured RA"), "{e:?}");
+    }
+    assert_eq!(count_rows(&ca), 0);
+    // desk-two matches by subject and key, the auditor by key alone.
+    let mut two = d.client("ra-two").await;
+    two.issue(issue_request("two-1", "device", csr(&ca.dir, "two")))
+        .await
+        .expect("desk-two issues a device certificate");
+    let mut auditor = d.client("auditor").await;
+    auditor
+        .get_ca_chain(pb::GetCaChainRequest::default())
+        .await
+        .expect("the auditor reads");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ra_outside_its_profiles_or_operations_is_denied_and_nothing_is_stored() {
+    let ca = ApiCa::new();
+    let d = Daemon::start(&ca);
+    let mut one = d.client("ra-one").await;
+    let e = one
+        .issue(issue_request("p-1", "device", csr(&ca.dir, "p1")))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("device"), "{e:?}");
+    let mut auditor = d.client("auditor").await;
+    let e = auditor
+        .issue(issue_request("p-2", "server", csr(&ca.dir, "p2")))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert_eq!(count_rows(&ca), 0, "a refused request leaves no row");
+    let listed = auditor
+        .list_certificates(pb::ListCertificatesRequest {
+            status: pb::CertificateStatus::Pending as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.certificates.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_arguments_carry_a_bad_request_naming_the_field() {
+    let ca = ApiCa::new();
+    let d = Daemon::start(&ca);
+    let mut c = d.client("ra-one").await;
+    let field_of = |s: &tonic::Status| {
+        assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+        s.get_details_bad_request()
+            .expect("BadRequest detail")
+            .field_violations[0]
+            .field
+            .clone()
+    };
+    let mut req = issue_request("bad-1", "server", b"garbage".to_vec());
+    let e = c.issue(req.clone()).await.unwrap_err();
+    assert_eq!(field_of(&e), "csr");
+    req.csr = csr(&ca.dir, "bad");
+    req.subject.push(pb::SubjectAttribute {
+        r#type: "XX".into(),
+        value: "y".into(),
+    });
+    let e = c.issue(req.clone()).await.unwrap_err();
+    assert_eq!(field_of(&e), "subject[1].type");
+    req.subject.pop();
+    req.sans[1] = pb::SubjectAltName {
+        name: Some(pb::subject_alt_name::Name::Ip("not-an-ip".into())),
+    };
+    let e = c.issue(req.clone()).await.unwrap_err();
+    assert_eq!(field_of(&e), "sans[1].ip");
+    req.sans.truncate(1);
+    req.validity_years = 5;
+    let e = c.issue(req.clone()).await.unwrap_err();
+    assert_eq!(field_of(&e), "validity_years");
+    req.validity_years = 1;
+    req.approval = None;
+    let e = c.issue(req).await.unwrap_err();
+    assert_eq!(field_of(&e), "approval");
+    assert_eq!(count_rows(&ca), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_two_callers_retrying_eight_request_ids_get_one_certificate_per_id() {
+    let ca = ApiCa::new();
+    let d = Daemon::start(&ca);
+    let requests: Vec<pb::IssueRequest> = (0..8)
+        .map(|i| {
+            issue_request(
+                &format!("conc-{i}"),
+                "server",
+                csr(&ca.dir, &format!("c{i}")),
+            )
+        })
+        .collect();
+    let mut tasks = Vec::new();
+    for caller in 0..32 {
+        let settings = d.settings("ra-one");
+        let requests = requests.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut c = signet::api::client::ca_client(&settings).await.unwrap();
+            let mut got = Vec::new();
+            // Each caller sends every id twice, starting at a different one.
+            for k in 0..16 {
+                let req = requests[(caller + k) % 8].clone();
+                let r = c.issue(req.clone()).await.expect("issue").into_inner();
+                got.push((req.request_id, r.serial, r.certificate));
+            }
+            got
+        }));
+    }
+    let mut by_id: BTreeMap<String, BTreeSet<(String, Vec<u8>)>> = BTreeMap::new();
+    for t in tasks {
+        for (id, serial, der) in t.await.unwrap() {
+            by_id.entry(id).or_default().insert((serial, der));
+        }
+    }
+    assert_eq!(by_id.len(), 8);
+    for (id, answers) in &by_id {
+        assert_eq!(
+            answers.len(),
+            1,
+            "{id} got {} different answers",
+            answers.len()
+        );
+    }
+    let serials: BTreeSet<_> = by_id.values().flatten().map(|(s, _)| s.clone()).collect();
+    assert_eq!(serials.len(), 8);
+    assert_eq!(count_rows(&ca), 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_deadline_gives_deadline_exceeded_and_a_later_retry_completes_exactly_once() {
+    // The client sends no grpc-timeout; the daemon applies default_deadline_ms.
+    let ca = ApiCa::with_api_settings("default_deadline_ms = 1");
+    let mut d = Daemon::start(&ca);
+    let req = issue_request("late-1", "server", csr(&ca.dir, "late"));
+    {
+        let mut c = d.client("ra-one").await;
+        let e = c.issue(req.clone()).await.unwrap_err();
+        assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
+    }
+    d.signal("TERM");
+    assert!(d.wait(Duration::from_secs(30)).success());
+    let text = std::fs::read_to_string(&ca.config_path).unwrap();
+    std::fs::write(
+        &ca.config_path,
+        text.replace("default_deadline_ms = 1", "default_deadline_ms = 30000"),
+    )
+    .unwrap();
+    let d = Daemon::start(&ca);
+    let mut c = d.client("ra-one").await;
+    let r = c.issue(req.clone()).await.expect("retry").into_inner();
+    let again = c.issue(req).await.expect("second retry").into_inner();
+    assert_eq!(r.certificate, again.certificate);
+    assert_eq!(count_rows(&ca), 1);
+}
