@@ -421,3 +421,422 @@ async fn the_default_deadline_gives_deadline_exceeded_and_a_later_retry_complete
     assert_eq!(r.certificate, again.certificate);
     assert_eq!(count_rows(&ca), 1);
 }
+
+/// What one load caller saw: certificates received, and the first error (which ends it).
+struct LoadResult {
+    got: Vec<(String, String, Vec<u8>)>,
+    error: Option<tonic::Status>,
+    attempted: Vec<pb::IssueRequest>,
+}
+
+/// `callers` tasks issuing distinct requests back to back until their first error or
+/// `stop` is set. CSRs are made up front (openssl is slow next to the CA).
+fn start_load(
+    d: &Daemon,
+    ca: &ApiCa,
+    callers: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<LoadResult>> {
+    let keys: Vec<Vec<u8>> = (0..4).map(|i| csr(&ca.dir, &format!("load{i}"))).collect();
+    (0..callers)
+        .map(|caller| {
+            let settings = d.settings("ra-one");
+            let keys = keys.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut out = LoadResult {
+                    got: Vec::new(),
+                    error: None,
+                    attempted: Vec::new(),
+                };
+                let mut c = match signet::api::client::ca_client(&settings).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        out.error = Some(tonic::Status::unavailable(e.to_string()));
+                        return out;
+                    }
+                };
+                for n in 0.. {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    let req = issue_request(
+                        &format!("load-{caller}-{n}"),
+                        "server",
+                        keys[n % keys.len()].clone(),
+                    );
+                    out.attempted.push(req.clone());
+                    match c.issue(req.clone()).await {
+                        Ok(r) => {
+                            let r = r.into_inner();
+                            out.got.push((req.request_id, r.serial, r.certificate));
+                        }
+                        Err(s) => {
+                            out.error = Some(s);
+                            break;
+                        }
+                    }
+                }
+                out
+            })
+        })
+        .collect()
+}
+
+/// Every certificate a client received is stored as it was sent, verifies, and no serial
+/// appears twice; every request id attempted can be completed and yields one row.
+async fn check_after_restart(ca: &ApiCa, d: &Daemon, results: &[LoadResult]) {
+    let mut c = d.client("ra-one").await;
+    let mut serials = BTreeSet::new();
+    let mut files = Vec::new();
+    for (i, (_, serial, der)) in results.iter().flat_map(|r| &r.got).enumerate() {
+        assert!(
+            serials.insert(serial.clone()),
+            "serial {serial} received twice"
+        );
+        let stored = c
+            .get_certificate(pb::GetCertificateRequest {
+                serial: serial.clone(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("certificate {serial} a client received: {e:?}"))
+            .into_inner();
+        assert_eq!(
+            &stored.certificate, der,
+            "{serial} differs from what was sent"
+        );
+        let f = ca.dir.join(format!("got-{i}.pem"));
+        std::fs::write(&f, pem(der)).unwrap();
+        files.push(f);
+    }
+    assert!(
+        !files.is_empty(),
+        "the load run received no certificate at all"
+    );
+    let chain = c
+        .get_ca_chain(pb::GetCaChainRequest {
+            issuer: "issuing-rsa".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let root = ca.dir.join("v-root.pem");
+    let issuer = ca.dir.join("v-issuer.pem");
+    std::fs::write(&root, pem(&chain.certificates[1])).unwrap();
+    std::fs::write(&issuer, pem(&chain.certificates[0])).unwrap();
+    let o = run(Command::new("openssl")
+        .args(["verify", "-x509_strict", "-purpose", "sslserver", "-CAfile"])
+        .arg(&root)
+        .arg("-untrusted")
+        .arg(&issuer)
+        .args(&files));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(text.matches(": OK").count(), files.len());
+    // Every request attempted, retried now, completes once: one row per request id.
+    let attempted: Vec<&pb::IssueRequest> = results.iter().flat_map(|r| &r.attempted).collect();
+    let received: BTreeSet<&str> = results
+        .iter()
+        .flat_map(|r| &r.got)
+        .map(|(id, _, _)| id.as_str())
+        .collect();
+    let unanswered: Vec<_> = attempted
+        .iter()
+        .filter(|r| !received.contains(r.request_id.as_str()))
+        .collect();
+    eprintln!(
+        "{} certificates received, {} requests unanswered; errors: {:?}",
+        received.len(),
+        unanswered.len(),
+        results
+            .iter()
+            .filter_map(|r| r.error.as_ref().map(|e| (e.code(), e.message().to_owned())))
+            .collect::<Vec<_>>()
+    );
+    for req in unanswered {
+        c.issue((*req).clone()).await.expect("retry after restart");
+    }
+    assert_eq!(count_rows(ca), attempted.len() as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_finishes_calls_in_flight_and_exits_zero() {
+    let ca = ApiCa::new();
+    let mut d = Daemon::start(&ca);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let tasks = start_load(&d, &ca, 12, stop.clone());
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    d.signal("TERM");
+    let status = tokio::task::block_in_place(|| d.wait(Duration::from_secs(30)));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let log = d.log_text();
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(log.contains("shutting down"), "{log}");
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
+    for r in &results {
+        if let Some(s) = &r.error {
+            assert!(
+                matches!(s.code(), Code::Unavailable | Code::Cancelled),
+                "a call failed other than cleanly: {s:?}"
+            );
+        }
+    }
+    let d = Daemon::start(&ca);
+    check_after_restart(&ca, &d, &results).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_under_load_loses_no_certificate_a_client_received_and_reuses_no_serial() {
+    let ca = ApiCa::new();
+    let mut d = Daemon::start(&ca);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let tasks = start_load(&d, &ca, 12, stop.clone());
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    d.signal("KILL");
+    tokio::task::block_in_place(|| d.wait(Duration::from_secs(30)));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
+    let d = Daemon::start(&ca);
+    check_after_restart(&ca, &d, &results).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renew_revoke_get_and_list_through_the_api_respect_each_ras_profiles() {
+    let ca = ApiCa::new();
+    let d = Daemon::start(&ca);
+    let mut one = d.client("ra-one").await;
+    let mut two = d.client("ra-two").await;
+    let mut auditor = d.client("auditor").await;
+    let server = one
+        .issue(issue_request("s-1", "server", csr(&ca.dir, "s1")))
+        .await
+        .unwrap()
+        .into_inner();
+    let personal = one
+        .issue(issue_request("p-1", "personal", csr(&ca.dir, "p1")))
+        .await
+        .unwrap()
+        .into_inner();
+    let device = two
+        .issue(issue_request("d-1", "device", csr(&ca.dir, "d1")))
+        .await
+        .unwrap()
+        .into_inner();
+    let approval = Some(pb::Approval {
+        officer: "王芳".into(),
+        ra_reference: "RA-renew".into(),
+        agreement_version: common::ca::AGREEMENT.into(),
+    });
+
+    // Renewal: inside the window it links the new certificate to the old one.
+    let renew = pb::RenewRequest {
+        request_id: "r-1".into(),
+        serial: personal.serial.clone(),
+        csr: Vec::new(),
+        validity_years: None,
+        approval: approval.clone(),
+    };
+    let renewed = one.renew(renew.clone()).await.expect("renew").into_inner();
+    assert_eq!(renewed.renewed_from, personal.serial);
+    assert_ne!(renewed.serial, personal.serial);
+    let again = one.renew(renew).await.expect("renew retry").into_inner();
+    assert_eq!(again.certificate, renewed.certificate);
+    let got = one
+        .get_certificate(pb::GetCertificateRequest {
+            serial: renewed.serial.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.renewed_from, personal.serial);
+    assert_eq!(got.certificate, renewed.certificate);
+    assert_eq!(got.ra, "desk-one");
+    assert_eq!(got.profile, "personal");
+    // Outside the window (a fresh server certificate, 90-day window): FAILED_PRECONDITION.
+    let e = one
+        .renew(pb::RenewRequest {
+            request_id: "r-2".into(),
+            serial: server.serial.clone(),
+            csr: Vec::new(),
+            validity_years: None,
+            approval: approval.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+
+    // Another RA's profile: neither revoke nor read.
+    let revoke_device = pb::RevokeRequest {
+        request_id: "x-1".into(),
+        serial: device.serial.clone(),
+        reason: pb::RevocationReason::KeyCompromise as i32,
+        reported_at: None,
+        comment: String::new(),
+    };
+    let e = one.revoke(revoke_device.clone()).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    let e = one
+        .get_certificate(pb::GetCertificateRequest {
+            serial: device.serial.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    // desk-two owns the profile but may not revoke at all.
+    let e = two.revoke(revoke_device).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    let e = one
+        .get_certificate(pb::GetCertificateRequest {
+            serial: "0123456789abcdef".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+
+    // Revocation with reason, report time and comment; revoking again says so.
+    let reported = common::api::now_unix() - 3600;
+    let r = one
+        .revoke(pb::RevokeRequest {
+            request_id: "v-1".into(),
+            serial: personal.serial.clone(),
+            reason: pb::RevocationReason::KeyCompromise as i32,
+            reported_at: Some(prost_types::Timestamp {
+                seconds: reported,
+                nanos: 0,
+            }),
+            comment: "token reported stolen".into(),
+        })
+        .await
+        .expect("revoke")
+        .into_inner();
+    assert_eq!(r.status, pb::CertificateStatus::Revoked as i32);
+    assert!(!r.already_revoked);
+    let r = one
+        .revoke(pb::RevokeRequest {
+            request_id: "v-2".into(),
+            serial: personal.serial.clone(),
+            reason: pb::RevocationReason::Superseded as i32,
+            reported_at: None,
+            comment: String::new(),
+        })
+        .await
+        .expect("revoke again")
+        .into_inner();
+    assert!(r.already_revoked);
+    let e = one
+        .revoke(pb::RevokeRequest {
+            request_id: "v-3".into(),
+            serial: server.serial.clone(),
+            reason: pb::RevocationReason::RemoveFromCrl as i32,
+            reported_at: None,
+            comment: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert_eq!(
+        e.get_details_bad_request().unwrap().field_violations[0].field,
+        "reason"
+    );
+    let got = one
+        .get_certificate(pb::GetCertificateRequest {
+            serial: personal.serial.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.status, pb::CertificateStatus::Revoked as i32);
+    assert_eq!(got.reason, pb::RevocationReason::KeyCompromise as i32);
+    assert_eq!(got.reported_at.map(|t| t.seconds), Some(reported));
+    assert!(got.revoked_at.is_some());
+    assert_eq!(got.revocation_comment, "token reported stolen");
+
+    // Listing: each RA sees only its profiles; paging covers everything once.
+    let list =
+        |status: pb::CertificateStatus, profile: &str, ra: &str, size: u32, token: String| {
+            pb::ListCertificatesRequest {
+                status: status as i32,
+                profile: profile.into(),
+                ra: ra.into(),
+                subject_contains: String::new(),
+                expiring_before: None,
+                page_size: size,
+                page_token: token,
+            }
+        };
+    use pb::CertificateStatus as S;
+    let seen: BTreeSet<String> = one
+        .list_certificates(list(S::Unspecified, "", "", 0, String::new()))
+        .await
+        .unwrap()
+        .into_inner()
+        .certificates
+        .into_iter()
+        .map(|s| s.serial)
+        .collect();
+    let expected: BTreeSet<String> = [&server.serial, &personal.serial, &renewed.serial]
+        .into_iter()
+        .cloned()
+        .collect();
+    assert_eq!(
+        seen, expected,
+        "desk-one sees its three, not desk-two's device"
+    );
+    let e = one
+        .list_certificates(list(S::Unspecified, "device", "", 0, String::new()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    let revoked = one
+        .list_certificates(list(S::Revoked, "", "", 0, String::new()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(revoked.certificates.len(), 1);
+    assert_eq!(revoked.certificates[0].serial, personal.serial);
+    let mut all = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = auditor
+            .list_certificates(list(S::Unspecified, "", "", 1, token))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.certificates.len() <= 1);
+        all.extend(page.certificates.into_iter().map(|s| s.serial));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(all.len(), 4, "{all:?}");
+    let by_two = auditor
+        .list_certificates(list(S::Unspecified, "", "desk-two", 0, String::new()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(by_two.certificates.len(), 1);
+    assert_eq!(by_two.certificates[0].serial, device.serial);
+    // The auditor reads but never writes.
+    let e = auditor
+        .revoke(pb::RevokeRequest {
+            request_id: "a-1".into(),
+            serial: server.serial.clone(),
+            reason: 0,
+            reported_at: None,
+            comment: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+}

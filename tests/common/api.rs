@@ -302,7 +302,12 @@ impl ApiCa {
         std::fs::create_dir_all(&dir).unwrap();
         let tls = TlsMaterial::generate(&dir.join("tls"));
         let pin_file = softhsm.pin_file(USER_PIN);
-        let mut text = config_text(&softhsm, &dir, &pin_file);
+        // Personal certificates may be renewed at once (a year's certificate is always
+        // inside a 366-day window); the others keep the 90-day default.
+        let mut text = config_text(&softhsm, &dir, &pin_file).replace(
+            "[profiles.personal]\n",
+            "[profiles.personal]\nrenewal_window_days = 366\n",
+        );
         text.push_str(&format!(
             r#"
 [[issuer]]
@@ -545,4 +550,12 @@ pub fn count_rows(ca: &ApiCa) -> u64 {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// Unix seconds of now.
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
