@@ -10,16 +10,13 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 
-use async_trait::async_trait;
-use signet::audit::{self, AuditEntry, AuditEvent};
+use signet::audit;
 use signet::ca::{Authority, CaError};
 use signet::pki::{ProfileKind, San, SubjectSpec};
-use signet::store::{
-    BeginOutcome, CaKeyRecord, CertFilter, CertPage, CertStatus, CertificateRecord, IssuerRecord,
-    RevokeOutcome, RevokeRecord, SqliteStore, Store, StoreError,
-};
+use signet::store::{CertStatus, SqliteStore, Store};
 
 use common::ca::*;
+use common::crash::CrashBeforeCommit;
 
 const PROFILES: [(&str, ProfileKind); 6] = [
     ("personal", ProfileKind::Personal),
@@ -231,70 +228,6 @@ async fn same_request_id_with_another_body_is_refused() {
         other => panic!("expected AlreadyExists, got {other:?}"),
     }
     assert_eq!(t.store.count_certificates().await.unwrap(), 1);
-}
-
-/// A store that fails to commit, as if the process died between signing and commit.
-struct CrashBeforeCommit(SqliteStore);
-
-#[async_trait]
-impl Store for CrashBeforeCommit {
-    async fn record_ca_key(&self, k: CaKeyRecord, a: AuditEvent) -> Result<(), StoreError> {
-        self.0.record_ca_key(k, a).await
-    }
-    async fn ca_key(&self, l: &str) -> Result<Option<CaKeyRecord>, StoreError> {
-        self.0.ca_key(l).await
-    }
-    async fn record_issuer(&self, i: IssuerRecord, a: AuditEvent) -> Result<(), StoreError> {
-        self.0.record_issuer(i, a).await
-    }
-    async fn issuers(&self) -> Result<Vec<IssuerRecord>, StoreError> {
-        self.0.issuers().await
-    }
-    async fn begin_issuance(&self, p: CertificateRecord) -> Result<BeginOutcome, StoreError> {
-        self.0.begin_issuance(p).await
-    }
-    async fn complete_issuance(
-        &self,
-        _: &str,
-        _: &[u8],
-        _: i64,
-        _: AuditEvent,
-    ) -> Result<CertificateRecord, StoreError> {
-        Err(StoreError::Unavailable {
-            context: "committing a certificate",
-            message: "simulated crash".into(),
-        })
-    }
-    async fn certificate(&self, s: &str) -> Result<Option<CertificateRecord>, StoreError> {
-        self.0.certificate(s).await
-    }
-    async fn certificate_by_request(
-        &self,
-        ra: &str,
-        id: &str,
-    ) -> Result<Option<CertificateRecord>, StoreError> {
-        self.0.certificate_by_request(ra, id).await
-    }
-    async fn revoke(&self, r: RevokeRecord, a: AuditEvent) -> Result<RevokeOutcome, StoreError> {
-        self.0.revoke(r, a).await
-    }
-    async fn list_certificates(
-        &self,
-        f: CertFilter,
-        t: Option<String>,
-        n: usize,
-    ) -> Result<CertPage, StoreError> {
-        self.0.list_certificates(f, t, n).await
-    }
-    async fn count_certificates(&self) -> Result<u64, StoreError> {
-        self.0.count_certificates().await
-    }
-    async fn append_audit(&self, e: AuditEvent) -> Result<AuditEntry, StoreError> {
-        self.0.append_audit(e).await
-    }
-    async fn audit_entries(&self, f: i64, l: usize) -> Result<Vec<AuditEntry>, StoreError> {
-        self.0.audit_entries(f, l).await
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

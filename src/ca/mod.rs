@@ -579,9 +579,7 @@ impl Authority {
             csr,
         })
     }
-}
 
-impl Authority {
     /// The approval evidence every request carries: present, bounded, and naming the current
     /// subscriber agreement.
     fn check_approval(&self, approval: &Approval) -> Result<(), CaError> {

@@ -126,7 +126,7 @@ impl Authority {
         if now < opens {
             let at = rfc3339(opens);
             return Err(CaError::FailedPrecondition(format!(
-                "certificate {old_serial} can be renewed from {} ({at}), {} days before it expires at {}; not yet",
+                "the renewal window of certificate {old_serial} opens on {} ({at}), {} days before it expires at {}; renew it then",
                 &at[..at.len().min(10)],
                 profile.renewal_window_days,
                 rfc3339(old.not_after)

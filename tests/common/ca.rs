@@ -123,19 +123,31 @@ pub struct TestCa {
 impl TestCa {
     /// Token, configuration and open HSM and store, without the ceremony.
     pub fn prepare() -> (SoftHsm, PathBuf, PathBuf, Config) {
+        Self::prepare_with("")
+    }
+
+    /// As [`TestCa::prepare`], with `extra` TOML (more profiles, say) appended to the
+    /// configuration.
+    pub fn prepare_with(extra: &str) -> (SoftHsm, PathBuf, PathBuf, Config) {
         let softhsm = SoftHsm::new(&[("signet-ca", SO_PIN, USER_PIN)]);
         let dir = softhsm.dir.path().join("ca-work");
         std::fs::create_dir_all(&dir).unwrap();
         let pin_file = softhsm.pin_file(USER_PIN);
         let config_path = dir.join("signet.toml");
-        std::fs::write(&config_path, config_text(&softhsm, &dir, &pin_file)).unwrap();
+        let text = config_text(&softhsm, &dir, &pin_file) + extra;
+        std::fs::write(&config_path, text).unwrap();
         let cfg = Config::load(&config_path).unwrap();
         (softhsm, dir, config_path, cfg)
     }
 
     /// A CA with its hierarchy made by the ceremony.
     pub async fn new() -> TestCa {
-        let (softhsm, dir, config_path, cfg) = Self::prepare();
+        Self::new_with("").await
+    }
+
+    /// As [`TestCa::new`], with `extra` TOML appended to the configuration.
+    pub async fn new_with(extra: &str) -> TestCa {
+        let (softhsm, dir, config_path, cfg) = Self::prepare_with(extra);
         let hsm = Hsm::open(cfg.hsm_settings().unwrap()).unwrap();
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&cfg.store_path()).unwrap());
         ceremony::run(&cfg, &hsm, &store).await.unwrap();

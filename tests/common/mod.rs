@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod ca;
+pub mod crash;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
