@@ -840,3 +840,207 @@ async fn renew_revoke_get_and_list_through_the_api_respect_each_ras_profiles() {
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_grpcio_client_generated_from_the_proto_issues_a_certificate_openssl_verifies() {
+    let ca = ApiCa::new();
+    let d = Daemon::start(&ca);
+    let csr_der = csr(&ca.dir, "py");
+    let csr_path = ca.dir.join("py.csr.der");
+    std::fs::write(&csr_path, csr_der).unwrap();
+    let out = ca.dir.join("py-cert.der");
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let o = run(Command::new("python3")
+        .arg(manifest.join("tests/tools/ra_issue.py"))
+        .arg("--proto-dir")
+        .arg(manifest.join("proto"))
+        .arg("--gen-dir")
+        .arg(ca.dir.join("py-gen"))
+        .arg("--target")
+        .arg(format!("127.0.0.1:{}", d.port))
+        .arg("--root")
+        .arg(ca.tls.pem("root"))
+        .arg("--cert")
+        .arg(ca.tls.pem("ra-one"))
+        .arg("--key")
+        .arg(ca.tls.key("ra-one"))
+        .arg("--csr")
+        .arg(&csr_path)
+        .arg("--agreement")
+        .arg(common::ca::AGREEMENT)
+        .arg("--out")
+        .arg(&out));
+    assert!(
+        o.status.success(),
+        "python client: {}{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+        d.log_text()
+    );
+    let serial = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+    let der = std::fs::read(&out).unwrap();
+    let mut c = d.client("ra-one").await;
+    let stored = c
+        .get_certificate(pb::GetCertificateRequest {
+            serial: serial.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stored.certificate, der);
+    let chain = c
+        .get_ca_chain(pb::GetCaChainRequest {
+            issuer: stored.issuer.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let (leaf, issuer, root) = (
+        ca.dir.join("py.pem"),
+        ca.dir.join("py-issuer.pem"),
+        ca.dir.join("py-root.pem"),
+    );
+    std::fs::write(&leaf, pem(&der)).unwrap();
+    std::fs::write(&issuer, pem(&chain.certificates[0])).unwrap();
+    std::fs::write(&root, pem(&chain.certificates[1])).unwrap();
+    let (ok, text) = openssl_verify(&root, &issuer, &leaf, "sslclient");
+    assert!(ok, "{text}");
+}
+
+#[test]
+fn signet_ra_issues_gets_lists_revokes_and_fetches_the_chain_and_prints_refusals_with_their_field()
+{
+    let ca = ApiCa::new();
+    let d = Daemon::start(&ca);
+    let csr_path = ca.dir.join("cli.csr.der");
+    std::fs::write(&csr_path, csr(&ca.dir, "cli")).unwrap();
+    let ra = |args: &[&str]| {
+        let o = run(Command::new(env!("CARGO_BIN_EXE_signet"))
+            .arg("ra")
+            .args(args)
+            .env("SIGNET_RA_ENDPOINT", &d.endpoint)
+            .env("SIGNET_RA_CA_CERT", ca.tls.pem("root"))
+            .env("SIGNET_RA_CERT", ca.tls.pem("ra-one"))
+            .env("SIGNET_RA_KEY", ca.tls.key("ra-one"))
+            .env_remove("SIGNET_CONFIG")
+            .env("RUST_LOG", "warn"));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            text,
+        )
+    };
+    let cert = ca.dir.join("cli.pem");
+    let (ok, _, text) = ra(&[
+        "issue",
+        "--profile",
+        "server",
+        "--csr",
+        csr_path.to_str().unwrap(),
+        "--subject",
+        "CN=www.example.cn",
+        "--san",
+        "dns:www.example.cn",
+        "--validity",
+        "1",
+        "--request-id",
+        "cli-1",
+        "--officer",
+        "王芳",
+        "--ra-reference",
+        "CLI-1",
+        "--agreement-version",
+        common::ca::AGREEMENT,
+        "--out",
+        cert.to_str().unwrap(),
+    ]);
+    assert!(ok, "{text}");
+    let serial = text
+        .split("issued serial ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .expect("serial in the output")
+        .to_owned();
+    let (ok, out, text) = ra(&["get", "--serial", &serial]);
+    assert!(
+        ok && out.contains("status:       valid") && out.contains("desk-one"),
+        "{text}"
+    );
+    let (ok, out, text) = ra(&["list", "--profile", "server", "--page-size", "1"]);
+    assert!(ok && out.contains(&serial), "{text}");
+    let p7b = ca.dir.join("cli.p7b");
+    let (ok, out, text) = ra(&["chain", "--p7b", p7b.to_str().unwrap()]);
+    assert!(
+        ok && out.matches("BEGIN CERTIFICATE").count() == 4,
+        "{text}"
+    );
+    assert!(std::fs::metadata(&p7b).unwrap().len() > 0);
+    let (ok, out, text) = ra(&[
+        "revoke",
+        "--serial",
+        &serial,
+        "--reason",
+        "keyCompromise",
+        "--request-id",
+        "cli-r1",
+        "--reported-at",
+        "2026-01-02T03:04:05+08:00",
+    ]);
+    assert!(ok && out.contains("revoked"), "{text}");
+    let (ok, out, text) = ra(&["get", "--serial", &serial]);
+    assert!(ok && out.contains("keyCompromise"), "{text}");
+    // A refusal: the gRPC code and the field at fault.
+    let garbage = ca.dir.join("garbage.csr");
+    std::fs::write(&garbage, b"garbage").unwrap();
+    let (ok, _, text) = ra(&[
+        "issue",
+        "--profile",
+        "server",
+        "--csr",
+        garbage.to_str().unwrap(),
+        "--subject",
+        "CN=www.example.cn",
+        "--san",
+        "dns:www.example.cn",
+        "--validity",
+        "1",
+        "--request-id",
+        "cli-2",
+        "--officer",
+        "王芳",
+        "--ra-reference",
+        "CLI-2",
+        "--agreement-version",
+        common::ca::AGREEMENT,
+    ]);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("INVALID_ARGUMENT") && text.contains("field csr"),
+        "{text}"
+    );
+    let (ok, _, text) = ra(&[
+        "issue",
+        "--profile",
+        "device",
+        "--csr",
+        csr_path.to_str().unwrap(),
+        "--subject",
+        "CN=d",
+        "--validity",
+        "1",
+        "--request-id",
+        "cli-3",
+        "--officer",
+        "x",
+        "--ra-reference",
+        "y",
+        "--agreement-version",
+        common::ca::AGREEMENT,
+    ]);
+    assert!(!ok && text.contains("PERMISSION_DENIED"), "{text}");
+}
