@@ -1044,3 +1044,65 @@ fn signet_ra_issues_gets_lists_revokes_and_fetches_the_chain_and_prints_refusals
     ]);
     assert!(!ok && text.contains("PERMISSION_DENIED"), "{text}");
 }
+
+/// The daemon's health for the RA service, polled until it is `want` (at most `limit`).
+async fn wait_health(d: &Daemon, want: i32, limit: Duration) -> bool {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let channel = signet::api::client::connect(&d.settings("ra-one"))
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel);
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if let Ok(r) = health
+            .check(HealthCheckRequest {
+                service: "signet.v1.CertificateAuthority".into(),
+            })
+            .await
+            && r.into_inner().status == want
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_goes_not_serving_while_the_hsm_is_gone_and_back_when_it_returns() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let mut ca = ApiCa::behind_p11kit();
+    let d = Daemon::start(&ca);
+    let serving = ServingStatus::Serving as i32;
+    let not_serving = ServingStatus::NotServing as i32;
+    assert!(
+        wait_health(&d, serving, Duration::from_secs(10)).await,
+        "{}",
+        d.log_text()
+    );
+    let mut c = d.client("ra-one").await;
+    c.issue(issue_request("h-1", "server", csr(&ca.dir, "h1")))
+        .await
+        .expect("issue while the HSM is there");
+
+    ca.p11kit.as_mut().unwrap().kill();
+    assert!(
+        wait_health(&d, not_serving, Duration::from_secs(10)).await,
+        "{}",
+        d.log_text()
+    );
+    let retried = issue_request("h-2", "server", csr(&ca.dir, "h2"));
+    let e = c.issue(retried.clone()).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    assert!(!e.message().contains("CKR_"), "HSM internals leaked: {e:?}");
+
+    ca.p11kit.as_mut().unwrap().restart();
+    assert!(
+        wait_health(&d, serving, Duration::from_secs(30)).await,
+        "{}",
+        d.log_text()
+    );
+    c.issue(retried)
+        .await
+        .expect("the same request succeeds once the HSM is back");
+}

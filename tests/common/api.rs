@@ -285,6 +285,10 @@ pub struct ApiCa {
     pub config_path: PathBuf,
     /// The TLS material.
     pub tls: TlsMaterial,
+    /// The p11-kit server between the daemon and SoftHSM, when there is one.
+    pub p11kit: Option<super::P11KitServer>,
+    /// Environment for the daemon and the ceremony (the p11-kit server's address).
+    pub child_env: Vec<(String, String)>,
 }
 
 impl ApiCa {
@@ -297,7 +301,23 @@ impl ApiCa {
 
     /// As [`ApiCa::new`], with extra `[api]` lines (e.g. `max_concurrent_requests = 4`).
     pub fn with_api_settings(extra: &str) -> ApiCa {
+        Self::build(extra, false)
+    }
+
+    /// As [`ApiCa::new`], with the HSM reached through a `p11-kit server` the test can kill.
+    pub fn behind_p11kit() -> ApiCa {
+        Self::build("", true)
+    }
+
+    fn build(extra: &str, via_p11kit: bool) -> ApiCa {
         let softhsm = SoftHsm::new(&[("signet-ca", SO_PIN, USER_PIN)]);
+        let (p11kit, child_env) = if via_p11kit {
+            let server = super::P11KitServer::start(&softhsm, "pkcs11:token=signet-ca");
+            let env = vec![("P11_KIT_SERVER_ADDRESS".to_owned(), server.address())];
+            (Some(server), env)
+        } else {
+            (None, Vec::new())
+        };
         let dir = softhsm.dir.path().join("ca-work");
         std::fs::create_dir_all(&dir).unwrap();
         let tls = TlsMaterial::generate(&dir.join("tls"));
@@ -353,12 +373,19 @@ operations = ["read"]
             two_pin = tls.spki_sha256("ra-two"),
             auditor_pin = tls.spki_sha256("auditor"),
         ));
+        if via_p11kit {
+            text = text.replace(
+                &format!("module = \"{}\"", softhsm.module.display()),
+                &format!("module = \"{}\"", super::P11KIT_CLIENT_MODULE),
+            );
+        }
         let config_path = dir.join("signet.toml");
         std::fs::write(&config_path, text).unwrap();
         let out = run(Command::new(env!("CARGO_BIN_EXE_signet"))
             .arg("--config")
             .arg(&config_path)
             .arg("ceremony")
+            .envs(child_env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "warn"));
         assert!(
             out.status.success(),
@@ -370,6 +397,8 @@ operations = ["read"]
             dir,
             config_path,
             tls,
+            p11kit,
+            child_env,
         }
     }
 }
@@ -399,6 +428,7 @@ impl Daemon {
             .arg("--config")
             .arg(&ca.config_path)
             .arg("serve")
+            .envs(ca.child_env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "signet=debug,info")
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())
