@@ -147,7 +147,7 @@ impl CaService {
                     rpc,
                     ra = %ra_name,
                     request_id = %request_id,
-                    code = ?status.code(),
+                    code = super::error::code_name(status.code()),
                     elapsed_ms,
                     message = status.message(),
                     "call"
