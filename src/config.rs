@@ -92,7 +92,8 @@ pub struct HsmConfig {
     /// Path of the PKCS#11 module (a shared library).
     pub module: PathBuf,
     /// Environment variables the module reads at load time (e.g. `SOFTHSM2_CONF`), set
-    /// before it is loaded. Relative path values are resolved against the config directory.
+    /// before it is loaded. Values starting with `./` or `../` are paths resolved against
+    /// the config directory; others are passed as written.
     #[serde(default)]
     pub module_env: BTreeMap<String, String>,
     /// The token's label.
@@ -589,7 +590,7 @@ impl Config {
     /// module is loaded and while no other thread reads the environment.
     pub fn hsm_settings(&self) -> Result<HsmSettings, ConfigError> {
         for (k, v) in &self.hsm.module_env {
-            let value = if v.contains('/') && !Path::new(v).is_absolute() {
+            let value = if v.starts_with("./") || v.starts_with("../") {
                 self.resolve(Path::new(v)).to_string_lossy().into_owned()
             } else {
                 v.clone()

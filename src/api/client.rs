@@ -104,16 +104,11 @@ pub async fn ca_client(
 
 /// `CODE: message`, plus the fields a BadRequest detail names.
 pub fn describe_status(status: &tonic::Status) -> String {
-    let code = format!("{:?}", status.code());
-    // Debug gives `InvalidArgument`; gRPC's spelling is INVALID_ARGUMENT.
-    let mut upper = String::new();
-    for (i, c) in code.chars().enumerate() {
-        if c.is_uppercase() && i > 0 {
-            upper.push('_');
-        }
-        upper.push(c.to_ascii_uppercase());
-    }
-    let mut s = format!("{upper}: {}", status.message());
+    let mut s = format!(
+        "{}: {}",
+        super::error::code_name(status.code()),
+        status.message()
+    );
     if let Some(br) = status.get_details_bad_request() {
         for v in br.field_violations {
             s.push_str(&format!("\n  field {}: {}", v.field, v.description));

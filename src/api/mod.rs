@@ -165,26 +165,38 @@ async fn set_health(reporter: &tonic_health::server::HealthReporter, status: Ser
     reporter.set_service_status(SERVICE_NAME, status).await;
 }
 
-/// SERVING while the HSM is reachable and the store answers, NOT_SERVING otherwise.
+/// SERVING while the HSM is reachable and the store answers, NOT_SERVING otherwise. The HSM
+/// is probed (a key lookup on the token) rather than trusted: with no signing going on, a
+/// vanished device would otherwise go unnoticed until the next request failed. A failed
+/// probe marks the HSM unavailable and starts its reconnection, which the flag then follows.
 async fn watch_health(
     reporter: tonic_health::server::HealthReporter,
     hsm: Hsm,
     authority: Arc<Authority>,
 ) {
+    let probe_label = authority.issuers().next().map(|i| i.key_label.clone());
     let mut last = None;
     loop {
         let store_ok = matches!(
             tokio::time::timeout(HEALTH_INTERVAL, authority.store().issuers()).await,
             Ok(Ok(_))
         );
-        let status = if hsm.is_available() && store_ok {
+        let hsm_ok = hsm.is_available()
+            && match &probe_label {
+                Some(label) => matches!(
+                    tokio::time::timeout(HEALTH_INTERVAL, hsm.key_exists(label)).await,
+                    Ok(Ok(true))
+                ),
+                None => true,
+            };
+        let status = if hsm_ok && store_ok {
             ServingStatus::Serving
         } else {
             ServingStatus::NotServing
         };
         if last != Some(status) {
             tracing::info!(
-                hsm = hsm.is_available(),
+                hsm = hsm_ok,
                 store = store_ok,
                 "health: {}",
                 if status == ServingStatus::Serving {

@@ -7,14 +7,16 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use der::Decode;
 use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status};
+use x509_cert::Certificate;
 
 use super::convert;
 use super::error::Refusal;
 use super::identity::{Ra, RaDirectory};
 use super::pb;
-use crate::ca::Authority;
+use crate::ca::{Authority, CaError};
 use crate::config::RaOperation;
 use crate::store::{CertFilter, CertificateRecord};
 
@@ -147,7 +149,7 @@ impl CaService {
                     rpc,
                     ra = %ra_name,
                     request_id = %request_id,
-                    code = ?status.code(),
+                    code = super::error::code_name(status.code()),
                     elapsed_ms,
                     message = status.message(),
                     "call"
@@ -278,24 +280,21 @@ impl pb::certificate_authority_server::CertificateAuthority for CaService {
                     self.authority.chain(&m.issuer)
                 };
                 if ders.is_empty() {
-                    return Err(if m.issuer.is_empty() {
-                        Refusal::Ca(crate::ca::CaError::FailedPrecondition(
+                    return Err(Refusal::Ca(if m.issuer.is_empty() {
+                        CaError::FailedPrecondition(
                             "no CA certificate exists yet; run `signet ceremony`".into(),
-                        ))
+                        )
                     } else {
-                        Refusal::Ca(crate::ca::CaError::NotFound(format!(
-                            "no issuer named {:?}",
-                            m.issuer
-                        )))
-                    });
+                        CaError::NotFound(format!("no issuer named {:?}", m.issuer))
+                    }));
                 }
                 let certs = ders
                     .iter()
-                    .map(|d| <x509_cert::Certificate as der::Decode>::from_der(d))
+                    .map(|d| Certificate::from_der(d))
                     .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| crate::ca::CaError::Internal(format!("CA certificate: {e}")))?;
+                    .map_err(|e| CaError::Internal(format!("CA certificate: {e}")))?;
                 let p7b = crate::pki::pkcs7::certs_only(&certs)
-                    .map_err(|e| crate::ca::CaError::Internal(format!("building the .p7b: {e}")))?;
+                    .map_err(|e| CaError::Internal(format!("building the .p7b: {e}")))?;
                 Ok(pb::GetCaChainResponse {
                     certificates: ders,
                     p7b,

@@ -1,0 +1,1109 @@
+//! The RA API against the real daemon (`signet serve` as a child process on SoftHSM): mutual
+//! TLS that refuses strangers at the handshake, RA identity and permissions, BadRequest
+//! details, health and reflection, exactly-once issuance under concurrent retries, and a
+//! clean stop (SIGTERM) and crash (SIGKILL) under load.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+use std::time::Duration;
+
+use common::api::*;
+use common::ca::{make_csr, openssl_verify, pem, run};
+use signet::api::pb;
+use tonic::Code;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+use tonic_types::StatusExt;
+
+/// A fresh P-256 CSR (DER) under `dir`, distinct per `tag`.
+fn csr(dir: &std::path::Path, tag: &str) -> Vec<u8> {
+    let d = dir.join(format!("csr-{tag}"));
+    std::fs::create_dir_all(&d).unwrap();
+    make_csr(&d, "p256")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_over_mutual_tls_gives_a_certificate_openssl_verifies_and_the_chain_matches() {
+    let ca = ApiCa::new();
+    let d = Daemon::start(&ca);
+    let mut c = d.client("ra-one").await;
+    let req = issue_request("it-1", "server", csr(&ca.dir, "1"));
+    let r = c.issue(req.clone()).await.expect("issue").into_inner();
+    assert!(!r.serial.is_empty());
+    assert_eq!(r.chain.len(), 2, "issuing CA and root");
+    let leaf = ca.dir.join("leaf.pem");
+    let root = ca.dir.join("root.pem");
+    let issuer = ca.dir.join("issuer.pem");
+    std::fs::write(&leaf, pem(&r.certificate)).unwrap();
+    std::fs::write(&issuer, pem(&r.chain[0])).unwrap();
+    std::fs::write(&root, pem(&r.chain[1])).unwrap();
+    let (ok, text) = openssl_verify(&root, &issuer, &leaf, "sslserver");
+    assert!(ok, "{text}");
+
+    // The same request id and body: the same certificate.
+    let again = c.issue(req).await.expect("retry").into_inner();
+    assert_eq!(again.certificate, r.certificate);
+
+    // The chain of the whole hierarchy, and its .p7b, which openssl reads.
+    let chain = c
+        .get_ca_chain(pb::GetCaChainRequest::default())
+        .await
+        .expect("chain")
+        .into_inner();
+    assert_eq!(chain.certificates.len(), 4, "root and three issuing CAs");
+    assert_eq!(chain.certificates[0], r.chain[1], "root first");
+    let p7b = ca.dir.join("chain.p7b");
+    std::fs::write(&p7b, &chain.p7b).unwrap();
+    let o = run(Command::new("openssl")
+        .args(["pkcs7", "-inform", "DER", "-print_certs", "-noout", "-in"])
+        .arg(&p7b));
+    let listed = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && listed.contains("Signet Test Root"),
+        "{listed}"
+    );
+    let one = c
+        .get_ca_chain(pb::GetCaChainRequest {
+            issuer: "issuing-ec".into(),
+        })
+        .await
+        .expect("chain of one issuer")
+        .into_inner();
+    assert_eq!(one.certificates.len(), 2);
+    let e = c
+        .get_ca_chain(pb::GetCaChainRequest {
+            issuer: "nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_serving_and_reflection_lists_the_service_on_the_mtls_port() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let ca = ApiCa::new();
+    let d = Daemon::start(&ca);
+    let channel = signet::api::client::connect(&d.settings("ra-one"))
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel.clone());
+    let mut serving = false;
+    for _ in 0..50 {
+        let r = health
+            .check(HealthCheckRequest {
+                service: "signet.v1.CertificateAuthority".into(),
+            })
+            .await
+            .expect("health check")
+            .into_inner();
+        if r.status == ServingStatus::Serving as i32 {
+            serving = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(serving, "health never became SERVING:\n{}", d.log_text());
+    let overall = health
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(overall.status, ServingStatus::Serving as i32);
+
+    {
+        use tonic_reflection::pb::v1::ServerReflectionRequest;
+        use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+        let mut refl = ServerReflectionClient::new(channel.clone());
+        let req = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut stream = refl
+            .server_reflection_info(tokio_stream::iter([req]))
+            .await
+            .expect("reflection v1")
+            .into_inner();
+        let resp = stream.message().await.unwrap().expect("a response");
+        let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else {
+            panic!("not a service list: {resp:?}");
+        };
+        let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+        assert!(
+            names.contains(&"signet.v1.CertificateAuthority".to_string()),
+            "{names:?}"
+        );
+        assert!(
+            names.contains(&"grpc.health.v1.Health".to_string()),
+            "{names:?}"
+        );
+    }
+    {
+        use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+        use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+        let mut refl = ServerReflectionClient::new(channel);
+        let req = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut stream = refl
+            .server_reflection_info(tokio_stream::iter([req]))
+            .await
+            .expect("reflection v1alpha")
+            .into_inner();
+        let resp = stream.message().await.unwrap().expect("a response");
+        let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else {
+            panic!("not a service list: {resp:?}");
+        };
+        assert!(
+            list.service
+                .iter()
+                .any(|s| s.name == "signet.v1.CertificateAuthority")
+        );
+    }
+}
+
+/// Connect with `identity` (or none) trusting the test TLS root, and make one call. Returns
+/// the error: connecting or calling must fail.
+async fn call_with(d: &Daemon, identity: Option<(&str, &str)>) -> String {
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(std::fs::read(&d.tls_root).unwrap()))
+        .domain_name("127.0.0.1");
+    if let Some((cert, key)) = identity {
+        tls = tls.identity(Identity::from_pem(
+            std::fs::read(cert).unwrap(),
+            std::fs::read(key).unwrap(),
+        ));
+    }
+    let channel = match Endpoint::from_shared(d.endpoint.clone())
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => return format!("connect: {e:?}"),
+    };
+    let mut c = pb::certificate_authority_client::CertificateAuthorityClient::new(channel);
+    match c.get_ca_chain(pb::GetCaChainRequest::default()).await {
+        Ok(_) => panic!("a call without an acceptable client certificate succeeded"),
+        Err(s) => {
+            assert_ne!(
+                s.code(),
+                Code::PermissionDenied,
+                "refused after the handshake, not at it: {s:?}"
+            );
+            format!("call: {s:?}")
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshake_fails_without_a_client_certificate_or_with_a_foreign_or_expired_one() {
+    let ca = ApiCa::new();
+    let d = Daemon::start(&ca);
+    let t = &ca.tls;
+    let none = call_with(&d, None).await;
+    let foreign = call_with(
+        &d,
+        Some((
+            t.pem("foreign").to_str().unwrap(),
+            t.key("foreign").to_str().unwrap(),
+        )),
+    )
+    .await;
+    let expired = call_with(
+        &d,
+        Some((
+            t.pem("expired").to_str().unwrap(),
+            t.key("expired").to_str().unwrap(),
+        )),
+    )
+    .await;
+    eprintln!("no certificate: {none}\nforeign: {foreign}\nexpired: {expired}");
+    // When the client reads rustls' alert before the connection closes, it says why.
+    for (got, alert) in [
+        (&none, "CertificateRequired"),
+        (&foreign, "UnknownCA"),
+        (&expired, "CertificateExpired"),
+    ] {
+        assert!(
+            !got.contains("alert") || got.contains(alert),
+            "expected {alert}: {got}"
+        );
+    }
+    // The daemon saw the handshakes fail; it never got as far as identifying an RA.
+    let log = d.log_text();
+    assert!(!log.contains("is not a configured RA"), "{log}");
+    // A good RA still gets in afterwards.
+    let mut c = d.client("ra-one").await;
+    c.get_ca_chain(pb::GetCaChainRequest::default())
+        .await
+        .expect("a configured RA is served");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_valid_certificate_of_no_configured_ra_is_permission_denied() {
+    let ca = ApiCa::new();
+    let d = Daemon::start(&ca);
+    for who in ["stranger", "ra-two-other-key"] {
+        let mut c = d.client(who).await;
+        let e = c
+            .issue(issue_request("x-1", "device", csr(&ca.dir, who)))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied, "{who}: {e:?}");
+        assert!(e.message().contains("is not a configured RA"), "{e:?}");
+    }
+    assert_eq!(count_rows(&ca), 0);
+    // desk-two matches by subject and key, the auditor by key alone.
+    let mut two = d.client("ra-two").await;
+    two.issue(issue_request("two-1", "device", csr(&ca.dir, "two")))
+        .await
+        .expect("desk-two issues a device certificate");
+    let mut auditor = d.client("auditor").await;
+    auditor
+        .get_ca_chain(pb::GetCaChainRequest::default())
+        .await
+        .expect("the auditor reads");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ra_outside_its_profiles_or_operations_is_denied_and_nothing_is_stored() {
+    let ca = ApiCa::new();
+    let d = Daemon::start(&ca);
+    let mut one = d.client("ra-one").await;
+    let e = one
+        .issue(issue_request("p-1", "device", csr(&ca.dir, "p1")))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("device"), "{e:?}");
+    let mut auditor = d.client("auditor").await;
+    let e = auditor
+        .issue(issue_request("p-2", "server", csr(&ca.dir, "p2")))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert_eq!(count_rows(&ca), 0, "a refused request leaves no row");
+    let listed = auditor
+        .list_certificates(pb::ListCertificatesRequest {
+            status: pb::CertificateStatus::Pending as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.certificates.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_arguments_carry_a_bad_request_naming_the_field() {
+    let ca = ApiCa::new();
+    let d = Daemon::start(&ca);
+    let mut c = d.client("ra-one").await;
+    let field_of = |s: &tonic::Status| {
+        assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+        s.get_details_bad_request()
+            .expect("BadRequest detail")
+            .field_violations[0]
+            .field
+            .clone()
+    };
+    let mut req = issue_request("bad-1", "server", b"garbage".to_vec());
+    let e = c.issue(req.clone()).await.unwrap_err();
+    assert_eq!(field_of(&e), "csr");
+    req.csr = csr(&ca.dir, "bad");
+    req.subject.push(pb::SubjectAttribute {
+        r#type: "XX".into(),
+        value: "y".into(),
+    });
+    let e = c.issue(req.clone()).await.unwrap_err();
+    assert_eq!(field_of(&e), "subject[1].type");
+    req.subject.pop();
+    req.sans[1] = pb::SubjectAltName {
+        name: Some(pb::subject_alt_name::Name::Ip("not-an-ip".into())),
+    };
+    let e = c.issue(req.clone()).await.unwrap_err();
+    assert_eq!(field_of(&e), "sans[1].ip");
+    req.sans.truncate(1);
+    req.validity_years = 5;
+    let e = c.issue(req.clone()).await.unwrap_err();
+    assert_eq!(field_of(&e), "validity_years");
+    req.validity_years = 1;
+    req.approval = None;
+    let e = c.issue(req).await.unwrap_err();
+    assert_eq!(field_of(&e), "approval");
+    assert_eq!(count_rows(&ca), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_two_callers_retrying_eight_request_ids_get_one_certificate_per_id() {
+    // Two calls at a time: the others wait for a slot rather than fail.
+    let ca = ApiCa::with_api_settings("max_concurrent_requests = 2");
+    let d = Daemon::start(&ca);
+    let requests: Vec<pb::IssueRequest> = (0..8)
+        .map(|i| {
+            issue_request(
+                &format!("conc-{i}"),
+                "server",
+                csr(&ca.dir, &format!("c{i}")),
+            )
+        })
+        .collect();
+    let mut tasks = Vec::new();
+    for caller in 0..32 {
+        let settings = d.settings("ra-one");
+        let requests = requests.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut c = signet::api::client::ca_client(&settings).await.unwrap();
+            let mut got = Vec::new();
+            // Each caller sends every id twice, starting at a different one.
+            for k in 0..16 {
+                let req = requests[(caller + k) % 8].clone();
+                let r = c.issue(req.clone()).await.expect("issue").into_inner();
+                got.push((req.request_id, r.serial, r.certificate));
+            }
+            got
+        }));
+    }
+    let mut by_id: BTreeMap<String, BTreeSet<(String, Vec<u8>)>> = BTreeMap::new();
+    for t in tasks {
+        for (id, serial, der) in t.await.unwrap() {
+            by_id.entry(id).or_default().insert((serial, der));
+        }
+    }
+    assert_eq!(by_id.len(), 8);
+    for (id, answers) in &by_id {
+        assert_eq!(
+            answers.len(),
+            1,
+            "{id} got {} different answers",
+            answers.len()
+        );
+    }
+    let serials: BTreeSet<_> = by_id.values().flatten().map(|(s, _)| s.clone()).collect();
+    assert_eq!(serials.len(), 8);
+    assert_eq!(count_rows(&ca), 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_deadline_gives_deadline_exceeded_and_a_later_retry_completes_exactly_once() {
+    // The client sends no grpc-timeout; the daemon applies default_deadline_ms.
+    let ca = ApiCa::with_api_settings("default_deadline_ms = 1");
+    let mut d = Daemon::start(&ca);
+    let req = issue_request("late-1", "server", csr(&ca.dir, "late"));
+    {
+        let mut c = d.client("ra-one").await;
+        let e = c.issue(req.clone()).await.unwrap_err();
+        assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
+    }
+    d.signal("TERM");
+    assert!(d.wait(Duration::from_secs(30)).success());
+    let text = std::fs::read_to_string(&ca.config_path).unwrap();
+    std::fs::write(
+        &ca.config_path,
+        text.replace("default_deadline_ms = 1", "default_deadline_ms = 30000"),
+    )
+    .unwrap();
+    let d = Daemon::start(&ca);
+    let mut c = d.client("ra-one").await;
+    let r = c.issue(req.clone()).await.expect("retry").into_inner();
+    let again = c.issue(req).await.expect("second retry").into_inner();
+    assert_eq!(r.certificate, again.certificate);
+    assert_eq!(count_rows(&ca), 1);
+}
+
+/// What one load caller saw: certificates received, and the first error (which ends it).
+struct LoadResult {
+    got: Vec<(String, String, Vec<u8>)>,
+    error: Option<tonic::Status>,
+    attempted: Vec<pb::IssueRequest>,
+}
+
+/// `callers` tasks issuing distinct requests back to back until their first error or
+/// `stop` is set. CSRs are made up front (openssl is slow next to the CA).
+fn start_load(
+    d: &Daemon,
+    ca: &ApiCa,
+    callers: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<LoadResult>> {
+    let keys: Vec<Vec<u8>> = (0..4).map(|i| csr(&ca.dir, &format!("load{i}"))).collect();
+    (0..callers)
+        .map(|caller| {
+            let settings = d.settings("ra-one");
+            let keys = keys.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut out = LoadResult {
+                    got: Vec::new(),
+                    error: None,
+                    attempted: Vec::new(),
+                };
+                let mut c = match signet::api::client::ca_client(&settings).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        out.error = Some(tonic::Status::unavailable(e.to_string()));
+                        return out;
+                    }
+                };
+                for n in 0.. {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    let req = issue_request(
+                        &format!("load-{caller}-{n}"),
+                        "server",
+                        keys[n % keys.len()].clone(),
+                    );
+                    out.attempted.push(req.clone());
+                    match c.issue(req.clone()).await {
+                        Ok(r) => {
+                            let r = r.into_inner();
+                            out.got.push((req.request_id, r.serial, r.certificate));
+                        }
+                        Err(s) => {
+                            out.error = Some(s);
+                            break;
+                        }
+                    }
+                }
+                out
+            })
+        })
+        .collect()
+}
+
+/// Every certificate a client received is stored as it was sent, verifies, and no serial
+/// appears twice; every request id attempted can be completed and yields one row.
+async fn check_after_restart(ca: &ApiCa, d: &Daemon, results: &[LoadResult]) {
+    let mut c = d.client("ra-one").await;
+    let mut serials = BTreeSet::new();
+    let mut files = Vec::new();
+    for (i, (_, serial, der)) in results.iter().flat_map(|r| &r.got).enumerate() {
+        assert!(
+            serials.insert(serial.clone()),
+            "serial {serial} received twice"
+        );
+        let stored = c
+            .get_certificate(pb::GetCertificateRequest {
+                serial: serial.clone(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("certificate {serial} a client received: {e:?}"))
+            .into_inner();
+        assert_eq!(
+            &stored.certificate, der,
+            "{serial} differs from what was sent"
+        );
+        let f = ca.dir.join(format!("got-{i}.pem"));
+        std::fs::write(&f, pem(der)).unwrap();
+        files.push(f);
+    }
+    assert!(
+        !files.is_empty(),
+        "the load run received no certificate at all"
+    );
+    let chain = c
+        .get_ca_chain(pb::GetCaChainRequest {
+            issuer: "issuing-rsa".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let root = ca.dir.join("v-root.pem");
+    let issuer = ca.dir.join("v-issuer.pem");
+    std::fs::write(&root, pem(&chain.certificates[1])).unwrap();
+    std::fs::write(&issuer, pem(&chain.certificates[0])).unwrap();
+    let o = run(Command::new("openssl")
+        .args(["verify", "-x509_strict", "-purpose", "sslserver", "-CAfile"])
+        .arg(&root)
+        .arg("-untrusted")
+        .arg(&issuer)
+        .args(&files));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(text.matches(": OK").count(), files.len());
+    // Every request attempted, retried now, completes once: one row per request id.
+    let attempted: Vec<&pb::IssueRequest> = results.iter().flat_map(|r| &r.attempted).collect();
+    let received: BTreeSet<&str> = results
+        .iter()
+        .flat_map(|r| &r.got)
+        .map(|(id, _, _)| id.as_str())
+        .collect();
+    let unanswered: Vec<_> = attempted
+        .iter()
+        .filter(|r| !received.contains(r.request_id.as_str()))
+        .collect();
+    eprintln!(
+        "{} certificates received, {} requests unanswered; errors: {:?}",
+        received.len(),
+        unanswered.len(),
+        results
+            .iter()
+            .filter_map(|r| r.error.as_ref().map(|e| (e.code(), e.message().to_owned())))
+            .collect::<Vec<_>>()
+    );
+    for req in unanswered {
+        c.issue((*req).clone()).await.expect("retry after restart");
+    }
+    assert_eq!(count_rows(ca), attempted.len() as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_finishes_calls_in_flight_and_exits_zero() {
+    let ca = ApiCa::new();
+    let mut d = Daemon::start(&ca);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let tasks = start_load(&d, &ca, 12, stop.clone());
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    d.signal("TERM");
+    let status = tokio::task::block_in_place(|| d.wait(Duration::from_secs(30)));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let log = d.log_text();
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(log.contains("shutting down"), "{log}");
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
+    for r in &results {
+        if let Some(s) = &r.error {
+            assert!(
+                matches!(s.code(), Code::Unavailable | Code::Cancelled),
+                "a call failed other than cleanly: {s:?}"
+            );
+        }
+    }
+    let d = Daemon::start(&ca);
+    check_after_restart(&ca, &d, &results).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_under_load_loses_no_certificate_a_client_received_and_reuses_no_serial() {
+    let ca = ApiCa::new();
+    let mut d = Daemon::start(&ca);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let tasks = start_load(&d, &ca, 12, stop.clone());
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    d.signal("KILL");
+    tokio::task::block_in_place(|| d.wait(Duration::from_secs(30)));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
+    let d = Daemon::start(&ca);
+    check_after_restart(&ca, &d, &results).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renew_revoke_get_and_list_through_the_api_respect_each_ras_profiles() {
+    let ca = ApiCa::new();
+    let d = Daemon::start(&ca);
+    let mut one = d.client("ra-one").await;
+    let mut two = d.client("ra-two").await;
+    let mut auditor = d.client("auditor").await;
+    let server = one
+        .issue(issue_request("s-1", "server", csr(&ca.dir, "s1")))
+        .await
+        .unwrap()
+        .into_inner();
+    let personal = one
+        .issue(issue_request("p-1", "personal", csr(&ca.dir, "p1")))
+        .await
+        .unwrap()
+        .into_inner();
+    let device = two
+        .issue(issue_request("d-1", "device", csr(&ca.dir, "d1")))
+        .await
+        .unwrap()
+        .into_inner();
+    let approval = Some(pb::Approval {
+        officer: "王芳".into(),
+        ra_reference: "RA-renew".into(),
+        agreement_version: common::ca::AGREEMENT.into(),
+    });
+
+    // Renewal: inside the window it links the new certificate to the old one.
+    let renew = pb::RenewRequest {
+        request_id: "r-1".into(),
+        serial: personal.serial.clone(),
+        csr: Vec::new(),
+        validity_years: None,
+        approval: approval.clone(),
+    };
+    let renewed = one.renew(renew.clone()).await.expect("renew").into_inner();
+    assert_eq!(renewed.renewed_from, personal.serial);
+    assert_ne!(renewed.serial, personal.serial);
+    let again = one.renew(renew).await.expect("renew retry").into_inner();
+    assert_eq!(again.certificate, renewed.certificate);
+    let got = one
+        .get_certificate(pb::GetCertificateRequest {
+            serial: renewed.serial.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.renewed_from, personal.serial);
+    assert_eq!(got.certificate, renewed.certificate);
+    assert_eq!(got.ra, "desk-one");
+    assert_eq!(got.profile, "personal");
+    // Outside the window (a fresh server certificate, 90-day window): FAILED_PRECONDITION.
+    let e = one
+        .renew(pb::RenewRequest {
+            request_id: "r-2".into(),
+            serial: server.serial.clone(),
+            csr: Vec::new(),
+            validity_years: None,
+            approval: approval.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+
+    // Another RA's profile: neither revoke nor read.
+    let revoke_device = pb::RevokeRequest {
+        request_id: "x-1".into(),
+        serial: device.serial.clone(),
+        reason: pb::RevocationReason::KeyCompromise as i32,
+        reported_at: None,
+        comment: String::new(),
+    };
+    let e = one.revoke(revoke_device.clone()).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    let e = one
+        .get_certificate(pb::GetCertificateRequest {
+            serial: device.serial.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    // desk-two owns the profile but may not revoke at all.
+    let e = two.revoke(revoke_device).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    let e = one
+        .get_certificate(pb::GetCertificateRequest {
+            serial: "0123456789abcdef".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+
+    // Revocation with reason, report time and comment; revoking again says so.
+    let reported = common::api::now_unix() - 3600;
+    let r = one
+        .revoke(pb::RevokeRequest {
+            request_id: "v-1".into(),
+            serial: personal.serial.clone(),
+            reason: pb::RevocationReason::KeyCompromise as i32,
+            reported_at: Some(prost_types::Timestamp {
+                seconds: reported,
+                nanos: 0,
+            }),
+            comment: "token reported stolen".into(),
+        })
+        .await
+        .expect("revoke")
+        .into_inner();
+    assert_eq!(r.status, pb::CertificateStatus::Revoked as i32);
+    assert!(!r.already_revoked);
+    let r = one
+        .revoke(pb::RevokeRequest {
+            request_id: "v-2".into(),
+            serial: personal.serial.clone(),
+            reason: pb::RevocationReason::Superseded as i32,
+            reported_at: None,
+            comment: String::new(),
+        })
+        .await
+        .expect("revoke again")
+        .into_inner();
+    assert!(r.already_revoked);
+    let e = one
+        .revoke(pb::RevokeRequest {
+            request_id: "v-3".into(),
+            serial: server.serial.clone(),
+            reason: pb::RevocationReason::RemoveFromCrl as i32,
+            reported_at: None,
+            comment: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert_eq!(
+        e.get_details_bad_request().unwrap().field_violations[0].field,
+        "reason"
+    );
+    let got = one
+        .get_certificate(pb::GetCertificateRequest {
+            serial: personal.serial.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.status, pb::CertificateStatus::Revoked as i32);
+    assert_eq!(got.reason, pb::RevocationReason::KeyCompromise as i32);
+    assert_eq!(got.reported_at.map(|t| t.seconds), Some(reported));
+    assert!(got.revoked_at.is_some());
+    assert_eq!(got.revocation_comment, "token reported stolen");
+
+    // Listing: each RA sees only its profiles; paging covers everything once.
+    let list =
+        |status: pb::CertificateStatus, profile: &str, ra: &str, size: u32, token: String| {
+            pb::ListCertificatesRequest {
+                status: status as i32,
+                profile: profile.into(),
+                ra: ra.into(),
+                subject_contains: String::new(),
+                expiring_before: None,
+                page_size: size,
+                page_token: token,
+            }
+        };
+    use pb::CertificateStatus as S;
+    let seen: BTreeSet<String> = one
+        .list_certificates(list(S::Unspecified, "", "", 0, String::new()))
+        .await
+        .unwrap()
+        .into_inner()
+        .certificates
+        .into_iter()
+        .map(|s| s.serial)
+        .collect();
+    let expected: BTreeSet<String> = [&server.serial, &personal.serial, &renewed.serial]
+        .into_iter()
+        .cloned()
+        .collect();
+    assert_eq!(
+        seen, expected,
+        "desk-one sees its three, not desk-two's device"
+    );
+    let e = one
+        .list_certificates(list(S::Unspecified, "device", "", 0, String::new()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    let revoked = one
+        .list_certificates(list(S::Revoked, "", "", 0, String::new()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(revoked.certificates.len(), 1);
+    assert_eq!(revoked.certificates[0].serial, personal.serial);
+    let mut all = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = auditor
+            .list_certificates(list(S::Unspecified, "", "", 1, token))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.certificates.len() <= 1);
+        all.extend(page.certificates.into_iter().map(|s| s.serial));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(all.len(), 4, "{all:?}");
+    let by_two = auditor
+        .list_certificates(list(S::Unspecified, "", "desk-two", 0, String::new()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(by_two.certificates.len(), 1);
+    assert_eq!(by_two.certificates[0].serial, device.serial);
+    // The auditor reads but never writes.
+    let e = auditor
+        .revoke(pb::RevokeRequest {
+            request_id: "a-1".into(),
+            serial: server.serial.clone(),
+            reason: 0,
+            reported_at: None,
+            comment: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_grpcio_client_generated_from_the_proto_issues_a_certificate_openssl_verifies() {
+    let ca = ApiCa::new();
+    let d = Daemon::start(&ca);
+    let csr_der = csr(&ca.dir, "py");
+    let csr_path = ca.dir.join("py.csr.der");
+    std::fs::write(&csr_path, csr_der).unwrap();
+    let out = ca.dir.join("py-cert.der");
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let o = run(Command::new("python3")
+        .arg(manifest.join("tests/tools/ra_issue.py"))
+        .arg("--proto-dir")
+        .arg(manifest.join("proto"))
+        .arg("--gen-dir")
+        .arg(ca.dir.join("py-gen"))
+        .arg("--target")
+        .arg(format!("127.0.0.1:{}", d.port))
+        .arg("--root")
+        .arg(ca.tls.pem("root"))
+        .arg("--cert")
+        .arg(ca.tls.pem("ra-one"))
+        .arg("--key")
+        .arg(ca.tls.key("ra-one"))
+        .arg("--csr")
+        .arg(&csr_path)
+        .arg("--agreement")
+        .arg(common::ca::AGREEMENT)
+        .arg("--out")
+        .arg(&out));
+    assert!(
+        o.status.success(),
+        "python client: {}{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+        d.log_text()
+    );
+    let serial = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+    let der = std::fs::read(&out).unwrap();
+    let mut c = d.client("ra-one").await;
+    let stored = c
+        .get_certificate(pb::GetCertificateRequest {
+            serial: serial.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stored.certificate, der);
+    let chain = c
+        .get_ca_chain(pb::GetCaChainRequest {
+            issuer: stored.issuer.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let (leaf, issuer, root) = (
+        ca.dir.join("py.pem"),
+        ca.dir.join("py-issuer.pem"),
+        ca.dir.join("py-root.pem"),
+    );
+    std::fs::write(&leaf, pem(&der)).unwrap();
+    std::fs::write(&issuer, pem(&chain.certificates[0])).unwrap();
+    std::fs::write(&root, pem(&chain.certificates[1])).unwrap();
+    let (ok, text) = openssl_verify(&root, &issuer, &leaf, "sslclient");
+    assert!(ok, "{text}");
+}
+
+#[test]
+fn signet_ra_issues_gets_lists_revokes_and_fetches_the_chain_and_prints_refusals_with_their_field()
+{
+    let ca = ApiCa::new();
+    let d = Daemon::start(&ca);
+    let csr_path = ca.dir.join("cli.csr.der");
+    std::fs::write(&csr_path, csr(&ca.dir, "cli")).unwrap();
+    let ra = |args: &[&str]| {
+        let o = run(Command::new(env!("CARGO_BIN_EXE_signet"))
+            .arg("ra")
+            .args(args)
+            .env("SIGNET_RA_ENDPOINT", &d.endpoint)
+            .env("SIGNET_RA_CA_CERT", ca.tls.pem("root"))
+            .env("SIGNET_RA_CERT", ca.tls.pem("ra-one"))
+            .env("SIGNET_RA_KEY", ca.tls.key("ra-one"))
+            .env_remove("SIGNET_CONFIG")
+            .env("RUST_LOG", "warn"));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            text,
+        )
+    };
+    let cert = ca.dir.join("cli.pem");
+    let (ok, _, text) = ra(&[
+        "issue",
+        "--profile",
+        "server",
+        "--csr",
+        csr_path.to_str().unwrap(),
+        "--subject",
+        "CN=www.example.cn",
+        "--san",
+        "dns:www.example.cn",
+        "--validity",
+        "1",
+        "--request-id",
+        "cli-1",
+        "--officer",
+        "王芳",
+        "--ra-reference",
+        "CLI-1",
+        "--agreement-version",
+        common::ca::AGREEMENT,
+        "--out",
+        cert.to_str().unwrap(),
+    ]);
+    assert!(ok, "{text}");
+    let serial = text
+        .split("issued serial ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .expect("serial in the output")
+        .to_owned();
+    let (ok, out, text) = ra(&["get", "--serial", &serial]);
+    assert!(
+        ok && out.contains("status:       valid") && out.contains("desk-one"),
+        "{text}"
+    );
+    let (ok, out, text) = ra(&["list", "--profile", "server", "--page-size", "1"]);
+    assert!(ok && out.contains(&serial), "{text}");
+    let p7b = ca.dir.join("cli.p7b");
+    let (ok, out, text) = ra(&["chain", "--p7b", p7b.to_str().unwrap()]);
+    assert!(
+        ok && out.matches("BEGIN CERTIFICATE").count() == 4,
+        "{text}"
+    );
+    assert!(std::fs::metadata(&p7b).unwrap().len() > 0);
+    let (ok, out, text) = ra(&[
+        "revoke",
+        "--serial",
+        &serial,
+        "--reason",
+        "keyCompromise",
+        "--request-id",
+        "cli-r1",
+        "--reported-at",
+        "2026-01-02T03:04:05+08:00",
+    ]);
+    assert!(ok && out.contains("revoked"), "{text}");
+    let (ok, out, text) = ra(&["get", "--serial", &serial]);
+    assert!(ok && out.contains("keyCompromise"), "{text}");
+    // A refusal: the gRPC code and the field at fault.
+    let garbage = ca.dir.join("garbage.csr");
+    std::fs::write(&garbage, b"garbage").unwrap();
+    let (ok, _, text) = ra(&[
+        "issue",
+        "--profile",
+        "server",
+        "--csr",
+        garbage.to_str().unwrap(),
+        "--subject",
+        "CN=www.example.cn",
+        "--san",
+        "dns:www.example.cn",
+        "--validity",
+        "1",
+        "--request-id",
+        "cli-2",
+        "--officer",
+        "王芳",
+        "--ra-reference",
+        "CLI-2",
+        "--agreement-version",
+        common::ca::AGREEMENT,
+    ]);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("INVALID_ARGUMENT") && text.contains("field csr"),
+        "{text}"
+    );
+    let (ok, _, text) = ra(&[
+        "issue",
+        "--profile",
+        "device",
+        "--csr",
+        csr_path.to_str().unwrap(),
+        "--subject",
+        "CN=d",
+        "--validity",
+        "1",
+        "--request-id",
+        "cli-3",
+        "--officer",
+        "x",
+        "--ra-reference",
+        "y",
+        "--agreement-version",
+        common::ca::AGREEMENT,
+    ]);
+    assert!(!ok && text.contains("PERMISSION_DENIED"), "{text}");
+}
+
+/// The daemon's health for the RA service, polled until it is `want` (at most `limit`).
+async fn wait_health(d: &Daemon, want: i32, limit: Duration) -> bool {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let channel = signet::api::client::connect(&d.settings("ra-one"))
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel);
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if let Ok(r) = health
+            .check(HealthCheckRequest {
+                service: "signet.v1.CertificateAuthority".into(),
+            })
+            .await
+            && r.into_inner().status == want
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_goes_not_serving_while_the_hsm_is_gone_and_back_when_it_returns() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let mut ca = ApiCa::behind_p11kit();
+    let d = Daemon::start(&ca);
+    let serving = ServingStatus::Serving as i32;
+    let not_serving = ServingStatus::NotServing as i32;
+    assert!(
+        wait_health(&d, serving, Duration::from_secs(10)).await,
+        "{}",
+        d.log_text()
+    );
+    let mut c = d.client("ra-one").await;
+    c.issue(issue_request("h-1", "server", csr(&ca.dir, "h1")))
+        .await
+        .expect("issue while the HSM is there");
+
+    ca.p11kit.as_mut().unwrap().kill();
+    assert!(
+        wait_health(&d, not_serving, Duration::from_secs(10)).await,
+        "{}",
+        d.log_text()
+    );
+    let retried = issue_request("h-2", "server", csr(&ca.dir, "h2"));
+    let e = c.issue(retried.clone()).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    assert!(!e.message().contains("CKR_"), "HSM internals leaked: {e:?}");
+
+    ca.p11kit.as_mut().unwrap().restart();
+    assert!(
+        wait_health(&d, serving, Duration::from_secs(30)).await,
+        "{}",
+        d.log_text()
+    );
+    c.issue(retried)
+        .await
+        .expect("the same request succeeds once the HSM is back");
+}

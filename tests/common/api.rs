@@ -1,0 +1,591 @@
+//! The RA API as a client meets it: TLS material made by `openssl` (a TLS root and issuing
+//! CA, a server certificate for 127.0.0.1/localhost, RA client certificates good, unknown,
+//! expired and foreign), a CA whose configuration has `[api]` and `[[ra]]`, the ceremony run
+//! by the real binary, and the daemon (`signet serve`) as a child process on a free port,
+//! killed when the test ends.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use signet::api::client::{ClientSettings, ca_client};
+use signet::api::pb;
+use signet::api::pb::certificate_authority_client::CertificateAuthorityClient;
+use tonic::transport::Channel;
+
+use super::SoftHsm;
+use super::ca::{AGREEMENT, SO_PIN, USER_PIN, config_text, run};
+
+/// The subject of the RA "desk-one" (matched by subject).
+pub const RA_ONE_SUBJECT: &str = "CN=Test RA One, O=Signet Test RA, C=CN";
+/// The subject of the RA "desk-two" (matched by subject and key).
+pub const RA_TWO_SUBJECT: &str = "CN=Test RA Two, O=Signet Test RA, C=CN";
+
+fn subj(text: &str) -> String {
+    // "CN=a, O=b, C=CN" -> "/C=CN/O=b/CN=a"
+    let mut parts: Vec<&str> = text.split(", ").collect();
+    parts.reverse();
+    format!("/{}", parts.join("/"))
+}
+
+const OPENSSL_CNF: &str = r#"
+[req]
+distinguished_name = dn
+prompt = no
+[dn]
+CN = unused
+[ca_ext]
+basicConstraints = critical,CA:TRUE
+keyUsage = critical,keyCertSign,cRLSign
+subjectKeyIdentifier = hash
+[server_ext]
+basicConstraints = critical,CA:FALSE
+keyUsage = critical,digitalSignature
+extendedKeyUsage = serverAuth
+subjectAltName = IP:127.0.0.1,DNS:localhost
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+[client_ext]
+basicConstraints = critical,CA:FALSE
+keyUsage = critical,digitalSignature
+extendedKeyUsage = clientAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+[ca]
+default_ca = test_ca
+[test_ca]
+database = $ENV::TLS_DIR/index.txt
+new_certs_dir = $ENV::TLS_DIR
+serial = $ENV::TLS_DIR/serial
+default_md = sha256
+policy = any
+unique_subject = no
+preserve = yes
+email_in_dn = no
+[any]
+countryName = optional
+organizationName = optional
+commonName = supplied
+"#;
+
+/// TLS material for the API, made with openssl.
+pub struct TlsMaterial {
+    /// Where the files are.
+    pub dir: PathBuf,
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = run(Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .env("TLS_DIR", dir));
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl TlsMaterial {
+    /// Make everything in `dir`.
+    pub fn generate(dir: &Path) -> TlsMaterial {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("openssl.cnf"), OPENSSL_CNF).unwrap();
+        std::fs::write(dir.join("index.txt"), "").unwrap();
+        std::fs::write(dir.join("serial"), "1000\n").unwrap();
+        let t = TlsMaterial {
+            dir: dir.to_owned(),
+        };
+        t.self_signed("root", "/CN=Signet Test TLS Root");
+        t.self_signed("foreign-root", "/CN=Someone Else's Root");
+        t.signed(
+            "issuing",
+            "/CN=Signet Test TLS Issuing CA",
+            "root",
+            "ca_ext",
+        );
+        t.signed("server", "/CN=localhost", "issuing", "server_ext");
+        t.signed("ra-one", &subj(RA_ONE_SUBJECT), "issuing", "client_ext");
+        t.signed("ra-two", &subj(RA_TWO_SUBJECT), "issuing", "client_ext");
+        // Right subject, wrong key: desk-two is pinned to its key as well.
+        t.signed(
+            "ra-two-other-key",
+            &subj(RA_TWO_SUBJECT),
+            "issuing",
+            "client_ext",
+        );
+        t.signed(
+            "auditor",
+            "/C=CN/O=Signet Test Audit/CN=Audit Office",
+            "issuing",
+            "client_ext",
+        );
+        t.signed(
+            "stranger",
+            "/C=CN/O=Signet Test RA/CN=Not An RA",
+            "issuing",
+            "client_ext",
+        );
+        t.signed(
+            "foreign",
+            &subj(RA_ONE_SUBJECT),
+            "foreign-root",
+            "client_ext",
+        );
+        // Expired: `openssl x509` of OpenSSL 3.0 cannot back-date, `openssl ca` can.
+        t.key_and_csr("expired", &subj(RA_ONE_SUBJECT));
+        openssl(
+            dir,
+            &[
+                "ca",
+                "-batch",
+                "-config",
+                "openssl.cnf",
+                "-notext",
+                "-cert",
+                "issuing.pem",
+                "-keyfile",
+                "issuing.key",
+                "-in",
+                "expired.csr",
+                "-out",
+                "expired.pem",
+                "-startdate",
+                "20200101000000Z",
+                "-enddate",
+                "20210101000000Z",
+                "-extensions",
+                "client_ext",
+                "-extfile",
+                "openssl.cnf",
+            ],
+        );
+        // The server presents its chain up to (not including) the root.
+        let chain = format!(
+            "{}{}",
+            std::fs::read_to_string(dir.join("server.pem")).unwrap(),
+            std::fs::read_to_string(dir.join("issuing.pem")).unwrap()
+        );
+        std::fs::write(dir.join("server-chain.pem"), chain).unwrap();
+        t
+    }
+
+    fn key_and_csr(&self, name: &str, subject: &str) {
+        openssl(
+            &self.dir,
+            &[
+                "req",
+                "-new",
+                "-config",
+                "openssl.cnf",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+                "-subj",
+                subject,
+            ],
+        );
+    }
+
+    fn self_signed(&self, name: &str, subject: &str) {
+        openssl(
+            &self.dir,
+            &[
+                "req",
+                "-x509",
+                "-new",
+                "-config",
+                "openssl.cnf",
+                "-extensions",
+                "ca_ext",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.pem"),
+                "-subj",
+                subject,
+                "-days",
+                "3650",
+            ],
+        );
+    }
+
+    fn signed(&self, name: &str, subject: &str, ca: &str, ext: &str) {
+        self.key_and_csr(name, subject);
+        openssl(
+            &self.dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                &format!("{ca}.pem"),
+                "-CAkey",
+                &format!("{ca}.key"),
+                "-CAcreateserial",
+                "-CAserial",
+                &format!("{ca}.srl"),
+                "-days",
+                "365",
+                "-extfile",
+                "openssl.cnf",
+                "-extensions",
+                ext,
+                "-out",
+                &format!("{name}.pem"),
+            ],
+        );
+    }
+
+    /// A file of the material, e.g. `pem("ra-one")`.
+    pub fn pem(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.pem"))
+    }
+
+    /// A private key file.
+    pub fn key(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.key"))
+    }
+
+    /// SHA-256 (hex) of the DER SubjectPublicKeyInfo of `name`'s key.
+    pub fn spki_sha256(&self, name: &str) -> String {
+        let out = run(Command::new("openssl")
+            .args(["pkey", "-pubout", "-outform", "DER", "-in"])
+            .arg(self.key(name)));
+        assert!(out.status.success());
+        hex::encode(Sha256::digest(&out.stdout))
+    }
+}
+
+/// A CA configured for the API: SoftHSM token, configuration, ceremony done (by the binary),
+/// TLS material. The daemon is started separately.
+pub struct ApiCa {
+    /// The SoftHSM installation (kept alive for the test).
+    pub softhsm: SoftHsm,
+    /// Working directory.
+    pub dir: PathBuf,
+    /// The configuration file.
+    pub config_path: PathBuf,
+    /// The TLS material.
+    pub tls: TlsMaterial,
+    /// The p11-kit server between the daemon and SoftHSM, when there is one.
+    pub p11kit: Option<super::P11KitServer>,
+    /// Environment for the daemon and the ceremony (the p11-kit server's address).
+    pub child_env: Vec<(String, String)>,
+}
+
+impl ApiCa {
+    /// A CA with three RAs: desk-one (by subject; server, organization and personal; every
+    /// operation), desk-two (by subject and key; device only; issue and read) and a read-only
+    /// auditor (by key only; every profile).
+    pub fn new() -> ApiCa {
+        Self::with_api_settings("")
+    }
+
+    /// As [`ApiCa::new`], with extra `[api]` lines (e.g. `max_concurrent_requests = 4`).
+    pub fn with_api_settings(extra: &str) -> ApiCa {
+        Self::build(extra, false)
+    }
+
+    /// As [`ApiCa::new`], with the HSM reached through a `p11-kit server` the test can kill.
+    pub fn behind_p11kit() -> ApiCa {
+        Self::build("", true)
+    }
+
+    fn build(extra: &str, via_p11kit: bool) -> ApiCa {
+        let softhsm = SoftHsm::new(&[("signet-ca", SO_PIN, USER_PIN)]);
+        let (p11kit, child_env) = if via_p11kit {
+            let server = super::P11KitServer::start(&softhsm, "pkcs11:token=signet-ca");
+            let env = vec![("P11_KIT_SERVER_ADDRESS".to_owned(), server.address())];
+            (Some(server), env)
+        } else {
+            (None, Vec::new())
+        };
+        let dir = softhsm.dir.path().join("ca-work");
+        std::fs::create_dir_all(&dir).unwrap();
+        let tls = TlsMaterial::generate(&dir.join("tls"));
+        let pin_file = softhsm.pin_file(USER_PIN);
+        // Personal certificates may be renewed at once (a year's certificate is always
+        // inside a 366-day window); the others keep the 90-day default.
+        let mut text = config_text(&softhsm, &dir, &pin_file).replace(
+            "[profiles.personal]\n",
+            "[profiles.personal]\nrenewal_window_days = 366\n",
+        );
+        text.push_str(&format!(
+            r#"
+[[issuer]]
+name = "issuing-tls"
+parent = "root"
+key_label = "test-issuing-tls"
+key_type = "p256"
+subject = {{ C = "CN", O = "Signet Test CA", CN = "Signet Test TLS Issuing CA" }}
+validity_years = 10
+path_len = 0
+
+[api]
+listen = "127.0.0.1:0"
+server_cert = "{server}"
+server_key = "{server_key}"
+server_names = ["127.0.0.1", "localhost"]
+tls_issuer = "issuing-tls"
+client_ca = ["{client_ca}"]
+{extra}
+
+[[ra]]
+name = "desk-one"
+subject = "{RA_ONE_SUBJECT}"
+profiles = ["server", "organization", "personal"]
+operations = ["issue", "renew", "revoke", "read"]
+
+[[ra]]
+name = "desk-two"
+subject = "{RA_TWO_SUBJECT}"
+spki_sha256 = "{two_pin}"
+profiles = ["device"]
+operations = ["issue", "read"]
+
+[[ra]]
+name = "auditor"
+spki_sha256 = "{auditor_pin}"
+profiles = ["personal", "organization", "device", "server", "code_signing", "payment_gateway"]
+operations = ["read"]
+"#,
+            server = tls.dir.join("server-chain.pem").display(),
+            server_key = tls.key("server").display(),
+            client_ca = tls.pem("issuing").display(),
+            two_pin = tls.spki_sha256("ra-two"),
+            auditor_pin = tls.spki_sha256("auditor"),
+        ));
+        if via_p11kit {
+            text = text.replace(
+                &format!("module = \"{}\"", softhsm.module.display()),
+                &format!("module = \"{}\"", super::P11KIT_CLIENT_MODULE),
+            );
+        }
+        let config_path = dir.join("signet.toml");
+        std::fs::write(&config_path, text).unwrap();
+        let out = run(Command::new(env!("CARGO_BIN_EXE_signet"))
+            .arg("--config")
+            .arg(&config_path)
+            .arg("ceremony")
+            .envs(child_env.iter().map(|(k, v)| (k, v)))
+            .env("RUST_LOG", "warn"));
+        assert!(
+            out.status.success(),
+            "ceremony: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ApiCa {
+            softhsm,
+            dir,
+            config_path,
+            tls,
+            p11kit,
+            child_env,
+        }
+    }
+}
+
+/// `signet serve` as a child process. Killed (SIGKILL) on drop if still running.
+pub struct Daemon {
+    child: Option<Child>,
+    /// `https://127.0.0.1:PORT`.
+    pub endpoint: String,
+    /// The port it listens on.
+    pub port: u16,
+    /// Its standard error (the log).
+    pub log: PathBuf,
+    /// The TLS root a client trusts.
+    pub tls_root: PathBuf,
+    tls_dir: PathBuf,
+}
+
+impl Daemon {
+    /// Start the daemon on `ca`'s configuration and wait (at most 60 s) until it announces
+    /// its address.
+    pub fn start(ca: &ApiCa) -> Daemon {
+        static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log = ca.dir.join(format!("daemon-{n}.log"));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_signet"))
+            .arg("--config")
+            .arg(&ca.config_path)
+            .arg("serve")
+            .envs(ca.child_env.iter().map(|(k, v)| (k, v)))
+            .env("RUST_LOG", "signet=debug,info")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start signet serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = line.strip_prefix("signet: serving RA API on ") {
+                    let _ = tx.send(addr.trim().to_owned());
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(a) => a,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "signet serve did not announce its address:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+        };
+        let port: u16 = addr
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port in the announcement");
+        Daemon {
+            child: Some(child),
+            endpoint: format!("https://127.0.0.1:{port}"),
+            port,
+            log,
+            tls_root: ca.tls.pem("root"),
+            tls_dir: ca.tls.dir.clone(),
+        }
+    }
+
+    /// Connection settings for the RA whose certificate and key are `name`.pem/.key.
+    pub fn settings(&self, name: &str) -> ClientSettings {
+        ClientSettings {
+            endpoint: self.endpoint.clone(),
+            ca_cert: self.tls_root.clone(),
+            cert: self.tls_dir.join(format!("{name}.pem")),
+            key: self.tls_dir.join(format!("{name}.key")),
+        }
+    }
+
+    /// A client authenticated as `name` (e.g. "ra-one").
+    pub async fn client(&self, name: &str) -> CertificateAuthorityClient<Channel> {
+        ca_client(&self.settings(name))
+            .await
+            .unwrap_or_else(|e| panic!("connect as {name}: {e}"))
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    /// Send a signal by name (TERM, KILL, INT).
+    pub fn signal(&self, sig: &str) {
+        let out = run(Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string()));
+        assert!(out.status.success(), "kill -{sig}");
+    }
+
+    /// Wait (at most `limit`) for the daemon to exit.
+    pub fn wait(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        let child = self.child.as_mut().expect("running");
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                self.child = None;
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon still running after {limit:?}:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A valid Issue request for `profile` (names from `common::ca::names_for`).
+pub fn issue_request(id: &str, profile: &str, csr: Vec<u8>) -> pb::IssueRequest {
+    use signet::pki::San;
+    let (subject, sans) = super::ca::names_for(profile);
+    pb::IssueRequest {
+        request_id: id.into(),
+        profile: profile.into(),
+        issuer: String::new(),
+        csr,
+        subject: subject
+            .attrs()
+            .iter()
+            .map(|(a, v)| pb::SubjectAttribute {
+                r#type: a.short_name().into(),
+                value: v.clone(),
+            })
+            .collect(),
+        sans: sans
+            .iter()
+            .map(|s| pb::SubjectAltName {
+                name: Some(match s {
+                    San::Dns(d) => pb::subject_alt_name::Name::Dns(d.clone()),
+                    San::Ip(i) => pb::subject_alt_name::Name::Ip(i.to_string()),
+                    San::Email(e) => pb::subject_alt_name::Name::Email(e.clone()),
+                }),
+            })
+            .collect(),
+        validity_years: 1,
+        approval: Some(pb::Approval {
+            officer: "王芳".into(),
+            ra_reference: format!("RA-{id}"),
+            agreement_version: AGREEMENT.into(),
+        }),
+    }
+}
+
+/// Rows in the certificates table, counted by the sqlite3 tool.
+pub fn count_rows(ca: &ApiCa) -> u64 {
+    let out = run(Command::new("sqlite3")
+        .arg(ca.dir.join("signet.db"))
+        .arg("SELECT count(*) FROM certificates"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// Unix seconds of now.
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
