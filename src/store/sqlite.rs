@@ -7,8 +7,8 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::oneshot;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params};
+use tokio::sync::oneshot;
 
 use rusqlite::types::Value;
 
@@ -135,7 +135,11 @@ where
             Ok(()) => {
                 let r = work(conn);
                 // A failed call leaves nothing behind; the others in the group go on.
-                let end = if r.is_ok() { "RELEASE call" } else { "ROLLBACK TO call; RELEASE call" };
+                let end = if r.is_ok() {
+                    "RELEASE call"
+                } else {
+                    "ROLLBACK TO call; RELEASE call"
+                };
                 match conn.execute_batch(end) {
                     Ok(()) => r,
                     Err(e) => Err(unavailable(self.context)(e)),

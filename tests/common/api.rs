@@ -343,7 +343,7 @@ path_len = 0
 listen = "127.0.0.1:0"
 server_cert = "{server}"
 server_key = "{server_key}"
-server_names = ["127.0.0.1", "localhost"]
+server_names = ["127.0.0.1"]
 tls_issuer = "issuing-tls"
 client_ca = ["{client_ca}"]
 {extra}
