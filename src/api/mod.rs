@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 
@@ -149,10 +149,15 @@ impl Api {
             .add_service(health)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-                shutdown.await;
-                tracing::info!("shutting down: no new connections; finishing calls in flight");
-            })
+            // No Nagle: a gRPC answer is a few small HTTP/2 frames, and waiting for the
+            // client's delayed ACK would add 40 ms to every call.
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                async {
+                    shutdown.await;
+                    tracing::info!("shutting down: no new connections; finishing calls in flight");
+                },
+            )
             .await;
         monitor.abort();
         served?;
