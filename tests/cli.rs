@@ -116,11 +116,11 @@ fn ceremony_makes_a_hierarchy_openssl_accepts_with_keys_that_never_leave_the_hsm
     );
 }
 
-#[test]
-fn ceremony_issues_the_daemon_and_ra_tls_material_from_a_tls_only_issuer() {
-    let (_softhsm, dir, config, _cfg) = TestCa::prepare();
+/// Add a TLS-only issuer, an `[api]` listening on `listen` and one RA office whose client
+/// certificate the ceremony makes. Returns the directory of the TLS files.
+fn add_api(config: &Path, dir: &Path, listen: &str) -> std::path::PathBuf {
     let tls = dir.join("tls");
-    let mut toml = std::fs::read_to_string(&config).unwrap();
+    let mut toml = std::fs::read_to_string(config).unwrap();
     toml.push_str(&format!(
         r#"
 [[issuer]]
@@ -133,7 +133,7 @@ validity_years = 10
 path_len = 0
 
 [api]
-listen = "127.0.0.1:0"
+listen = "{listen}"
 server_cert = "{t}/server.pem"
 server_key = "{t}/server.key"
 server_names = ["127.0.0.1", "ca.example.cn"]
@@ -143,7 +143,7 @@ client_ca = ["{d}/ca/issuing-tls.pem"]
 [[ra]]
 name = "desk-1"
 subject = "CN=Desk 1, O=测试注册机构, C=CN"
-profiles = ["personal"]
+profiles = ["personal", "organization"]
 operations = ["issue", "read"]
 client_cert = "{t}/desk-1.pem"
 client_key = "{t}/desk-1.key"
@@ -151,7 +151,106 @@ client_key = "{t}/desk-1.key"
         t = tls.display(),
         d = dir.display()
     ));
-    std::fs::write(&config, toml).unwrap();
+    std::fs::write(config, toml).unwrap();
+    tls
+}
+
+#[test]
+fn quickstart_serves_and_the_ra_line_it_prints_issues_a_certificate() {
+    let (_softhsm, dir, config, cfg) = TestCa::prepare();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    add_api(&config, &dir, &format!("127.0.0.1:{port}"));
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_signet"))
+        .arg("--config")
+        .arg(&config)
+        .arg("quickstart")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The announcement comes once the listener is up; the instructions precede it on stderr.
+    let mut out = std::io::BufReader::new(daemon.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert!(
+        line.contains(&format!("serving RA API on 127.0.0.1:{port}")),
+        "{line:?}"
+    );
+    // Run the printed `signet ra` line (after `cargo run -q --`) against the daemon.
+    let mut err = daemon.stderr.take().unwrap();
+    let mut instructions = vec![0u8; 8192];
+    let n = std::io::Read::read(&mut err, &mut instructions).unwrap();
+    let instructions = String::from_utf8_lossy(&instructions[..n]).into_owned();
+    let start = instructions
+        .find("cargo run -q -- ")
+        .expect("the quick start prints a signet ra line");
+    let end = instructions[start..]
+        .find("\n\n")
+        .map_or(instructions.len(), |e| start + e);
+    let printed = instructions[start + "cargo run -q -- ".len()..end].replace("\\\n", " ");
+    let words = shell_words(&printed);
+    let o = run(Command::new(env!("CARGO_BIN_EXE_signet"))
+        .args(&words)
+        .env("RUST_LOG", "warn"));
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(daemon.id().to_string())
+        .status();
+    let status = daemon.wait().unwrap();
+    assert!(o.status.success(), "{printed}: {}", text(&o));
+    assert!(
+        status.success(),
+        "the daemon did not exit 0 on SIGTERM: {status}"
+    );
+    let first = dir.join("quickstart/first.pem");
+    let (ok, t) = openssl_verify(
+        &cfg.output_dir().join("root.pem"),
+        &cfg.output_dir().join("chain.pem"),
+        &first,
+        "sslclient",
+    );
+    assert!(ok, "{t}");
+}
+
+/// Split a command line the way a POSIX shell does for plain words and single quotes.
+fn shell_words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut in_word = false;
+    for c in line.chars() {
+        match c {
+            '\'' => {
+                quoted = !quoted;
+                in_word = true;
+            }
+            c if c.is_whitespace() && !quoted => {
+                if in_word {
+                    words.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            c => {
+                cur.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if in_word {
+        words.push(cur);
+    }
+    words
+}
+
+#[test]
+fn ceremony_issues_the_daemon_and_ra_tls_material_from_a_tls_only_issuer() {
+    let (_softhsm, dir, config, _cfg) = TestCa::prepare();
+    let tls = add_api(&config, &dir, "127.0.0.1:0");
     let o = signet(&config, &["ceremony"]);
     assert!(o.status.success(), "{}", text(&o));
     let root = dir.join("ca/root.pem");
