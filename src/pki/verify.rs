@@ -723,7 +723,7 @@ mod tests {
         }
         let message = vec![0x5a; 1024]; // about a TBSCertificate
         println!(
-            "{:<18} {:>12} {:>12} {:>8}",
+            "{:<28} {:>12} {:>12} {:>8}",
             "", "RustCrypto/s", "ring/s", "speed-up"
         );
         for (name, key, scheme, _) in agreement_cases() {
@@ -743,7 +743,7 @@ mod tests {
             });
             let ring = rate(|| verify_with_ring(scheme, kt, bits, &message, &sig).unwrap());
             println!(
-                "{:<18} {:>12.0} {:>12.0} {:>7.1}x",
+                "{:<28} {:>12.0} {:>12.0} {:>7.1}x",
                 format!("{name} ({kt})"),
                 rc,
                 ring,
