@@ -35,6 +35,14 @@ impl HashAlg {
             HashAlg::Sha512 => sha2::Sha512::digest(message).to_vec(),
         }
     }
+
+    fn output_len(self) -> usize {
+        match self {
+            HashAlg::Sha256 => 32,
+            HashAlg::Sha384 => 48,
+            HashAlg::Sha512 => 64,
+        }
+    }
 }
 
 /// A signature algorithm as understood by the verifier.
@@ -205,20 +213,131 @@ pub fn verify_signature(
             ),
         ));
     }
-    let bad = || PkiError::BadSignature {
-        what: what.to_owned(),
+    let key_bits = spki.subject_public_key.raw_bytes();
+    let ok = match verify_with_ring(scheme, key, key_bits, message, signature) {
+        Some(ok) => ok,
+        None => verify_with_rustcrypto(scheme, key, spki, message, signature, what)?,
     };
+    if ok {
+        Ok(())
+    } else {
+        Err(PkiError::BadSignature {
+            what: what.to_owned(),
+        })
+    }
+}
+
+/// The canonical encodings of the eight points of small order on edwards25519 (identity,
+/// order 2, two of order 4, four of order 8). `ed25519_dalek::VerifyingKey::verify_strict`
+/// refuses a signature whose R is one of them; ring does not check, so the ring path refuses
+/// them itself. (A non-canonical R never verifies on either path: both compare R bytewise
+/// with the canonical encoding of the recomputed point.)
+const ED25519_SMALL_ORDER: [[u8; 32]; 8] = {
+    let mut t = [[0u8; 32]; 8];
+    t[0][0] = 0x01; // identity: y = 1
+    t[1] = [0xff; 32]; // order 2: y = p - 1
+    t[1][0] = 0xec;
+    t[1][31] = 0x7f;
+    // t[2]: order 4, y = 0, x "positive"
+    t[3][31] = 0x80; // order 4, y = 0, x "negative"
+    t[4] = hex32(b"c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a");
+    t[5] = hex32(b"c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa");
+    t[6] = hex32(b"26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05");
+    t[7] = hex32(b"26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85");
+    t
+};
+
+const fn hex32(h: &[u8; 64]) -> [u8; 32] {
+    const fn nibble(c: u8) -> u8 {
+        match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            _ => panic!("not a lowercase hex digit"),
+        }
+    }
+    let mut out = [0u8; 32];
+    let mut i = 0;
+    while i < 32 {
+        out[i] = (nibble(h[2 * i]) << 4) | nibble(h[2 * i + 1]);
+        i += 1;
+    }
+    out
+}
+
+/// Verify with `ring` (optimised assembly) when ring implements exactly `scheme` on a `key`
+/// of this type: `Some(verified)`, or `None` when the combination must go to the RustCrypto
+/// path (ECDSA with SHA-512, PSS with a salt other than the hash length, RSA moduli outside
+/// 2048..=8192 bits). `key` has passed [`key_type_of`] and fits `scheme`; within that, ring
+/// accepts exactly the signatures the RustCrypto path accepts (ring takes no PSS parameters:
+/// MGF1 with the message hash, salt = hash length, trailer 1, which `pss_scheme` and the
+/// check here guarantee).
+fn verify_with_ring(
+    scheme: Scheme,
+    key: KeyType,
+    key_bits: &[u8],
+    message: &[u8],
+    signature: &[u8],
+) -> Option<bool> {
+    use ring::signature as rs;
+    let rsa_in_range = matches!(key.rsa_bits(), Some(2048..=8192));
+    let alg: &'static dyn rs::VerificationAlgorithm = match (scheme, key) {
+        (Scheme::Ecdsa(HashAlg::Sha256), KeyType::P256) => &rs::ECDSA_P256_SHA256_ASN1,
+        (Scheme::Ecdsa(HashAlg::Sha384), KeyType::P256) => &rs::ECDSA_P256_SHA384_ASN1,
+        (Scheme::Ecdsa(HashAlg::Sha256), KeyType::P384) => &rs::ECDSA_P384_SHA256_ASN1,
+        (Scheme::Ecdsa(HashAlg::Sha384), KeyType::P384) => &rs::ECDSA_P384_SHA384_ASN1,
+        (Scheme::RsaPkcs1(hash), _) if rsa_in_range => match hash {
+            HashAlg::Sha256 => &rs::RSA_PKCS1_2048_8192_SHA256,
+            HashAlg::Sha384 => &rs::RSA_PKCS1_2048_8192_SHA384,
+            HashAlg::Sha512 => &rs::RSA_PKCS1_2048_8192_SHA512,
+        },
+        (Scheme::RsaPss { hash, salt_len }, _) if rsa_in_range && salt_len == hash.output_len() => {
+            match hash {
+                HashAlg::Sha256 => &rs::RSA_PSS_2048_8192_SHA256,
+                HashAlg::Sha384 => &rs::RSA_PSS_2048_8192_SHA384,
+                HashAlg::Sha512 => &rs::RSA_PSS_2048_8192_SHA512,
+            }
+        }
+        (Scheme::Ed25519, KeyType::Ed25519) => {
+            if signature
+                .get(..32)
+                .is_some_and(|r| ED25519_SMALL_ORDER.iter().any(|p| p == r))
+            {
+                return Some(false);
+            }
+            &rs::ED25519
+        }
+        _ => return None,
+    };
+    // RSA: the RSAPublicKey DER (the BIT STRING contents); EC: the uncompressed SEC1 point;
+    // Ed25519: the 32-byte key. All are exactly what `spki.subject_public_key` holds.
+    Some(
+        rs::UnparsedPublicKey::new(alg, key_bits)
+            .verify(message, signature)
+            .is_ok(),
+    )
+}
+
+/// The RustCrypto path, for every combination (the tests compare it with ring); `Ok(verified)`,
+/// or an input error for a key that does not decode.
+fn verify_with_rustcrypto(
+    scheme: Scheme,
+    key: KeyType,
+    spki: &SubjectPublicKeyInfoOwned,
+    message: &[u8],
+    signature: &[u8],
+    what: &str,
+) -> Result<bool, PkiError> {
     // key_type_of has already decoded the key once; decoding again cannot fail for a
     // well-formed key, but is still mapped to an error rather than trusted.
     let malformed = |e: String| PkiError::invalid(what, format!("public key: {e}"));
     let key_bits = spki.subject_public_key.raw_bytes();
-    match scheme {
+    Ok(match scheme {
         Scheme::RsaPkcs1(hash) | Scheme::RsaPss { hash, .. } => {
             let spki_der = spki.to_der().map_err(|e| malformed(e.to_string()))?;
             let spki_ref = spki::SubjectPublicKeyInfoRef::from_der(&spki_der)
                 .map_err(|e| malformed(e.to_string()))?;
             let pk = rsa::PublicKey::try_from(spki_ref).map_err(|e| malformed(e.to_string()))?;
-            let ok = match scheme {
+            match scheme {
                 Scheme::RsaPss { salt_len, .. } => {
                     verify_pss(pk, hash, salt_len, message, signature)
                 }
@@ -228,13 +347,12 @@ pub fn verify_signature(
                     HashAlg::Sha512 => pk.pkcs1v15_verify::<sha2::Sha512>(message, signature),
                 }
                 .is_ok(),
-            };
-            if ok { Ok(()) } else { Err(bad()) }
+            }
         }
         Scheme::Ecdsa(hash) => {
             use p256::ecdsa::signature::hazmat::PrehashVerifier;
             let prehash = hash.digest(message);
-            let ok = match key {
+            match key {
                 KeyType::P256 => {
                     let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(key_bits)
                         .map_err(|e| malformed(e.to_string()))?;
@@ -247,8 +365,7 @@ pub fn verify_signature(
                     p384::ecdsa::DerSignature::from_bytes(signature)
                         .is_ok_and(|sig| vk.verify_prehash(&prehash, &sig).is_ok())
                 }
-            };
-            if ok { Ok(()) } else { Err(bad()) }
+            }
         }
         Scheme::Ed25519 => {
             let bytes: &[u8; 32] = key_bits
@@ -256,10 +373,10 @@ pub fn verify_signature(
                 .map_err(|_| malformed("Ed25519 key is not 32 bytes".into()))?;
             let vk = ed25519_dalek::VerifyingKey::from_bytes(bytes)
                 .map_err(|e| malformed(e.to_string()))?;
-            let sig = ed25519_dalek::Signature::from_slice(signature).map_err(|_| bad())?;
-            vk.verify_strict(message, &sig).map_err(|_| bad())
+            ed25519_dalek::Signature::from_slice(signature)
+                .is_ok_and(|sig| vk.verify_strict(message, &sig).is_ok())
         }
-    }
+    })
 }
 
 fn verify_pss(
@@ -368,5 +485,270 @@ mod tests {
         with_params.parameters = Some(der::Any::from(der::asn1::Null));
         let e = verify_signature(&ec.spki(), &with_params, MSG, &sig, "csr").unwrap_err();
         assert!(e.to_string().contains("unexpected parameters"), "{e}");
+    }
+
+    /// A key, the scheme under test, and a signature over [`MSG`] made outside the verifier.
+    fn agreement_cases() -> Vec<(&'static str, SoftKey, Scheme, Vec<u8>)> {
+        use p256::ecdsa::signature::hazmat::PrehashSigner;
+        let mut cases = Vec::new();
+        for alg in [
+            SignatureAlgorithm::RsaPkcs1Sha256,
+            SignatureAlgorithm::RsaPkcs1Sha384,
+            SignatureAlgorithm::RsaPssSha256,
+            SignatureAlgorithm::RsaPssSha384,
+            SignatureAlgorithm::EcdsaSha256,
+            SignatureAlgorithm::EcdsaSha384,
+            SignatureAlgorithm::Ed25519,
+        ] {
+            let key = match alg.hash() {
+                Some(_) if alg.fits_key(KeyType::Rsa2048) => SoftKey::rsa2048(),
+                Some(_) if alg.fits_key(KeyType::P256) => SoftKey::p256(3),
+                Some(_) => SoftKey::p384(3),
+                None => SoftKey::ed25519(3),
+            };
+            let sig = key.sign(alg, MSG);
+            let scheme = scheme_of(&alg.algorithm_identifier(), "test").unwrap();
+            cases.push((alg.name(), key, scheme, sig));
+        }
+        let SoftKey::Rsa(rsa_key) = SoftKey::rsa2048() else {
+            unreachable!()
+        };
+        cases.push((
+            "rsa-pkcs1-sha512",
+            SoftKey::rsa2048(),
+            Scheme::RsaPkcs1(HashAlg::Sha512),
+            rsa_key.pkcs1v15_sign::<sha2::Sha512>(MSG).unwrap(),
+        ));
+        cases.push((
+            "rsa-pss-sha512",
+            SoftKey::rsa2048(),
+            Scheme::RsaPss {
+                hash: HashAlg::Sha512,
+                salt_len: 64,
+            },
+            rsa_key.pss_sign::<sha2::Sha512>(MSG).unwrap(),
+        ));
+        let p256 = p256::ecdsa::SigningKey::from_slice(&[3; 32]).unwrap();
+        let sig: p256::ecdsa::DerSignature = p256.sign_prehash(&sha2::Sha384::digest(MSG)).unwrap();
+        cases.push((
+            "p256-sha384",
+            SoftKey::p256(3),
+            Scheme::Ecdsa(HashAlg::Sha384),
+            sig.as_bytes().to_vec(),
+        ));
+        let p384 = p384::ecdsa::SigningKey::from_slice(&[3; 48]).unwrap();
+        let sig: p384::ecdsa::DerSignature = p384.sign_prehash(&sha2::Sha256::digest(MSG)).unwrap();
+        cases.push((
+            "p384-sha256",
+            SoftKey::p384(3),
+            Scheme::Ecdsa(HashAlg::Sha256),
+            sig.as_bytes().to_vec(),
+        ));
+        cases
+    }
+
+    /// Both verifiers on one input: ring's answer (which must exist) and RustCrypto's.
+    fn both(key: &SoftKey, scheme: Scheme, msg: &[u8], sig: &[u8]) -> (bool, bool) {
+        let spki = key.spki();
+        let kt = key_type_of(&spki, "test").unwrap();
+        let ring = verify_with_ring(scheme, kt, spki.subject_public_key.raw_bytes(), msg, sig)
+            .expect("ring covers this combination");
+        let rc = verify_with_rustcrypto(scheme, kt, &spki, msg, sig, "test").unwrap();
+        (ring, rc)
+    }
+
+    #[test]
+    fn ring_and_rustcrypto_agree_on_good_and_tampered_signatures() {
+        for (name, key, scheme, sig) in agreement_cases() {
+            assert_eq!(both(&key, scheme, MSG, &sig), (true, true), "{name}");
+            // A flipped byte at the start, in the middle and at the end of the signature.
+            for at in [0, sig.len() / 2, sig.len() - 1] {
+                let mut bad = sig.clone();
+                bad[at] ^= 0x01;
+                assert_eq!(
+                    both(&key, scheme, MSG, &bad),
+                    (false, false),
+                    "{name}, byte {at}"
+                );
+            }
+            let mut msg = MSG.to_vec();
+            msg[0] ^= 0x80;
+            assert_eq!(both(&key, scheme, &msg, &sig), (false, false), "{name}");
+            assert_eq!(both(&key, scheme, MSG, &[]), (false, false), "{name}");
+            let mut longer = sig.clone();
+            longer.push(0);
+            assert_eq!(both(&key, scheme, MSG, &longer), (false, false), "{name}");
+            // The other key of the same type does not verify it either.
+            let other = match key.key_type() {
+                KeyType::P256 => SoftKey::p256(4),
+                KeyType::P384 => SoftKey::p384(4),
+                KeyType::Ed25519 => SoftKey::ed25519(4),
+                _ => continue,
+            };
+            assert_eq!(both(&other, scheme, MSG, &sig), (false, false), "{name}");
+        }
+    }
+
+    #[test]
+    fn combinations_ring_lacks_go_to_rustcrypto() {
+        use p256::ecdsa::signature::hazmat::PrehashSigner;
+        // ECDSA with SHA-512 on P-256.
+        let p256 = SoftKey::p256(1);
+        let spki = p256.spki();
+        let none = |scheme, kt, spki: &SubjectPublicKeyInfoOwned| {
+            verify_with_ring(scheme, kt, spki.subject_public_key.raw_bytes(), MSG, &[]).is_none()
+        };
+        assert!(none(Scheme::Ecdsa(HashAlg::Sha512), KeyType::P256, &spki));
+        assert!(none(
+            Scheme::Ecdsa(HashAlg::Sha512),
+            KeyType::P384,
+            &SoftKey::p384(1).spki()
+        ));
+        // PSS with a salt other than the hash length: ring cannot be told the salt length.
+        let SoftKey::Rsa(rsa_key) = SoftKey::rsa2048() else {
+            unreachable!()
+        };
+        let rsa_spki = SoftKey::rsa2048().spki();
+        let scheme = Scheme::RsaPss {
+            hash: HashAlg::Sha256,
+            salt_len: 20,
+        };
+        assert!(none(scheme, KeyType::Rsa2048, &rsa_spki));
+        let sig = {
+            use rsa::signature::{SignatureEncoding, Signer};
+            rsa::pss::SigningKey::<sha2::Sha256>::new_with_salt_len((*rsa_key).clone(), 20)
+                .sign(MSG)
+                .to_vec()
+        };
+        let sha256 = AlgorithmIdentifierOwned {
+            oid: oid::SHA256,
+            parameters: Some(der::Any::from(der::asn1::Null)),
+        };
+        let params = PssParamsIn {
+            hash: Some(sha256.clone()),
+            mask_gen: Some(AlgorithmIdentifierOwned {
+                oid: oid::MGF1,
+                parameters: Some(der::Any::encode_from(&sha256).unwrap()),
+            }),
+            salt_len: Some(20),
+            trailer: None,
+        };
+        let ai = AlgorithmIdentifierOwned {
+            oid: oid::RSASSA_PSS,
+            parameters: Some(der::Any::encode_from(&params).unwrap()),
+        };
+        assert_eq!(scheme_of(&ai, "test").unwrap(), scheme);
+        verify_signature(&rsa_spki, &ai, MSG, &sig, "test").unwrap();
+        let mut bad = sig.clone();
+        bad[7] ^= 1;
+        assert!(matches!(
+            verify_signature(&rsa_spki, &ai, MSG, &bad, "test"),
+            Err(PkiError::BadSignature { .. })
+        ));
+        // The same signature under the standard parameters (salt 32, so ring) does not verify.
+        let standard = SignatureAlgorithm::RsaPssSha256.algorithm_identifier();
+        assert!(matches!(
+            verify_signature(&rsa_spki, &standard, MSG, &sig, "test"),
+            Err(PkiError::BadSignature { .. })
+        ));
+        // P-256 with SHA-512, tampered: BadSignature from the fallback.
+        let sk = p256::ecdsa::SigningKey::from_slice(&[1; 32]).unwrap();
+        let sig: p256::ecdsa::DerSignature = sk.sign_prehash(&sha2::Sha512::digest(MSG)).unwrap();
+        let ai = AlgorithmIdentifierOwned {
+            oid: oid::ECDSA_WITH_SHA512,
+            parameters: None,
+        };
+        assert!(matches!(
+            verify_signature(&spki, &ai, b"other", sig.as_bytes(), "test"),
+            Err(PkiError::BadSignature { what }) if what == "test"
+        ));
+    }
+
+    #[test]
+    fn the_small_order_table_is_the_eight_small_order_points() {
+        for (i, p) in ED25519_SMALL_ORDER.iter().enumerate() {
+            let vk = ed25519_dalek::VerifyingKey::from_bytes(p)
+                .unwrap_or_else(|_| panic!("entry {i} is not a point"));
+            assert!(vk.is_weak(), "entry {i} is not of small order");
+            assert!(!ED25519_SMALL_ORDER[..i].contains(p), "entry {i} repeats");
+            // Canonical: y < p = 2^255 - 19 (compared little-endian, from the top byte), so
+            // eight distinct entries are all eight points.
+            let mut y = *p;
+            y[31] &= 0x7f;
+            let mut field_p = [0xff; 32];
+            field_p[0] = 0xed;
+            field_p[31] = 0x7f;
+            assert!(
+                y.iter().rev().lt(field_p.iter().rev()),
+                "entry {i} is not canonical"
+            );
+            // and no "negative zero" x (x = 0 only for y = 1 and y = p - 1, entries 0 and 1).
+            assert!(i > 1 || p[31] & 0x80 == 0);
+        }
+        // A signature whose R is of small order is refused before ring sees it.
+        let key = SoftKey::ed25519(1);
+        let spki = key.spki();
+        let mut sig = key.sign(SignatureAlgorithm::Ed25519, MSG);
+        sig[..32].copy_from_slice(&ED25519_SMALL_ORDER[0]);
+        assert_eq!(both(&key, Scheme::Ed25519, MSG, &sig), (false, false));
+        assert!(matches!(
+            verify_signature(
+                &spki,
+                &SignatureAlgorithm::Ed25519.algorithm_identifier(),
+                MSG,
+                &sig,
+                "test"
+            ),
+            Err(PkiError::BadSignature { .. })
+        ));
+    }
+
+    /// Verifications per second, ring against the RustCrypto path, printed not asserted:
+    /// `cargo test --release --lib verify -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn verification_throughput() {
+        use std::time::{Duration, Instant};
+        fn rate(mut f: impl FnMut() -> bool) -> f64 {
+            assert!(f());
+            let start = Instant::now();
+            let mut n = 0u64;
+            while start.elapsed() < Duration::from_millis(1500) {
+                for _ in 0..16 {
+                    assert!(f());
+                }
+                n += 16;
+            }
+            n as f64 / start.elapsed().as_secs_f64()
+        }
+        let message = vec![0x5a; 1024]; // about a TBSCertificate
+        println!(
+            "{:<28} {:>12} {:>12} {:>8}",
+            "", "RustCrypto/s", "ring/s", "speed-up"
+        );
+        for (name, key, scheme, _) in agreement_cases() {
+            let sig = match name {
+                "rsa-pkcs1-sha256" => key.sign(SignatureAlgorithm::RsaPkcs1Sha256, &message),
+                "rsa-pss-sha256" => key.sign(SignatureAlgorithm::RsaPssSha256, &message),
+                "ecdsa-sha256" => key.sign(SignatureAlgorithm::EcdsaSha256, &message),
+                "ecdsa-sha384" => key.sign(SignatureAlgorithm::EcdsaSha384, &message),
+                "ed25519" => key.sign(SignatureAlgorithm::Ed25519, &message),
+                _ => continue,
+            };
+            let spki = key.spki();
+            let kt = key_type_of(&spki, "bench").unwrap();
+            let bits = spki.subject_public_key.raw_bytes();
+            let rc = rate(|| {
+                verify_with_rustcrypto(scheme, kt, &spki, &message, &sig, "bench").unwrap()
+            });
+            let ring = rate(|| verify_with_ring(scheme, kt, bits, &message, &sig).unwrap());
+            println!(
+                "{:<28} {:>12.0} {:>12.0} {:>7.1}x",
+                format!("{name} ({kt})"),
+                rc,
+                ring,
+                ring / rc
+            );
+        }
     }
 }
