@@ -227,47 +227,10 @@ pub fn verify_signature(
     }
 }
 
-/// The canonical encodings of the eight points of small order on edwards25519 (identity,
-/// order 2, two of order 4, four of order 8). `ed25519_dalek::VerifyingKey::verify_strict`
-/// refuses a signature whose R is one of them; ring does not check, so the ring path refuses
-/// them itself. (A non-canonical R never verifies on either path: both compare R bytewise
-/// with the canonical encoding of the recomputed point.)
-const ED25519_SMALL_ORDER: [[u8; 32]; 8] = {
-    let mut t = [[0u8; 32]; 8];
-    t[0][0] = 0x01; // identity: y = 1
-    t[1] = [0xff; 32]; // order 2: y = p - 1
-    t[1][0] = 0xec;
-    t[1][31] = 0x7f;
-    // t[2]: order 4, y = 0, x "positive"
-    t[3][31] = 0x80; // order 4, y = 0, x "negative"
-    t[4] = hex32(b"c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a");
-    t[5] = hex32(b"c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa");
-    t[6] = hex32(b"26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05");
-    t[7] = hex32(b"26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85");
-    t
-};
-
-const fn hex32(h: &[u8; 64]) -> [u8; 32] {
-    const fn nibble(c: u8) -> u8 {
-        match c {
-            b'0'..=b'9' => c - b'0',
-            b'a'..=b'f' => c - b'a' + 10,
-            _ => panic!("not a lowercase hex digit"),
-        }
-    }
-    let mut out = [0u8; 32];
-    let mut i = 0;
-    while i < 32 {
-        out[i] = (nibble(h[2 * i]) << 4) | nibble(h[2 * i + 1]);
-        i += 1;
-    }
-    out
-}
-
 /// Verify with `ring` (optimised assembly) when ring implements exactly `scheme` on a `key`
 /// of this type: `Some(verified)`, or `None` when the combination must go to the RustCrypto
-/// path (ECDSA with SHA-512, PSS with a salt other than the hash length, RSA moduli outside
-/// 2048..=8192 bits). `key` has passed [`key_type_of`] and fits `scheme`; within that, ring
+/// path (Ed25519, ECDSA with SHA-512, PSS with a salt other than the hash length, RSA
+/// moduli outside 2048..=8192 bits). `key` has passed [`key_type_of`] and fits `scheme`; within that, ring
 /// accepts exactly the signatures the RustCrypto path accepts (ring takes no PSS parameters:
 /// MGF1 with the message hash, salt = hash length, trailer 1, which `pss_scheme` and the
 /// check here guarantee).
@@ -297,15 +260,8 @@ fn verify_with_ring(
                 HashAlg::Sha512 => &rs::RSA_PSS_2048_8192_SHA512,
             }
         }
-        (Scheme::Ed25519, KeyType::Ed25519) => {
-            if signature
-                .get(..32)
-                .is_some_and(|r| ED25519_SMALL_ORDER.iter().any(|p| p == r))
-            {
-                return Some(false);
-            }
-            &rs::ED25519
-        }
+        // Ed25519 stays with ed25519-dalek's verify_strict: as fast as ring here, and it
+        // refuses small-order R values, which ring does not check.
         _ => return None,
     };
     // RSA: the RSAPublicKey DER (the BIT STRING contents); EC: the uncompressed SEC1 point;
@@ -498,13 +454,13 @@ mod tests {
             SignatureAlgorithm::RsaPssSha384,
             SignatureAlgorithm::EcdsaSha256,
             SignatureAlgorithm::EcdsaSha384,
-            SignatureAlgorithm::Ed25519,
         ] {
-            let key = match alg.hash() {
-                Some(_) if alg.fits_key(KeyType::Rsa2048) => SoftKey::rsa2048(),
-                Some(_) if alg.fits_key(KeyType::P256) => SoftKey::p256(3),
-                Some(_) => SoftKey::p384(3),
-                None => SoftKey::ed25519(3),
+            let key = if alg.fits_key(KeyType::Rsa2048) {
+                SoftKey::rsa2048()
+            } else if alg.fits_key(KeyType::P256) {
+                SoftKey::p256(3)
+            } else {
+                SoftKey::p384(3)
             };
             let sig = key.sign(alg, MSG);
             let scheme = scheme_of(&alg.algorithm_identifier(), "test").unwrap();
@@ -664,47 +620,6 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn the_small_order_table_is_the_eight_small_order_points() {
-        for (i, p) in ED25519_SMALL_ORDER.iter().enumerate() {
-            let vk = ed25519_dalek::VerifyingKey::from_bytes(p)
-                .unwrap_or_else(|_| panic!("entry {i} is not a point"));
-            assert!(vk.is_weak(), "entry {i} is not of small order");
-            assert!(!ED25519_SMALL_ORDER[..i].contains(p), "entry {i} repeats");
-            // Canonical: y < p = 2^255 - 19 (compared little-endian, from the top byte), so
-            // eight distinct entries are all eight points.
-            let mut y = *p;
-            y[31] &= 0x7f;
-            let mut field_p = [0xff; 32];
-            field_p[0] = 0xed;
-            field_p[31] = 0x7f;
-            assert!(
-                y.iter().rev().lt(field_p.iter().rev()),
-                "entry {i} is not canonical"
-            );
-            // and no "negative zero" x (x = 0 only for y = 1 and y = p - 1, entries 0 and 1).
-            assert!(i > 1 || p[31] & 0x80 == 0);
-        }
-        // A signature whose R is of small order is refused before ring sees it.
-        let key = SoftKey::ed25519(1);
-        let spki = key.spki();
-        let mut sig = key.sign(SignatureAlgorithm::Ed25519, MSG);
-        sig[..32].copy_from_slice(&ED25519_SMALL_ORDER[0]);
-        assert_eq!(both(&key, Scheme::Ed25519, MSG, &sig), (false, false));
-        assert!(matches!(
-            verify_signature(
-                &spki,
-                &SignatureAlgorithm::Ed25519.algorithm_identifier(),
-                MSG,
-                &sig,
-                "test"
-            ),
-            Err(PkiError::BadSignature { .. })
-        ));
-    }
-
-    /// Verifications per second, ring against the RustCrypto path, printed not asserted:
-    /// `cargo test --release --lib verify -- --ignored --nocapture`.
     #[test]
     #[ignore]
     fn verification_throughput() {
