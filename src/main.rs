@@ -37,7 +37,7 @@ enum Command {
     /// never overwrites a key or certificate.
     Ceremony,
     /// Issue a certificate locally, as the operator (the RA API does the same over mTLS).
-    Issue(Box<IssueArgs>),
+    Issue(Box<ra_cmd::IssueArgs>),
     /// Quick start on SoftHSM: run the ceremony if needed (CA keys, certificates, the
     /// daemon's TLS certificate, an RA client certificate), print the `signet ra` line that
     /// issues a first certificate, and serve the RA API until SIGTERM or SIGINT.
@@ -59,45 +59,6 @@ enum Command {
     },
 }
 
-#[derive(clap::Args)]
-struct IssueArgs {
-    /// Profile name (personal, organization, device, server, code_signing, payment_gateway).
-    #[arg(long)]
-    profile: String,
-    /// The subscriber's PKCS#10 request, DER or PEM. Only its key is used.
-    #[arg(long)]
-    csr: PathBuf,
-    /// The verified subject, e.g. "CN=张三, O=示例公司, C=CN" (backslash escapes a comma).
-    #[arg(long, default_value = "")]
-    subject: String,
-    /// A subject alternative name: dns:NAME, ip:ADDRESS or email:ADDRESS (repeatable).
-    #[arg(long = "san")]
-    sans: Vec<String>,
-    /// Validity in years.
-    #[arg(long)]
-    validity: u32,
-    /// Request id; issuing again with the same id returns the same certificate.
-    #[arg(long)]
-    request_id: String,
-    /// Issuer name; defaults to the profile's first issuer.
-    #[arg(long)]
-    issuer: Option<String>,
-    /// The officer who approved the request.
-    #[arg(long)]
-    officer: String,
-    /// The RA's reference for the application.
-    #[arg(long)]
-    ra_reference: String,
-    /// The subscriber-agreement version the applicant accepted.
-    #[arg(long)]
-    agreement_version: String,
-    /// Write the certificate here (PEM) instead of standard output.
-    #[arg(long)]
-    out: Option<PathBuf>,
-    /// Also print the chain (issuing CA up to the root) after the certificate.
-    #[arg(long)]
-    chain: bool,
-}
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -321,7 +282,7 @@ fn read_csr(path: &Path) -> Result<Vec<u8>, String> {
     }
 }
 
-fn issue_request(a: &IssueArgs) -> Result<IssueRequest, String> {
+fn issue_request(a: &ra_cmd::IssueArgs) -> Result<IssueRequest, String> {
     let subject = SubjectSpec::parse(&a.subject).map_err(|e| format!("invalid request: {e}"))?;
     let sans = a
         .sans

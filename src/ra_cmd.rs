@@ -109,44 +109,46 @@ enum RaCall {
     },
 }
 
+/// An issuance request as typed by an operator or RA developer; `signet issue` (local) and
+/// `signet ra issue` (over mTLS) take the same flags.
 #[derive(clap::Args)]
-struct IssueArgs {
+pub struct IssueArgs {
     /// Profile name.
     #[arg(long)]
-    profile: String,
+    pub profile: String,
     /// The subscriber's PKCS#10 request, DER or PEM.
     #[arg(long)]
-    csr: PathBuf,
+    pub csr: PathBuf,
     /// The verified subject, e.g. "CN=张三, O=示例公司, C=CN" (backslash escapes a comma).
     #[arg(long, default_value = "")]
-    subject: String,
+    pub subject: String,
     /// dns:NAME, ip:ADDRESS or email:ADDRESS (repeatable).
     #[arg(long = "san")]
-    sans: Vec<String>,
+    pub sans: Vec<String>,
     /// Validity in years.
     #[arg(long)]
-    validity: u32,
+    pub validity: u32,
     /// Request id; the same id returns the same certificate.
     #[arg(long)]
-    request_id: String,
+    pub request_id: String,
     /// The officer who approved the request.
     #[arg(long)]
-    officer: String,
+    pub officer: String,
     /// The RA's reference for the application.
     #[arg(long)]
-    ra_reference: String,
+    pub ra_reference: String,
     /// The subscriber-agreement version the applicant accepted.
     #[arg(long)]
-    agreement_version: String,
+    pub agreement_version: String,
     /// Issuing CA; default: the profile's first.
     #[arg(long)]
-    issuer: Option<String>,
+    pub issuer: Option<String>,
     /// Write the certificate (PEM) here instead of standard output.
     #[arg(long)]
-    out: Option<PathBuf>,
+    pub out: Option<PathBuf>,
     /// Also write the chain after the certificate.
     #[arg(long)]
-    chain: bool,
+    pub chain: bool,
 }
 
 #[derive(clap::Args)]
