@@ -99,7 +99,7 @@ impl Http {
             .map_err(|source| HttpError::Bind { addr, source })
     }
 
-    /// The routes, for serving or for tests.
+    /// The routes: each handler only translates a path into bytes already in memory.
     fn router(&self) -> Router {
         Router::new()
             .route("/crl/{file}", get(crl))
