@@ -80,6 +80,12 @@ pub struct Config {
     /// client certificate that matches no entry is refused.
     #[serde(rename = "ra", default)]
     pub ras: Vec<RaConfig>,
+    /// The public status listener (CRLs, CA certificates, health) over plain HTTP; absent
+    /// means `signet serve` offers none.
+    pub http: Option<HttpConfig>,
+    /// When CRLs are regenerated and how long each is valid.
+    #[serde(default)]
+    pub crl: CrlConfig,
     /// The directory holding the configuration file; relative paths are resolved against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -179,6 +185,50 @@ fn default_deadline_ms() -> u64 {
 }
 fn default_max_concurrent() -> usize {
     256
+}
+
+/// `[http]`: the public status service. Plain HTTP without client certificates: everything
+/// it serves is signed (CRLs) or public (CA certificates).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address to listen on, e.g. `127.0.0.1:8080` (port 0 picks a free port).
+    pub listen: std::net::SocketAddr,
+}
+
+/// `[crl]`: CRL publication.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrlConfig {
+    /// Longest delay between a revocation and the CRL that lists it, in seconds.
+    #[serde(default = "default_crl_lag")]
+    pub lag_seconds: u64,
+    /// A CRL is regenerated at least this often, revocations or not, in seconds.
+    #[serde(default = "default_crl_interval")]
+    pub interval_seconds: u64,
+    /// nextUpdate is thisUpdate plus this many hours; at most 24.
+    #[serde(default = "default_crl_next_update")]
+    pub next_update_hours: u64,
+}
+
+impl Default for CrlConfig {
+    fn default() -> Self {
+        CrlConfig {
+            lag_seconds: default_crl_lag(),
+            interval_seconds: default_crl_interval(),
+            next_update_hours: default_crl_next_update(),
+        }
+    }
+}
+
+fn default_crl_lag() -> u64 {
+    60
+}
+fn default_crl_interval() -> u64 {
+    6 * 3600
+}
+fn default_crl_next_update() -> u64 {
+    24
 }
 
 /// An operation an RA may be granted.
@@ -491,6 +541,32 @@ impl Config {
                     "must be 1 to 100000",
                 ));
             }
+        }
+        // [crl]
+        let crl = &self.crl;
+        if !(1..=24).contains(&crl.next_update_hours) {
+            return Err(invalid("crl.next_update_hours", "must be 1 to 24"));
+        }
+        if !(1..=86_400).contains(&crl.lag_seconds) {
+            return Err(invalid("crl.lag_seconds", "must be 1 to 86400"));
+        }
+        // A CRL must be replaced before its nextUpdate passes, with room for a retry.
+        if crl.interval_seconds == 0
+            || crl.interval_seconds.saturating_mul(2) > crl.next_update_hours * 3600
+        {
+            return Err(invalid(
+                "crl.interval_seconds",
+                format!(
+                    "must be above 0 and at most half of crl.next_update_hours ({} s)",
+                    crl.next_update_hours * 1800
+                ),
+            ));
+        }
+        if crl.lag_seconds > crl.interval_seconds {
+            return Err(invalid(
+                "crl.lag_seconds",
+                "must not exceed crl.interval_seconds",
+            ));
         }
         let mut ra_names = HashMap::new();
         for (i, ra) in self.ras.iter().enumerate() {
@@ -870,6 +946,33 @@ liability = "100,000 CNY"
 
     fn err(text: &str) -> String {
         load(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn http_and_crl_settings_default_and_are_checked_by_key() {
+        let c = load(GOOD).unwrap();
+        assert!(c.http.is_none());
+        assert_eq!(
+            (
+                c.crl.lag_seconds,
+                c.crl.interval_seconds,
+                c.crl.next_update_hours
+            ),
+            (60, 21_600, 24)
+        );
+        let c = load(&format!(
+            "{GOOD}\n[http]\nlisten = \"127.0.0.1:8080\"\n[crl]\nlag_seconds = 1\n"
+        ))
+        .unwrap();
+        assert_eq!(c.http.map(|h| h.listen.port()), Some(8080));
+        let e = err(&format!("{GOOD}\n[crl]\nnext_update_hours = 25\n"));
+        assert!(e.starts_with("crl.next_update_hours:"), "{e}");
+        let e = err(&format!("{GOOD}\n[crl]\ninterval_seconds = 86400\n"));
+        assert!(e.starts_with("crl.interval_seconds:"), "{e}");
+        let e = err(&format!("{GOOD}\n[crl]\nlag_seconds = 0\n"));
+        assert!(e.starts_with("crl.lag_seconds:"), "{e}");
+        let e = err(&format!("{GOOD}\n[http]\nlisten = \"nowhere\"\n"));
+        assert!(e.contains("listen"), "{e}");
     }
 
     #[test]

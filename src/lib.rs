@@ -10,6 +10,7 @@ pub mod bench;
 pub mod ca;
 pub mod config;
 pub mod hsm;
+pub mod http;
 pub mod pki;
 pub mod secret;
 pub mod store;

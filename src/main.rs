@@ -13,9 +13,11 @@ use clap::{Parser, Subcommand};
 
 use signet::api::Api;
 use signet::ca::ceremony::{self, pem_encode};
+use signet::ca::crl::CrlPublisher;
 use signet::ca::{Approval, Authority, CaError, IssueRequest};
 use signet::config::Config;
 use signet::hsm::Hsm;
+use signet::http::Http;
 use signet::pki::{San, SubjectSpec};
 use signet::store::{SqliteStore, Store};
 
@@ -44,9 +46,16 @@ enum Command {
     Quickstart,
     /// Check a configuration file and print what it defines.
     CheckConfig,
-    /// Run the daemon: the RA API over mutual TLS on the [api] listen address, until SIGTERM
+    /// Run the daemon: the RA API over mutual TLS on the [api] listen address and, when
+    /// [http] is configured, CRLs, CA certificates and health over plain HTTP, until SIGTERM
     /// or SIGINT (calls in flight are finished first).
     Serve,
+    /// Publish fresh CRLs now (every issuer, or one) and print what each says.
+    Crl {
+        /// Only this issuer.
+        #[arg(long)]
+        issuer: Option<String>,
+    },
     /// The reference RA client: call the RA API over mutual TLS.
     Ra(Box<ra_cmd::RaArgs>),
     /// Load a running daemon over mTLS gRPC with concurrent Issue calls and report issued/s
@@ -186,6 +195,32 @@ fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Command::Quickstart => quickstart(cfg),
+        Command::Crl { issuer } => {
+            let parts = open_parts(cfg)?;
+            let rt = runtime()?;
+            let published = rt.block_on(async {
+                let ca = Arc::new(
+                    Authority::open(&parts.cfg, parts.hsm.clone(), parts.store.clone()).await?,
+                );
+                let publisher = CrlPublisher::new(ca, &parts.cfg.crl);
+                match &issuer {
+                    Some(name) => publisher.publish(name).await.map(|p| vec![p]),
+                    None => publisher.publish_all().await,
+                }
+            });
+            parts.hsm.close();
+            for p in published.map_err(describe)? {
+                println!(
+                    "{}: CRL number {}, thisUpdate {}, nextUpdate {}, {} entries",
+                    p.issuer,
+                    p.number,
+                    signet::ca::rfc3339(p.this_update),
+                    signet::ca::rfc3339(p.next_update),
+                    p.entries
+                );
+            }
+            Ok(())
+        }
     }
 }
 
@@ -201,7 +236,8 @@ fn serve(cfg: Config) -> Result<(), String> {
     serve_parts(parts, rt)
 }
 
-/// Serve with an open HSM and store on `rt`, until a signal; then close the HSM.
+/// Serve with an open HSM and store on `rt`, until a signal; then close the HSM. One signal
+/// stops every server: it is fanned out through a watch channel.
 fn serve_parts(parts: Parts, rt: tokio::runtime::Runtime) -> Result<(), String> {
     let result = rt.block_on(async {
         let authority = Arc::new(
@@ -209,18 +245,52 @@ fn serve_parts(parts: Parts, rt: tokio::runtime::Runtime) -> Result<(), String> 
                 .await
                 .map_err(describe)?,
         );
-        let api = Api::new(&parts.cfg, authority, parts.hsm.clone()).map_err(|e| e.to_string())?;
+        let api = Api::new(&parts.cfg, authority.clone(), parts.hsm.clone())
+            .map_err(|e| e.to_string())?;
         let listener = Api::bind(&parts.cfg).await.map_err(|e| e.to_string())?;
         let addr = listener
             .local_addr()
             .map_err(|e| format!("listener address: {e}"))?;
         // Handlers are installed before the address is announced, so a signal sent by
         // whoever waits for the announcement always means a graceful stop.
-        let shutdown = shutdown_signal().map_err(|e| format!("cannot handle signals: {e}"))?;
+        let signal = shutdown_signal().map_err(|e| format!("cannot handle signals: {e}"))?;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            signal.await;
+            let _ = stop.send(true);
+        });
+        let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        let http = match &parts.cfg.http {
+            Some(_) => Some(
+                start_http(
+                    &parts,
+                    authority,
+                    stopped.clone(),
+                    until_stopped(stopped.clone()),
+                )
+                .await?,
+            ),
+            None => None,
+        };
         tracing::info!(%addr, "serving the RA API");
         println!("signet: serving RA API on {addr}");
         let _ = std::io::Write::flush(&mut std::io::stdout());
-        api.run(listener, shutdown).await.map_err(|e| e.to_string())
+        let served = api
+            .run(listener, until_stopped(stopped))
+            .await
+            .map_err(|e| e.to_string());
+        if let Some(http) = http {
+            if served.is_err() {
+                http.abort();
+                return served;
+            }
+            http.await
+                .map_err(|e| format!("HTTP server: {e}"))?
+                .map_err(|e| e.to_string())?;
+        }
+        served
     });
     // Signing calls abandoned at their deadline may still hold an HSM session: give the
     // blocking pool a moment before the module is finalised.
@@ -230,6 +300,27 @@ fn serve_parts(parts: Parts, rt: tokio::runtime::Runtime) -> Result<(), String> 
         tracing::info!("stopped");
     }
     result
+}
+
+/// The status service: publish every issuer's CRL (so the first request finds one), keep
+/// them fresh in the background, and serve them over HTTP until `shutdown`.
+async fn start_http(
+    parts: &Parts,
+    authority: Arc<Authority>,
+    stopped: tokio::sync::watch::Receiver<bool>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<tokio::task::JoinHandle<Result<(), signet::http::HttpError>>, String> {
+    let publisher = Arc::new(CrlPublisher::new(authority.clone(), &parts.cfg.crl));
+    publisher.publish_all().await.map_err(describe)?;
+    tokio::spawn(publisher.clone().run(stopped));
+    let http = Http::new(authority, parts.hsm.clone(), publisher).map_err(|e| e.to_string())?;
+    let listener = Http::bind(&parts.cfg).await.map_err(|e| e.to_string())?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("HTTP listener address: {e}"))?;
+    tracing::info!(%addr, "serving CRLs and CA certificates over HTTP");
+    println!("signet: serving HTTP on {addr}");
+    Ok(tokio::spawn(http.run(listener, shutdown)))
 }
 
 /// Completes on SIGTERM or SIGINT.

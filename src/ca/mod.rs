@@ -4,6 +4,7 @@
 //! Renewal goes through the same path; revocation is one store transaction.
 
 pub mod ceremony;
+pub mod crl;
 mod renew;
 mod revoke;
 pub mod tls;
@@ -224,6 +225,8 @@ pub struct Authority {
     profiles: BTreeMap<String, Profile>,
     urls: Urls,
     agreement_version: String,
+    /// Woken by every revocation, so the CRL publisher can regenerate.
+    revocations: Arc<tokio::sync::Notify>,
 }
 
 fn unix(t: SystemTime) -> i64 {
@@ -292,12 +295,23 @@ impl Authority {
                 base: cfg.public_base_url(),
             },
             agreement_version: cfg.ca.agreement_version.clone(),
+            revocations: Arc::new(tokio::sync::Notify::new()),
         })
     }
 
     /// The store this authority records into.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// Notified after each revocation (a permit is kept while nobody waits).
+    pub fn revocations(&self) -> Arc<tokio::sync::Notify> {
+        self.revocations.clone()
+    }
+
+    /// The loaded issuer with this name.
+    pub fn issuer(&self, name: &str) -> Option<&Issuer> {
+        self.issuers.get(name)
     }
 
     /// The loaded issuers.
@@ -699,7 +713,7 @@ pub fn normalize_serial(serial: &str) -> Result<String, CaError> {
 }
 
 /// A Unix time as an RFC 3339 UTC timestamp; the date alone is its first 10 characters.
-fn rfc3339(t: i64) -> String {
+pub fn rfc3339(t: i64) -> String {
     u64::try_from(t)
         .ok()
         .and_then(|s| der::DateTime::from_unix_duration(std::time::Duration::from_secs(s)).ok())

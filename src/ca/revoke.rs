@@ -107,6 +107,7 @@ impl Authority {
         match self.store.revoke(rec, audit).await? {
             RevokeOutcome::Revoked(record) => {
                 tracing::info!(serial = %record.serial, ra, reason = %req.reason, "certificate revoked");
+                self.revocations.notify_one();
                 Ok(Revoked {
                     record,
                     already_revoked: false,

@@ -139,7 +139,10 @@ fn enc(e: der::Error) -> PkiError {
     PkiError::Encoding(e.to_string())
 }
 
-fn extension<T: Encode + AssociatedOid>(value: &T, critical: bool) -> Result<Extension, PkiError> {
+pub(crate) fn extension<T: Encode + AssociatedOid>(
+    value: &T,
+    critical: bool,
+) -> Result<Extension, PkiError> {
     Ok(Extension {
         extn_id: T::OID,
         critical,
@@ -191,7 +194,7 @@ fn aki_extension(key_id: Vec<u8>) -> Result<Extension, PkiError> {
 }
 
 /// The key identifier of an issuer: its SKI extension, or computed from its key when absent.
-fn issuer_key_id(cert: &Certificate) -> Vec<u8> {
+pub(crate) fn issuer_key_id(cert: &Certificate) -> Vec<u8> {
     let tbs = cert.tbs_certificate();
     match tbs.get_extension::<SubjectKeyIdentifier>() {
         Ok(Some((_, ski))) => ski.0.as_bytes().to_vec(),
@@ -266,7 +269,7 @@ fn check_signer_key(
     }
 }
 
-fn to_time(t: SystemTime, field: &str) -> Result<Time, PkiError> {
+pub(crate) fn to_time(t: SystemTime, field: &str) -> Result<Time, PkiError> {
     // Time picks UTCTime through 2049 and GeneralizedTime from 2050 (RFC 5280 4.1.2.5).
     Time::try_from(t).map_err(|e| PkiError::invalid(field, format!("time out of range: {e}")))
 }

@@ -1,9 +1,10 @@
 //! Pure X.509 work, no I/O: profiles, names, CSR checks, certificate building and
-//! verification, certs-only PKCS#7. Nothing here knows about PKCS#11, gRPC or the store;
+//! verification, CRLs, certs-only PKCS#7. Nothing here knows about PKCS#11, gRPC or the store;
 //! signatures come in as bytes from whoever holds the key.
 
 pub mod alg;
 pub mod cert;
+pub mod crl;
 pub mod csr;
 pub mod name;
 pub mod pkcs7;

@@ -202,6 +202,34 @@ pub enum RevokeOutcome {
     },
 }
 
+/// A CRL as published.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CrlRecord {
+    /// The issuer's configured name.
+    pub issuer: String,
+    /// Its cRLNumber.
+    pub number: u64,
+    /// thisUpdate, Unix seconds.
+    pub this_update: i64,
+    /// nextUpdate, Unix seconds.
+    pub next_update: i64,
+    /// The signed CRL, DER.
+    pub der: Vec<u8>,
+}
+
+/// A revoked, unexpired certificate as a CRL lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CrlRevocation {
+    /// Serial number, lower-case hex of the DER content octets.
+    pub serial: String,
+    /// When the CA recorded the revocation, Unix seconds.
+    pub revoked_at: i64,
+    /// The RFC 5280 reason.
+    pub reason: RevocationReason,
+    /// When the subscriber reported it, Unix seconds.
+    pub reported_at: Option<i64>,
+}
+
 /// Which certificates a listing returns. Every field narrows it; the default lists every
 /// issued (valid or revoked) certificate.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -317,6 +345,27 @@ pub trait Store: Send + Sync {
 
     /// The number of certificate records (any status).
     async fn count_certificates(&self) -> Result<u64, StoreError>;
+
+    /// Reserve the next cRLNumber of `issuer`: larger than every number handed out before,
+    /// durably, so a number is never used twice even if the CRL it was drawn for is never
+    /// recorded (a failed signature, a crash) or two processes publish at once.
+    async fn next_crl_number(&self, issuer: &str) -> Result<u64, StoreError>;
+
+    /// Record a published CRL and, in the same transaction, note for each of `serials` (the
+    /// certificates it lists) when it first appeared in a CRL. The number must have been
+    /// reserved with [`Store::next_crl_number`].
+    async fn record_crl(&self, crl: CrlRecord, serials: Vec<String>) -> Result<(), StoreError>;
+
+    /// The CRL of `issuer` with the largest number.
+    async fn latest_crl(&self, issuer: &str) -> Result<Option<CrlRecord>, StoreError>;
+
+    /// The certificates of `issuer` that are revoked and not expired at `at` (Unix seconds),
+    /// in serial order.
+    async fn revoked_for_crl(
+        &self,
+        issuer: &str,
+        at: i64,
+    ) -> Result<Vec<CrlRevocation>, StoreError>;
 
     /// Append an audit entry on its own (events without another state change).
     async fn append_audit(&self, event: AuditEvent) -> Result<AuditEntry, StoreError>;

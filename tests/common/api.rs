@@ -301,15 +301,25 @@ impl ApiCa {
 
     /// As [`ApiCa::new`], with extra `[api]` lines (e.g. `max_concurrent_requests = 4`).
     pub fn with_api_settings(extra: &str) -> ApiCa {
-        Self::build(extra, false)
+        Self::build(extra, "", false)
+    }
+
+    /// As [`ApiCa::new`], with the public HTTP status service on a free port and extra
+    /// top-level configuration (e.g. a `[crl]` section).
+    pub fn with_http(tail: &str) -> ApiCa {
+        Self::build(
+            "",
+            &format!("\n[http]\nlisten = \"127.0.0.1:0\"\n{tail}"),
+            false,
+        )
     }
 
     /// As [`ApiCa::new`], with the HSM reached through a `p11-kit server` the test can kill.
     pub fn behind_p11kit() -> ApiCa {
-        Self::build("", true)
+        Self::build("", "", true)
     }
 
-    fn build(extra: &str, via_p11kit: bool) -> ApiCa {
+    fn build(extra: &str, tail: &str, via_p11kit: bool) -> ApiCa {
         let softhsm = SoftHsm::new(&[("signet-ca", SO_PIN, USER_PIN)]);
         let (p11kit, child_env) = if via_p11kit {
             let server = super::P11KitServer::start(&softhsm, "pkcs11:token=signet-ca");
@@ -373,6 +383,7 @@ operations = ["read"]
             two_pin = tls.spki_sha256("ra-two"),
             auditor_pin = tls.spki_sha256("auditor"),
         ));
+        text.push_str(tail);
         if via_p11kit {
             text = text.replace(
                 &format!("module = \"{}\"", softhsm.module.display()),
@@ -410,6 +421,8 @@ pub struct Daemon {
     pub endpoint: String,
     /// The port it listens on.
     pub port: u16,
+    /// `http://127.0.0.1:PORT` of the status service, when `[http]` is configured.
+    pub http: Option<String>,
     /// Its standard error (the log).
     pub log: PathBuf,
     /// The TLS root a client trusts.
@@ -439,20 +452,30 @@ impl Daemon {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
+                // The HTTP service, when configured, is announced before the RA API.
+                if let Some(addr) = line.strip_prefix("signet: serving HTTP on ") {
+                    let _ = tx.send(format!("http {}", addr.trim()));
+                }
                 if let Some(addr) = line.strip_prefix("signet: serving RA API on ") {
                     let _ = tx.send(addr.trim().to_owned());
                 }
             }
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(a) => a,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "signet serve did not announce its address:\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                );
+        let mut http = None;
+        let addr = loop {
+            match rx.recv_timeout(Duration::from_secs(60)) {
+                Ok(a) if a.starts_with("http ") => {
+                    http = Some(format!("http://{}", &a["http ".len()..]));
+                }
+                Ok(a) => break a,
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "signet serve did not announce its address:\n{}",
+                        std::fs::read_to_string(&log).unwrap_or_default()
+                    );
+                }
             }
         };
         let port: u16 = addr
@@ -464,6 +487,7 @@ impl Daemon {
             child: Some(child),
             endpoint: format!("https://127.0.0.1:{port}"),
             port,
+            http,
             log,
             tls_root: ca.tls.pem("root"),
             tls_dir: ca.tls.dir.clone(),

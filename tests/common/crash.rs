@@ -6,8 +6,8 @@
 use async_trait::async_trait;
 use signet::audit::{AuditEntry, AuditEvent};
 use signet::store::{
-    BeginOutcome, CaKeyRecord, CertFilter, CertPage, CertificateRecord, IssuerRecord,
-    RevokeOutcome, RevokeRecord, SqliteStore, Store, StoreError,
+    BeginOutcome, CaKeyRecord, CertFilter, CertPage, CertificateRecord, CrlRecord, CrlRevocation,
+    IssuerRecord, RevokeOutcome, RevokeRecord, SqliteStore, Store, StoreError,
 };
 
 /// A store that fails to commit, as if the process died between signing and commit.
@@ -65,6 +65,18 @@ impl Store for CrashBeforeCommit {
     }
     async fn count_certificates(&self) -> Result<u64, StoreError> {
         self.0.count_certificates().await
+    }
+    async fn next_crl_number(&self, i: &str) -> Result<u64, StoreError> {
+        self.0.next_crl_number(i).await
+    }
+    async fn record_crl(&self, c: CrlRecord, s: Vec<String>) -> Result<(), StoreError> {
+        self.0.record_crl(c, s).await
+    }
+    async fn latest_crl(&self, i: &str) -> Result<Option<CrlRecord>, StoreError> {
+        self.0.latest_crl(i).await
+    }
+    async fn revoked_for_crl(&self, i: &str, at: i64) -> Result<Vec<CrlRevocation>, StoreError> {
+        self.0.revoked_for_crl(i, at).await
     }
     async fn append_audit(&self, e: AuditEvent) -> Result<AuditEntry, StoreError> {
         self.0.append_audit(e).await

@@ -1,0 +1,347 @@
+//! The public status service as relying parties meet it: `signet serve` as a child process
+//! with `[http]`, fetched with curl, and every answer judged by checkers signet did not
+//! write (OpenSSL, GnuTLS certtool, pkilint).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::api::*;
+use common::ca::{make_csr, pem, run};
+use signet::api::pb;
+
+/// GET `url` into `out`; returns the status code and content type.
+fn fetch(url: &str, out: &Path) -> (u16, String) {
+    let o = run(Command::new("curl").args(["-s", "-o"]).arg(out).args([
+        "-w",
+        "%{http_code} %{content_type}",
+        url,
+    ]));
+    assert!(o.status.success(), "curl {url}");
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let (code, ctype) = text.split_once(' ').unwrap_or((&text, ""));
+    (code.parse().unwrap_or(0), ctype.to_owned())
+}
+
+fn openssl(args: &[&str], dir: &Path) -> (bool, String) {
+    let o = run(Command::new("openssl").args(args).current_dir(dir));
+    (
+        o.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+    )
+}
+
+/// The CRL's number, read by `openssl crl -crlnumber`.
+fn crl_number(dir: &Path, der: &str) -> u64 {
+    let (ok, out) = openssl(
+        &["crl", "-inform", "DER", "-in", der, "-noout", "-crlnumber"],
+        dir,
+    );
+    assert!(ok, "{out}");
+    let hex = out
+        .trim()
+        .strip_prefix("crlNumber=0x")
+        .unwrap_or_else(|| panic!("{out}"));
+    u64::from_str_radix(hex, 16).unwrap()
+}
+
+/// Fetch the issuing-ec CRL into `name` (DER) until its number is above `above`.
+fn fetch_crl_numbered_above(dir: &Path, base: &str, name: &str, above: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (code, ctype) = fetch(&format!("{base}/crl/issuing-ec.crl"), &dir.join(name));
+        assert_eq!((code, ctype.as_str()), (200, "application/pkix-crl"));
+        let n = crl_number(dir, name);
+        if n > above {
+            return n;
+        }
+        assert!(Instant::now() < deadline, "CRL number stayed at {n}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn crl_published_at(ca: &ApiCa, serial: &str) -> String {
+    let o = run(Command::new("sqlite3")
+        .arg(ca.dir.join("signet.db"))
+        .arg(format!(
+            "SELECT crl_published_at FROM certificates WHERE serial = '{serial}'"
+        )));
+    assert!(o.status.success());
+    String::from_utf8_lossy(&o.stdout).trim().to_owned()
+}
+
+async fn issue(
+    c: &mut pb::certificate_authority_client::CertificateAuthorityClient<tonic::transport::Channel>,
+    dir: &Path,
+    id: &str,
+) -> (String, PathBuf) {
+    let d = dir.join(format!("csr-{id}"));
+    std::fs::create_dir_all(&d).unwrap();
+    let mut req = issue_request(id, "server", make_csr(&d, "p256"));
+    req.issuer = "issuing-ec".into();
+    let r = c.issue(req).await.expect("issue").into_inner();
+    let leaf = dir.join(format!("{id}.pem"));
+    std::fs::write(&leaf, pem(&r.certificate)).unwrap();
+    (r.serial, leaf)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_reaches_the_crl_within_the_lag_and_openssl_gnutls_and_pkilint_accept_it() {
+    let ca = ApiCa::with_http("[crl]\nlag_seconds = 1\n");
+    let mut d = Daemon::start(&ca);
+    let base = d.http.clone().expect("HTTP announced");
+    let dir = ca.dir.join("status");
+    std::fs::create_dir_all(&dir).unwrap();
+    for name in ["root", "issuing-ec"] {
+        let der = dir.join(format!("{name}.der"));
+        let (code, ctype) = fetch(&format!("{base}/ca/{name}.crt"), &der);
+        assert_eq!((code, ctype.as_str()), (200, "application/pkix-cert"));
+        std::fs::write(
+            dir.join(format!("{name}.pem")),
+            pem(&std::fs::read(&der).unwrap()),
+        )
+        .unwrap();
+    }
+    let chain = format!(
+        "{}{}",
+        std::fs::read_to_string(dir.join("root.pem")).unwrap(),
+        std::fs::read_to_string(dir.join("issuing-ec.pem")).unwrap()
+    );
+    std::fs::write(dir.join("chain.pem"), chain).unwrap();
+
+    // The CRL published at start-up verifies under the chain.
+    let first = fetch_crl_numbered_above(&dir, &base, "crl-1.der", 0);
+    let (ok, out) = openssl(
+        &[
+            "crl",
+            "-inform",
+            "DER",
+            "-in",
+            "crl-1.der",
+            "-CAfile",
+            "chain.pem",
+            "-noout",
+        ],
+        &dir,
+    );
+    assert!(ok && out.contains("verify OK"), "{out}");
+
+    // Two certificates; one revoked for key compromise, reported an hour ago.
+    let mut c = d.client("ra-one").await;
+    let (revoked, revoked_pem) = issue(&mut c, &dir, "crl-a").await;
+    let (kept, kept_pem) = issue(&mut c, &dir, "crl-b").await;
+    c.revoke(pb::RevokeRequest {
+        request_id: "crl-revoke-1".into(),
+        serial: revoked.clone(),
+        reason: pb::RevocationReason::KeyCompromise as i32,
+        reported_at: Some(prost_types::Timestamp {
+            seconds: now_unix() - 3600,
+            nanos: 0,
+        }),
+        comment: "lost laptop".into(),
+    })
+    .await
+    .expect("revoke");
+    let second = fetch_crl_numbered_above(&dir, &base, "crl-2.der", first);
+    let (ok, out) = openssl(
+        &[
+            "crl",
+            "-inform",
+            "DER",
+            "-in",
+            "crl-2.der",
+            "-out",
+            "crl-2.pem",
+        ],
+        &dir,
+    );
+    assert!(ok, "{out}");
+    let verify = |leaf: &Path| {
+        openssl(
+            &[
+                "verify",
+                "-crl_check",
+                "-CRLfile",
+                "crl-2.pem",
+                "-CAfile",
+                "root.pem",
+                "-untrusted",
+                "issuing-ec.pem",
+                leaf.to_str().unwrap(),
+            ],
+            &dir,
+        )
+    };
+    let (ok, out) = verify(&revoked_pem);
+    assert!(!ok && out.contains("certificate revoked"), "{out}");
+    let (ok, out) = verify(&kept_pem);
+    assert!(ok, "{out}");
+
+    // pkilint finds no error; GnuTLS accepts the signature.
+    let o = run(Command::new("lint_crl")
+        .args(["lint", "-t", "CRL", "-p", "PKIX"])
+        .arg(dir.join("crl-2.der")));
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        !report.contains("ERROR") && !report.contains("FATAL") && !report.contains("Traceback"),
+        "{report}"
+    );
+    let o = run(Command::new("certtool")
+        .args(["--verify-crl", "--load-ca-certificate"])
+        .arg(dir.join("issuing-ec.pem"))
+        .arg("--infile")
+        .arg(dir.join("crl-2.pem")));
+    assert!(
+        o.status.success(),
+        "certtool: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    // The revocation notes when it first appeared in a CRL; the other has none.
+    assert!(
+        crl_published_at(&ca, &revoked).parse::<i64>().is_ok(),
+        "crl_published_at of {revoked}"
+    );
+    assert_eq!(crl_published_at(&ca, &kept), "");
+
+    // A restarted daemon publishes with a larger number.
+    d.signal("TERM");
+    assert!(d.wait(Duration::from_secs(30)).success());
+    let d = Daemon::start(&ca);
+    let base = d.http.clone().expect("HTTP announced");
+    let third = fetch_crl_numbered_above(&dir, &base, "crl-3.der", second);
+    assert!(third > second);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ca_certificates_chain_and_health_are_served_and_unknown_issuers_are_404() {
+    let ca = ApiCa::with_http("");
+    let d = Daemon::start(&ca);
+    let base = d.http.clone().expect("HTTP announced");
+    let dir = ca.dir.join("status");
+    std::fs::create_dir_all(&dir).unwrap();
+
+    let (code, ctype) = fetch(&format!("{base}/ca/chain.p7b"), &dir.join("chain.p7b"));
+    assert_eq!((code, ctype.as_str()), (200, "application/pkcs7-mime"));
+    let (ok, out) = openssl(
+        &[
+            "pkcs7",
+            "-inform",
+            "DER",
+            "-in",
+            "chain.p7b",
+            "-print_certs",
+            "-noout",
+        ],
+        &dir,
+    );
+    assert!(ok, "{out}");
+    // root, issuing-rsa, issuing-ec, issuing-tls
+    assert_eq!(out.matches("subject=").count(), 4, "{out}");
+
+    let (code, _) = fetch(&format!("{base}/ca/issuing-ec.crt"), &dir.join("ec.der"));
+    assert_eq!(code, 200);
+    let (ok, out) = openssl(
+        &[
+            "x509", "-inform", "DER", "-in", "ec.der", "-noout", "-subject",
+        ],
+        &dir,
+    );
+    assert!(ok && out.contains("subject="), "{out}");
+    assert!(out.contains("Signet Test EC Issuing CA"), "{out}");
+
+    for path in [
+        "/ca/nobody.crt",
+        "/crl/nobody.crl",
+        "/crl/issuing-ec",
+        "/nothing",
+    ] {
+        let (code, _) = fetch(&format!("{base}{path}"), &dir.join("404"));
+        assert_eq!(code, 404, "{path}");
+    }
+    let (code, _) = fetch(&format!("{base}/healthz"), &dir.join("health"));
+    assert_eq!(code, 200);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("health")).unwrap().trim(),
+        "ok"
+    );
+}
+
+#[test]
+fn signet_crl_publishes_every_issuer_or_one_with_growing_numbers() {
+    let (_softhsm, dir, config, _cfg) = common::ca::TestCa::prepare();
+    let signet = |args: &[&str]| {
+        run(Command::new(env!("CARGO_BIN_EXE_signet"))
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .env("RUST_LOG", "warn"))
+    };
+    let o = signet(&["ceremony"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = signet(&["crl"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    for issuer in ["root", "issuing-rsa", "issuing-ec"] {
+        assert!(
+            out.contains(&format!("{issuer}: CRL number 1, thisUpdate ")),
+            "{out}"
+        );
+    }
+    assert!(
+        out.contains("nextUpdate ") && out.contains(", 0 entries"),
+        "{out}"
+    );
+    let o = signet(&["crl", "--issuer", "issuing-rsa"]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        o.status.success() && out.starts_with("issuing-rsa: CRL number 2,"),
+        "{out}"
+    );
+    assert_eq!(out.lines().count(), 1, "{out}");
+    let o = signet(&["crl", "--issuer", "nobody"]);
+    assert!(!o.status.success());
+
+    // The recorded RSA CRL passes pkilint and verifies under its issuer with OpenSSL.
+    let o = run(Command::new("sqlite3")
+        .arg(dir.join("signet.db"))
+        .arg(format!(
+            "SELECT writefile('{}', der) FROM crls WHERE issuer = 'issuing-rsa' AND number = 2",
+            dir.join("rsa.crl").display()
+        )));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = run(Command::new("lint_crl")
+        .args(["lint", "-t", "CRL", "-p", "PKIX"])
+        .arg(dir.join("rsa.crl")));
+    let report = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        !report.contains("ERROR") && !report.contains("FATAL"),
+        "{report}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let (ok, out) = openssl(
+        &[
+            "crl",
+            "-inform",
+            "DER",
+            "-in",
+            "rsa.crl",
+            "-CAfile",
+            "ca/issuing-rsa.pem",
+            "-noout",
+        ],
+        &dir,
+    );
+    assert!(ok && out.contains("verify OK"), "{out}");
+}
