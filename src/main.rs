@@ -68,7 +68,6 @@ enum Command {
     },
 }
 
-
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
