@@ -468,6 +468,20 @@ fn parse_page_token(token: &str) -> Result<String, StoreError> {
     Ok(serial.to_owned())
 }
 
+/// An insert's error: `Duplicate` for a unique-key violation, `Unavailable` otherwise.
+fn duplicate_or_unavailable(
+    what: String,
+    context: &'static str,
+) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    move |e| {
+        if is_constraint(&e) {
+            StoreError::Duplicate { what }
+        } else {
+            unavailable(context)(e)
+        }
+    }
+}
+
 fn is_constraint(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::ConstraintViolation)
 }
@@ -481,15 +495,7 @@ impl Store for SqliteStore {
                 "INSERT INTO ca_keys (label, key_type, spki_der, created_at) VALUES (?1, ?2, ?3, ?4)",
                 params![key.label, key.key_type, key.spki_der, key.created_at],
             )
-            .map_err(|e| {
-                if is_constraint(&e) {
-                    StoreError::Duplicate {
-                        what: format!("CA key {:?}", key.label),
-                    }
-                } else {
-                    unavailable("recording a CA key")(e)
-                }
-            })?;
+            .map_err(duplicate_or_unavailable(format!("CA key {:?}", key.label), "recording a CA key"))?;
             append_audit_tx(tx, &audit)?;
             Ok(())
         })
@@ -537,15 +543,7 @@ impl Store for SqliteStore {
                     issuer.created_at
                 ],
             )
-            .map_err(|e| {
-                if is_constraint(&e) {
-                    StoreError::Duplicate {
-                        what: format!("issuer {:?}", issuer.name),
-                    }
-                } else {
-                    unavailable("recording an issuer")(e)
-                }
-            })?;
+            .map_err(duplicate_or_unavailable(format!("issuer {:?}", issuer.name), "recording an issuer"))?;
             append_audit_tx(tx, &audit)?;
             Ok(())
         })
