@@ -1,5 +1,7 @@
 //! The public status service over plain HTTP, no client certificate: CRLs, CA certificates,
-//! the chain as certs-only PKCS#7 and a health check. Handlers only translate: CRLs come
+//! the chain as certs-only PKCS#7, OCSP (RFC 6960, `POST /ocsp` and `GET /ocsp/{base64}`)
+//! and a health check. OCSP answers are signed per request in the HSM; bad OCSP input is
+//! always an OCSPResponse with malformedRequest and HTTP 200. Handlers only translate: CRLs come
 //! from the publisher's memory and certificates are encoded once at start, so no request
 //! waits for the HSM.
 
@@ -9,15 +11,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use bytes::Bytes;
 use tokio::net::TcpListener;
 
 use crate::ca::Authority;
 use crate::ca::crl::CrlPublisher;
+use crate::ca::ocsp::{self, OcspResponder};
 use crate::config::Config;
 use crate::hsm::Hsm;
 
@@ -51,6 +55,7 @@ struct Shared {
     authority: Arc<Authority>,
     hsm: Hsm,
     crls: Arc<CrlPublisher>,
+    ocsp: OcspResponder,
     certs: HashMap<String, Bytes>,
     chain_p7b: Bytes,
 }
@@ -82,6 +87,7 @@ impl Http {
         };
         Ok(Http {
             shared: Arc::new(Shared {
+                ocsp: OcspResponder::new(authority.clone(), ocsp::VALIDITY),
                 authority,
                 hsm,
                 crls,
@@ -105,6 +111,9 @@ impl Http {
             .route("/crl/{file}", get(crl))
             .route("/ca/{file}", get(ca_file))
             .route("/healthz", get(healthz))
+            .route("/ocsp", post(ocsp_post))
+            .route("/ocsp/{*request}", get(ocsp_get))
+            .layer(DefaultBodyLimit::max(crate::pki::ocsp::MAX_REQUEST_BYTES))
             .with_state(self.shared.clone())
     }
 
@@ -154,6 +163,60 @@ async fn ca_file(State(s): State<Arc<Shared>>, Path(file): Path<String>) -> Resp
     }
 }
 
+fn ocsp_response(body: Vec<u8>) -> Response {
+    der("application/ocsp-response", Bytes::from(body))
+}
+
+/// `POST /ocsp`: the body is a DER OCSPRequest. A body over the limit (or unreadable) is
+/// answered malformedRequest like any other bad request.
+async fn ocsp_post(State(s): State<Arc<Shared>>, body: Result<Bytes, BytesRejection>) -> Response {
+    match body {
+        Ok(b) => ocsp_response(s.ocsp.respond(&b).await),
+        Err(_) => ocsp_response(crate::pki::ocsp::malformed_request()),
+    }
+}
+
+/// `GET /ocsp/{base64}`: the DER OCSPRequest in base64 (standard or URL-safe, padded or
+/// not), percent-decoded by the router.
+async fn ocsp_get(State(s): State<Arc<Shared>>, Path(request): Path<String>) -> Response {
+    match decode_base64(&request) {
+        Some(b) => ocsp_response(s.ocsp.respond(&b).await),
+        None => ocsp_response(crate::pki::ocsp::malformed_request()),
+    }
+}
+
+/// Base64, standard or URL-safe alphabet, padding optional; `None` for anything else or for
+/// input longer than a request may be.
+fn decode_base64(text: &str) -> Option<Vec<u8>> {
+    let text = text.trim_end_matches('=');
+    if text.len() > crate::pki::ocsp::MAX_REQUEST_BYTES * 4 / 3 + 4 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in text.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    if bits >= 6 {
+        return None;
+    }
+    Some(out)
+}
+
 /// `GET /healthz`: 200 while the HSM holds the first issuer's key and the store answers.
 async fn healthz(State(s): State<Arc<Shared>>) -> Response {
     let store_ok = matches!(
@@ -172,5 +235,19 @@ async fn healthz(State(s): State<Arc<Shared>>) -> Response {
         (StatusCode::OK, "ok\n").into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "unavailable\n").into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decode_base64;
+
+    #[test]
+    fn base64_in_both_alphabets() {
+        assert_eq!(decode_base64("+/8=").unwrap(), [0xfb, 0xff]);
+        assert_eq!(decode_base64("-_8").unwrap(), [0xfb, 0xff]);
+        assert_eq!(decode_base64("TWFu").unwrap(), b"Man");
+        assert!(decode_base64("T").is_none());
+        assert!(decode_base64("a b").is_none());
     }
 }

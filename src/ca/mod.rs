@@ -5,6 +5,7 @@
 
 pub mod ceremony;
 pub mod crl;
+pub mod ocsp;
 mod renew;
 mod revoke;
 pub mod tls;
@@ -233,6 +234,11 @@ fn unix(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+/// A Unix time (seconds) as a SystemTime; negative times become the epoch.
+fn crl_time(t: i64) -> SystemTime {
+    UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(t).unwrap_or(0))
 }
 
 /// Now, truncated to whole seconds (certificates carry no fractions).

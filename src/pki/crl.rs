@@ -55,7 +55,7 @@ pub struct CrlContent<'a> {
     pub entries: &'a [CrlEntry],
 }
 
-fn reason_of(r: RevocationReason) -> CrlReason {
+pub(crate) fn reason_of(r: RevocationReason) -> CrlReason {
     match r {
         RevocationReason::Unspecified => CrlReason::Unspecified,
         RevocationReason::KeyCompromise => CrlReason::KeyCompromise,

@@ -7,6 +7,7 @@ pub mod cert;
 pub mod crl;
 pub mod csr;
 pub mod name;
+pub mod ocsp;
 pub mod pkcs7;
 pub mod profile;
 pub mod revocation;
