@@ -399,6 +399,121 @@ pub fn unauthorized() -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pki::soft_signer::SoftKey;
+
+    fn self_signed(key: &SoftKey) -> Certificate {
+        use crate::pki::cert::{CaRequest, Urls, assemble, build_ca_tbs};
+        let subject = crate::pki::SubjectSpec::parse("CN=Test OCSP Issuer, C=CN").unwrap();
+        let spki = key.spki();
+        let req = CaRequest {
+            subject: &subject,
+            spki: &spki,
+            path_len: None,
+            validity_years: 5,
+        };
+        let urls = Urls {
+            base: "http://pki.example.cn".into(),
+        };
+        let tbs = build_ca_tbs(
+            None,
+            key.default_alg(),
+            &urls,
+            &req,
+            crate::pki::serial::random_serial(),
+            SystemTime::now(),
+        )
+        .unwrap();
+        let sig = key.sign(key.default_alg(), &tbs.to_der().unwrap());
+        assemble(tbs, &sig).unwrap()
+    }
+
+    fn cert_id(issuer: &Certificate, alg: ObjectIdentifier, serial: &[u8]) -> CertId {
+        let name = issuer.tbs_certificate().subject().to_der().unwrap();
+        CertId {
+            hash_algorithm: AlgorithmIdentifierOwned {
+                oid: alg,
+                parameters: None,
+            },
+            issuer_name_hash: OctetString::new(hash_with(&alg, &name).unwrap()).unwrap(),
+            issuer_key_hash: OctetString::new(hash_with(&alg, public_key_bytes(issuer)).unwrap())
+                .unwrap(),
+            serial_number: Int::new(serial).unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_signed_response_round_trips_with_cert_ids_echoed_and_the_nonce() {
+        let key = SoftKey::p256(11);
+        let issuer = self_signed(&key);
+        let other = self_signed(&SoftKey::p256(12));
+        let sha1 = cert_id(&issuer, ID_SHA1, &[0x7f, 1]);
+        let sha256 = cert_id(&issuer, ID_SHA256, &[0x01]);
+        assert!(cert_id_matches(&sha1, &issuer) && cert_id_matches(&sha256, &issuer));
+        assert!(!cert_id_matches(&sha1, &other));
+        assert_eq!(serial_hex(&sha1), "7f01");
+        let request = OcspRequest {
+            tbs_request: TbsRequest {
+                version: None,
+                requestor_name: None,
+                request_list: vec![Request {
+                    req_cert: sha1.clone(),
+                    single_request_extensions: None,
+                }],
+                request_extensions: Some(vec![Extension {
+                    extn_id: ID_PKIX_OCSP_NONCE,
+                    critical: false,
+                    extn_value: OctetString::new(vec![4, 2, 9, 9]).unwrap(),
+                }]),
+            },
+            optional_signature: None,
+        };
+        let parsed = parse_request(&request.to_der().unwrap()).unwrap();
+        assert_eq!(parsed, request);
+        let now = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+        let entries = [
+            (sha1.clone(), Status::Good),
+            (
+                sha256.clone(),
+                Status::Revoked {
+                    at: now,
+                    reason: RevocationReason::Superseded,
+                },
+            ),
+        ];
+        let content = ResponseContent {
+            entries: &entries,
+            produced_at: now,
+            next_update: now + std::time::Duration::from_secs(3600),
+            nonce: nonce(&parsed),
+        };
+        let tbs = build_response_data(&issuer, &content).unwrap();
+        let sig = key.sign(key.default_alg(), &tbs.to_der().unwrap());
+        let der =
+            assemble_response(tbs.clone(), key.default_alg(), &sig, &key.spki(), None).unwrap();
+        // A signature by another key is refused.
+        assert!(
+            assemble_response(
+                tbs,
+                key.default_alg(),
+                &sig,
+                &SoftKey::p256(12).spki(),
+                None
+            )
+            .is_err()
+        );
+        let resp = OcspResponse::from_der(&der).unwrap();
+        assert_eq!(resp.response_status, OcspResponseStatus::Successful);
+        let bytes = resp.response_bytes.unwrap();
+        assert_eq!(bytes.response_type, ID_PKIX_OCSP_BASIC);
+        let basic = BasicOcspResponse::from_der(bytes.response.as_bytes()).unwrap();
+        let data = basic.tbs_response_data;
+        assert_eq!(data.responder_key_hash.as_bytes(), key_hash(&issuer));
+        assert_eq!(data.responses[0].cert_id, sha1);
+        assert_eq!(data.responses[1].cert_id, sha256);
+        assert_eq!(data.responses[0].cert_status.to_der().unwrap(), [0x80, 0]);
+        let nonce_back = data.response_extensions.unwrap();
+        assert_eq!(nonce_back[0].extn_value.as_bytes(), [4, 2, 9, 9]);
+    }
 
     #[test]
     fn error_responses_decode() {
