@@ -86,6 +86,9 @@ pub struct Config {
     /// When CRLs are regenerated and how long each is valid.
     #[serde(default)]
     pub crl: CrlConfig,
+    /// How long OCSP responses stay fresh.
+    #[serde(default)]
+    pub ocsp: OcspConfig,
     /// The directory holding the configuration file; relative paths are resolved against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -219,6 +222,27 @@ impl Default for CrlConfig {
             next_update_hours: default_crl_next_update(),
         }
     }
+}
+
+/// `[ocsp]`: the OCSP responder of the status service.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OcspConfig {
+    /// nextUpdate is thisUpdate plus this many minutes; 1 to 10080 (seven days).
+    #[serde(default = "default_ocsp_validity")]
+    pub validity_minutes: u64,
+}
+
+impl Default for OcspConfig {
+    fn default() -> Self {
+        OcspConfig {
+            validity_minutes: default_ocsp_validity(),
+        }
+    }
+}
+
+fn default_ocsp_validity() -> u64 {
+    60
 }
 
 fn default_crl_lag() -> u64 {
@@ -544,6 +568,9 @@ impl Config {
         }
         // [crl]
         let crl = &self.crl;
+        if !(1..=10_080).contains(&self.ocsp.validity_minutes) {
+            return Err(invalid("ocsp.validity_minutes", "must be 1 to 10080"));
+        }
         if !(1..=24).contains(&crl.next_update_hours) {
             return Err(invalid("crl.next_update_hours", "must be 1 to 24"));
         }
@@ -965,6 +992,8 @@ liability = "100,000 CNY"
         ))
         .unwrap();
         assert_eq!(c.http.map(|h| h.listen.port()), Some(8080));
+        let e = err(&format!("{GOOD}\n[ocsp]\nvalidity_minutes = 0\n"));
+        assert!(e.starts_with("ocsp.validity_minutes:"), "{e}");
         let e = err(&format!("{GOOD}\n[crl]\nnext_update_hours = 25\n"));
         assert!(e.starts_with("crl.next_update_hours:"), "{e}");
         let e = err(&format!("{GOOD}\n[crl]\ninterval_seconds = 86400\n"));

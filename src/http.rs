@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 
 use crate::ca::Authority;
 use crate::ca::crl::CrlPublisher;
-use crate::ca::ocsp::{self, OcspResponder};
+use crate::ca::ocsp::OcspResponder;
 use crate::config::Config;
 use crate::hsm::Hsm;
 
@@ -66,11 +66,13 @@ pub struct Http {
 }
 
 impl Http {
-    /// Encode the CA certificates and the chain once.
+    /// Encode the CA certificates and the chain once; OCSP answers are fresh for
+    /// `ocsp_validity`.
     pub fn new(
         authority: Arc<Authority>,
         hsm: Hsm,
         crls: Arc<CrlPublisher>,
+        ocsp_validity: Duration,
     ) -> Result<Http, HttpError> {
         let mut certs = HashMap::new();
         let mut all = Vec::new();
@@ -87,7 +89,7 @@ impl Http {
         };
         Ok(Http {
             shared: Arc::new(Shared {
-                ocsp: OcspResponder::new(authority.clone(), ocsp::VALIDITY),
+                ocsp: OcspResponder::new(authority.clone(), ocsp_validity),
                 authority,
                 hsm,
                 crls,

@@ -312,7 +312,9 @@ async fn start_http(
     let publisher = Arc::new(CrlPublisher::new(authority.clone(), &parts.cfg.crl));
     publisher.publish_all().await.map_err(describe)?;
     tokio::spawn(publisher.clone().run(stopped));
-    let http = Http::new(authority, parts.hsm.clone(), publisher).map_err(|e| e.to_string())?;
+    let ocsp_validity = std::time::Duration::from_secs(parts.cfg.ocsp.validity_minutes * 60);
+    let http = Http::new(authority, parts.hsm.clone(), publisher, ocsp_validity)
+        .map_err(|e| e.to_string())?;
     let listener = Http::bind(&parts.cfg).await.map_err(|e| e.to_string())?;
     let addr = listener
         .local_addr()

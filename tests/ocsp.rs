@@ -74,7 +74,7 @@ async fn issue(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ocsp_answers_good_revoked_unknown_over_post_and_get_and_survives_garbage() {
-    let ca = ApiCa::with_http("");
+    let ca = ApiCa::with_http("[ocsp]\nvalidity_minutes = 30\n");
     let d = Daemon::start(&ca);
     let base = d.http.clone().expect("HTTP announced");
     let url = format!("{base}/ocsp");

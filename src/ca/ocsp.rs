@@ -18,9 +18,6 @@ use super::{Authority, CaError, Issuer};
 use crate::pki::ocsp::{self, CertId, OcspResponseStatus, ResponseContent, Status};
 use crate::store::CertStatus;
 
-/// How long a response stays fresh (nextUpdate - thisUpdate).
-pub const VALIDITY: Duration = Duration::from_secs(3600);
-
 /// Answers OCSP requests for the authority's issuers.
 pub struct OcspResponder {
     authority: Arc<Authority>,
