@@ -191,7 +191,7 @@ fn default_max_concurrent() -> usize {
 }
 
 /// `[http]`: the public status service. Plain HTTP without client certificates: everything
-/// it serves is signed (CRLs) or public (CA certificates).
+/// it serves is signed (CRLs, OCSP responses) or public (CA certificates).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
