@@ -3,11 +3,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use common::api::*;
-use common::ca::{make_csr, pem, run};
+use common::ca::{pem, run};
 use signet::api::pb;
 
 fn text(o: &std::process::Output) -> String {
@@ -57,21 +57,6 @@ fn lint(dir: &Path, file: &str) {
     );
 }
 
-async fn issue(
-    c: &mut pb::certificate_authority_client::CertificateAuthorityClient<tonic::transport::Channel>,
-    dir: &Path,
-    id: &str,
-) -> (String, PathBuf) {
-    let d = dir.join(format!("csr-{id}"));
-    std::fs::create_dir_all(&d).unwrap();
-    let mut req = issue_request(id, "server", make_csr(&d, "p256"));
-    req.issuer = "issuing-ec".into();
-    let r = c.issue(req).await.expect("issue").into_inner();
-    let leaf = dir.join(format!("{id}.pem"));
-    std::fs::write(&leaf, pem(&r.certificate)).unwrap();
-    (r.serial, leaf)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ocsp_answers_good_revoked_unknown_over_post_and_get_and_survives_garbage() {
     let ca = ApiCa::with_http("[ocsp]\nvalidity_minutes = 30\n");
@@ -91,7 +76,7 @@ async fn ocsp_answers_good_revoked_unknown_over_post_and_get_and_survives_garbag
         .unwrap();
     }
     let mut c = d.client("ra-one").await;
-    let (serial, leaf) = issue(&mut c, &dir, "ocsp-a").await;
+    let (serial, leaf) = issue_server_ec(&mut c, &dir, "ocsp-a").await;
     let leaf = leaf.to_str().unwrap().to_owned();
     let ask = |extra: &[&str]| {
         let mut args = vec![

@@ -4,12 +4,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::api::*;
-use common::ca::{make_csr, pem, run};
+use common::ca::{pem, run};
 use signet::api::pb;
 
 /// GET `url` into `out`; returns the status code and content type.
@@ -76,21 +76,6 @@ fn crl_published_at(ca: &ApiCa, serial: &str) -> String {
     String::from_utf8_lossy(&o.stdout).trim().to_owned()
 }
 
-async fn issue(
-    c: &mut pb::certificate_authority_client::CertificateAuthorityClient<tonic::transport::Channel>,
-    dir: &Path,
-    id: &str,
-) -> (String, PathBuf) {
-    let d = dir.join(format!("csr-{id}"));
-    std::fs::create_dir_all(&d).unwrap();
-    let mut req = issue_request(id, "server", make_csr(&d, "p256"));
-    req.issuer = "issuing-ec".into();
-    let r = c.issue(req).await.expect("issue").into_inner();
-    let leaf = dir.join(format!("{id}.pem"));
-    std::fs::write(&leaf, pem(&r.certificate)).unwrap();
-    (r.serial, leaf)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revocation_reaches_the_crl_within_the_lag_and_openssl_gnutls_and_pkilint_accept_it() {
     let ca = ApiCa::with_http("[crl]\nlag_seconds = 1\n");
@@ -134,8 +119,8 @@ async fn a_revocation_reaches_the_crl_within_the_lag_and_openssl_gnutls_and_pkil
 
     // Two certificates; one revoked for key compromise, reported an hour ago.
     let mut c = d.client("ra-one").await;
-    let (revoked, revoked_pem) = issue(&mut c, &dir, "crl-a").await;
-    let (kept, kept_pem) = issue(&mut c, &dir, "crl-b").await;
+    let (revoked, revoked_pem) = issue_server_ec(&mut c, &dir, "crl-a").await;
+    let (kept, kept_pem) = issue_server_ec(&mut c, &dir, "crl-b").await;
     c.revoke(pb::RevokeRequest {
         request_id: "crl-revoke-1".into(),
         serial: revoked.clone(),

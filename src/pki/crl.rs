@@ -186,38 +186,13 @@ pub fn crl_number(crl: &CertificateList) -> Option<u64> {
 mod tests {
     use super::*;
     use crate::pki::soft_signer::SoftKey;
+    use crate::pki::test_ca;
     use std::time::Duration;
-
-    fn self_signed(key: &SoftKey) -> Certificate {
-        use crate::pki::cert::{CaRequest, Urls, assemble, build_ca_tbs};
-        let subject = crate::pki::SubjectSpec::parse("CN=Test CRL Issuer, C=CN").unwrap();
-        let spki = key.spki();
-        let req = CaRequest {
-            subject: &subject,
-            spki: &spki,
-            path_len: None,
-            validity_years: 5,
-        };
-        let urls = Urls {
-            base: "http://pki.example.cn".into(),
-        };
-        let tbs = build_ca_tbs(
-            None,
-            key.default_alg(),
-            &urls,
-            &req,
-            crate::pki::serial::random_serial(),
-            SystemTime::now(),
-        )
-        .unwrap();
-        let sig = key.sign(key.default_alg(), &tbs.to_der().unwrap());
-        assemble(tbs, &sig).unwrap()
-    }
 
     #[test]
     fn a_signed_crl_verifies_and_carries_number_reason_and_invalidity_date() {
         let key = SoftKey::p256(7);
-        let issuer = self_signed(&key);
+        let issuer = test_ca(&key, "Test CRL Issuer");
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         let entries = [
             CrlEntry {
@@ -258,7 +233,7 @@ mod tests {
     #[test]
     fn an_empty_crl_has_no_revoked_certificates_field() {
         let key = SoftKey::p256(9);
-        let issuer = self_signed(&key);
+        let issuer = test_ca(&key, "Test CRL Issuer");
         let now = SystemTime::now();
         let content = CrlContent {
             number: 1,

@@ -55,3 +55,32 @@ impl PkiError {
 #[cfg(test)]
 #[path = "../../tests/support/soft_signer.rs"]
 pub(crate) mod soft_signer;
+
+/// A self-signed CA certificate named `CN={cn}` for `key`, for unit tests that need an
+/// issuer (CRLs, OCSP, PKCS#7).
+#[cfg(test)]
+pub(crate) fn test_ca(key: &soft_signer::SoftKey, cn: &str) -> x509_cert::Certificate {
+    use der::Encode;
+    let subject = SubjectSpec::parse(&format!("CN={cn}")).expect("test subject");
+    let spki = key.spki();
+    let req = cert::CaRequest {
+        subject: &subject,
+        spki: &spki,
+        path_len: None,
+        validity_years: 5,
+    };
+    let urls = cert::Urls {
+        base: "http://pki.example.cn".into(),
+    };
+    let tbs = cert::build_ca_tbs(
+        None,
+        key.default_alg(),
+        &urls,
+        &req,
+        serial::random_serial(),
+        std::time::SystemTime::now(),
+    )
+    .expect("test CA TBS");
+    let sig = key.sign(key.default_alg(), &tbs.to_der().expect("TBS encodes"));
+    cert::assemble(tbs, &sig).expect("test CA assembles")
+}

@@ -400,32 +400,7 @@ pub fn unauthorized() -> Vec<u8> {
 mod tests {
     use super::*;
     use crate::pki::soft_signer::SoftKey;
-
-    fn self_signed(key: &SoftKey) -> Certificate {
-        use crate::pki::cert::{CaRequest, Urls, assemble, build_ca_tbs};
-        let subject = crate::pki::SubjectSpec::parse("CN=Test OCSP Issuer, C=CN").unwrap();
-        let spki = key.spki();
-        let req = CaRequest {
-            subject: &subject,
-            spki: &spki,
-            path_len: None,
-            validity_years: 5,
-        };
-        let urls = Urls {
-            base: "http://pki.example.cn".into(),
-        };
-        let tbs = build_ca_tbs(
-            None,
-            key.default_alg(),
-            &urls,
-            &req,
-            crate::pki::serial::random_serial(),
-            SystemTime::now(),
-        )
-        .unwrap();
-        let sig = key.sign(key.default_alg(), &tbs.to_der().unwrap());
-        assemble(tbs, &sig).unwrap()
-    }
+    use crate::pki::test_ca;
 
     fn cert_id(issuer: &Certificate, alg: ObjectIdentifier, serial: &[u8]) -> CertId {
         let name = issuer.tbs_certificate().subject().to_der().unwrap();
@@ -444,8 +419,8 @@ mod tests {
     #[test]
     fn a_signed_response_round_trips_with_cert_ids_echoed_and_the_nonce() {
         let key = SoftKey::p256(11);
-        let issuer = self_signed(&key);
-        let other = self_signed(&SoftKey::p256(12));
+        let issuer = test_ca(&key, "Test OCSP Issuer");
+        let other = test_ca(&SoftKey::p256(12), "Test OCSP Issuer");
         let sha1 = cert_id(&issuer, ID_SHA1, &[0x7f, 1]);
         let sha256 = cert_id(&issuer, ID_SHA256, &[0x01]);
         assert!(cert_id_matches(&sha1, &issuer) && cert_id_matches(&sha256, &issuer));

@@ -107,37 +107,11 @@ mod tests {
         assert!(certs_only(&[]).is_err());
     }
 
-    fn self_signed(key: &crate::pki::soft_signer::SoftKey, cn: &str) -> Certificate {
-        use crate::pki::cert::{CaRequest, Urls, assemble, build_ca_tbs};
-        let subject = crate::pki::SubjectSpec::parse(&format!("CN={cn}")).unwrap();
-        let spki = key.spki();
-        let req = CaRequest {
-            subject: &subject,
-            spki: &spki,
-            path_len: None,
-            validity_years: 5,
-        };
-        let urls = Urls {
-            base: "http://pki.example.cn".into(),
-        };
-        let tbs = build_ca_tbs(
-            None,
-            key.default_alg(),
-            &urls,
-            &req,
-            crate::pki::serial::random_serial(),
-            std::time::SystemTime::now(),
-        )
-        .unwrap();
-        let sig = key.sign(key.default_alg(), &tbs.to_der().unwrap());
-        assemble(tbs, &sig).unwrap()
-    }
-
     #[test]
     fn certificates_are_deduplicated_and_in_der_set_order() {
         use crate::pki::soft_signer::SoftKey;
-        let a = self_signed(&SoftKey::rsa2048(), "A");
-        let b = self_signed(&SoftKey::p256(4), "B");
+        let a = crate::pki::test_ca(&SoftKey::rsa2048(), "A");
+        let b = crate::pki::test_ca(&SoftKey::p256(4), "B");
         let one = certs_only(&[a.clone(), b.clone()]).unwrap();
         let two = certs_only(&[b.clone(), a.clone(), b.clone()]).unwrap();
         assert_eq!(one, two);

@@ -613,3 +613,20 @@ pub fn now_unix() -> i64 {
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
 }
+
+/// Issue a server certificate for a fresh P-256 key from the EC issuing CA over `c`; returns
+/// its serial and the PEM file it was written to (in `dir`).
+pub async fn issue_server_ec(
+    c: &mut CertificateAuthorityClient<Channel>,
+    dir: &Path,
+    id: &str,
+) -> (String, PathBuf) {
+    let d = dir.join(format!("csr-{id}"));
+    std::fs::create_dir_all(&d).unwrap();
+    let mut req = issue_request(id, "server", super::ca::make_csr(&d, "p256"));
+    req.issuer = "issuing-ec".into();
+    let r = c.issue(req).await.expect("issue").into_inner();
+    let leaf = dir.join(format!("{id}.pem"));
+    std::fs::write(&leaf, super::ca::pem(&r.certificate)).unwrap();
+    (r.serial, leaf)
+}
