@@ -123,27 +123,13 @@ pub async fn run(
         made.push(m);
     }
 
-    // TLS material for the RA API, from its TLS-only issuing CA.
-    if let Some(api) = &cfg.api {
-        let m = made
-            .iter()
-            .find(|m| m.name == api.tls_issuer)
-            .ok_or_else(|| {
-                CaError::FailedPrecondition(format!(
-                    "api.tls_issuer {:?} was not created",
-                    api.tls_issuer
-                ))
-            })?;
-        let issuer = super::tls::TlsIssuer {
-            name: &m.name,
-            key_label: &m.key_label,
-            cert: &m.cert,
-            spki: &m.spki,
-            signature: m.signature,
-        };
+    // TLS material for the RA API, from its TLS-only issuing CA, certified through the
+    // authority's one issuance path now that the hierarchy exists.
+    if cfg.api.is_some() {
+        let authority = super::Authority::open(cfg, hsm.clone(), store.clone()).await?;
         report
             .files
-            .extend(super::tls::make(cfg, &issuer, hsm, store).await?);
+            .extend(super::tls::make(cfg, &authority).await?);
     }
 
     // The chain files are publications derived from the store: rewritten on every run.

@@ -400,6 +400,53 @@ impl Authority {
 
     /// Steps 4-7 for a validated request (an issuance or a renewal): look the request up; if
     /// new, record serial and TBS before signing; then sign, check, commit and answer.
+    /// Certify a key signet made for its own infrastructure (the daemon's TLS key, RA
+    /// client keys) with a profile of signet's own, through the same record-sign-commit
+    /// path as subscriber certificates. `actor` is recorded as the RA.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn issue_infrastructure(
+        &self,
+        actor: &str,
+        request_id: &str,
+        profile: &Profile,
+        issuer: &str,
+        subject: &SubjectSpec,
+        sans: &[San],
+        spki: &SubjectPublicKeyInfoOwned,
+        validity_years: u32,
+    ) -> Result<Issued, CaError> {
+        let issuer = self.issuers.get(issuer).ok_or_else(|| {
+            CaError::FailedPrecondition(format!("issuer {issuer:?} has not been created"))
+        })?;
+        let spki_der = spki
+            .to_der()
+            .map_err(|e| CaError::Internal(format!("encoding public key: {e}")))?;
+        let request_json = serde_json::json!({
+            "purpose": request_id,
+            "profile": profile.name,
+            "subject": subject.to_string(),
+            "sans": sans.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "spki": hex::encode(&spki_der),
+        })
+        .to_string();
+        self.record_sign_commit(Prepared {
+            ra: actor,
+            request_id,
+            request_digest: hex::encode(Sha256::digest(request_json.as_bytes())),
+            profile,
+            issuer,
+            subject,
+            sans,
+            spki,
+            key_type: csr::key_type_of(spki, "public key")?,
+            validity_years,
+            csr_der: &spki_der,
+            request_json,
+            renewed_from: None,
+        })
+        .await
+    }
+
     async fn record_sign_commit(&self, p: Prepared<'_>) -> Result<Issued, CaError> {
         let mut attempts = 0;
         let record = loop {

@@ -6,34 +6,15 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use der::{Decode, Encode};
 use p256::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
 use spki::SubjectPublicKeyInfoOwned;
 use zeroize::Zeroizing;
 
-use super::CaError;
-use crate::audit::AuditEvent;
+use super::{Authority, CaError};
 use crate::config::{Config, server_name_san};
-use crate::hsm::Hsm;
-use crate::pki::cert::{self, IssuerRef, LeafRequest, Urls};
-use crate::pki::{KeyType, Profile, ProfileKind, San, SubjectSpec, serial};
-use crate::store::{BeginOutcome, CertStatus, CertificateRecord, Store};
-
-/// The issuing CA the TLS certificates come from, as the ceremony has it.
-pub struct TlsIssuer<'a> {
-    /// Configured name.
-    pub name: &'a str,
-    /// CKA_LABEL of its key.
-    pub key_label: &'a str,
-    /// Its certificate.
-    pub cert: &'a x509_cert::Certificate,
-    /// Its public key.
-    pub spki: &'a SubjectPublicKeyInfoOwned,
-    /// The algorithm it signs with.
-    pub signature: crate::pki::SignatureAlgorithm,
-}
+use crate::pki::{KeyType, Profile, ProfileKind, San, SubjectSpec};
 
 /// One certificate to make: where its files go and what it says.
 struct Wanted {
@@ -49,12 +30,7 @@ struct Wanted {
 
 /// Make the server certificate and the RA client certificates the configuration asks for,
 /// skipping those whose files exist. Returns the files written.
-pub async fn make(
-    cfg: &Config,
-    issuer: &TlsIssuer<'_>,
-    hsm: &Hsm,
-    store: &std::sync::Arc<dyn Store>,
-) -> Result<Vec<PathBuf>, CaError> {
+pub async fn make(cfg: &Config, authority: &Authority) -> Result<Vec<PathBuf>, CaError> {
     let Some(api) = &cfg.api else {
         return Ok(Vec::new());
     };
@@ -92,9 +68,6 @@ pub async fn make(
             key_path: cfg.resolve(k),
         });
     }
-    let urls = Urls {
-        base: cfg.public_base_url(),
-    };
     let mut written = Vec::new();
     for w in wanted {
         match (w.cert_path.exists(), w.key_path.exists()) {
@@ -108,15 +81,9 @@ pub async fn make(
                 )));
             }
         }
-        written.extend(make_one(&w, issuer, &urls, hsm, store).await?);
+        written.extend(make_one(&w, &api.tls_issuer, authority).await?);
     }
     Ok(written)
-}
-
-fn unix(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 /// A fresh software P-256 key: PKCS#8 PEM (zeroized on drop) and its public key.
@@ -144,10 +111,8 @@ fn software_key() -> Result<(Zeroizing<String>, SubjectPublicKeyInfoOwned), CaEr
 
 async fn make_one(
     w: &Wanted,
-    issuer: &TlsIssuer<'_>,
-    urls: &Urls,
-    hsm: &Hsm,
-    store: &std::sync::Arc<dyn Store>,
+    issuer: &str,
+    authority: &Authority,
 ) -> Result<Vec<PathBuf>, CaError> {
     let (key_pem, spki) = software_key()?;
     // Profile names of their own, so that no RA's profile list ever covers them.
@@ -165,101 +130,34 @@ async fn make_one(
         policy_oid: const_oid::ObjectIdentifier::new_unwrap("2.5.29.32.0"),
         liability: None,
         key_types: vec![KeyType::P256],
-        issuers: vec![issuer.name.to_owned()],
+        issuers: vec![issuer.to_owned()],
     };
-    let serial = serial::random_serial();
-    let not_before = UNIX_EPOCH + std::time::Duration::from_secs(unix(SystemTime::now()) as u64);
-    let leaf = LeafRequest {
-        profile: &profile,
-        subject: &w.subject,
-        sans: &w.sans,
-        spki: &spki,
-        key_type: KeyType::P256,
-        validity_years: w.validity_years,
-    };
-    let issuer_ref = IssuerRef {
-        name: issuer.name,
-        cert: issuer.cert,
-        signature: issuer.signature,
-    };
-    let tbs = cert::build_leaf_tbs(&issuer_ref, urls, &leaf, serial.clone(), not_before)?;
-    let tbs_der = tbs
-        .to_der()
-        .map_err(|e| CaError::Internal(format!("encoding TBS: {e}")))?;
-    let serial_hex = serial::serial_hex(&serial);
-    let request = serde_json::json!({
-        "purpose": w.request_id,
-        "subject": w.subject.to_string(),
-        "sans": w.sans.iter().map(ToString::to_string).collect::<Vec<_>>(),
-    });
-    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(request.to_string()));
+    // One request id per key: a later run that makes a new key (after the files were
+    // removed) certifies it anew.
     let spki_der = spki
         .to_der()
         .map_err(|e| CaError::Internal(format!("encoding public key: {e}")))?;
-    // Recorded like every certificate, pending before it is signed. The request id carries
-    // the serial so a later ceremony run can make a replacement after the files are removed.
-    let pending = CertificateRecord {
-        serial: serial_hex.clone(),
-        issuer: issuer.name.to_owned(),
-        ra: super::ceremony::ACTOR.into(),
-        request_id: format!("{}:{serial_hex}", w.request_id),
-        request_digest: digest.clone(),
-        profile: profile_name.into(),
-        subject: w.subject.to_string(),
-        request_json: request.to_string(),
-        csr_der: spki_der,
-        tbs_der: tbs_der.clone(),
-        cert_der: None,
-        status: CertStatus::Pending,
-        not_before: unix(not_before),
-        not_after: unix(tbs.validity().not_after.to_system_time()),
-        created_at: unix(SystemTime::now()),
-        issued_at: None,
-        renewed_from: None,
-        revocation: None,
-    };
-    match store.begin_issuance(pending).await? {
-        BeginOutcome::Started(_) => {}
-        other => {
-            return Err(CaError::Internal(format!(
-                "recording TLS certificate {serial_hex}: unexpected {other:?}"
-            )));
-        }
-    }
-    let sig = hsm
-        .sign(issuer.key_label, issuer.signature, &tbs_der)
+    let key_id = hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(&spki_der)[..8]);
+    let issued = authority
+        .issue_infrastructure(
+            super::ceremony::ACTOR,
+            &format!("{}:{key_id}", w.request_id),
+            &profile,
+            issuer,
+            &w.subject,
+            &w.sans,
+            &spki,
+            w.validity_years,
+        )
         .await?;
-    let certificate = cert::assemble(tbs, &sig)?;
-    cert::check_signed_by(&certificate, issuer.spki)?;
-    let cert_der = certificate
-        .to_der()
-        .map_err(|e| CaError::Internal(format!("encoding certificate: {e}")))?;
     // Key first (private, never overwritten), then the certificate chain beside it.
     write_private(&w.key_path, key_pem.as_bytes())?;
-    let mut chain = super::ceremony::pem_encode(&cert_der);
-    chain.push_str(&super::ceremony::pem_encode(
-        &issuer
-            .cert
-            .to_der()
-            .map_err(|e| CaError::Internal(format!("encoding certificate: {e}")))?,
-    ));
+    let mut chain = super::ceremony::pem_encode(&issued.cert_der);
+    if let Some(issuer_der) = issued.chain.first() {
+        chain.push_str(&super::ceremony::pem_encode(issuer_der));
+    }
     write_new(&w.cert_path, chain.as_bytes(), 0o644)?;
-    let audit = AuditEvent {
-        actor: super::ceremony::ACTOR.into(),
-        action: "ceremony.tls_certificate_issued".into(),
-        object: serial_hex.clone(),
-        request_digest: Some(digest),
-        detail: serde_json::json!({
-            "purpose": w.request_id,
-            "subject": w.subject.to_string(),
-            "cert_file": w.cert_path.display().to_string(),
-        })
-        .to_string(),
-    };
-    store
-        .complete_issuance(&serial_hex, &cert_der, unix(SystemTime::now()), audit)
-        .await?;
-    tracing::info!(purpose = %w.request_id, serial = %serial_hex, "TLS certificate issued");
+    tracing::info!(purpose = %w.request_id, serial = %issued.record.serial, "TLS certificate issued");
     Ok(vec![w.key_path.clone(), w.cert_path.clone()])
 }
 
