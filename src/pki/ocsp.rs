@@ -211,6 +211,7 @@ pub fn nonce(req: &OcspRequest) -> Option<&Extension> {
         .find(|e| e.extn_id == ID_PKIX_OCSP_NONCE)
 }
 
+#[cfg(test)]
 fn hash_with(oid: &ObjectIdentifier, data: &[u8]) -> Option<Vec<u8>> {
     if *oid == ID_SHA1 {
         Some(sha1::Sha1::digest(data).to_vec())
@@ -231,18 +232,46 @@ fn public_key_bytes(cert: &Certificate) -> &[u8] {
 /// Whether `id` names `issuer` (issuerNameHash over its DER subject, issuerKeyHash over its
 /// subjectPublicKey), with SHA-1 or SHA-256.
 pub fn cert_id_matches(id: &CertId, issuer: &Certificate) -> bool {
-    let Ok(name) = issuer.tbs_certificate().subject().to_der() else {
-        return false;
-    };
-    let alg = &id.hash_algorithm.oid;
-    match (
-        hash_with(alg, &name),
-        hash_with(alg, public_key_bytes(issuer)),
-    ) {
-        (Some(n), Some(k)) => {
-            n == id.issuer_name_hash.as_bytes() && k == id.issuer_key_hash.as_bytes()
-        }
-        _ => false,
+    IssuerHashes::new(issuer).is_some_and(|h| h.matches(id))
+}
+
+/// An issuer's name and key hashes under SHA-1 and SHA-256, computed once, so that matching
+/// a CertID costs two comparisons.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IssuerHashes {
+    sha1: (Vec<u8>, Vec<u8>),
+    sha256: (Vec<u8>, Vec<u8>),
+}
+
+impl IssuerHashes {
+    /// The hashes of `issuer`; `None` if its subject cannot be encoded.
+    pub fn new(issuer: &Certificate) -> Option<IssuerHashes> {
+        let name = issuer.tbs_certificate().subject().to_der().ok()?;
+        let key = public_key_bytes(issuer);
+        Some(IssuerHashes {
+            sha1: (
+                sha1::Sha1::digest(&name).to_vec(),
+                sha1::Sha1::digest(key).to_vec(),
+            ),
+            sha256: (
+                sha2::Sha256::digest(&name).to_vec(),
+                sha2::Sha256::digest(key).to_vec(),
+            ),
+        })
+    }
+
+    /// Whether `id` names this issuer.
+    pub fn matches(&self, id: &CertId) -> bool {
+        let alg = &id.hash_algorithm.oid;
+        let (name, key) = if *alg == ID_SHA1 {
+            &self.sha1
+        } else if *alg == ID_SHA256 {
+            &self.sha256
+        } else {
+            return false;
+        };
+        name.as_slice() == id.issuer_name_hash.as_bytes()
+            && key.as_slice() == id.issuer_key_hash.as_bytes()
     }
 }
 
