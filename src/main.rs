@@ -3,6 +3,7 @@
 //! library.)
 
 mod bench_cmd;
+mod bench_ocsp;
 mod ra_cmd;
 
 use std::path::{Path, PathBuf};

@@ -522,3 +522,57 @@ async fn with_signer_issuer_the_issuing_ca_signs_its_own_responses() {
         }
     }
 }
+
+#[test]
+fn signet_bench_ocsp_measures_kept_and_signed_answers_beside_the_raw_rate() {
+    let ca = ApiCa::with_http("");
+    let d = Daemon::start(&ca);
+    let base = d.http.clone().expect("HTTP announced");
+    let o = run(Command::new(env!("CARGO_BIN_EXE_signet"))
+        .arg("--config")
+        .arg(&ca.config_path)
+        .args([
+            "bench",
+            "--mode",
+            "ocsp",
+            "--issuer",
+            "issuing-ec",
+            "--profile",
+            "server",
+            "--duration",
+            "1",
+            "--raw-seconds",
+            "1",
+            "--concurrency",
+            "4",
+            "--http",
+            &base,
+        ])
+        .env("SIGNET_RA_ENDPOINT", &d.endpoint)
+        .env("SIGNET_RA_CA_CERT", ca.tls.pem("root"))
+        .env("SIGNET_RA_CERT", ca.tls.pem("ra-one"))
+        .env("SIGNET_RA_KEY", ca.tls.key("ra-one"))
+        .envs(ca.child_env.iter().map(|(k, v)| (k, v)))
+        .env("RUST_LOG", "warn"));
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    // Both phases answered every request with a successful, parsed OCSPResponse, and the
+    // raw rate of the responder key was measured around them.
+    for phase in ["kept (no nonce)", "signed (nonce)"] {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(phase))
+            .unwrap_or_else(|| panic!("{phase} missing: {out}"));
+        assert!(line.ends_with("; 0 errors"), "{line}");
+        let rate: f64 = line[phase.len()..]
+            .trim()
+            .split('/')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(rate > 0.0, "{line}");
+    }
+    assert!(out.contains("responder key test-issuing-ec-ocsp"), "{out}");
+    assert!(out.contains("raw HSM signing"), "{out}");
+}
