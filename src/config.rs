@@ -1044,6 +1044,14 @@ liability = "100,000 CNY"
         assert_eq!(c.http.map(|h| h.listen.port()), Some(8080));
         let e = err(&format!("{GOOD}\n[ocsp]\nvalidity_minutes = 0\n"));
         assert!(e.starts_with("ocsp.validity_minutes:"), "{e}");
+        let e = err(&format!("{GOOD}\n[ocsp]\nresponder_validity_days = 91\n"));
+        assert!(e.starts_with("ocsp.responder_validity_days:"), "{e}");
+        let e = err(&format!(
+            "{GOOD}\n[ocsp]\nresponder_validity_days = 1\nvalidity_minutes = 1440\n"
+        ));
+        assert!(e.contains("must outlast ocsp.validity_minutes"), "{e}");
+        let e = err(&format!("{GOOD}\n[ocsp]\nsigner = \"root\"\n"));
+        assert!(e.contains("signer"), "{e}");
         let e = err(&format!("{GOOD}\n[crl]\nnext_update_hours = 25\n"));
         assert!(e.starts_with("crl.next_update_hours:"), "{e}");
         let e = err(&format!("{GOOD}\n[crl]\ninterval_seconds = 86400\n"));
