@@ -165,6 +165,29 @@ async fn ocsp_answers_good_revoked_unknown_over_post_and_get_and_survives_garbag
     );
     lint(&dir, "revoked.der");
 
+    // Several CertIDs in one request: one signed response answers each.
+    let (_, good_leaf) = issue_server_ec(&mut c, &dir, "ocsp-b").await;
+    let (ok, out) = ask(&[
+        "-cert",
+        &leaf,
+        "-cert",
+        good_leaf.to_str().unwrap(),
+        "-serial",
+        "0x0badc0ffee0badc0ffee",
+        "-respout",
+        "several.der",
+    ]);
+    assert!(ok && out.contains("Response verify OK"), "{out}");
+    assert_eq!(
+        out.matches("Cert Status: ").count(),
+        3,
+        "three single responses: {out}"
+    );
+    for status in [": revoked", ": good", ": unknown"] {
+        assert!(out.contains(status), "{status} missing: {out}");
+    }
+    lint(&dir, "several.der");
+
     // Garbage: malformedRequest with HTTP 200, and the daemon keeps serving.
     std::fs::write(
         dir.join("random.bin"),
