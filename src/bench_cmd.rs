@@ -10,7 +10,7 @@ use signet::api::client::{ClientSettings, connect, describe_status};
 use signet::api::pb;
 use signet::api::pb::certificate_authority_client::CertificateAuthorityClient;
 use signet::bench::{Latency, latency, p256_csrs, raw_signing_rate};
-use signet::config::Config;
+use signet::config::{Config, IssuerSpec};
 use signet::hsm::Hsm;
 
 /// What `signet bench` loads.
@@ -68,22 +68,51 @@ pub fn run(cfg: Config, client: ClientSettings, a: &BenchArgs) -> Result<(), Str
     }
 }
 
+/// What every mode starts from: the `--issuer`'s configuration, the HSM (for the raw
+/// rate) and a runtime.
+pub(crate) struct Setup {
+    pub(crate) spec: IssuerSpec,
+    pub(crate) hsm: Hsm,
+    pub(crate) rt: tokio::runtime::Runtime,
+    pub(crate) pool: usize,
+    pub(crate) raw_for: Duration,
+    pub(crate) agreement: String,
+}
+
+impl Setup {
+    pub(crate) fn new(cfg: &Config, a: &BenchArgs) -> Result<Setup, String> {
+        let spec = cfg
+            .issuer_specs()
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .find(|s| s.name == a.issuer)
+            .ok_or_else(|| format!("--issuer {:?} is not a configured issuer", a.issuer))?;
+        let hsm = Hsm::open(cfg.hsm_settings().map_err(|e| e.to_string())?)
+            .map_err(|e| format!("HSM: {e}"))?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Setup {
+            spec,
+            hsm,
+            rt,
+            pool: cfg.hsm.pool_size,
+            raw_for: Duration::from_secs(a.raw_seconds.max(1)),
+            agreement: cfg.ca.agreement_version.clone(),
+        })
+    }
+}
+
 fn run_issue(cfg: Config, client: ClientSettings, a: &BenchArgs) -> Result<(), String> {
-    let spec = cfg
-        .issuer_specs()
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .find(|s| s.name == a.issuer)
-        .ok_or_else(|| format!("--issuer {:?} is not a configured issuer", a.issuer))?;
-    let agreement = cfg.ca.agreement_version.clone();
-    let pool = cfg.hsm.pool_size;
-    let hsm = Hsm::open(cfg.hsm_settings().map_err(|e| e.to_string())?)
-        .map_err(|e| format!("HSM: {e}"))?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    let raw_for = Duration::from_secs(a.raw_seconds.max(1));
+    let Setup {
+        spec,
+        hsm,
+        rt,
+        pool,
+        raw_for,
+        agreement,
+    } = Setup::new(&cfg, a)?;
     let result = rt.block_on(async {
         let before = raw_signing_rate(&hsm, &spec.key_label, spec.signature, pool, raw_for)
             .await

@@ -23,7 +23,7 @@ use signet::hsm::Hsm;
 use signet::pki::SignatureAlgorithm;
 use signet::pki::ocsp::{self, ID_SHA1, IssuerHashes, OcspResponse, OcspResponseStatus};
 
-use crate::bench_cmd::{BenchArgs, issue_request, ms};
+use crate::bench_cmd::{BenchArgs, Setup, issue_request, ms};
 
 /// Certificates issued for the run; requests pick among them.
 const CERTIFICATES: usize = 32;
@@ -45,12 +45,14 @@ impl Phase {
 
 /// Run the OCSP benchmark against the daemon of `cfg`.
 pub fn run(cfg: Config, client: ClientSettings, a: &BenchArgs) -> Result<(), String> {
-    let spec = cfg
-        .issuer_specs()
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .find(|s| s.name == a.issuer)
-        .ok_or_else(|| format!("--issuer {:?} is not a configured issuer", a.issuer))?;
+    let Setup {
+        spec,
+        hsm,
+        rt,
+        pool,
+        raw_for,
+        agreement,
+    } = Setup::new(&cfg, a)?;
     let (key_label, alg): (String, SignatureAlgorithm) = match cfg.ocsp.signer {
         OcspSigner::Delegated => (
             responder_key_label(&spec.key_label),
@@ -59,15 +61,6 @@ pub fn run(cfg: Config, client: ClientSettings, a: &BenchArgs) -> Result<(), Str
         OcspSigner::Issuer => (spec.key_label.clone(), spec.signature),
     };
     let addr = http_address(&cfg, a.http.as_deref())?;
-    let agreement = cfg.ca.agreement_version.clone();
-    let pool = cfg.hsm.pool_size;
-    let hsm = Hsm::open(cfg.hsm_settings().map_err(|e| e.to_string())?)
-        .map_err(|e| format!("HSM: {e}"))?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    let raw_for = Duration::from_secs(a.raw_seconds.max(1));
     let raw = |hsm: Hsm, label: String| async move {
         raw_signing_rate(&hsm, &label, alg, pool, raw_for)
             .await

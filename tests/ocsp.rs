@@ -253,17 +253,51 @@ fn response_certs(resp_text: &str) -> Vec<String> {
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_delegated_responder_in_the_hsm_signs_and_kept_answers_end_at_a_revocation() {
-    let ca = ApiCa::with_http("");
+/// A daemon with `[http]` (plus `tail`), the root and issuing-ec certificates fetched into
+/// a directory of their own, and one server certificate issued there.
+struct Served {
+    ca: ApiCa,
+    d: Daemon,
+    url: String,
+    dir: std::path::PathBuf,
+    c: pb::certificate_authority_client::CertificateAuthorityClient<tonic::transport::Channel>,
+    serial: String,
+    leaf: String,
+}
+
+async fn served(tail: &str, sub: &str) -> Served {
+    let ca = ApiCa::with_http(tail);
     let d = Daemon::start(&ca);
     let base = d.http.clone().expect("HTTP announced");
     let url = format!("{base}/ocsp");
-    let dir = ca.dir.join("delegated");
+    let dir = ca.dir.join(sub);
     fetch_ca_pems(&base, &dir, &["root", "issuing-ec"]);
     let mut c = d.client("ra-one").await;
-    let (serial, leaf) = issue_server_ec(&mut c, &dir, "delegated-a").await;
+    let (serial, leaf) = issue_server_ec(&mut c, &dir, &format!("{sub}-a")).await;
     let leaf = leaf.to_str().unwrap().to_owned();
+    Served {
+        ca,
+        d,
+        url,
+        dir,
+        c,
+        serial,
+        leaf,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delegated_responder_in_the_hsm_signs_and_kept_answers_end_at_a_revocation() {
+    let Served {
+        ca,
+        d,
+        url,
+        dir,
+        mut c,
+        serial,
+        leaf,
+        ..
+    } = served("", "delegated").await;
     let ask = |extra: &[&str]| {
         let mut args = vec![
             "ocsp",
@@ -499,15 +533,19 @@ async fn a_delegated_responder_in_the_hsm_signs_and_kept_answers_end_at_a_revoca
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_signer_issuer_the_issuing_ca_signs_its_own_responses() {
-    let ca = ApiCa::with_http("[ocsp]\nsigner = \"issuer\"\ncache = false\n");
-    let d = Daemon::start(&ca);
-    let base = d.http.clone().expect("HTTP announced");
-    let url = format!("{base}/ocsp");
-    let dir = ca.dir.join("issuer-signed");
-    fetch_ca_pems(&base, &dir, &["root", "issuing-ec"]);
-    let mut c = d.client("ra-one").await;
-    let (_, leaf) = issue_server_ec(&mut c, &dir, "issuer-signed-a").await;
-    let leaf = leaf.to_str().unwrap().to_owned();
+    // Daemon and CA bound by name, so they live to the end of the test.
+    let Served {
+        ca: _ca,
+        d: _d,
+        url,
+        dir,
+        leaf,
+        ..
+    } = served(
+        "[ocsp]\nsigner = \"issuer\"\ncache = false\n",
+        "issuer-signed",
+    )
+    .await;
     let mut first = Vec::new();
     for round in 0..2 {
         let out_file = format!("r{round}.der");

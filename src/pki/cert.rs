@@ -398,6 +398,19 @@ fn check_issuer_is_ca(
     Ok(())
 }
 
+/// The issuer of an end-entity certificate must be a CA whose key can make its configured
+/// signature algorithm; returns its TBS.
+fn check_end_entity_issuer<'a>(issuer: &IssuerRef<'a>) -> Result<&'a TbsCertificate, PkiError> {
+    check_issuer_is_ca(issuer, None)?;
+    let issuer_tbs = issuer.cert.tbs_certificate();
+    check_signer_key(
+        issuer_tbs.subject_public_key_info(),
+        issuer.signature,
+        "issuer",
+    )?;
+    Ok(issuer_tbs)
+}
+
 /// Build the TBSCertificate of a subscriber certificate (v3; see the module and DESIGN.md
 /// "every leaf" for the extensions). The request is checked against its profile once more
 /// here, so no caller can build a leaf the profile forbids.
@@ -409,13 +422,7 @@ pub fn build_leaf_tbs(
     not_before: SystemTime,
 ) -> Result<TbsCertificate, PkiError> {
     check_serial(&serial)?;
-    check_issuer_is_ca(issuer, None)?;
-    let issuer_tbs = issuer.cert.tbs_certificate();
-    check_signer_key(
-        issuer_tbs.subject_public_key_info(),
-        issuer.signature,
-        "issuer",
-    )?;
+    let issuer_tbs = check_end_entity_issuer(issuer)?;
     let actual = key_type_of(req.spki, "csr")?;
     if actual != req.key_type {
         return Err(PkiError::invalid(
@@ -493,13 +500,7 @@ pub fn build_ocsp_responder_tbs(
     not_before: SystemTime,
 ) -> Result<TbsCertificate, PkiError> {
     check_serial(&serial)?;
-    check_issuer_is_ca(issuer, None)?;
-    let issuer_tbs = issuer.cert.tbs_certificate();
-    check_signer_key(
-        issuer_tbs.subject_public_key_info(),
-        issuer.signature,
-        "issuer",
-    )?;
+    let issuer_tbs = check_end_entity_issuer(issuer)?;
     key_type_of(req.spki, "spki")?;
     if req.subject.is_empty() {
         return Err(PkiError::invalid(
