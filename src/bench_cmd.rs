@@ -3,13 +3,12 @@
 //! so that every figure is reported as a ratio to what the hardware can do.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use signet::api::client::{ClientSettings, connect, describe_status};
 use signet::api::pb;
 use signet::api::pb::certificate_authority_client::CertificateAuthorityClient;
-use signet::bench::{Latency, latency, p256_csrs, raw_signing_rate};
+use signet::bench::{Failures, Latency, latency, p256_csrs, raw_signing_rate};
 use signet::config::{Config, IssuerSpec};
 use signet::hsm::Hsm;
 
@@ -177,16 +176,14 @@ async fn load(client: &ClientSettings, a: &BenchArgs, agreement: &str) -> Result
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis())
         .unwrap_or(0);
-    let errors = Arc::new(AtomicU64::new(0));
-    let first_error = Arc::new(std::sync::Mutex::new(None::<String>));
+    let failures = Arc::new(Failures::default());
     let duration = Duration::from_secs(a.duration.max(1));
     let start = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..a.concurrency.max(1) {
         let mut c = clients[w % clients.len()].clone();
         let csrs = csrs.clone();
-        let errors = errors.clone();
-        let first_error = first_error.clone();
+        let failures = failures.clone();
         let (issuer, profile, agreement) =
             (a.issuer.clone(), a.profile.clone(), agreement.to_owned());
         tasks.push(tokio::spawn(async move {
@@ -205,12 +202,7 @@ async fn load(client: &ClientSettings, a: &BenchArgs, agreement: &str) -> Result
                 match c.issue(req).await {
                     Ok(_) => samples.push(t.elapsed()),
                     Err(status) => {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                        if let Ok(mut f) = first_error.lock()
-                            && f.is_none()
-                        {
-                            *f = Some(describe_status(&status));
-                        }
+                        failures.record(|| describe_status(&status));
                     }
                 }
                 i += 1;
@@ -223,13 +215,12 @@ async fn load(client: &ClientSettings, a: &BenchArgs, agreement: &str) -> Result
         samples.extend(t.await.map_err(|e| format!("load task: {e}"))?);
     }
     let elapsed = start.elapsed();
-    let first_error = first_error.lock().ok().and_then(|f| f.clone());
     Ok(Report {
         issued: samples.len() as u64,
-        errors: errors.load(Ordering::Relaxed),
+        errors: failures.count(),
         elapsed,
         latency: latency(&mut samples),
-        first_error,
+        first_error: failures.first(),
     })
 }
 

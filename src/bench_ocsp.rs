@@ -5,7 +5,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -16,7 +15,7 @@ use x509_cert::Certificate;
 
 use signet::api::client::{ClientSettings, connect};
 use signet::api::pb::certificate_authority_client::CertificateAuthorityClient;
-use signet::bench::{Latency, RawRate, latency, p256_csrs, raw_signing_rate};
+use signet::bench::{Failures, Latency, RawRate, latency, p256_csrs, raw_signing_rate};
 use signet::ca::ocsp::responder_key_label;
 use signet::config::{Config, OcspSigner};
 use signet::hsm::Hsm;
@@ -45,14 +44,14 @@ impl Phase {
 
 /// Run the OCSP benchmark against the daemon of `cfg`.
 pub fn run(cfg: Config, client: ClientSettings, a: &BenchArgs) -> Result<(), String> {
-    let Setup {
-        spec,
-        hsm,
-        rt,
-        pool,
-        raw_for,
-        agreement,
-    } = Setup::new(&cfg, a)?;
+    let setup = Setup::new(&cfg, a)?;
+    let (spec, hsm, pool, raw_for, agreement) = (
+        &setup.spec,
+        setup.hsm.clone(),
+        setup.pool,
+        setup.raw_for,
+        setup.agreement.clone(),
+    );
     let (key_label, alg): (String, SignatureAlgorithm) = match cfg.ocsp.signer {
         OcspSigner::Delegated => (
             responder_key_label(&spec.key_label),
@@ -66,7 +65,7 @@ pub fn run(cfg: Config, client: ClientSettings, a: &BenchArgs) -> Result<(), Str
             .await
             .map_err(|e| format!("raw signing with {label:?}: {e}"))
     };
-    let result = rt.block_on(async {
+    let result = setup.rt.block_on(async {
         let before = raw(hsm.clone(), key_label.clone()).await?;
         eprintln!(
             "raw HSM signing, {key_label} ({alg}), {pool} sessions: {:.0}/s",
@@ -208,16 +207,14 @@ async fn load(
     requests: Arc<Vec<Bytes>>,
     nonce: Option<()>,
 ) -> Result<Phase, String> {
-    let errors = Arc::new(AtomicU64::new(0));
-    let first_error = Arc::new(std::sync::Mutex::new(None::<String>));
+    let failures = Arc::new(Failures::default());
     let duration = Duration::from_secs(a.duration.max(1));
     let start = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..a.concurrency.max(1) {
         let mut conn = open(addr).await?;
         let requests = requests.clone();
-        let errors = errors.clone();
-        let first_error = first_error.clone();
+        let failures = failures.clone();
         tasks.push(tokio::spawn(async move {
             let mut samples = Vec::new();
             let mut i = w;
@@ -234,12 +231,7 @@ async fn load(
                 match post(&mut conn, addr, body).await {
                     Ok(()) => samples.push(t.elapsed()),
                     Err(e) => {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                        if let Ok(mut f) = first_error.lock()
-                            && f.is_none()
-                        {
-                            *f = Some(e);
-                        }
+                        failures.record(|| e);
                         conn = open(addr).await?;
                     }
                 }
@@ -254,10 +246,10 @@ async fn load(
     let elapsed = start.elapsed();
     Ok(Phase {
         answered: samples.len() as u64,
-        errors: errors.load(Ordering::Relaxed),
+        errors: failures.count(),
         elapsed,
         latency: latency(&mut samples),
-        first_error: first_error.lock().ok().and_then(|f| f.clone()),
+        first_error: failures.first(),
     })
 }
 

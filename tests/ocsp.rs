@@ -41,6 +41,24 @@ fn is_malformed(dir: &Path, file: &str) -> bool {
     out.to_ascii_lowercase().contains("malformedrequest (1)")
 }
 
+/// `openssl ocsp` about certificates of `issuer` (a PEM in `dir`) at `url`, verifying the
+/// response against `root.pem`, with the response printed, plus `extra`.
+fn ask_ocsp(dir: &Path, url: &str, issuer: &str, extra: &[&str]) -> (bool, String) {
+    let issuer = format!("{issuer}.pem");
+    let mut args = vec![
+        "ocsp",
+        "-issuer",
+        &issuer,
+        "-url",
+        url,
+        "-CAfile",
+        "root.pem",
+        "-resp_text",
+    ];
+    args.extend_from_slice(extra);
+    openssl(&args, dir)
+}
+
 fn lint(dir: &Path, file: &str) {
     let o = run(Command::new("lint_ocsp_response")
         .args(["lint", "-s", "ALL"])
@@ -78,20 +96,7 @@ async fn ocsp_answers_good_revoked_unknown_over_post_and_get_and_survives_garbag
     let mut c = d.client("ra-one").await;
     let (serial, leaf) = issue_server_ec(&mut c, &dir, "ocsp-a").await;
     let leaf = leaf.to_str().unwrap().to_owned();
-    let ask = |extra: &[&str]| {
-        let mut args = vec![
-            "ocsp",
-            "-issuer",
-            "issuing-ec.pem",
-            "-url",
-            &url,
-            "-CAfile",
-            "root.pem",
-            "-resp_text",
-        ];
-        args.extend_from_slice(extra);
-        openssl(&args, &dir)
-    };
+    let ask = |extra: &[&str]| ask_ocsp(&dir, &url, "issuing-ec", extra);
 
     // Good, with the nonce OpenSSL sends and checks, with SHA-1 and SHA-256 CertIDs.
     let (ok, out) = ask(&["-cert", &leaf, "-respout", "good.der"]);
@@ -299,20 +304,12 @@ async fn a_delegated_responder_in_the_hsm_signs_and_kept_answers_end_at_a_revoca
         ..
     } = served("", "delegated").await;
     let ask = |extra: &[&str]| {
-        let mut args = vec![
-            "ocsp",
-            "-issuer",
-            "issuing-ec.pem",
-            "-cert",
-            &leaf,
-            "-url",
+        ask_ocsp(
+            &dir,
             &url,
-            "-CAfile",
-            "root.pem",
-            "-resp_text",
-        ];
-        args.extend_from_slice(extra);
-        openssl(&args, &dir)
+            "issuing-ec",
+            &[&["-cert", &leaf], extra].concat(),
+        )
     };
 
     // The response is signed by a responder certificate of issuing-ec, not by its key.
@@ -350,30 +347,22 @@ async fn a_delegated_responder_in_the_hsm_signs_and_kept_answers_end_at_a_revoca
         &dir,
     );
     assert!(ok, "{dates}");
-    let (ok, out2) = openssl(
-        &[
-            "x509",
-            "-in",
-            "responder.pem",
-            "-noout",
-            "-checkend",
-            &(29 * 86_400).to_string(),
-        ],
-        &dir,
+    let valid_in_days = |file: &str, days: u64| {
+        let seconds = (days * 86_400).to_string();
+        openssl(
+            &["x509", "-in", file, "-noout", "-checkend", &seconds],
+            &dir,
+        )
+        .0
+    };
+    assert!(
+        valid_in_days("responder.pem", 29),
+        "still valid in 29 days: {dates}"
     );
-    assert!(ok, "still valid in 29 days: {out2} {dates}");
-    let (ok, out2) = openssl(
-        &[
-            "x509",
-            "-in",
-            "responder.pem",
-            "-noout",
-            "-checkend",
-            &(31 * 86_400).to_string(),
-        ],
-        &dir,
+    assert!(
+        !valid_in_days("responder.pem", 31),
+        "expired within 31 days: {dates}"
     );
-    assert!(!ok, "expired within 31 days: {out2} {dates}");
     let (ok, out2) = openssl(
         &[
             "verify",
@@ -459,21 +448,7 @@ async fn a_delegated_responder_in_the_hsm_signs_and_kept_answers_end_at_a_revoca
     );
 
     // The root answers for the issuing CAs it certified.
-    let (ok, out) = openssl(
-        &[
-            "ocsp",
-            "-issuer",
-            "root.pem",
-            "-cert",
-            "issuing-ec.pem",
-            "-url",
-            &url,
-            "-CAfile",
-            "root.pem",
-            "-resp_text",
-        ],
-        &dir,
-    );
+    let (ok, out) = ask_ocsp(&dir, &url, "root", &["-cert", "issuing-ec.pem"]);
     assert!(
         ok && out.contains(": good") && out.contains("Response verify OK"),
         "{out}"
@@ -489,20 +464,11 @@ async fn a_delegated_responder_in_the_hsm_signs_and_kept_answers_end_at_a_revoca
     std::fs::write(&ca.config_path, cfg).unwrap();
     let d = Daemon::start(&ca);
     let url = format!("{}/ocsp", d.http.clone().expect("HTTP announced"));
-    let (ok, out) = openssl(
-        &[
-            "ocsp",
-            "-issuer",
-            "issuing-ec.pem",
-            "-serial",
-            "0x01020304050607080910",
-            "-url",
-            &url,
-            "-CAfile",
-            "root.pem",
-            "-resp_text",
-        ],
+    let (ok, out) = ask_ocsp(
         &dir,
+        &url,
+        "issuing-ec",
+        &["-serial", "0x01020304050607080910"],
     );
     assert!(
         ok && out.contains(": unknown") && out.contains("Response verify OK"),
@@ -511,18 +477,7 @@ async fn a_delegated_responder_in_the_hsm_signs_and_kept_answers_end_at_a_revoca
     let renewed = response_certs(&out);
     assert_ne!(renewed[0], certs[0], "a new responder certificate");
     std::fs::write(dir.join("renewed.pem"), &renewed[0]).unwrap();
-    let (ok, out) = openssl(
-        &[
-            "x509",
-            "-in",
-            "renewed.pem",
-            "-noout",
-            "-checkend",
-            &(89 * 86_400).to_string(),
-        ],
-        &dir,
-    );
-    assert!(ok, "valid for 89 more days: {out}");
+    assert!(valid_in_days("renewed.pem", 89), "valid for 89 more days");
     let pubkey = |f: &str| openssl(&["x509", "-in", f, "-noout", "-pubkey"], &dir).1;
     assert_eq!(
         pubkey("renewed.pem"),
@@ -549,23 +504,11 @@ async fn with_signer_issuer_the_issuing_ca_signs_its_own_responses() {
     let mut first = Vec::new();
     for round in 0..2 {
         let out_file = format!("r{round}.der");
-        let (ok, out) = openssl(
-            &[
-                "ocsp",
-                "-issuer",
-                "issuing-ec.pem",
-                "-cert",
-                &leaf,
-                "-url",
-                &url,
-                "-CAfile",
-                "root.pem",
-                "-resp_text",
-                "-no_nonce",
-                "-respout",
-                &out_file,
-            ],
+        let (ok, out) = ask_ocsp(
             &dir,
+            &url,
+            "issuing-ec",
+            &["-cert", &leaf, "-no_nonce", "-respout", &out_file],
         );
         assert!(
             ok && out.contains(": good") && out.contains("Response verify OK"),

@@ -398,6 +398,29 @@ fn check_issuer_is_ca(
     Ok(())
 }
 
+/// What every end-entity certificate carries: critical CA:FALSE and keyUsage,
+/// extendedKeyUsage, and the subject and authority key identifiers.
+fn end_entity_extensions(
+    ku: &[KeyUsages],
+    eku: Vec<ObjectIdentifier>,
+    spki: &SubjectPublicKeyInfoOwned,
+    issuer: &IssuerRef,
+) -> Result<Vec<Extension>, PkiError> {
+    Ok(vec![
+        extension(
+            &BasicConstraints {
+                ca: false,
+                path_len_constraint: None,
+            },
+            true,
+        )?,
+        extension(&key_usage(ku), true)?,
+        extension(&ExtendedKeyUsage(eku), false)?,
+        ski_extension(spki)?,
+        aki_extension(issuer_key_id(issuer.cert))?,
+    ])
+}
+
 /// The issuer of an end-entity certificate must be a CA whose key can make its configured
 /// signature algorithm; returns its TBS.
 fn check_end_entity_issuer<'a>(issuer: &IssuerRef<'a>) -> Result<&'a TbsCertificate, PkiError> {
@@ -436,19 +459,12 @@ pub fn build_leaf_tbs(
     let kind = req.profile.kind;
     let subject = req.subject.to_name()?;
 
-    let mut exts = vec![
-        extension(
-            &BasicConstraints {
-                ca: false,
-                path_len_constraint: None,
-            },
-            true,
-        )?,
-        extension(&key_usage(&kind.key_usage(req.key_type)), true)?,
-        extension(&ExtendedKeyUsage(kind.extended_key_usage()), false)?,
-        ski_extension(req.spki)?,
-        aki_extension(issuer_key_id(issuer.cert))?,
-    ];
+    let mut exts = end_entity_extensions(
+        &kind.key_usage(req.key_type),
+        kind.extended_key_usage(),
+        req.spki,
+        issuer,
+    )?;
     if !req.sans.is_empty() {
         let names = req
             .sans
@@ -530,23 +546,13 @@ pub fn build_ocsp_responder_tbs(
         critical: false,
         extn_value: OctetString::new(der::asn1::Null.to_der().map_err(enc)?).map_err(enc)?,
     };
-    let exts = vec![
-        extension(
-            &BasicConstraints {
-                ca: false,
-                path_len_constraint: None,
-            },
-            true,
-        )?,
-        extension(&key_usage(&[KeyUsages::DigitalSignature]), true)?,
-        extension(
-            &ExtendedKeyUsage(vec![super::profile::eku::OCSP_SIGNING]),
-            false,
-        )?,
-        ski_extension(req.spki)?,
-        aki_extension(issuer_key_id(issuer.cert))?,
-        nocheck,
-    ];
+    let mut exts = end_entity_extensions(
+        &[KeyUsages::DigitalSignature],
+        vec![super::profile::eku::OCSP_SIGNING],
+        req.spki,
+        issuer,
+    )?;
+    exts.push(nocheck);
     finish(TbsOut {
         version: Version::V3,
         serial_number: serial,
