@@ -485,7 +485,7 @@ pub fn run(
                 println!("status:       {}", status_name(r.status));
                 if r.status == pb::CertificateStatus::Revoked as i32 {
                     println!("reason:       {}", reason_name(r.reason));
-                    println!("reported at:  {}", ts(&r.reported_at));
+                    println!("reported at:  {}", ts(&r.reported_at.or(r.revoked_at)));
                     println!("recorded at:  {}", ts(&r.revoked_at));
                     println!("published at: {}", ts(&r.first_published_at));
                     if !r.revocation_comment.is_empty() {
@@ -576,7 +576,7 @@ pub fn run(
                             println!(
                                 "    {}: reported {}, recorded {}, published {}",
                                 reason_name(s.reason),
-                                ts(&s.reported_at),
+                                ts(&s.reported_at.or(s.revoked_at)),
                                 ts(&s.revoked_at),
                                 ts(&s.first_published_at)
                             );

@@ -481,6 +481,46 @@ async fn signet_revoke_on_the_command_line_reaches_ocsp_and_the_http_crl_within_
         d.log_text()
     );
 
+    // `signet revoke --publish` signs fresh CRLs itself and prints them.
+    let (second, _) = issue_server_ec(&mut c, &dir, "cli-b").await;
+    let (ok, out) = signet(
+        &ca,
+        &[
+            "revoke",
+            "--serial",
+            &second,
+            "--reason",
+            "superseded",
+            "--request-id",
+            "op-2",
+            "--publish",
+        ],
+    );
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(&format!("{second}: revoked (superseded)"))
+            && out.contains("request op-2")
+            && out.contains(", 2 entries"),
+        "{out}"
+    );
+    let (ok, again) = signet(
+        &ca,
+        &[
+            "revoke",
+            "--serial",
+            &second,
+            "--reason",
+            "superseded",
+            "--request-id",
+            "op-2",
+        ],
+    );
+    assert!(ok, "{again}");
+    assert!(
+        !again.contains("already revoked"),
+        "a retry gets the first answer: {again}"
+    );
+
     // `signet crl` forces a regeneration and prints the number and dates.
     let (ok, out) = signet(&ca, &["crl", "--issuer", "issuing-ec"]);
     assert!(ok, "{out}");
@@ -493,7 +533,7 @@ async fn signet_revoke_on_the_command_line_reaches_ocsp_and_the_http_crl_within_
     assert!(
         out.contains(", thisUpdate 20")
             && out.contains(", nextUpdate 20")
-            && out.contains(", 1 entries"),
+            && out.contains(", 2 entries"),
         "{out}"
     );
 }

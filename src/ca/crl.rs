@@ -253,3 +253,22 @@ impl CrlPublisher {
 pub fn poll_period(lag: Duration) -> Duration {
     (lag / 4).clamp(Duration::from_millis(200), Duration::from_secs(5))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_store_is_polled_at_a_quarter_of_the_lag_between_200_ms_and_5_s() {
+        assert_eq!(
+            poll_period(Duration::from_secs(1)),
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            poll_period(Duration::from_millis(400)),
+            Duration::from_millis(200)
+        );
+        assert_eq!(poll_period(Duration::from_secs(60)), Duration::from_secs(5));
+        assert_eq!(poll_period(Duration::from_secs(8)), Duration::from_secs(2));
+    }
+}
