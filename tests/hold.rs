@@ -354,14 +354,29 @@ async fn a_hold_is_revoked_in_ocsp_and_the_crl_and_its_release_makes_it_good_and
         "certificate.issued certificate.held certificate.released"
     );
 
-    // keyCompromise is final: its release is refused, naming the reason.
+    // A held certificate revoked for keyCompromise is revoked for good: OCSP gives the new
+    // reason, and its release is refused, naming the reason.
     c.revoke(revoke_request(
-        "kc-1",
+        "hold-2",
         &other,
-        pb::RevocationReason::KeyCompromise,
+        pb::RevocationReason::CertificateHold,
     ))
     .await
-    .expect("revoke");
+    .expect("hold");
+    let r = c
+        .revoke(revoke_request(
+            "kc-1",
+            &other,
+            pb::RevocationReason::KeyCompromise,
+        ))
+        .await
+        .expect("revoke")
+        .into_inner();
+    assert!(!r.already_revoked, "{r:?}");
+    let other_pem = dir.join("hold-b.pem");
+    let out = ocsp(&dir, &base, &other_pem);
+    assert_eq!(ocsp_status(&out, &other_pem), "revoked", "{out}");
+    assert!(out.contains("Reason: keyCompromise"), "{out}");
     let e = c
         .release_hold(release("rel-kc", &other, "found"))
         .await
