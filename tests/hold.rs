@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::api::*;
 use common::ca::{pem, run};
-use common::status::{fetch, fetch_crl_numbered_above, openssl};
+use common::status::{fetch, fetch_crl_numbered_above, openssl, outcome};
 use signet::api::pb;
 use tonic::Code;
 
@@ -96,14 +96,7 @@ fn signet(ca: &ApiCa, args: &[&str]) -> (bool, String) {
         .args(args)
         .envs(ca.child_env.iter().map(|(k, v)| (k, v)))
         .env("RUST_LOG", "warn"));
-    (
-        o.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        ),
-    )
+    outcome(&o)
 }
 
 /// `signet ra` as RA `name` against `d`.
@@ -121,14 +114,7 @@ fn signet_ra(d: &Daemon, name: &str, args: &[&str]) -> (bool, String) {
         .arg(&s.key)
         .args(args)
         .env("RUST_LOG", "warn"));
-    (
-        o.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        ),
-    )
+    outcome(&o)
 }
 
 fn revoke_request(id: &str, serial: &str, reason: pb::RevocationReason) -> pb::RevokeRequest {
@@ -190,6 +176,10 @@ async fn a_hold_is_revoked_in_ocsp_and_the_crl_and_its_release_makes_it_good_and
     let held_at = Instant::now();
     assert_eq!(r.status, pb::CertificateStatus::Revoked as i32);
     let out = ocsp(&dir, &base, &held_pem);
+    eprintln!(
+        "Revoke (hold) to openssl ocsp revoked: {:?}",
+        held_at.elapsed()
+    );
     assert!(held_at.elapsed() < Duration::from_secs(1), "{out}");
     assert_eq!(ocsp_status(&out, &held_pem), "revoked", "{out}");
     assert!(out.contains("Reason: certificateHold"), "{out}");
@@ -475,6 +465,7 @@ async fn signet_revoke_on_the_command_line_reaches_ocsp_and_the_http_crl_within_
         assert!(Instant::now() < deadline, "the CRL never listed {serial}");
     };
     let waited = revoked_at.elapsed();
+    eprintln!("signet revoke to a CRL listing it over HTTP: {waited:?} (lag 2 s)");
     assert!(
         waited < Duration::from_secs(5),
         "published after {waited:?}"

@@ -2,7 +2,7 @@
 //! number, wait for a newer CRL.
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use super::ca::run;
@@ -20,9 +20,8 @@ pub fn fetch(url: &str, out: &Path) -> (u16, String) {
     (code.parse().unwrap_or(0), ctype.to_owned())
 }
 
-/// Run `openssl` in `dir`; whether it succeeded, and its output.
-pub fn openssl(args: &[&str], dir: &Path) -> (bool, String) {
-    let o = run(Command::new("openssl").args(args).current_dir(dir));
+/// Whether a command succeeded, and its standard output followed by its standard error.
+pub fn outcome(o: &Output) -> (bool, String) {
     (
         o.status.success(),
         format!(
@@ -31,6 +30,11 @@ pub fn openssl(args: &[&str], dir: &Path) -> (bool, String) {
             String::from_utf8_lossy(&o.stderr)
         ),
     )
+}
+
+/// Run `openssl` in `dir`; whether it succeeded, and its output.
+pub fn openssl(args: &[&str], dir: &Path) -> (bool, String) {
+    outcome(&run(Command::new("openssl").args(args).current_dir(dir)))
 }
 
 /// The CRL's number, read by `openssl crl -crlnumber`.
