@@ -13,27 +13,42 @@ use signet::bench::{Latency, latency, p256_csrs, raw_signing_rate};
 use signet::config::Config;
 use signet::hsm::Hsm;
 
+/// What `signet bench` loads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// `Issue` calls over mutual-TLS gRPC.
+    Issue,
+    /// OCSP requests over HTTP: kept answers, then freshly signed ones.
+    Ocsp,
+}
+
 /// `signet bench` options.
 #[derive(clap::Args)]
 pub struct BenchArgs {
-    /// Concurrent callers.
+    /// What to load.
+    #[arg(long, value_enum, default_value_t = Mode::Issue)]
+    pub(crate) mode: Mode,
+    /// Concurrent callers (for OCSP: connections, one caller each).
     #[arg(long, default_value_t = 32)]
-    concurrency: usize,
-    /// Seconds of load.
+    pub(crate) concurrency: usize,
+    /// Seconds of load (for OCSP: per phase).
     #[arg(long, default_value_t = 10)]
-    duration: u64,
+    pub(crate) duration: u64,
     /// Seconds of raw HSM signing before the load (and again after it).
     #[arg(long, default_value_t = 5)]
-    raw_seconds: u64,
-    /// The issuer to load; its key is the one measured raw.
+    pub(crate) raw_seconds: u64,
+    /// The issuer to load; its key (for OCSP: its responder's key) is the one measured raw.
     #[arg(long, default_value = "issuing-rsa")]
-    issuer: String,
+    pub(crate) issuer: String,
     /// The profile requested (server: CN and a DNS SAN per request).
     #[arg(long, default_value = "server")]
-    profile: String,
-    /// Connections to spread the callers over (an RA office usually has a few).
+    pub(crate) profile: String,
+    /// Connections to spread the gRPC callers over (an RA office usually has a few).
     #[arg(long, default_value_t = 4)]
-    connections: usize,
+    pub(crate) connections: usize,
+    /// The daemon's HTTP address (host:port) for OCSP; default `[http] listen`.
+    #[arg(long)]
+    pub(crate) http: Option<String>,
 }
 
 /// What one run measured.
@@ -47,6 +62,13 @@ struct Report {
 
 /// Run the benchmark: raw rate, load, raw rate again; print figures and the ratio.
 pub fn run(cfg: Config, client: ClientSettings, a: &BenchArgs) -> Result<(), String> {
+    match a.mode {
+        Mode::Issue => run_issue(cfg, client, a),
+        Mode::Ocsp => crate::bench_ocsp::run(cfg, client, a),
+    }
+}
+
+fn run_issue(cfg: Config, client: ClientSettings, a: &BenchArgs) -> Result<(), String> {
     let spec = cfg
         .issuer_specs()
         .map_err(|e| e.to_string())?
@@ -110,7 +132,7 @@ pub fn run(cfg: Config, client: ClientSettings, a: &BenchArgs) -> Result<(), Str
     Ok(())
 }
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
@@ -142,26 +164,14 @@ async fn load(client: &ClientSettings, a: &BenchArgs, agreement: &str) -> Result
             let mut samples = Vec::new();
             let mut i = 0usize;
             while start.elapsed() < duration {
-                let host = format!("bench-{w}-{i}.example.cn");
-                let req = pb::IssueRequest {
-                    request_id: format!("bench-{run_id}-{w}-{i}"),
-                    profile: profile.clone(),
-                    issuer: issuer.clone(),
-                    csr: csrs[(w + i) % csrs.len()].clone(),
-                    subject: vec![pb::SubjectAttribute {
-                        r#type: "CN".into(),
-                        value: host.clone(),
-                    }],
-                    sans: vec![pb::SubjectAltName {
-                        name: Some(pb::subject_alt_name::Name::Dns(host)),
-                    }],
-                    validity_years: 1,
-                    approval: Some(pb::Approval {
-                        officer: "bench".into(),
-                        ra_reference: format!("BENCH-{w}-{i}"),
-                        agreement_version: agreement.clone(),
-                    }),
-                };
+                let req = issue_request(
+                    &format!("bench-{run_id}-{w}-{i}"),
+                    &profile,
+                    &issuer,
+                    csrs[(w + i) % csrs.len()].clone(),
+                    &format!("bench-{w}-{i}.example.cn"),
+                    &agreement,
+                );
                 let t = Instant::now();
                 match c.issue(req).await {
                     Ok(_) => samples.push(t.elapsed()),
@@ -192,4 +202,34 @@ async fn load(client: &ClientSettings, a: &BenchArgs, agreement: &str) -> Result
         latency: latency(&mut samples),
         first_error,
     })
+}
+
+/// An `Issue` request for `host` (CN and DNS SAN) with a CSR made up front.
+pub(crate) fn issue_request(
+    request_id: &str,
+    profile: &str,
+    issuer: &str,
+    csr: Vec<u8>,
+    host: &str,
+    agreement: &str,
+) -> pb::IssueRequest {
+    pb::IssueRequest {
+        request_id: request_id.to_owned(),
+        profile: profile.to_owned(),
+        issuer: issuer.to_owned(),
+        csr,
+        subject: vec![pb::SubjectAttribute {
+            r#type: "CN".into(),
+            value: host.to_owned(),
+        }],
+        sans: vec![pb::SubjectAltName {
+            name: Some(pb::subject_alt_name::Name::Dns(host.to_owned())),
+        }],
+        validity_years: 1,
+        approval: Some(pb::Approval {
+            officer: "bench".into(),
+            ra_reference: format!("BENCH-{request_id}"),
+            agreement_version: agreement.to_owned(),
+        }),
+    }
 }

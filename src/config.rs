@@ -231,18 +231,59 @@ pub struct OcspConfig {
     /// nextUpdate is thisUpdate plus this many minutes; 1 to 10080 (seven days).
     #[serde(default = "default_ocsp_validity")]
     pub validity_minutes: u64,
+    /// Who signs responses: a delegated responder certificate per issuer (the default), or
+    /// the issuer's own key.
+    #[serde(default)]
+    pub signer: OcspSigner,
+    /// Key type of the delegated responder keys the ceremony generates in the HSM.
+    #[serde(default = "default_responder_key_type")]
+    pub responder_key_type: KeyType,
+    /// Lifetime of a delegated responder certificate in days (1 to 90). They carry
+    /// id-pkix-ocsp-nocheck, so they are kept short; the daemon renews one when a third of
+    /// its lifetime is left.
+    #[serde(default = "default_responder_days")]
+    pub responder_validity_days: u32,
+    /// Reuse a signed `good` response (asked for without a nonce) until half its validity
+    /// has passed, after checking the certificate's status again; a revocation takes it out.
+    #[serde(default = "default_true")]
+    pub cache: bool,
+}
+
+/// Who signs OCSP responses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OcspSigner {
+    /// A delegated responder certificate per issuer (EKU OCSPSigning, nocheck; key in the
+    /// HSM), issued by the ceremony.
+    #[default]
+    Delegated,
+    /// The issuer's own key.
+    Issuer,
 }
 
 impl Default for OcspConfig {
     fn default() -> Self {
         OcspConfig {
             validity_minutes: default_ocsp_validity(),
+            signer: OcspSigner::default(),
+            responder_key_type: default_responder_key_type(),
+            responder_validity_days: default_responder_days(),
+            cache: true,
         }
     }
 }
 
 fn default_ocsp_validity() -> u64 {
     60
+}
+fn default_responder_key_type() -> KeyType {
+    KeyType::P256
+}
+fn default_responder_days() -> u32 {
+    30
+}
+fn default_true() -> bool {
+    true
 }
 
 fn default_crl_lag() -> u64 {
@@ -570,6 +611,15 @@ impl Config {
         let crl = &self.crl;
         if !(1..=10_080).contains(&self.ocsp.validity_minutes) {
             return Err(invalid("ocsp.validity_minutes", "must be 1 to 10080"));
+        }
+        if !(1..=90).contains(&self.ocsp.responder_validity_days) {
+            return Err(invalid("ocsp.responder_validity_days", "must be 1 to 90"));
+        }
+        if u64::from(self.ocsp.responder_validity_days) * 24 * 60 <= self.ocsp.validity_minutes {
+            return Err(invalid(
+                "ocsp.responder_validity_days",
+                "must outlast ocsp.validity_minutes, or responses would outlive their signer",
+            ));
         }
         if !(1..=24).contains(&crl.next_update_hours) {
             return Err(invalid("crl.next_update_hours", "must be 1 to 24"));
@@ -994,6 +1044,14 @@ liability = "100,000 CNY"
         assert_eq!(c.http.map(|h| h.listen.port()), Some(8080));
         let e = err(&format!("{GOOD}\n[ocsp]\nvalidity_minutes = 0\n"));
         assert!(e.starts_with("ocsp.validity_minutes:"), "{e}");
+        let e = err(&format!("{GOOD}\n[ocsp]\nresponder_validity_days = 91\n"));
+        assert!(e.starts_with("ocsp.responder_validity_days:"), "{e}");
+        let e = err(&format!(
+            "{GOOD}\n[ocsp]\nresponder_validity_days = 1\nvalidity_minutes = 1440\n"
+        ));
+        assert!(e.contains("must outlast ocsp.validity_minutes"), "{e}");
+        let e = err(&format!("{GOOD}\n[ocsp]\nsigner = \"root\"\n"));
+        assert!(e.contains("signer"), "{e}");
         let e = err(&format!("{GOOD}\n[crl]\nnext_update_hours = 25\n"));
         assert!(e.starts_with("crl.next_update_hours:"), "{e}");
         let e = err(&format!("{GOOD}\n[crl]\ninterval_seconds = 86400\n"));

@@ -55,7 +55,7 @@ struct Shared {
     authority: Arc<Authority>,
     hsm: Hsm,
     crls: Arc<CrlPublisher>,
-    ocsp: OcspResponder,
+    ocsp: Arc<OcspResponder>,
     certs: HashMap<String, Bytes>,
     chain_p7b: Bytes,
 }
@@ -66,13 +66,12 @@ pub struct Http {
 }
 
 impl Http {
-    /// Encode the CA certificates and the chain once; OCSP answers are fresh for
-    /// `ocsp_validity`.
+    /// Encode the CA certificates and the chain once; OCSP requests go to `ocsp`.
     pub fn new(
         authority: Arc<Authority>,
         hsm: Hsm,
         crls: Arc<CrlPublisher>,
-        ocsp_validity: Duration,
+        ocsp: Arc<OcspResponder>,
     ) -> Result<Http, HttpError> {
         let mut certs = HashMap::new();
         let mut all = Vec::new();
@@ -89,7 +88,7 @@ impl Http {
         };
         Ok(Http {
             shared: Arc::new(Shared {
-                ocsp: OcspResponder::new(authority.clone(), ocsp_validity),
+                ocsp,
                 authority,
                 hsm,
                 crls,
@@ -165,8 +164,8 @@ async fn ca_file(State(s): State<Arc<Shared>>, Path(file): Path<String>) -> Resp
     }
 }
 
-fn ocsp_response(body: Vec<u8>) -> Response {
-    der("application/ocsp-response", Bytes::from(body))
+fn ocsp_response(body: Bytes) -> Response {
+    der("application/ocsp-response", body)
 }
 
 /// `POST /ocsp`: the body is a DER OCSPRequest. A body over the limit (or unreadable) is
@@ -174,7 +173,7 @@ fn ocsp_response(body: Vec<u8>) -> Response {
 async fn ocsp_post(State(s): State<Arc<Shared>>, body: Result<Bytes, BytesRejection>) -> Response {
     match body {
         Ok(b) => ocsp_response(s.ocsp.respond(&b).await),
-        Err(_) => ocsp_response(crate::pki::ocsp::malformed_request()),
+        Err(_) => ocsp_response(Bytes::from(crate::pki::ocsp::malformed_request())),
     }
 }
 
@@ -183,7 +182,7 @@ async fn ocsp_post(State(s): State<Arc<Shared>>, body: Result<Bytes, BytesReject
 async fn ocsp_get(State(s): State<Arc<Shared>>, Path(request): Path<String>) -> Response {
     match decode_base64(&request) {
         Some(b) => ocsp_response(s.ocsp.respond(&b).await),
-        None => ocsp_response(crate::pki::ocsp::malformed_request()),
+        None => ocsp_response(Bytes::from(crate::pki::ocsp::malformed_request())),
     }
 }
 

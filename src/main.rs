@@ -3,6 +3,7 @@
 //! library.)
 
 mod bench_cmd;
+mod bench_ocsp;
 mod ra_cmd;
 
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use clap::{Parser, Subcommand};
 use signet::api::Api;
 use signet::ca::ceremony::{self, pem_encode};
 use signet::ca::crl::CrlPublisher;
+use signet::ca::ocsp::OcspResponder;
 use signet::ca::{Approval, Authority, CaError, IssueRequest};
 use signet::config::Config;
 use signet::hsm::Hsm;
@@ -416,10 +418,16 @@ async fn start_http(
 ) -> Result<tokio::task::JoinHandle<Result<(), signet::http::HttpError>>, String> {
     let publisher = Arc::new(CrlPublisher::new(authority.clone(), &parts.cfg.crl));
     publisher.publish_all().await.map_err(describe)?;
+    let stopped_ocsp = stopped.clone();
     tokio::spawn(publisher.clone().run(stopped));
-    let ocsp_validity = std::time::Duration::from_secs(parts.cfg.ocsp.validity_minutes * 60);
-    let http = Http::new(authority, parts.hsm.clone(), publisher, ocsp_validity)
-        .map_err(|e| e.to_string())?;
+    let ocsp = Arc::new(
+        OcspResponder::open(authority.clone(), &parts.cfg.ocsp)
+            .await
+            .map_err(describe)?,
+    );
+    tokio::spawn(ocsp.clone().maintain(stopped_ocsp));
+    let http =
+        Http::new(authority, parts.hsm.clone(), publisher, ocsp).map_err(|e| e.to_string())?;
     let listener = Http::bind(&parts.cfg).await.map_err(|e| e.to_string())?;
     let addr = listener
         .local_addr()
@@ -458,6 +466,9 @@ fn print_report(r: &ceremony::CeremonyReport) {
     }
     for f in &r.files {
         eprintln!("wrote {}", f.display());
+    }
+    for o in &r.responders {
+        eprintln!("OCSP responder of {o}");
     }
 }
 

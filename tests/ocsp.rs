@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::api::*;
-use common::ca::{pem, run};
+use common::ca::{USER_PIN, pem, run};
 use signet::api::pb;
 
 fn text(o: &std::process::Output) -> String {
@@ -165,6 +165,29 @@ async fn ocsp_answers_good_revoked_unknown_over_post_and_get_and_survives_garbag
     );
     lint(&dir, "revoked.der");
 
+    // Several CertIDs in one request: one signed response answers each.
+    let (_, good_leaf) = issue_server_ec(&mut c, &dir, "ocsp-b").await;
+    let (ok, out) = ask(&[
+        "-cert",
+        &leaf,
+        "-cert",
+        good_leaf.to_str().unwrap(),
+        "-serial",
+        "0x0badc0ffee0badc0ffee",
+        "-respout",
+        "several.der",
+    ]);
+    assert!(ok && out.contains("Response verify OK"), "{out}");
+    assert_eq!(
+        out.matches("Cert Status: ").count(),
+        3,
+        "three single responses: {out}"
+    );
+    for status in [": revoked", ": good", ": unknown"] {
+        assert!(out.contains(status), "{status} missing: {out}");
+    }
+    lint(&dir, "several.der");
+
     // Garbage: malformedRequest with HTTP 200, and the daemon keeps serving.
     std::fs::write(
         dir.join("random.bin"),
@@ -201,4 +224,378 @@ async fn ocsp_answers_good_revoked_unknown_over_post_and_get_and_survives_garbag
     assert!(is_malformed(&dir, "bad-get.der"));
     let (ok, out) = ask(&["-cert", &leaf]);
     assert!(ok && out.contains(": revoked"), "{out}");
+}
+
+/// Fetch `/ca/{name}.crt` for each name into `dir` as `{name}.pem`.
+fn fetch_ca_pems(base: &str, dir: &Path, names: &[&str]) {
+    std::fs::create_dir_all(dir).unwrap();
+    for name in names {
+        let der = dir.join(format!("{name}.der"));
+        let (code, _) = curl(&[&format!("{base}/ca/{name}.crt")], &der);
+        assert_eq!(code, 200, "{name}");
+        std::fs::write(
+            dir.join(format!("{name}.pem")),
+            pem(&std::fs::read(&der).unwrap()),
+        )
+        .unwrap();
+    }
+}
+
+/// The certificates a response carries, as PEM blocks (from `openssl ocsp -resp_text`).
+fn response_certs(resp_text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = resp_text;
+    while let Some(start) = rest.find("-----BEGIN CERTIFICATE-----") {
+        let end = rest[start..].find("-----END CERTIFICATE-----").unwrap() + start + 25;
+        out.push(format!("{}\n", &rest[start..end]));
+        rest = &rest[end..];
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delegated_responder_in_the_hsm_signs_and_kept_answers_end_at_a_revocation() {
+    let ca = ApiCa::with_http("");
+    let d = Daemon::start(&ca);
+    let base = d.http.clone().expect("HTTP announced");
+    let url = format!("{base}/ocsp");
+    let dir = ca.dir.join("delegated");
+    fetch_ca_pems(&base, &dir, &["root", "issuing-ec"]);
+    let mut c = d.client("ra-one").await;
+    let (serial, leaf) = issue_server_ec(&mut c, &dir, "delegated-a").await;
+    let leaf = leaf.to_str().unwrap().to_owned();
+    let ask = |extra: &[&str]| {
+        let mut args = vec![
+            "ocsp",
+            "-issuer",
+            "issuing-ec.pem",
+            "-cert",
+            &leaf,
+            "-url",
+            &url,
+            "-CAfile",
+            "root.pem",
+            "-resp_text",
+        ];
+        args.extend_from_slice(extra);
+        openssl(&args, &dir)
+    };
+
+    // The response is signed by a responder certificate of issuing-ec, not by its key.
+    let (ok, out) = ask(&["-no_nonce", "-respout", "first.der"]);
+    assert!(
+        ok && out.contains(": good") && out.contains("Response verify OK"),
+        "{out}"
+    );
+    let certs = response_certs(&out);
+    assert_eq!(certs.len(), 2, "responder and issuer certificates: {out}");
+    std::fs::write(dir.join("responder.pem"), &certs[0]).unwrap();
+    let (ok, rtext) = openssl(&["x509", "-in", "responder.pem", "-noout", "-text"], &dir);
+    assert!(ok, "{rtext}");
+    assert!(
+        rtext.contains("OCSP Signing") && rtext.contains("OCSP No Check"),
+        "{rtext}"
+    );
+    assert!(
+        rtext.contains("OCSP Responder"),
+        "subject names the responder: {rtext}"
+    );
+    assert!(!rtext.contains("CA:TRUE"), "{rtext}");
+    // Its life is the configured 30 days, and it chains to the root as an OCSP signer.
+    let (ok, dates) = openssl(
+        &[
+            "x509",
+            "-in",
+            "responder.pem",
+            "-noout",
+            "-startdate",
+            "-enddate",
+            "-dateopt",
+            "iso_8601",
+        ],
+        &dir,
+    );
+    assert!(ok, "{dates}");
+    let (ok, out2) = openssl(
+        &[
+            "x509",
+            "-in",
+            "responder.pem",
+            "-noout",
+            "-checkend",
+            &(29 * 86_400).to_string(),
+        ],
+        &dir,
+    );
+    assert!(ok, "still valid in 29 days: {out2} {dates}");
+    let (ok, out2) = openssl(
+        &[
+            "x509",
+            "-in",
+            "responder.pem",
+            "-noout",
+            "-checkend",
+            &(31 * 86_400).to_string(),
+        ],
+        &dir,
+    );
+    assert!(!ok, "expired within 31 days: {out2} {dates}");
+    let (ok, out2) = openssl(
+        &[
+            "verify",
+            "-x509_strict",
+            "-purpose",
+            "ocsphelper",
+            "-CAfile",
+            "root.pem",
+            "-untrusted",
+            "issuing-ec.pem",
+            "responder.pem",
+        ],
+        &dir,
+    );
+    assert!(ok && out2.contains("responder.pem: OK"), "{out2}");
+    let lint = run(Command::new("lint_pkix_cert")
+        .args(["lint", "-s", "WARNING"])
+        .arg(dir.join("responder.pem")));
+    let report = text(&lint);
+    assert!(
+        !report.contains("(ERROR)") && !report.contains("(FATAL)") && !report.contains("Traceback"),
+        "{report}"
+    );
+    // Its key lives in the HSM: sensitive, never extractable, generated there, sign only.
+    let objects = run(ca.softhsm.pkcs11_tool("signet-ca").args([
+        "--login",
+        "--pin",
+        USER_PIN,
+        "--list-objects",
+        "--type",
+        "privkey",
+    ]));
+    let objects = text(&objects);
+    let key = objects
+        .split("Private Key Object")
+        .find(|k| k.contains("label:      test-issuing-ec-ocsp"))
+        .unwrap_or_else(|| panic!("no responder key in the HSM: {objects}"));
+    assert!(
+        key.contains("never extractable") && key.contains("sensitive") && key.contains("local"),
+        "{key}"
+    );
+    assert!(
+        key.contains("Usage:      sign") && !key.contains("decrypt"),
+        "{key}"
+    );
+
+    // Without a nonce the signed answer is kept: the same bytes again. With a nonce it is
+    // signed afresh and echoes it.
+    let (ok, out) = ask(&["-no_nonce", "-respout", "second.der"]);
+    assert!(ok && out.contains(": good"), "{out}");
+    assert_eq!(
+        std::fs::read(dir.join("first.der")).unwrap(),
+        std::fs::read(dir.join("second.der")).unwrap()
+    );
+    let (ok, out) = ask(&["-respout", "nonce.der"]);
+    assert!(
+        ok && out.contains(": good") && out.contains("OCSP Nonce"),
+        "{out}"
+    );
+    assert_ne!(
+        std::fs::read(dir.join("first.der")).unwrap(),
+        std::fs::read(dir.join("nonce.der")).unwrap()
+    );
+
+    // A revocation ends the kept answer at once: no wait for it to go stale.
+    c.revoke(pb::RevokeRequest {
+        request_id: "delegated-revoke".into(),
+        serial,
+        reason: pb::RevocationReason::Superseded as i32,
+        reported_at: None,
+        comment: String::new(),
+    })
+    .await
+    .expect("revoke");
+    let (ok, out) = ask(&["-no_nonce"]);
+    assert!(
+        ok && out.contains(": revoked") && out.contains("Response verify OK"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Superseded") || out.contains("superseded"),
+        "{out}"
+    );
+
+    // The root answers for the issuing CAs it certified.
+    let (ok, out) = openssl(
+        &[
+            "ocsp",
+            "-issuer",
+            "root.pem",
+            "-cert",
+            "issuing-ec.pem",
+            "-url",
+            &url,
+            "-CAfile",
+            "root.pem",
+            "-resp_text",
+        ],
+        &dir,
+    );
+    assert!(
+        ok && out.contains(": good") && out.contains("Response verify OK"),
+        "{out}"
+    );
+
+    // A daemon that finds its responder certificate with under a third of the configured
+    // life left certifies the same HSM key anew at start: with 90 days configured, the
+    // 30-day certificate is due.
+    drop(c);
+    drop(d);
+    let mut cfg = std::fs::read_to_string(&ca.config_path).unwrap();
+    cfg.push_str("\n[ocsp]\nresponder_validity_days = 90\n");
+    std::fs::write(&ca.config_path, cfg).unwrap();
+    let d = Daemon::start(&ca);
+    let url = format!("{}/ocsp", d.http.clone().expect("HTTP announced"));
+    let (ok, out) = openssl(
+        &[
+            "ocsp",
+            "-issuer",
+            "issuing-ec.pem",
+            "-serial",
+            "0x01020304050607080910",
+            "-url",
+            &url,
+            "-CAfile",
+            "root.pem",
+            "-resp_text",
+        ],
+        &dir,
+    );
+    assert!(
+        ok && out.contains(": unknown") && out.contains("Response verify OK"),
+        "{out}"
+    );
+    let renewed = response_certs(&out);
+    assert_ne!(renewed[0], certs[0], "a new responder certificate");
+    std::fs::write(dir.join("renewed.pem"), &renewed[0]).unwrap();
+    let (ok, out) = openssl(
+        &[
+            "x509",
+            "-in",
+            "renewed.pem",
+            "-noout",
+            "-checkend",
+            &(89 * 86_400).to_string(),
+        ],
+        &dir,
+    );
+    assert!(ok, "valid for 89 more days: {out}");
+    let pubkey = |f: &str| openssl(&["x509", "-in", f, "-noout", "-pubkey"], &dir).1;
+    assert_eq!(
+        pubkey("renewed.pem"),
+        pubkey("responder.pem"),
+        "the same HSM key"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_signer_issuer_the_issuing_ca_signs_its_own_responses() {
+    let ca = ApiCa::with_http("[ocsp]\nsigner = \"issuer\"\ncache = false\n");
+    let d = Daemon::start(&ca);
+    let base = d.http.clone().expect("HTTP announced");
+    let url = format!("{base}/ocsp");
+    let dir = ca.dir.join("issuer-signed");
+    fetch_ca_pems(&base, &dir, &["root", "issuing-ec"]);
+    let mut c = d.client("ra-one").await;
+    let (_, leaf) = issue_server_ec(&mut c, &dir, "issuer-signed-a").await;
+    let leaf = leaf.to_str().unwrap().to_owned();
+    let mut first = Vec::new();
+    for round in 0..2 {
+        let out_file = format!("r{round}.der");
+        let (ok, out) = openssl(
+            &[
+                "ocsp",
+                "-issuer",
+                "issuing-ec.pem",
+                "-cert",
+                &leaf,
+                "-url",
+                &url,
+                "-CAfile",
+                "root.pem",
+                "-resp_text",
+                "-no_nonce",
+                "-respout",
+                &out_file,
+            ],
+            &dir,
+        );
+        assert!(
+            ok && out.contains(": good") && out.contains("Response verify OK"),
+            "{out}"
+        );
+        let certs = response_certs(&out);
+        assert_eq!(certs.len(), 1, "only the issuer's certificate: {out}");
+        assert!(!out.contains("OCSP Signing"), "{out}");
+        let bytes = std::fs::read(dir.join(&out_file)).unwrap();
+        if round == 0 {
+            first = bytes;
+        } else {
+            // With the cache off, every answer is signed anew.
+            assert_ne!(first, bytes);
+        }
+    }
+}
+
+#[test]
+fn signet_bench_ocsp_measures_kept_and_signed_answers_beside_the_raw_rate() {
+    let ca = ApiCa::with_http("");
+    let d = Daemon::start(&ca);
+    let base = d.http.clone().expect("HTTP announced");
+    let o = run(Command::new(env!("CARGO_BIN_EXE_signet"))
+        .arg("--config")
+        .arg(&ca.config_path)
+        .args([
+            "bench",
+            "--mode",
+            "ocsp",
+            "--issuer",
+            "issuing-ec",
+            "--profile",
+            "server",
+            "--duration",
+            "1",
+            "--raw-seconds",
+            "1",
+            "--concurrency",
+            "4",
+            "--http",
+            &base,
+        ])
+        .env("SIGNET_RA_ENDPOINT", &d.endpoint)
+        .env("SIGNET_RA_CA_CERT", ca.tls.pem("root"))
+        .env("SIGNET_RA_CERT", ca.tls.pem("ra-one"))
+        .env("SIGNET_RA_KEY", ca.tls.key("ra-one"))
+        .envs(ca.child_env.iter().map(|(k, v)| (k, v)))
+        .env("RUST_LOG", "warn"));
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    // Both phases answered every request with a successful, parsed OCSPResponse, and the
+    // raw rate of the responder key was measured around them.
+    for phase in ["kept (no nonce)", "signed (nonce)"] {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(phase))
+            .unwrap_or_else(|| panic!("{phase} missing: {out}"));
+        assert!(line.ends_with("; 0 errors"), "{line}");
+        let rate: f64 = line[phase.len()..]
+            .trim()
+            .split('/')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(rate > 0.0, "{line}");
+    }
+    assert!(out.contains("responder key test-issuing-ec-ocsp"), "{out}");
+    assert!(out.contains("raw HSM signing"), "{out}");
 }

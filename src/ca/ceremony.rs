@@ -16,7 +16,7 @@ use crate::audit::AuditEvent;
 use crate::config::{Config, IssuerSpec};
 use crate::hsm::Hsm;
 use crate::pki::cert::{self, CaRequest, IssuerRef, Urls};
-use crate::pki::{pkcs7, serial};
+use crate::pki::{KeyType, pkcs7, serial};
 use crate::store::{CaKeyRecord, IssuerRecord, Store};
 
 /// Actor name recorded in the audit log for ceremony steps.
@@ -31,6 +31,8 @@ pub struct CeremonyReport {
     pub existing: Vec<String>,
     /// Files written.
     pub files: Vec<PathBuf>,
+    /// The delegated OCSP responder certificate each issuer signs responses with.
+    pub responders: Vec<String>,
 }
 
 struct Made {
@@ -111,7 +113,14 @@ pub async fn run(
                 )));
             }
         }
-        let spki = key_for(spec, hsm, store).await?;
+        let spki = key_for(
+            &spec.key_label,
+            spec.key_type,
+            serde_json::json!({ "issuer": spec.name }),
+            hsm,
+            store,
+        )
+        .await?;
         let m = certify(spec, spki, &made, &urls, hsm, store).await?;
         let der = m
             .cert
@@ -123,10 +132,11 @@ pub async fn run(
         made.push(m);
     }
 
-    // TLS material for the RA API, from its TLS-only issuing CA, certified through the
+    // Delegated OCSP responders and the RA API's TLS material, certified through the
     // authority's one issuance path now that the hierarchy exists.
+    let authority = super::Authority::open(cfg, hsm.clone(), store.clone()).await?;
+    report.responders = super::ocsp::provision(cfg, &authority, hsm, store).await?;
     if cfg.api.is_some() {
-        let authority = super::Authority::open(cfg, hsm.clone(), store.clone()).await?;
         report
             .files
             .extend(super::tls::make(cfg, &authority).await?);
@@ -151,56 +161,57 @@ pub async fn run(
     Ok(report)
 }
 
-/// The issuer's key: generated now, or the one an interrupted run generated and recorded.
-async fn key_for(
-    spec: &IssuerSpec,
+/// A CA key (an issuer's, a delegated OCSP responder's): generated now, or the one an
+/// interrupted run generated and recorded. `detail` says what it is for, in the audit log.
+pub(super) async fn key_for(
+    label: &str,
+    key_type: KeyType,
+    detail: serde_json::Value,
     hsm: &Hsm,
     store: &Arc<dyn Store>,
 ) -> Result<SubjectPublicKeyInfoOwned, CaError> {
-    let recorded = store.ca_key(&spec.key_label).await?;
-    let in_hsm = hsm.key_exists(&spec.key_label).await?;
+    let recorded = store.ca_key(label).await?;
+    let in_hsm = hsm.key_exists(label).await?;
     match (recorded, in_hsm) {
         (Some(rec), true) => {
-            let spki = hsm.public_key(&spec.key_label).await?;
+            let spki = hsm.public_key(label).await?;
             let der = spki
                 .to_der()
                 .map_err(|e| CaError::Internal(format!("encoding public key: {e}")))?;
             if der != rec.spki_der {
                 return Err(CaError::FailedPrecondition(format!(
                     "key {:?} in the HSM is not the key the ceremony recorded; refusing to use it",
-                    spec.key_label
+                    label
                 )));
             }
-            tracing::info!(key = %spec.key_label, "reusing the key an earlier ceremony run generated");
+            tracing::info!(key = %label, "reusing the key an earlier ceremony run generated");
             Ok(spki)
         }
         (Some(_), false) => Err(CaError::FailedPrecondition(format!(
             "key {:?} is recorded in the store but missing from the HSM",
-            spec.key_label
+            label
         ))),
         (None, true) => Err(CaError::FailedPrecondition(format!(
             "a key labelled {:?} already exists in the HSM and was not made by this CA's ceremony; refusing to overwrite or adopt it",
-            spec.key_label
+            label
         ))),
         (None, false) => {
-            let spki = hsm.generate_key(&spec.key_label, spec.key_type).await?;
+            let spki = hsm.generate_key(label, key_type).await?;
             let spki_der = spki
                 .to_der()
                 .map_err(|e| CaError::Internal(format!("encoding public key: {e}")))?;
             let audit = AuditEvent {
                 actor: ACTOR.into(),
                 action: "ceremony.key_generated".into(),
-                object: spec.key_label.clone(),
+                object: label.to_owned(),
                 request_digest: None,
-                detail:
-                    serde_json::json!({ "issuer": spec.name, "key_type": spec.key_type.name() })
-                        .to_string(),
+                detail: with_key_type(detail, key_type).to_string(),
             };
             store
                 .record_ca_key(
                     CaKeyRecord {
-                        label: spec.key_label.clone(),
-                        key_type: spec.key_type.name().into(),
+                        label: label.to_owned(),
+                        key_type: key_type.name().into(),
                         spki_der,
                         created_at: unix_now(),
                     },
@@ -210,6 +221,13 @@ async fn key_for(
             Ok(spki)
         }
     }
+}
+
+fn with_key_type(mut detail: serde_json::Value, key_type: KeyType) -> serde_json::Value {
+    if let Some(o) = detail.as_object_mut() {
+        o.insert("key_type".into(), key_type.name().into());
+    }
+    detail
 }
 
 /// Build, sign, check and record the issuer's certificate.

@@ -352,13 +352,15 @@ impl Authority {
             ra,
             request_id: &req.request_id,
             request_digest: request_digest(&req)?,
-            profile: checked.profile,
+            shape: Shape::Leaf {
+                profile: checked.profile,
+                key_type: checked.csr.key_type,
+                validity_years: req.validity_years,
+            },
             issuer: checked.issuer,
             subject: &req.subject,
             sans: &req.sans,
             spki: &checked.csr.spki,
-            key_type: checked.csr.key_type,
-            validity_years: req.validity_years,
             csr_der: &req.csr,
             request_json: request_json(&req)?,
             renewed_from: None,
@@ -415,6 +417,43 @@ impl Authority {
         spki: &SubjectPublicKeyInfoOwned,
         validity_years: u32,
     ) -> Result<Issued, CaError> {
+        let shape = Shape::Leaf {
+            profile,
+            key_type: csr::key_type_of(spki, "public key")?,
+            validity_years,
+        };
+        self.certify_own(actor, request_id, shape, issuer, subject, sans, spki)
+            .await
+    }
+
+    /// Certify a delegated OCSP responder key of `issuer` (a key in the HSM) for `lifetime`,
+    /// through the same record-sign-commit path, exactly once per `request_id`.
+    pub async fn issue_ocsp_responder(
+        &self,
+        actor: &str,
+        request_id: &str,
+        issuer: &str,
+        subject: &SubjectSpec,
+        spki: &SubjectPublicKeyInfoOwned,
+        lifetime: std::time::Duration,
+    ) -> Result<Issued, CaError> {
+        let shape = Shape::OcspResponder { lifetime };
+        self.certify_own(actor, request_id, shape, issuer, subject, &[], spki)
+            .await
+    }
+
+    /// Record, sign and commit a certificate for one of signet's own keys.
+    #[allow(clippy::too_many_arguments)]
+    async fn certify_own(
+        &self,
+        actor: &str,
+        request_id: &str,
+        shape: Shape<'_>,
+        issuer: &str,
+        subject: &SubjectSpec,
+        sans: &[San],
+        spki: &SubjectPublicKeyInfoOwned,
+    ) -> Result<Issued, CaError> {
         let issuer = self.issuers.get(issuer).ok_or_else(|| {
             CaError::FailedPrecondition(format!("issuer {issuer:?} has not been created"))
         })?;
@@ -423,7 +462,7 @@ impl Authority {
             .map_err(|e| CaError::Internal(format!("encoding public key: {e}")))?;
         let request_json = serde_json::json!({
             "purpose": request_id,
-            "profile": profile.name,
+            "profile": shape.profile_name(),
             "subject": subject.to_string(),
             "sans": sans.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "spki": hex::encode(&spki_der),
@@ -433,13 +472,11 @@ impl Authority {
             ra: actor,
             request_id,
             request_digest: hex::encode(Sha256::digest(request_json.as_bytes())),
-            profile,
+            shape,
             issuer,
             subject,
             sans,
             spki,
-            key_type: csr::key_type_of(spki, "public key")?,
-            validity_years,
             csr_der: &spki_der,
             request_json,
             renewed_from: None,
@@ -453,21 +490,39 @@ impl Authority {
             attempts += 1;
             let serial = serial::random_serial();
             let not_before = now_seconds();
-            let leaf = LeafRequest {
-                profile: p.profile,
-                subject: p.subject,
-                sans: p.sans,
-                spki: p.spki,
-                key_type: p.key_type,
-                validity_years: p.validity_years,
+            let tbs = match p.shape {
+                Shape::Leaf {
+                    profile,
+                    key_type,
+                    validity_years,
+                } => {
+                    let leaf = LeafRequest {
+                        profile,
+                        subject: p.subject,
+                        sans: p.sans,
+                        spki: p.spki,
+                        key_type,
+                        validity_years,
+                    };
+                    cert::build_leaf_tbs(
+                        &p.issuer.as_ref(),
+                        &self.urls,
+                        &leaf,
+                        serial.clone(),
+                        not_before,
+                    )?
+                }
+                Shape::OcspResponder { lifetime } => cert::build_ocsp_responder_tbs(
+                    &p.issuer.as_ref(),
+                    &cert::ResponderRequest {
+                        subject: p.subject,
+                        spki: p.spki,
+                        lifetime,
+                    },
+                    serial.clone(),
+                    not_before,
+                )?,
             };
-            let tbs = cert::build_leaf_tbs(
-                &p.issuer.as_ref(),
-                &self.urls,
-                &leaf,
-                serial.clone(),
-                not_before,
-            )?;
             let tbs_der = tbs
                 .to_der()
                 .map_err(|e| CaError::Internal(format!("encoding TBS: {e}")))?;
@@ -478,7 +533,7 @@ impl Authority {
                 ra: p.ra.to_owned(),
                 request_id: p.request_id.to_owned(),
                 request_digest: p.request_digest.clone(),
-                profile: p.profile.name.clone(),
+                profile: p.shape.profile_name().to_owned(),
                 subject: p.subject.to_string(),
                 request_json: p.request_json.clone(),
                 csr_der: p.csr_der.to_vec(),
@@ -551,6 +606,7 @@ impl Authority {
                 o.insert("renewed_from".into(), old.clone().into());
                 "certificate.renewed"
             }
+            _ if record.profile == OCSP_RESPONDER_PROFILE => "ocsp.responder_certified",
             _ => "certificate.issued",
         };
         let audit = AuditEvent {
@@ -679,16 +735,38 @@ struct Prepared<'a> {
     ra: &'a str,
     request_id: &'a str,
     request_digest: String,
-    profile: &'a Profile,
+    shape: Shape<'a>,
     issuer: &'a Issuer,
     subject: &'a SubjectSpec,
     sans: &'a [San],
     spki: &'a SubjectPublicKeyInfoOwned,
-    key_type: KeyType,
-    validity_years: u32,
     csr_der: &'a [u8],
     request_json: String,
     renewed_from: Option<String>,
+}
+
+/// What kind of certificate a prepared request becomes.
+enum Shape<'a> {
+    /// A subscriber or infrastructure leaf under a profile.
+    Leaf {
+        profile: &'a Profile,
+        key_type: KeyType,
+        validity_years: u32,
+    },
+    /// A delegated OCSP responder's certificate (see [`cert::build_ocsp_responder_tbs`]).
+    OcspResponder { lifetime: std::time::Duration },
+}
+
+/// The profile name recorded for delegated OCSP responder certificates.
+pub const OCSP_RESPONDER_PROFILE: &str = "ocsp_responder";
+
+impl Shape<'_> {
+    fn profile_name(&self) -> &str {
+        match self {
+            Shape::Leaf { profile, .. } => &profile.name,
+            Shape::OcspResponder { .. } => OCSP_RESPONDER_PROFILE,
+        }
+    }
 }
 
 /// A request that passed validation, with what validation resolved.

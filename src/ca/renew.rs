@@ -10,8 +10,8 @@ use sha2::{Digest, Sha256};
 use x509_cert::Certificate;
 
 use super::{
-    Approval, Authority, CaError, Issued, MAX_REQUEST_ID, Prepared, check_text, csr, hex_opt_bytes,
-    normalize_serial, rfc3339, unix,
+    Approval, Authority, CaError, Issued, MAX_REQUEST_ID, Prepared, Shape, check_text, csr,
+    hex_opt_bytes, normalize_serial, rfc3339, unix,
 };
 use crate::pki::{San, SubjectSpec};
 use crate::store::CertStatus;
@@ -187,13 +187,15 @@ impl Authority {
             ra,
             request_id: &req.request_id,
             request_digest: digest,
-            profile,
+            shape: Shape::Leaf {
+                profile,
+                key_type,
+                validity_years,
+            },
             issuer,
             subject: &recorded.subject,
             sans: &recorded.sans,
             spki: &spki,
-            key_type,
-            validity_years,
             csr_der: &csr_der,
             request_json,
             renewed_from: Some(old_serial),

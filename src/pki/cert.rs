@@ -467,6 +467,100 @@ pub fn build_leaf_tbs(
     })
 }
 
+/// id-pkix-ocsp-nocheck (RFC 6960 section 4.2.2.2.1).
+pub const ID_PKIX_OCSP_NOCHECK: ObjectIdentifier =
+    ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.1.5");
+
+/// A delegated OCSP responder's certificate request (RFC 6960 section 4.2.2.2).
+#[derive(Clone, Copy, Debug)]
+pub struct ResponderRequest<'a> {
+    /// The responder's subject.
+    pub subject: &'a SubjectSpec,
+    /// The responder's public key (a key in the HSM).
+    pub spki: &'a SubjectPublicKeyInfoOwned,
+    /// How long the certificate is valid: short, since nothing checks its revocation.
+    pub lifetime: Duration,
+}
+
+/// Build the TBSCertificate of a delegated OCSP responder for `issuer`: CA:FALSE,
+/// keyUsage digitalSignature (critical), extendedKeyUsage id-kp-OCSPSigning only, and
+/// id-pkix-ocsp-nocheck, so relying parties do not ask the responder about itself. No CRL
+/// distribution point, AIA or policies: a nocheck certificate is trusted for its short life.
+pub fn build_ocsp_responder_tbs(
+    issuer: &IssuerRef,
+    req: &ResponderRequest,
+    serial: SerialNumber,
+    not_before: SystemTime,
+) -> Result<TbsCertificate, PkiError> {
+    check_serial(&serial)?;
+    check_issuer_is_ca(issuer, None)?;
+    let issuer_tbs = issuer.cert.tbs_certificate();
+    check_signer_key(
+        issuer_tbs.subject_public_key_info(),
+        issuer.signature,
+        "issuer",
+    )?;
+    key_type_of(req.spki, "spki")?;
+    if req.subject.is_empty() {
+        return Err(PkiError::invalid(
+            "subject",
+            "an OCSP responder certificate needs a subject",
+        ));
+    }
+    if req.lifetime < Duration::from_secs(3600) {
+        return Err(PkiError::invalid("lifetime", "must be at least one hour"));
+    }
+    let not_before = whole_seconds(not_before)?;
+    let end = not_before + req.lifetime;
+    let issuer_end = issuer_tbs.validity().not_after.to_system_time();
+    if end > issuer_end {
+        return Err(PkiError::invalid(
+            "lifetime",
+            format!(
+                "the responder certificate would expire {}, after its issuer {} ({})",
+                fmt_time(end),
+                issuer.name,
+                fmt_time(issuer_end)
+            ),
+        ));
+    }
+    let nocheck = Extension {
+        extn_id: ID_PKIX_OCSP_NOCHECK,
+        critical: false,
+        extn_value: OctetString::new(der::asn1::Null.to_der().map_err(enc)?).map_err(enc)?,
+    };
+    let exts = vec![
+        extension(
+            &BasicConstraints {
+                ca: false,
+                path_len_constraint: None,
+            },
+            true,
+        )?,
+        extension(&key_usage(&[KeyUsages::DigitalSignature]), true)?,
+        extension(
+            &ExtendedKeyUsage(vec![super::profile::eku::OCSP_SIGNING]),
+            false,
+        )?,
+        ski_extension(req.spki)?,
+        aki_extension(issuer_key_id(issuer.cert))?,
+        nocheck,
+    ];
+    finish(TbsOut {
+        version: Version::V3,
+        serial_number: serial,
+        signature: issuer.signature.algorithm_identifier(),
+        issuer: issuer_tbs.subject().clone(),
+        validity: Validity::new(
+            to_time(not_before, "not_before")?,
+            to_time(end - Duration::from_secs(1), "lifetime")?,
+        ),
+        subject: req.subject.to_name()?,
+        subject_public_key_info: req.spki.clone(),
+        extensions: exts,
+    })
+}
+
 /// Build the TBSCertificate of a CA certificate: a self-signed root when `issuer` is `None`
 /// (issuer name = subject, AKI = own SKI, no CRL DP or AIA), otherwise an intermediate with
 /// AKI, CRL distribution point and AIA pointing at `issuer`. `signature` is the algorithm of

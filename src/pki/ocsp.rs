@@ -202,6 +202,38 @@ pub fn parse_request(der: &[u8]) -> Result<OcspRequest, PkiError> {
     Ok(req)
 }
 
+/// A DER OCSPRequest asking about `ids`, with a nonce extension (RFC 8954: an OCTET
+/// STRING of 1 to 32 octets) when `nonce` is given. Relying parties' side: for the
+/// benchmark and tests.
+pub fn build_request(ids: Vec<CertId>, nonce: Option<&[u8]>) -> Result<Vec<u8>, PkiError> {
+    let request_extensions = match nonce {
+        Some(n) => Some(vec![Extension {
+            extn_id: ID_PKIX_OCSP_NONCE,
+            critical: false,
+            extn_value: OctetString::new(OctetString::new(n).map_err(enc)?.to_der().map_err(enc)?)
+                .map_err(enc)?,
+        }]),
+        None => None,
+    };
+    OcspRequest {
+        tbs_request: TbsRequest {
+            version: None,
+            requestor_name: None,
+            request_list: ids
+                .into_iter()
+                .map(|req_cert| Request {
+                    req_cert,
+                    single_request_extensions: None,
+                })
+                .collect(),
+            request_extensions,
+        },
+        optional_signature: None,
+    }
+    .to_der()
+    .map_err(enc)
+}
+
 /// The nonce extension of a request, if any.
 pub fn nonce(req: &OcspRequest) -> Option<&Extension> {
     req.tbs_request
@@ -209,16 +241,6 @@ pub fn nonce(req: &OcspRequest) -> Option<&Extension> {
         .as_ref()?
         .iter()
         .find(|e| e.extn_id == ID_PKIX_OCSP_NONCE)
-}
-
-fn hash_with(oid: &ObjectIdentifier, data: &[u8]) -> Option<Vec<u8>> {
-    if *oid == ID_SHA1 {
-        Some(sha1::Sha1::digest(data).to_vec())
-    } else if *oid == ID_SHA256 {
-        Some(sha2::Sha256::digest(data).to_vec())
-    } else {
-        None
-    }
 }
 
 fn public_key_bytes(cert: &Certificate) -> &[u8] {
@@ -231,18 +253,70 @@ fn public_key_bytes(cert: &Certificate) -> &[u8] {
 /// Whether `id` names `issuer` (issuerNameHash over its DER subject, issuerKeyHash over its
 /// subjectPublicKey), with SHA-1 or SHA-256.
 pub fn cert_id_matches(id: &CertId, issuer: &Certificate) -> bool {
-    let Ok(name) = issuer.tbs_certificate().subject().to_der() else {
-        return false;
-    };
-    let alg = &id.hash_algorithm.oid;
-    match (
-        hash_with(alg, &name),
-        hash_with(alg, public_key_bytes(issuer)),
-    ) {
-        (Some(n), Some(k)) => {
-            n == id.issuer_name_hash.as_bytes() && k == id.issuer_key_hash.as_bytes()
-        }
-        _ => false,
+    IssuerHashes::new(issuer).is_some_and(|h| h.matches(id))
+}
+
+/// An issuer's name and key hashes under SHA-1 and SHA-256, computed once, so that matching
+/// a CertID costs two comparisons.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IssuerHashes {
+    sha1: (Vec<u8>, Vec<u8>),
+    sha256: (Vec<u8>, Vec<u8>),
+}
+
+impl IssuerHashes {
+    /// The hashes of `issuer`; `None` if its subject cannot be encoded.
+    pub fn new(issuer: &Certificate) -> Option<IssuerHashes> {
+        let name = issuer.tbs_certificate().subject().to_der().ok()?;
+        let key = public_key_bytes(issuer);
+        Some(IssuerHashes {
+            sha1: (
+                sha1::Sha1::digest(&name).to_vec(),
+                sha1::Sha1::digest(key).to_vec(),
+            ),
+            sha256: (
+                sha2::Sha256::digest(&name).to_vec(),
+                sha2::Sha256::digest(key).to_vec(),
+            ),
+        })
+    }
+
+    /// The CertID of the certificate with serial `serial` (its INTEGER content octets)
+    /// from this issuer, hashed with SHA-1 (`ID_SHA1`) or SHA-256 (`ID_SHA256`).
+    pub fn cert_id(&self, alg: ObjectIdentifier, serial: &[u8]) -> Result<CertId, PkiError> {
+        let (name, key) = if alg == ID_SHA1 {
+            &self.sha1
+        } else if alg == ID_SHA256 {
+            &self.sha256
+        } else {
+            return Err(PkiError::invalid(
+                "hash_algorithm",
+                "must be SHA-1 or SHA-256",
+            ));
+        };
+        Ok(CertId {
+            hash_algorithm: AlgorithmIdentifierOwned {
+                oid: alg,
+                parameters: None,
+            },
+            issuer_name_hash: OctetString::new(name.clone()).map_err(enc)?,
+            issuer_key_hash: OctetString::new(key.clone()).map_err(enc)?,
+            serial_number: Int::new(serial).map_err(enc)?,
+        })
+    }
+
+    /// Whether `id` names this issuer.
+    pub fn matches(&self, id: &CertId) -> bool {
+        let alg = &id.hash_algorithm.oid;
+        let (name, key) = if *alg == ID_SHA1 {
+            &self.sha1
+        } else if *alg == ID_SHA256 {
+            &self.sha256
+        } else {
+            return false;
+        };
+        name.as_slice() == id.issuer_name_hash.as_bytes()
+            && key.as_slice() == id.issuer_key_hash.as_bytes()
     }
 }
 
@@ -403,17 +477,10 @@ mod tests {
     use crate::pki::test_ca;
 
     fn cert_id(issuer: &Certificate, alg: ObjectIdentifier, serial: &[u8]) -> CertId {
-        let name = issuer.tbs_certificate().subject().to_der().unwrap();
-        CertId {
-            hash_algorithm: AlgorithmIdentifierOwned {
-                oid: alg,
-                parameters: None,
-            },
-            issuer_name_hash: OctetString::new(hash_with(&alg, &name).unwrap()).unwrap(),
-            issuer_key_hash: OctetString::new(hash_with(&alg, public_key_bytes(issuer)).unwrap())
-                .unwrap(),
-            serial_number: Int::new(serial).unwrap(),
-        }
+        IssuerHashes::new(issuer)
+            .unwrap()
+            .cert_id(alg, serial)
+            .unwrap()
     }
 
     #[test]

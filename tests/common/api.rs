@@ -600,11 +600,12 @@ pub fn issue_request(id: &str, profile: &str, csr: Vec<u8>) -> pb::IssueRequest 
     }
 }
 
-/// Rows in the certificates table, counted by the sqlite3 tool.
+/// Rows in the certificates table that RAs asked for (not signet's own delegated OCSP
+/// responder certificates), counted by the sqlite3 tool.
 pub fn count_rows(ca: &ApiCa) -> u64 {
     let out = run(Command::new("sqlite3")
         .arg(ca.dir.join("signet.db"))
-        .arg("SELECT count(*) FROM certificates"));
+        .arg("SELECT count(*) FROM certificates WHERE profile != 'ocsp_responder'"));
     assert!(
         out.status.success(),
         "{}",

@@ -118,6 +118,8 @@ pub struct TestCa {
     pub store: Arc<dyn Store>,
     /// The authority.
     pub ca: Authority,
+    /// Certificates the ceremony recorded for signet itself (delegated OCSP responders).
+    pub own_certificates: u64,
 }
 
 impl TestCa {
@@ -151,6 +153,7 @@ impl TestCa {
         let hsm = Hsm::open(cfg.hsm_settings().unwrap()).unwrap();
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&cfg.store_path()).unwrap());
         ceremony::run(&cfg, &hsm, &store).await.unwrap();
+        let own_certificates = store.count_certificates().await.unwrap();
         let ca = Authority::open(&cfg, hsm.clone(), store.clone())
             .await
             .unwrap();
@@ -162,7 +165,13 @@ impl TestCa {
             hsm,
             store,
             ca,
+            own_certificates,
         }
+    }
+
+    /// Certificates issued since the ceremony (subscribers', not signet's own).
+    pub async fn issued_count(&self) -> u64 {
+        self.store.count_certificates().await.unwrap() - self.own_certificates
     }
 
     /// The root certificate (PEM file).
