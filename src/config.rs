@@ -306,7 +306,7 @@ pub enum RaOperation {
     Issue,
     /// `Renew`.
     Renew,
-    /// `Revoke` (and, later, releasing a hold).
+    /// `Revoke` and `ReleaseHold`.
     Revoke,
     /// `GetCertificate`, `ListCertificates`, `GetCaChain`.
     Read,

@@ -52,6 +52,10 @@ enum Command {
     /// [http] is configured, CRLs, CA certificates and health over plain HTTP, until SIGTERM
     /// or SIGINT (calls in flight are finished first).
     Serve,
+    /// Revoke a certificate locally, as the operator (CA-initiated revocation), through the
+    /// same path as the RA API's Revoke. A running daemon on the same store publishes it
+    /// within its [crl] lag_seconds; with --publish this command publishes fresh CRLs itself.
+    Revoke(Box<RevokeArgs>),
     /// Publish fresh CRLs now (every issuer, or one) and print what each says.
     Crl {
         /// Only this issuer.
@@ -68,6 +72,31 @@ enum Command {
         #[command(flatten)]
         args: Box<bench_cmd::BenchArgs>,
     },
+}
+
+/// `signet revoke`: what the operator revokes, why, and since when.
+#[derive(clap::Args)]
+struct RevokeArgs {
+    /// Serial number (hex, as `openssl x509 -serial` prints it or lower case).
+    #[arg(long)]
+    serial: String,
+    /// RFC 5280 reason: unspecified, keyCompromise, cACompromise, affiliationChanged,
+    /// superseded, cessationOfOperation, certificateHold, privilegeWithdrawn, aACompromise.
+    #[arg(long)]
+    reason: String,
+    /// When the problem was reported or the key became unsafe (RFC 3339); the CRL entry's
+    /// invalidity date. Default: none given (the revocation time stands).
+    #[arg(long)]
+    reported_at: Option<String>,
+    /// Request id; running again with the same id changes nothing. Default: a fresh one.
+    #[arg(long)]
+    request_id: Option<String>,
+    /// A note kept with the revocation.
+    #[arg(long, default_value = "")]
+    comment: String,
+    /// Also publish fresh CRLs of every issuer now (when no daemon runs to do it).
+    #[arg(long)]
+    publish: bool,
 }
 
 fn main() -> ExitCode {
@@ -196,6 +225,7 @@ fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Command::Quickstart => quickstart(cfg),
+        Command::Revoke(args) => revoke(cfg, &args),
         Command::Crl { issuer } => {
             let parts = open_parts(cfg)?;
             let rt = runtime()?;
@@ -210,18 +240,93 @@ fn run(cli: Cli) -> Result<(), String> {
                 }
             });
             parts.hsm.close();
-            for p in published.map_err(describe)? {
-                println!(
-                    "{}: CRL number {}, thisUpdate {}, nextUpdate {}, {} entries",
-                    p.issuer,
-                    p.number,
-                    signet::ca::rfc3339(p.this_update),
-                    signet::ca::rfc3339(p.next_update),
-                    p.entries
-                );
-            }
+            print_published(&published.map_err(describe)?);
             Ok(())
         }
+    }
+}
+
+/// `signet revoke`: revoke through the authority's one revocation path as `operator`, print
+/// the outcome, and publish CRLs when asked.
+fn revoke(cfg: Config, args: &RevokeArgs) -> Result<(), String> {
+    let reason: signet::pki::RevocationReason =
+        args.reason.parse().map_err(|e| format!("--reason: {e}"))?;
+    let reported_at = args
+        .reported_at
+        .as_deref()
+        .map(|t| signet::api::client::parse_rfc3339(t).map_err(|e| format!("--reported-at: {e}")))
+        .transpose()?;
+    let request_id = match &args.request_id {
+        Some(id) => id.clone(),
+        None => format!(
+            "operator-revoke-{}",
+            signet::pki::serial::serial_hex(&signet::pki::serial::random_serial())
+        ),
+    };
+    let parts = open_parts(cfg)?;
+    let rt = runtime()?;
+    let result = rt.block_on(async {
+        let ca =
+            Arc::new(Authority::open(&parts.cfg, parts.hsm.clone(), parts.store.clone()).await?);
+        let revoked = ca
+            .revoke(
+                signet::audit::ACTOR_OPERATOR,
+                signet::ca::RevokeRequest {
+                    request_id: request_id.clone(),
+                    serial: args.serial.clone(),
+                    reason,
+                    reported_at,
+                    comment: args.comment.clone(),
+                },
+            )
+            .await?;
+        let published = if args.publish {
+            CrlPublisher::new(ca, &parts.cfg.crl).publish_all().await?
+        } else {
+            Vec::new()
+        };
+        Ok::<_, CaError>((revoked, published))
+    });
+    parts.hsm.close();
+    let (revoked, published) = result.map_err(describe)?;
+    let rev = revoked.record.revocation.as_ref();
+    println!(
+        "{}: {} ({}) at {} by {}, request {request_id}{}",
+        revoked.record.serial,
+        if rev.is_some_and(|r| r.reason == signet::pki::RevocationReason::CertificateHold) {
+            "on hold"
+        } else {
+            "revoked"
+        },
+        rev.map_or_else(|| "-".to_owned(), |r| r.reason.to_string()),
+        rev.map_or_else(|| "-".to_owned(), |r| signet::ca::rfc3339(r.revoked_at)),
+        rev.map_or("-", |r| r.revoked_by.as_str()),
+        if revoked.already_revoked {
+            " (already revoked before; nothing changed)"
+        } else {
+            ""
+        },
+    );
+    if published.is_empty() {
+        println!(
+            "a running daemon publishes it within {} s ([crl] lag_seconds); `signet crl` publishes now",
+            parts.cfg.crl.lag_seconds
+        );
+    }
+    print_published(&published);
+    Ok(())
+}
+
+fn print_published(published: &[signet::ca::crl::PublishedCrl]) {
+    for p in published {
+        println!(
+            "{}: CRL number {}, thisUpdate {}, nextUpdate {}, {} entries",
+            p.issuer,
+            p.number,
+            signet::ca::rfc3339(p.this_update),
+            signet::ca::rfc3339(p.next_update),
+            p.entries
+        );
     }
 }
 

@@ -68,6 +68,18 @@ enum RaCall {
         #[arg(long, default_value = "")]
         comment: String,
     },
+    /// Take a held certificate off hold (ReleaseHold): valid again.
+    ReleaseHold {
+        /// Serial number (hex).
+        #[arg(long)]
+        serial: String,
+        /// Request id; releasing again with the same id is harmless.
+        #[arg(long)]
+        request_id: String,
+        /// Why the hold ends (kept in the certificate's history).
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
     /// Show one certificate and its status (GetCertificate).
     Get {
         /// Serial number (hex).
@@ -207,6 +219,15 @@ fn reason_name(v: i32) -> String {
         .iter()
         .find(|(_, r)| *r as i32 == v)
         .map_or_else(|| format!("reason {v}"), |(n, _)| (*n).to_owned())
+}
+
+fn event_name(v: i32) -> &'static str {
+    match pb::RevocationEventKind::try_from(v) {
+        Ok(pb::RevocationEventKind::Revoked) => "revoked",
+        Ok(pb::RevocationEventKind::Held) => "held",
+        Ok(pb::RevocationEventKind::Released) => "released",
+        _ => "unknown",
+    }
 }
 
 fn status_name(v: i32) -> &'static str {
@@ -433,6 +454,26 @@ pub fn run(
                     ts(&r.revoked_at)
                 );
             }
+            RaCall::ReleaseHold {
+                serial,
+                request_id,
+                comment,
+            } => {
+                let r = c
+                    .release_hold(pb::ReleaseHoldRequest {
+                        request_id,
+                        serial: serial.clone(),
+                        comment,
+                    })
+                    .await
+                    .map_err(st)?
+                    .into_inner();
+                println!(
+                    "{serial}: {} (released at {})",
+                    status_name(r.status),
+                    ts(&r.released_at)
+                );
+            }
             RaCall::Get { serial, out } => {
                 let r = c
                     .get_certificate(pb::GetCertificateRequest { serial })
@@ -444,11 +485,33 @@ pub fn run(
                 println!("status:       {}", status_name(r.status));
                 if r.status == pb::CertificateStatus::Revoked as i32 {
                     println!("reason:       {}", reason_name(r.reason));
-                    println!("revoked at:   {}", ts(&r.revoked_at));
-                    println!("reported at:  {}", ts(&r.reported_at));
+                    println!("reported at:  {}", ts(&r.reported_at.or(r.revoked_at)));
+                    println!("recorded at:  {}", ts(&r.revoked_at));
+                    println!("published at: {}", ts(&r.first_published_at));
                     if !r.revocation_comment.is_empty() {
                         println!("comment:      {}", r.revocation_comment);
                     }
+                }
+                for e in &r.history {
+                    println!(
+                        "history:      {} {} by {} (request {}): reported {}, recorded {}, published {}{}",
+                        event_name(e.kind),
+                        if e.kind == pb::RevocationEventKind::Released as i32 {
+                            String::new()
+                        } else {
+                            reason_name(e.reason)
+                        },
+                        e.actor,
+                        e.request_id,
+                        ts(&e.reported_at),
+                        ts(&e.recorded_at),
+                        ts(&e.first_published_at),
+                        if e.comment.is_empty() {
+                            String::new()
+                        } else {
+                            format!(": {}", e.comment)
+                        }
+                    );
                 }
                 println!("profile:      {}", r.profile);
                 println!("issuer:       {}", r.issuer);
@@ -509,6 +572,15 @@ pub fn run(
                             ts(&s.not_after),
                             s.subject
                         );
+                        if s.status == pb::CertificateStatus::Revoked as i32 {
+                            println!(
+                                "    {}: reported {}, recorded {}, published {}",
+                                reason_name(s.reason),
+                                ts(&s.reported_at.or(s.revoked_at)),
+                                ts(&s.revoked_at),
+                                ts(&s.first_published_at)
+                            );
+                        }
                     }
                     if page.next_page_token.is_empty() {
                         break;

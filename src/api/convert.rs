@@ -11,7 +11,9 @@ use super::error::Refusal;
 use super::pb;
 use crate::ca::{self, Issued, Revoked};
 use crate::pki::{RevocationReason, San, SubjectSpec};
-use crate::store::{CertFilter, CertPage, CertStatus, CertificateRecord};
+use crate::store::{
+    CertFilter, CertPage, CertStatus, CertificateRecord, RevocationEvent, RevocationEventKind,
+};
 
 /// A Unix time in seconds as a protobuf Timestamp.
 pub fn timestamp(unix: i64) -> Timestamp {
@@ -223,10 +225,57 @@ pub fn revoke_response(r: Revoked) -> pb::RevokeResponse {
     }
 }
 
-/// The answer to GetCertificate.
-pub fn certificate_response(r: CertificateRecord) -> pb::GetCertificateResponse {
+/// A ReleaseHold message as the authority's request.
+pub fn release_request(m: pb::ReleaseHoldRequest) -> ca::ReleaseHoldRequest {
+    ca::ReleaseHoldRequest {
+        request_id: m.request_id,
+        serial: m.serial,
+        comment: m.comment,
+    }
+}
+
+/// The answer to ReleaseHold: the release is the last event of the certificate's history.
+pub fn release_response(
+    r: &CertificateRecord,
+    history: &[RevocationEvent],
+) -> pb::ReleaseHoldResponse {
+    pb::ReleaseHoldResponse {
+        status: status(r.status) as i32,
+        released_at: history
+            .iter()
+            .rev()
+            .find(|e| e.kind == RevocationEventKind::Released)
+            .map(|e| timestamp(e.recorded_at)),
+    }
+}
+
+/// A revocation event as the proto shows it.
+pub fn revocation_event(e: RevocationEvent) -> pb::RevocationEvent {
+    pb::RevocationEvent {
+        kind: match e.kind {
+            RevocationEventKind::Revoked => pb::RevocationEventKind::Revoked,
+            RevocationEventKind::Held => pb::RevocationEventKind::Held,
+            RevocationEventKind::Released => pb::RevocationEventKind::Released,
+        } as i32,
+        reason: e.reason.map_or(0, reason_value),
+        actor: e.actor,
+        request_id: e.request_id,
+        recorded_at: Some(timestamp(e.recorded_at)),
+        reported_at: e.reported_at.map(timestamp),
+        first_published_at: e.published_at.map(timestamp),
+        comment: e.comment,
+    }
+}
+
+/// The answer to GetCertificate, with the certificate's revocation history.
+pub fn certificate_response(
+    r: CertificateRecord,
+    history: Vec<RevocationEvent>,
+) -> pb::GetCertificateResponse {
     let rev = r.revocation.as_ref();
     pb::GetCertificateResponse {
+        first_published_at: rev.and_then(|v| v.first_published_at).map(timestamp),
+        history: history.into_iter().map(revocation_event).collect(),
         certificate: r.cert_der.clone().unwrap_or_default(),
         status: status(r.status) as i32,
         reason: rev.map_or(0, |v| reason_value(v.reason)),
@@ -296,7 +345,11 @@ pub fn list_request(
 
 /// A listing entry.
 pub fn summary(r: CertificateRecord) -> pb::CertificateSummary {
+    let rev = r.revocation.as_ref();
     pb::CertificateSummary {
+        reason: rev.map_or(0, |v| reason_value(v.reason)),
+        reported_at: rev.and_then(|v| v.reported_at).map(timestamp),
+        first_published_at: rev.and_then(|v| v.first_published_at).map(timestamp),
         status: status(r.status) as i32,
         not_before: Some(timestamp(r.not_before)),
         not_after: Some(timestamp(r.not_after)),

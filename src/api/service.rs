@@ -55,6 +55,11 @@ impl Logged for pb::RevokeRequest {
         &self.request_id
     }
 }
+impl Logged for pb::ReleaseHoldRequest {
+    fn request_id(&self) -> &str {
+        &self.request_id
+    }
+}
 impl Logged for pb::GetCertificateRequest {}
 impl Logged for pb::ListCertificatesRequest {}
 impl Logged for pb::GetCaChainRequest {}
@@ -217,6 +222,26 @@ impl pb::certificate_authority_server::CertificateAuthority for CaService {
         .await
     }
 
+    async fn release_hold(
+        &self,
+        request: Request<pb::ReleaseHoldRequest>,
+    ) -> Result<Response<pb::ReleaseHoldResponse>, Status> {
+        self.handle(
+            "ReleaseHold",
+            RaOperation::Revoke,
+            request,
+            |ra, m| async move {
+                let req = convert::release_request(m);
+                self.require_certificate(&ra, RaOperation::Revoke, &req.serial)
+                    .await?;
+                let record = self.authority.release_hold(&ra.name, req).await?;
+                let history = self.authority.revocation_history(&record.serial).await?;
+                Ok(convert::release_response(&record, &history))
+            },
+        )
+        .await
+    }
+
     async fn get_certificate(
         &self,
         request: Request<pb::GetCertificateRequest>,
@@ -229,7 +254,8 @@ impl pb::certificate_authority_server::CertificateAuthority for CaService {
                 let record = self
                     .require_certificate(&ra, RaOperation::Read, &m.serial)
                     .await?;
-                Ok(convert::certificate_response(record))
+                let history = self.authority.revocation_history(&record.serial).await?;
+                Ok(convert::certificate_response(record, history))
             },
         )
         .await

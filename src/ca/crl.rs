@@ -1,21 +1,23 @@
 //! CRL publication: for each issuer, list its revoked, unexpired certificates, reserve the
 //! next cRLNumber, sign in the HSM, check the signature, record the CRL, and keep its DER in
 //! memory, so HTTP requests are answered without waiting for the HSM or the database. A
-//! background task regenerates within `lag_seconds` of a revocation and at least every
-//! `interval_seconds`.
+//! background task regenerates within `lag_seconds` of a revocation, hold or release (also
+//! one made by another process on the same store, found by polling) and at least every
+//! `interval_seconds`, and warns about any revocation not published within the lag.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use der::Encode;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use super::{Authority, CaError, unix};
 use crate::config::CrlConfig;
 use crate::pki::crl::{self as pki_crl, CrlContent, CrlEntry};
-use crate::store::CrlRecord;
+use crate::store::{CrlRecord, RevocationWatch, UnpublishedRevocation};
 
 /// After a failed publication, try again this soon (or at the interval, if shorter).
 const RETRY: Duration = Duration::from_secs(30);
@@ -153,29 +155,120 @@ impl CrlPublisher {
         }
     }
 
-    /// Regenerate until `shutdown` turns true: `lag_seconds` after a revocation (revocations
-    /// arriving meanwhile share that CRL) and at least every `interval_seconds`.
+    /// Regenerate until `shutdown` turns true: within `lag_seconds` of a revocation, hold or
+    /// release (those arriving meanwhile share that CRL) and at least every
+    /// `interval_seconds`. Changes made by another process on the same store (`signet
+    /// revoke`) are noticed by polling the store every [`poll_period`]; a revocation that no
+    /// published CRL lists `lag_seconds` after it was recorded is logged as a warning, once.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let revocations = self.authority.revocations();
         let lag = Duration::from_secs(self.settings.lag_seconds);
         let interval = Duration::from_secs(self.settings.interval_seconds);
-        let mut wait = interval;
+        let poll = poll_period(lag);
+        let mut seen = self.watch().await.map_or(0, |w| w.last_event);
+        let mut regular = Instant::now() + interval;
+        let mut due: Option<Instant> = None;
+        let mut late = HashSet::new();
         loop {
-            let revoked = tokio::select! {
+            let wake = due
+                .map_or(regular, |d| d.min(regular))
+                .min(Instant::now() + poll);
+            tokio::select! {
                 _ = shutdown.wait_for(|stop| *stop) => return,
-                _ = revocations.notified() => true,
-                _ = tokio::time::sleep(wait) => false,
-            };
-            if revoked {
-                tokio::select! {
-                    _ = shutdown.wait_for(|stop| *stop) => return,
-                    _ = tokio::time::sleep(lag) => {}
+                _ = revocations.notified() => {
+                    due.get_or_insert(Instant::now() + lag);
+                    continue;
+                }
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+            if let Some(w) = self.watch().await {
+                if w.last_event > seen {
+                    // Recorded by another process up to a poll ago: publish within what is
+                    // left of the lag.
+                    due.get_or_insert(Instant::now() + lag.saturating_sub(poll));
+                }
+                self.warn_late(&w.unpublished, &mut late);
+            }
+            let now = Instant::now();
+            if due.is_none_or(|d| d > now) && regular > now {
+                continue;
+            }
+            let before = self.watch().await.map(|w| w.last_event);
+            match self.publish_all().await {
+                Ok(_) => {
+                    seen = before.unwrap_or(seen);
+                    due = None;
+                    regular = Instant::now() + interval;
+                }
+                Err(_) => {
+                    // Keep `due` set: a revocation still waits, so try again at the next poll
+                    // after RETRY; regular publication retries sooner too.
+                    let retry = Instant::now() + interval.min(RETRY);
+                    due = due.map(|_| retry);
+                    regular = retry;
                 }
             }
-            wait = match self.publish_all().await {
-                Ok(_) => interval,
-                Err(_) => interval.min(RETRY),
-            };
         }
+    }
+
+    /// The store's revocation watch, or `None` (logged) when the store cannot be read.
+    async fn watch(&self) -> Option<RevocationWatch> {
+        match self
+            .authority
+            .store
+            .revocation_watch(unix(SystemTime::now()))
+            .await
+        {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!("cannot check the store for revocations to publish: {e}");
+                None
+            }
+        }
+    }
+
+    /// Warn, once per revocation, about each one still unpublished `lag_seconds` after it
+    /// was recorded.
+    fn warn_late(&self, unpublished: &[UnpublishedRevocation], late: &mut HashSet<String>) {
+        let now = unix(SystemTime::now());
+        let lag = i64::try_from(self.settings.lag_seconds).unwrap_or(i64::MAX);
+        late.retain(|serial| unpublished.iter().any(|u| &u.serial == serial));
+        for u in unpublished {
+            let age = now - u.revoked_at;
+            if age > lag && late.insert(u.serial.clone()) {
+                tracing::warn!(
+                    serial = %u.serial,
+                    issuer = %u.issuer,
+                    age_seconds = age,
+                    lag_seconds = lag,
+                    "revocation not yet in a published CRL {age} s after it was recorded (lag {lag} s)"
+                );
+            }
+        }
+    }
+}
+
+/// How often the publisher polls the store for revocations made by other processes: a
+/// quarter of the lag, between 200 ms and 5 s.
+pub fn poll_period(lag: Duration) -> Duration {
+    (lag / 4).clamp(Duration::from_millis(200), Duration::from_secs(5))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_store_is_polled_at_a_quarter_of_the_lag_between_200_ms_and_5_s() {
+        assert_eq!(
+            poll_period(Duration::from_secs(1)),
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            poll_period(Duration::from_millis(400)),
+            Duration::from_millis(200)
+        );
+        assert_eq!(poll_period(Duration::from_secs(60)), Duration::from_secs(5));
+        assert_eq!(poll_period(Duration::from_secs(8)), Duration::from_secs(2));
     }
 }

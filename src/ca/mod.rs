@@ -11,7 +11,7 @@ mod revoke;
 pub mod tls;
 
 pub use renew::RenewRequest;
-pub use revoke::{RevokeRequest, Revoked};
+pub use revoke::{ReleaseHoldRequest, RevokeRequest, Revoked};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

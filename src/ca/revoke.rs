@@ -1,6 +1,8 @@
-//! Revocation: a valid certificate becomes revoked at once in the store (so the next status
-//! answer shows it), with the RFC 5280 reason, who revoked, when the subscriber reported it
-//! and the RA's note; idempotent per RA request id, audited in the same transaction.
+//! Revocation, hold and release: a valid certificate becomes revoked (or held, for
+//! certificateHold) at once in the store, so the next status answer shows it, with the RFC
+//! 5280 reason, who revoked, when the subscriber reported it and the RA's note; a held
+//! certificate can be released (valid again) or revoked for good. Every step is idempotent
+//! per RA request id, kept in the certificate's history and audited in the same transaction.
 
 use std::time::SystemTime;
 
@@ -10,7 +12,10 @@ use sha2::{Digest, Sha256};
 use super::{Authority, CaError, MAX_REQUEST_ID, check_text, invalid, normalize_serial, unix};
 use crate::audit::AuditEvent;
 use crate::pki::RevocationReason;
-use crate::store::{CertificateRecord, RevokeOutcome, RevokeRecord};
+use crate::store::{
+    CertStatus, CertificateRecord, ReleaseOutcome, ReleaseRecord, RevocationEvent, RevokeOutcome,
+    RevokeRecord,
+};
 
 /// Longest comment kept with a revocation, in characters.
 pub const MAX_COMMENT: usize = 1000;
@@ -44,26 +49,14 @@ pub struct Revoked {
 }
 
 impl Authority {
-    /// Revoke a certificate for `ra`, once per `(ra, request_id)`. Revoking an already revoked
-    /// certificate changes nothing and says so; `CertificateHold` is recorded like any other
-    /// reason (release comes with hold support).
+    /// Revoke a certificate for `ra`, once per `(ra, request_id)`. `CertificateHold` puts it
+    /// on hold (see [`Authority::release_hold`]); any other reason is final, also for a held
+    /// certificate. Revoking a certificate already revoked for good, or holding a held one,
+    /// changes nothing and says so.
     pub async fn revoke(&self, ra: &str, req: RevokeRequest) -> Result<Revoked, CaError> {
         check_text("request_id", &req.request_id, MAX_REQUEST_ID)?;
         let serial = normalize_serial(&req.serial)?;
-        let comment_len = req.comment.chars().count();
-        if comment_len > MAX_COMMENT {
-            return Err(invalid(
-                "comment",
-                format!("is {comment_len} characters long; at most {MAX_COMMENT} allowed"),
-            ));
-        }
-        if req
-            .comment
-            .chars()
-            .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
-        {
-            return Err(invalid("comment", "contains control characters"));
-        }
+        check_comment(&req.comment)?;
         let now = unix(SystemTime::now());
         if let Some(t) = req.reported_at {
             if t < 0 {
@@ -87,9 +80,15 @@ impl Authority {
             "reported_at": req.reported_at,
             "comment": req.comment,
         });
+        let held = req.reason == RevocationReason::CertificateHold;
         let audit = AuditEvent {
             actor: ra.to_owned(),
-            action: "certificate.revoked".into(),
+            action: if held {
+                "certificate.held"
+            } else {
+                "certificate.revoked"
+            }
+            .into(),
             object: serial.clone(),
             request_digest: Some(digest.clone()),
             detail: detail.to_string(),
@@ -101,12 +100,18 @@ impl Authority {
             request_digest: digest,
             reason: req.reason,
             revoked_at: now,
-            reported_at: req.reported_at,
+            // Reported within the clock skew allowance but after our clock: the report cannot
+            // have come after it was recorded.
+            reported_at: req.reported_at.map(|t| t.min(now)),
             comment: req.comment.clone(),
         };
         match self.store.revoke(rec, audit).await? {
             RevokeOutcome::Revoked(record) => {
-                tracing::info!(serial = %record.serial, ra, reason = %req.reason, "certificate revoked");
+                if held {
+                    tracing::info!(serial = %record.serial, ra, "certificate put on hold");
+                } else {
+                    tracing::info!(serial = %record.serial, ra, reason = %req.reason, "certificate revoked");
+                }
                 self.revocations.notify_one();
                 Ok(Revoked {
                     record,
@@ -130,6 +135,117 @@ impl Authority {
             }),
         }
     }
+
+    /// Take a held certificate off hold for `ra`, once per `(ra, request_id)`: it is valid
+    /// again (OCSP good at once, absent from the next CRL), and the hold stays in its
+    /// history. A certificate that is not on hold is refused with FAILED_PRECONDITION naming
+    /// its state: only certificateHold can be released, every other reason is final.
+    pub async fn release_hold(
+        &self,
+        ra: &str,
+        req: ReleaseHoldRequest,
+    ) -> Result<CertificateRecord, CaError> {
+        check_text("request_id", &req.request_id, MAX_REQUEST_ID)?;
+        let serial = normalize_serial(&req.serial)?;
+        check_comment(&req.comment)?;
+        let digest = release_digest(&req, &serial)?;
+        let audit = AuditEvent {
+            actor: ra.to_owned(),
+            action: "certificate.released".into(),
+            object: serial.clone(),
+            request_digest: Some(digest.clone()),
+            detail: serde_json::json!({
+                "request_id": req.request_id,
+                "comment": req.comment,
+            })
+            .to_string(),
+        };
+        let rec = ReleaseRecord {
+            serial: serial.clone(),
+            ra: ra.to_owned(),
+            request_id: req.request_id.clone(),
+            request_digest: digest,
+            released_at: unix(SystemTime::now()),
+            comment: req.comment.clone(),
+        };
+        match self.store.release_hold(rec, audit).await? {
+            ReleaseOutcome::Released(record) => {
+                tracing::info!(serial = %record.serial, ra, "certificate released from hold");
+                self.revocations.notify_one();
+                Ok(record)
+            }
+            ReleaseOutcome::NotHeld(record) => Err(CaError::FailedPrecondition(
+                match (record.status, &record.revocation) {
+                    (CertStatus::Revoked, Some(r)) => format!(
+                        "certificate {serial} is revoked for {}, which is final; only a certificate on hold (certificateHold) can be released",
+                        r.reason
+                    ),
+                    (CertStatus::Pending, _) => format!(
+                        "certificate {serial} has not been issued yet (its issuance is pending), so it is not on hold"
+                    ),
+                    _ => format!(
+                        "certificate {serial} is valid, not on hold; only a certificate on hold (certificateHold) can be released"
+                    ),
+                },
+            )),
+            ReleaseOutcome::NotFound => Err(CaError::NotFound(format!(
+                "no certificate with serial {serial}"
+            ))),
+            ReleaseOutcome::Conflict { serial } => Err(CaError::AlreadyExists {
+                ra: ra.to_owned(),
+                request_id: req.request_id.clone(),
+                serial,
+            }),
+        }
+    }
+
+    /// The revocation history of a certificate: holds, releases and revocations, oldest
+    /// first, each with when it was recorded, reported and first published.
+    pub async fn revocation_history(&self, serial: &str) -> Result<Vec<RevocationEvent>, CaError> {
+        let serial = normalize_serial(serial)?;
+        Ok(self.store.revocation_history(&serial).await?)
+    }
+}
+
+/// A request to take a certificate off hold.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseHoldRequest {
+    /// Chosen by the RA; the same id always gets the same answer.
+    pub request_id: String,
+    /// Serial of the held certificate (hex).
+    pub serial: String,
+    /// The RA's note (at most 1000 characters), e.g. that the token was found.
+    pub comment: String,
+}
+
+fn check_comment(comment: &str) -> Result<(), CaError> {
+    let comment_len = comment.chars().count();
+    if comment_len > MAX_COMMENT {
+        return Err(invalid(
+            "comment",
+            format!("is {comment_len} characters long; at most {MAX_COMMENT} allowed"),
+        ));
+    }
+    if comment
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        return Err(invalid("comment", "contains control characters"));
+    }
+    Ok(())
+}
+
+/// SHA-256 over the canonical JSON of a release (everything but the id), domain-separated
+/// from revocation digests.
+fn release_digest(req: &ReleaseHoldRequest, serial: &str) -> Result<String, CaError> {
+    let mut body = req.clone();
+    body.request_id.clear();
+    body.serial = serial.to_owned();
+    let json = serde_json::to_vec(&body).map_err(|e| CaError::Internal(e.to_string()))?;
+    let mut h = Sha256::new();
+    h.update(b"signet-release-v1\0");
+    h.update(json);
+    Ok(hex::encode(h.finalize()))
 }
 
 /// SHA-256 over the canonical JSON of the revocation (everything but the id, the serial in

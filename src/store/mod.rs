@@ -161,6 +161,119 @@ pub struct RevocationInfo {
     pub comment: String,
     /// The RA (or `operator`) that revoked it.
     pub revoked_by: String,
+    /// When the first published CRL listing this revocation was made (its thisUpdate), Unix
+    /// seconds; `None` until a CRL lists it.
+    pub first_published_at: Option<i64>,
+}
+
+/// What a revocation event did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RevocationEventKind {
+    /// Revoked for good (any reason but certificateHold).
+    Revoked,
+    /// Put on hold (certificateHold).
+    Held,
+    /// Taken off hold: valid again.
+    Released,
+}
+
+impl RevocationEventKind {
+    /// The name stored in the database and shown to operators.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RevocationEventKind::Revoked => "revoked",
+            RevocationEventKind::Held => "held",
+            RevocationEventKind::Released => "released",
+        }
+    }
+
+    /// Parse the stored name.
+    pub fn parse(s: &str) -> Result<RevocationEventKind, StoreError> {
+        match s {
+            "revoked" => Ok(RevocationEventKind::Revoked),
+            "held" => Ok(RevocationEventKind::Held),
+            "released" => Ok(RevocationEventKind::Released),
+            other => Err(StoreError::Corrupt(format!(
+                "unknown revocation event {other:?}"
+            ))),
+        }
+    }
+}
+
+/// One step in a certificate's revocation history (a hold, its release, a revocation).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RevocationEvent {
+    /// What happened.
+    pub kind: RevocationEventKind,
+    /// The reason given (`None` for a release).
+    pub reason: Option<RevocationReason>,
+    /// The RA (or `operator`) that asked.
+    pub actor: String,
+    /// Its request id.
+    pub request_id: String,
+    /// When it was recorded, Unix seconds.
+    pub recorded_at: i64,
+    /// When the subscriber reported it, Unix seconds.
+    pub reported_at: Option<i64>,
+    /// When a published CRL first showed it, Unix seconds (revocations and holds).
+    pub published_at: Option<i64>,
+    /// The note kept with it.
+    pub comment: String,
+}
+
+/// A request to take a certificate off hold, as the store records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReleaseRecord {
+    /// The held certificate.
+    pub serial: String,
+    /// The RA asking.
+    pub ra: String,
+    /// The RA's request id; unique per RA among release requests.
+    pub request_id: String,
+    /// SHA-256 (hex) of the canonical request; a retry must match it.
+    pub request_digest: String,
+    /// When the release takes effect, Unix seconds.
+    pub released_at: i64,
+    /// The RA's note.
+    pub comment: String,
+}
+
+/// What [`Store::release_hold`] found or did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReleaseOutcome {
+    /// The certificate was on hold and is valid again (also on a retry of that request).
+    Released(CertificateRecord),
+    /// The certificate is not on hold (valid, pending, or revoked for a final reason);
+    /// nothing changed.
+    NotHeld(CertificateRecord),
+    /// No certificate has this serial.
+    NotFound,
+    /// The RA used this request id for a different release request (of `serial`).
+    Conflict {
+        /// The serial the first request named.
+        serial: String,
+    },
+}
+
+/// A revocation no published CRL lists yet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnpublishedRevocation {
+    /// Serial number, lower-case hex.
+    pub serial: String,
+    /// The issuer's configured name.
+    pub issuer: String,
+    /// When it was recorded, Unix seconds.
+    pub revoked_at: i64,
+}
+
+/// What the CRL publisher polls: has anything been revoked, held or released since it last
+/// looked (possibly by another process), and which revocations still wait for a CRL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RevocationWatch {
+    /// The sequence number of the latest revocation event (0 when there is none).
+    pub last_event: i64,
+    /// Revocations of unexpired certificates that no published CRL lists yet, oldest first.
+    pub unpublished: Vec<UnpublishedRevocation>,
 }
 
 /// A revocation request, as the store records it.
@@ -324,13 +437,32 @@ pub trait Store: Send + Sync {
 
     /// Revoke a certificate, idempotently per `(ra, request_id)`, in one transaction: a
     /// retry with the same digest gets the first answer again, a different request under the
-    /// same id gets `Conflict`. A valid certificate becomes revoked and `audit` is appended;
-    /// an already revoked one is left exactly as it was (and no audit entry is written).
+    /// same id gets `Conflict`. A valid certificate becomes revoked (or held, for
+    /// certificateHold), a held one may be revoked for good with another reason; then a
+    /// revocation event and `audit` are appended. Any other revoked certificate is left
+    /// exactly as it was (and no audit entry is written).
     async fn revoke(
         &self,
         rev: RevokeRecord,
         audit: AuditEvent,
     ) -> Result<RevokeOutcome, StoreError>;
+
+    /// Take a held certificate off hold, idempotently per `(ra, request_id)`, in one
+    /// transaction: the certificate is valid again, the hold stays in its history with when
+    /// it was first published, and a release event and `audit` are appended. A certificate
+    /// that is not on hold is left as it was (`NotHeld`).
+    async fn release_hold(
+        &self,
+        rel: ReleaseRecord,
+        audit: AuditEvent,
+    ) -> Result<ReleaseOutcome, StoreError>;
+
+    /// The revocation history of a certificate (holds, releases, revocations), oldest first.
+    async fn revocation_history(&self, serial: &str) -> Result<Vec<RevocationEvent>, StoreError>;
+
+    /// The latest revocation event and the revocations of certificates unexpired at `at`
+    /// that no published CRL lists yet. Cheap enough to poll every few seconds.
+    async fn revocation_watch(&self, at: i64) -> Result<RevocationWatch, StoreError>;
 
     /// One page of certificates matching `filter`, in serial order. Pages are keyed by serial,
     /// so paging is stable while certificates are added: every record that exists throughout
@@ -352,7 +484,7 @@ pub trait Store: Send + Sync {
     async fn next_crl_number(&self, issuer: &str) -> Result<u64, StoreError>;
 
     /// Record a published CRL and, in the same transaction, note for each of `serials` (the
-    /// certificates it lists) when it first appeared in a CRL. The number must have been
+    /// certificates it lists, if still revoked as of its thisUpdate) when it first appeared in a CRL. The number must have been
     /// reserved with [`Store::next_crl_number`].
     async fn record_crl(&self, crl: CrlRecord, serials: Vec<String>) -> Result<(), StoreError>;
 

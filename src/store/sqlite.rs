@@ -14,8 +14,9 @@ use rusqlite::types::Value;
 
 use super::{
     BeginOutcome, CaKeyRecord, CertFilter, CertPage, CertStatus, CertificateRecord, CrlRecord,
-    CrlRevocation, IssuerRecord, MAX_PAGE_SIZE, RevocationInfo, RevokeOutcome, RevokeRecord, Store,
-    StoreError,
+    CrlRevocation, IssuerRecord, MAX_PAGE_SIZE, ReleaseOutcome, ReleaseRecord, RevocationEvent,
+    RevocationEventKind, RevocationInfo, RevocationWatch, RevokeOutcome, RevokeRecord, Store,
+    StoreError, UnpublishedRevocation,
 };
 use crate::audit::{self, AuditEntry, AuditEvent};
 use crate::pki::RevocationReason;
@@ -110,6 +111,43 @@ CREATE TABLE crls (
 );
 ALTER TABLE certificates ADD COLUMN crl_published_at INTEGER;
 CREATE INDEX certificates_for_crl ON certificates (issuer, status, not_after);
+"#,
+    // 4: hold and release. Every revocation, hold and release is an event kept for good (a
+    // released hold stays in the history with when it was first published); release requests
+    // are idempotent per RA request id like revocations. Revocations recorded before this
+    // migration become their certificates' first events.
+    r#"
+CREATE TABLE revocation_events (
+    seq          INTEGER PRIMARY KEY,
+    serial       TEXT NOT NULL REFERENCES certificates(serial),
+    kind         TEXT NOT NULL CHECK (kind IN ('revoked', 'held', 'released')),
+    reason       TEXT,
+    actor        TEXT NOT NULL,
+    request_id   TEXT NOT NULL,
+    recorded_at  INTEGER NOT NULL,
+    reported_at  INTEGER,
+    published_at INTEGER,
+    comment      TEXT NOT NULL
+);
+CREATE INDEX revocation_events_by_serial ON revocation_events (serial, seq);
+INSERT INTO revocation_events (serial, kind, reason, actor, request_id, recorded_at, reported_at, published_at, comment)
+    SELECT c.serial,
+           CASE c.revocation_reason WHEN 'certificateHold' THEN 'held' ELSE 'revoked' END,
+           c.revocation_reason, COALESCE(c.revoked_by, ''),
+           COALESCE((SELECT r.request_id FROM revocation_requests r
+                     WHERE r.serial = c.serial AND r.outcome = 'revoked' LIMIT 1), ''),
+           c.revoked_at, c.revocation_reported_at, c.crl_published_at,
+           COALESCE(c.revocation_comment, '')
+    FROM certificates c WHERE c.status = 'revoked' ORDER BY c.revoked_at, c.serial;
+CREATE TABLE release_requests (
+    ra              TEXT NOT NULL,
+    request_id      TEXT NOT NULL,
+    serial          TEXT NOT NULL REFERENCES certificates(serial),
+    request_digest  TEXT NOT NULL,
+    created_at      INTEGER NOT NULL,
+    PRIMARY KEY (ra, request_id)
+);
+CREATE INDEX certificates_unpublished ON certificates (status, crl_published_at);
 "#,
 ];
 
@@ -321,7 +359,7 @@ impl SqliteStore {
 const CERT_COLUMNS: &str = "serial, issuer, ra, request_id, request_digest, profile, subject, \
     request_json, csr_der, tbs_der, cert_der, status, not_before, not_after, created_at, issued_at, \
     renewed_from, revoked_at, revocation_reason, revocation_reported_at, revocation_comment, \
-    revoked_by";
+    revoked_by, crl_published_at";
 
 /// The revocation columns as read, before the reason is parsed.
 struct RawRevocation {
@@ -330,6 +368,7 @@ struct RawRevocation {
     reported_at: Option<i64>,
     comment: Option<String>,
     revoked_by: Option<String>,
+    published_at: Option<i64>,
 }
 
 type RawCert = (CertificateRecord, String, RawRevocation);
@@ -342,6 +381,7 @@ fn cert_from_row(r: &Row<'_>) -> rusqlite::Result<RawCert> {
         reported_at: r.get(19)?,
         comment: r.get(20)?,
         revoked_by: r.get(21)?,
+        published_at: r.get(22)?,
     };
     Ok((
         CertificateRecord {
@@ -381,6 +421,7 @@ fn finish_cert(row: RawCert) -> Result<CertificateRecord, StoreError> {
             reported_at: raw.reported_at,
             comment: raw.comment.unwrap_or_default(),
             revoked_by: raw.revoked_by.unwrap_or_default(),
+            first_published_at: raw.published_at,
         }),
         (CertStatus::Revoked, _, _) => {
             return Err(StoreError::Corrupt(format!(
@@ -445,6 +486,50 @@ fn append_audit_tx(conn: &Connection, event: &AuditEvent) -> Result<AuditEntry, 
         prev_hash,
         hash,
     })
+}
+
+/// Append a revocation event inside the caller's transaction.
+#[allow(clippy::too_many_arguments)]
+fn append_event(
+    conn: &Connection,
+    serial: &str,
+    kind: RevocationEventKind,
+    reason: Option<RevocationReason>,
+    actor: &str,
+    request_id: &str,
+    recorded_at: i64,
+    reported_at: Option<i64>,
+    comment: &str,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO revocation_events (serial, kind, reason, actor, request_id, recorded_at, \
+         reported_at, published_at, comment) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, ?8)",
+        params![
+            serial,
+            kind.as_str(),
+            reason.map(RevocationReason::name),
+            actor,
+            request_id,
+            recorded_at,
+            reported_at,
+            comment
+        ],
+    )
+    .map_err(unavailable("recording a revocation event"))?;
+    Ok(())
+}
+
+/// A hold is ending (released, or revoked for good): keep in its event when a CRL first
+/// showed it, before the certificate's columns move on.
+fn close_hold(conn: &Connection, serial: &str) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE revocation_events SET published_at = \
+             (SELECT crl_published_at FROM certificates WHERE serial = ?1) \
+         WHERE seq = (SELECT MAX(seq) FROM revocation_events WHERE serial = ?1 AND kind = 'held')",
+        [serial],
+    )
+    .map_err(unavailable("closing a hold"))?;
+    Ok(())
 }
 
 /// Page tokens name the last serial of the previous page; the prefix versions the format.
@@ -723,24 +808,36 @@ impl Store for SqliteStore {
             let Some(rec) = query_cert(tx, "serial = ?1", [&rev.serial])? else {
                 return Ok(RevokeOutcome::NotFound);
             };
+            let held = rec
+                .revocation
+                .as_ref()
+                .is_some_and(|r| r.reason == RevocationReason::CertificateHold);
             let outcome = match rec.status {
                 // Nothing to record: a retry is answered from the certificate's state then.
                 CertStatus::Pending => return Ok(RevokeOutcome::NotIssued),
-                CertStatus::Revoked => "already_revoked",
-                CertStatus::Valid => {
+                // A hold may become final; a hold again, or any final revocation, is as it was.
+                CertStatus::Revoked if !held || rev.reason == RevocationReason::CertificateHold => {
+                    "already_revoked"
+                }
+                CertStatus::Revoked | CertStatus::Valid => {
+                    if held {
+                        close_hold(tx, &rev.serial)?;
+                    }
+                    // crl_published_at starts afresh: the final entry has yet to be published.
                     let n = tx
                         .execute(
                             "UPDATE certificates SET status = 'revoked', revoked_at = ?1, \
                              revocation_reason = ?2, revocation_reported_at = ?3, \
-                             revocation_comment = ?4, revoked_by = ?5 \
-                             WHERE serial = ?6 AND status = 'valid'",
+                             revocation_comment = ?4, revoked_by = ?5, crl_published_at = NULL \
+                             WHERE serial = ?6 AND status = ?7",
                             params![
                                 rev.revoked_at,
                                 rev.reason.name(),
                                 rev.reported_at,
                                 rev.comment,
                                 rev.ra,
-                                rev.serial
+                                rev.serial,
+                                rec.status.as_str()
                             ],
                         )
                         .map_err(unavailable(CTX))?;
@@ -750,6 +847,22 @@ impl Store for SqliteStore {
                             rev.serial
                         )));
                     }
+                    let kind = if rev.reason == RevocationReason::CertificateHold {
+                        RevocationEventKind::Held
+                    } else {
+                        RevocationEventKind::Revoked
+                    };
+                    append_event(
+                        tx,
+                        &rev.serial,
+                        kind,
+                        Some(rev.reason),
+                        &rev.ra,
+                        &rev.request_id,
+                        rev.revoked_at,
+                        rev.reported_at,
+                        &rev.comment,
+                    )?;
                     append_audit_tx(tx, &audit)?;
                     "revoked"
                 }
@@ -937,7 +1050,8 @@ impl Store for SqliteStore {
             let mut mark = conn
                 .prepare_cached(
                     "UPDATE certificates SET crl_published_at = ?1 \
-                     WHERE serial = ?2 AND issuer = ?3 AND crl_published_at IS NULL",
+                     WHERE serial = ?2 AND issuer = ?3 AND crl_published_at IS NULL \
+                     AND status = 'revoked' AND revoked_at <= ?1",
                 )
                 .map_err(unavailable(CTX))?;
             for serial in &serials {
@@ -1018,6 +1132,173 @@ impl Store for SqliteStore {
                 });
             }
             Ok(out)
+        })
+        .await
+    }
+
+    async fn release_hold(
+        &self,
+        rel: ReleaseRecord,
+        audit: AuditEvent,
+    ) -> Result<ReleaseOutcome, StoreError> {
+        const CTX: &str = "releasing a hold";
+        self.run(CTX, move |conn| {
+            let tx: &Connection = conn;
+            let seen: Option<(String, String)> = tx
+                .query_row(
+                    "SELECT serial, request_digest FROM release_requests \
+                     WHERE ra = ?1 AND request_id = ?2",
+                    params![rel.ra, rel.request_id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(unavailable(CTX))?;
+            if let Some((serial, digest)) = seen {
+                if digest != rel.request_digest {
+                    return Ok(ReleaseOutcome::Conflict { serial });
+                }
+                let rec = query_cert(tx, "serial = ?1", [&serial])?.ok_or_else(|| {
+                    StoreError::Corrupt(format!("released certificate {serial} vanished"))
+                })?;
+                return Ok(ReleaseOutcome::Released(rec));
+            }
+            let Some(rec) = query_cert(tx, "serial = ?1", [&rel.serial])? else {
+                return Ok(ReleaseOutcome::NotFound);
+            };
+            let held = rec.status == CertStatus::Revoked
+                && rec
+                    .revocation
+                    .as_ref()
+                    .is_some_and(|r| r.reason == RevocationReason::CertificateHold);
+            if !held {
+                return Ok(ReleaseOutcome::NotHeld(rec));
+            }
+            close_hold(tx, &rel.serial)?;
+            let n = tx
+                .execute(
+                    "UPDATE certificates SET status = 'valid', revoked_at = NULL, \
+                     revocation_reason = NULL, revocation_reported_at = NULL, \
+                     revocation_comment = NULL, revoked_by = NULL, crl_published_at = NULL \
+                     WHERE serial = ?1 AND status = 'revoked' AND revocation_reason = 'certificateHold'",
+                    [&rel.serial],
+                )
+                .map_err(unavailable(CTX))?;
+            if n != 1 {
+                return Err(StoreError::Corrupt(format!(
+                    "certificate {} changed inside a transaction",
+                    rel.serial
+                )));
+            }
+            append_event(
+                tx,
+                &rel.serial,
+                RevocationEventKind::Released,
+                None,
+                &rel.ra,
+                &rel.request_id,
+                rel.released_at,
+                None,
+                &rel.comment,
+            )?;
+            append_audit_tx(tx, &audit)?;
+            tx.execute(
+                "INSERT INTO release_requests (ra, request_id, serial, request_digest, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![rel.ra, rel.request_id, rel.serial, rel.request_digest, now()],
+            )
+            .map_err(unavailable(CTX))?;
+            let rec = query_cert(tx, "serial = ?1", [&rel.serial])?.ok_or_else(|| {
+                StoreError::Corrupt(format!("certificate {} vanished", rel.serial))
+            })?;
+            Ok(ReleaseOutcome::Released(rec))
+        })
+        .await
+    }
+
+    async fn revocation_history(&self, serial: &str) -> Result<Vec<RevocationEvent>, StoreError> {
+        const CTX: &str = "reading a revocation history";
+        let serial = serial.to_owned();
+        self.run(CTX, move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT kind, reason, actor, request_id, recorded_at, reported_at, \
+                     published_at, comment FROM revocation_events WHERE serial = ?1 ORDER BY seq",
+                )
+                .map_err(unavailable(CTX))?;
+            let rows = stmt
+                .query_map([&serial], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, Option<String>>(1)?,
+                        RevocationEvent {
+                            kind: RevocationEventKind::Released,
+                            reason: None,
+                            actor: r.get(2)?,
+                            request_id: r.get(3)?,
+                            recorded_at: r.get(4)?,
+                            reported_at: r.get(5)?,
+                            published_at: r.get(6)?,
+                            comment: r.get(7)?,
+                        },
+                    ))
+                })
+                .map_err(unavailable(CTX))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (kind, reason, mut event) = row.map_err(unavailable(CTX))?;
+                event.kind = RevocationEventKind::parse(&kind)?;
+                event.reason = reason
+                    .map(|r| r.parse::<RevocationReason>())
+                    .transpose()
+                    .map_err(|e| StoreError::Corrupt(format!("certificate {serial}: {e}")))?;
+                out.push(event);
+            }
+            // The certificate's current revocation is published as its columns say.
+            if let (Some(last), Some(rec)) =
+                (out.last_mut(), query_cert(conn, "serial = ?1", [&serial])?)
+                && last.kind != RevocationEventKind::Released
+                && last.published_at.is_none()
+            {
+                last.published_at = rec.revocation.and_then(|r| r.first_published_at);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn revocation_watch(&self, at: i64) -> Result<RevocationWatch, StoreError> {
+        const CTX: &str = "watching for revocations";
+        self.run(CTX, move |conn| {
+            let last_event: i64 = conn
+                .query_row(
+                    "SELECT COALESCE(MAX(seq), 0) FROM revocation_events",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(unavailable(CTX))?;
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT serial, issuer, revoked_at FROM certificates \
+                     WHERE status = 'revoked' AND crl_published_at IS NULL AND not_after >= ?1 \
+                     ORDER BY revoked_at, serial",
+                )
+                .map_err(unavailable(CTX))?;
+            let rows = stmt
+                .query_map([at], |r| {
+                    Ok(UnpublishedRevocation {
+                        serial: r.get(0)?,
+                        issuer: r.get(1)?,
+                        revoked_at: r.get::<_, Option<i64>>(2)?.unwrap_or(0),
+                    })
+                })
+                .map_err(unavailable(CTX))?;
+            let unpublished = rows
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(unavailable(CTX))?;
+            Ok(RevocationWatch {
+                last_event,
+                unpublished,
+            })
         })
         .await
     }
@@ -1308,6 +1589,7 @@ mod tests {
                 reported_at: Some(90),
                 comment: "token lost".into(),
                 revoked_by: "ra-1".into(),
+                first_published_at: None,
             })
         );
         // The same request again: the same answer, no second audit entry.
@@ -1476,6 +1758,146 @@ mod tests {
                 .unwrap()
                 .records
                 .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_hold_is_released_or_made_final_and_every_step_stays_in_the_history() {
+        let s = store_with_issuer().await;
+        issued(&s, "aa", "i1").await;
+        issued(&s, "bb", "i2").await;
+        let hold = |serial: &str, id: &str| RevokeRecord {
+            reason: RevocationReason::CertificateHold,
+            ..revocation(serial, id, "h")
+        };
+        let release = |serial: &str, id: &str, digest: &str| ReleaseRecord {
+            serial: serial.into(),
+            ra: "ra-1".into(),
+            request_id: id.into(),
+            request_digest: digest.into(),
+            released_at: 130,
+            comment: "token found".into(),
+        };
+        assert!(matches!(
+            s.revoke(hold("aa", "h1"), event("certificate.held"))
+                .await
+                .unwrap(),
+            RevokeOutcome::Revoked(_)
+        ));
+        let w = s.revocation_watch(0).await.unwrap();
+        assert_eq!(
+            w.unpublished
+                .iter()
+                .map(|u| u.serial.as_str())
+                .collect::<Vec<_>>(),
+            ["aa"]
+        );
+        // A valid certificate is not on hold; a retry of a release answers the same.
+        assert!(matches!(
+            s.release_hold(release("bb", "x1", "d"), event("certificate.released")).await.unwrap(),
+            ReleaseOutcome::NotHeld(r) if r.status == CertStatus::Valid
+        ));
+        let crl = |n: u64, t: i64| CrlRecord {
+            issuer: "ec".into(),
+            number: n,
+            this_update: t,
+            next_update: t + 10,
+            der: vec![n as u8],
+        };
+        let n = s.next_crl_number("ec").await.unwrap();
+        s.record_crl(crl(n, 120), vec!["aa".into()]).await.unwrap();
+        assert!(s.revocation_watch(0).await.unwrap().unpublished.is_empty());
+        for _ in 0..2 {
+            match s
+                .release_hold(release("aa", "r1", "d"), event("certificate.released"))
+                .await
+                .unwrap()
+            {
+                ReleaseOutcome::Released(r) => {
+                    assert_eq!((r.status, r.revocation), (CertStatus::Valid, None))
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(matches!(
+            s.release_hold(release("aa", "r1", "other"), event("certificate.released")).await.unwrap(),
+            ReleaseOutcome::Conflict { serial } if serial == "aa"
+        ));
+        assert!(matches!(
+            s.release_hold(release("aa", "r2", "d"), event("certificate.released"))
+                .await
+                .unwrap(),
+            ReleaseOutcome::NotHeld(_)
+        ));
+        // Held again, then revoked for good: final, and not releasable.
+        s.revoke(hold("aa", "h2"), event("certificate.held"))
+            .await
+            .unwrap();
+        assert!(matches!(
+            s.revoke(hold("aa", "h3"), event("certificate.held"))
+                .await
+                .unwrap(),
+            RevokeOutcome::AlreadyRevoked(_)
+        ));
+        let fin = match s
+            .revoke(revocation("aa", "k1", "k"), event("certificate.revoked"))
+            .await
+            .unwrap()
+        {
+            RevokeOutcome::Revoked(r) => r,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            fin.revocation.map(|r| (r.reason, r.first_published_at)),
+            Some((RevocationReason::KeyCompromise, None))
+        );
+        assert!(matches!(
+            s.revoke(revocation("aa", "k2", "k"), event("certificate.revoked"))
+                .await
+                .unwrap(),
+            RevokeOutcome::AlreadyRevoked(_)
+        ));
+        assert!(matches!(
+            s.release_hold(release("aa", "r3", "d"), event("certificate.released")).await.unwrap(),
+            ReleaseOutcome::NotHeld(r) if r.revocation.as_ref().map(|v| v.reason) == Some(RevocationReason::KeyCompromise)
+        ));
+        let history = s.revocation_history("aa").await.unwrap();
+        let steps: Vec<_> = history
+            .iter()
+            .map(|e| (e.kind, e.request_id.as_str(), e.published_at))
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                (RevocationEventKind::Held, "h1", Some(120)),
+                (RevocationEventKind::Released, "r1", None),
+                (RevocationEventKind::Held, "h2", None),
+                (RevocationEventKind::Revoked, "k1", None),
+            ]
+        );
+        let w = s.revocation_watch(0).await.unwrap();
+        assert_eq!(w.unpublished.len(), 1);
+        assert!(w.last_event >= 4);
+        // A CRL made before the final revocation was recorded does not count as publishing it.
+        let n = s.next_crl_number("ec").await.unwrap();
+        s.record_crl(crl(n, 99), vec!["aa".into()]).await.unwrap();
+        assert_eq!(s.revocation_watch(0).await.unwrap().unpublished.len(), 1);
+        let actions: Vec<String> = s
+            .audit_entries(1, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.event.action)
+            .filter(|a| a.starts_with("certificate.") && a != "certificate.issued")
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                "certificate.held",
+                "certificate.released",
+                "certificate.held",
+                "certificate.revoked"
+            ]
         );
     }
 

@@ -307,16 +307,18 @@ impl ApiCa {
     /// As [`ApiCa::new`], with the public HTTP status service on a free port and extra
     /// top-level configuration (e.g. a `[crl]` section).
     pub fn with_http(tail: &str) -> ApiCa {
-        Self::build(
-            "",
-            &format!("\n[http]\nlisten = \"127.0.0.1:0\"\n{tail}"),
-            false,
-        )
+        Self::build("", &http_section(tail), false)
     }
 
     /// As [`ApiCa::new`], with the HSM reached through a `p11-kit server` the test can kill.
     pub fn behind_p11kit() -> ApiCa {
         Self::build("", "", true)
+    }
+
+    /// As [`ApiCa::with_http`], with the HSM reached through a `p11-kit server` the test
+    /// can kill.
+    pub fn with_http_behind_p11kit(tail: &str) -> ApiCa {
+        Self::build("", &http_section(tail), true)
     }
 
     fn build(extra: &str, tail: &str, via_p11kit: bool) -> ApiCa {
@@ -412,6 +414,11 @@ operations = ["read"]
             child_env,
         }
     }
+}
+
+/// The status service on a free port, followed by `tail`.
+fn http_section(tail: &str) -> String {
+    format!("\n[http]\nlisten = \"127.0.0.1:0\"\n{tail}")
 }
 
 /// `signet serve` as a child process. Killed (SIGKILL) on drop if still running.

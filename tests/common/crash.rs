@@ -7,7 +7,8 @@ use async_trait::async_trait;
 use signet::audit::{AuditEntry, AuditEvent};
 use signet::store::{
     BeginOutcome, CaKeyRecord, CertFilter, CertPage, CertificateRecord, CrlRecord, CrlRevocation,
-    IssuerRecord, RevokeOutcome, RevokeRecord, SqliteStore, Store, StoreError,
+    IssuerRecord, ReleaseOutcome, ReleaseRecord, RevocationEvent, RevocationWatch, RevokeOutcome,
+    RevokeRecord, SqliteStore, Store, StoreError,
 };
 
 /// A store that fails to commit, as if the process died between signing and commit.
@@ -54,6 +55,19 @@ impl Store for CrashBeforeCommit {
     }
     async fn revoke(&self, r: RevokeRecord, a: AuditEvent) -> Result<RevokeOutcome, StoreError> {
         self.0.revoke(r, a).await
+    }
+    async fn release_hold(
+        &self,
+        r: ReleaseRecord,
+        a: AuditEvent,
+    ) -> Result<ReleaseOutcome, StoreError> {
+        self.0.release_hold(r, a).await
+    }
+    async fn revocation_history(&self, s: &str) -> Result<Vec<RevocationEvent>, StoreError> {
+        self.0.revocation_history(s).await
+    }
+    async fn revocation_watch(&self, at: i64) -> Result<RevocationWatch, StoreError> {
+        self.0.revocation_watch(at).await
     }
     async fn list_certificates(
         &self,

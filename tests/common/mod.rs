@@ -11,6 +11,7 @@
 pub mod api;
 pub mod ca;
 pub mod crash;
+pub mod status;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

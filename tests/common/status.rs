@@ -1,0 +1,67 @@
+//! Relying-party helpers for the status service: fetch with curl, ask OpenSSL, read a CRL's
+//! number, wait for a newer CRL.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use super::ca::run;
+
+/// GET `url` into `out`; returns the status code and content type.
+pub fn fetch(url: &str, out: &Path) -> (u16, String) {
+    let o = run(Command::new("curl").args(["-s", "-o"]).arg(out).args([
+        "-w",
+        "%{http_code} %{content_type}",
+        url,
+    ]));
+    assert!(o.status.success(), "curl {url}");
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let (code, ctype) = text.split_once(' ').unwrap_or((&text, ""));
+    (code.parse().unwrap_or(0), ctype.to_owned())
+}
+
+/// Whether a command succeeded, and its standard output followed by its standard error.
+pub fn outcome(o: &Output) -> (bool, String) {
+    (
+        o.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+    )
+}
+
+/// Run `openssl` in `dir`; whether it succeeded, and its output.
+pub fn openssl(args: &[&str], dir: &Path) -> (bool, String) {
+    outcome(&run(Command::new("openssl").args(args).current_dir(dir)))
+}
+
+/// The CRL's number, read by `openssl crl -crlnumber`.
+pub fn crl_number(dir: &Path, der: &str) -> u64 {
+    let (ok, out) = openssl(
+        &["crl", "-inform", "DER", "-in", der, "-noout", "-crlnumber"],
+        dir,
+    );
+    assert!(ok, "{out}");
+    let hex = out
+        .trim()
+        .strip_prefix("crlNumber=0x")
+        .unwrap_or_else(|| panic!("{out}"));
+    u64::from_str_radix(hex, 16).unwrap()
+}
+
+/// Fetch the issuing-ec CRL into `name` (DER) until its number is above `above`.
+pub fn fetch_crl_numbered_above(dir: &Path, base: &str, name: &str, above: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (code, ctype) = fetch(&format!("{base}/crl/issuing-ec.crl"), &dir.join(name));
+        assert_eq!((code, ctype.as_str()), (200, "application/pkix-crl"));
+        let n = crl_number(dir, name);
+        if n > above {
+            return n;
+        }
+        assert!(Instant::now() < deadline, "CRL number stayed at {n}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
