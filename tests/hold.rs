@@ -10,42 +10,15 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::api::*;
-use common::ca::{pem, run};
-use common::status::{fetch, fetch_crl_numbered_above, openssl, outcome};
+use common::ca::run;
+use common::status::{ask_ocsp, fetch_ca_pems, fetch_crl_numbered_above, openssl, outcome};
 use signet::api::pb;
 use tonic::Code;
 
-/// Fetch root and issuing-ec certificates over HTTP into `dir` as PEM.
-fn fetch_ca(base: &str, dir: &Path) {
-    for name in ["root", "issuing-ec"] {
-        let der = dir.join(format!("{name}.der"));
-        let (code, _) = fetch(&format!("{base}/ca/{name}.crt"), &der);
-        assert_eq!(code, 200);
-        std::fs::write(
-            dir.join(format!("{name}.pem")),
-            pem(&std::fs::read(&der).unwrap()),
-        )
-        .unwrap();
-    }
-}
-
 /// `openssl ocsp` for `leaf` against the daemon's responder; the response must verify.
 fn ocsp(dir: &Path, base: &str, leaf: &Path) -> String {
-    let (ok, out) = openssl(
-        &[
-            "ocsp",
-            "-issuer",
-            "issuing-ec.pem",
-            "-cert",
-            leaf.to_str().unwrap(),
-            "-url",
-            &format!("{base}/ocsp"),
-            "-CAfile",
-            "root.pem",
-            "-resp_text",
-        ],
-        dir,
-    );
+    let url = format!("{base}/ocsp");
+    let (ok, out) = ask_ocsp(dir, &url, "issuing-ec", &["-cert", leaf.to_str().unwrap()]);
     assert!(ok && out.contains("Response verify OK"), "{out}");
     out
 }
@@ -145,7 +118,7 @@ async fn started(ca: &ApiCa, name: &str) -> (Daemon, String, PathBuf) {
     let base = d.http.clone().expect("HTTP announced");
     let dir = ca.dir.join(name);
     std::fs::create_dir_all(&dir).unwrap();
-    fetch_ca(&base, &dir);
+    fetch_ca_pems(&base, &dir, &["root", "issuing-ec"]);
     (d, base, dir)
 }
 

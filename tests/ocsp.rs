@@ -7,33 +7,9 @@ use std::path::Path;
 use std::process::Command;
 
 use common::api::*;
-use common::ca::{USER_PIN, pem, run};
+use common::ca::{USER_PIN, run};
+use common::status::{ask_ocsp, curl, fetch_ca_pems, openssl, outcome};
 use signet::api::pb;
-
-fn text(o: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn openssl(args: &[&str], dir: &Path) -> (bool, String) {
-    let o = run(Command::new("openssl").args(args).current_dir(dir));
-    (o.status.success(), text(&o))
-}
-
-/// curl with `args`, the body written to `out`; returns the HTTP status and content type.
-fn curl(args: &[&str], out: &Path) -> (u16, String) {
-    let o = run(Command::new("curl")
-        .args(["-s", "-o"])
-        .arg(out)
-        .args(["-w", "%{http_code} %{content_type}"])
-        .args(args));
-    let t = String::from_utf8_lossy(&o.stdout).into_owned();
-    let (code, ctype) = t.split_once(' ').unwrap_or((&t, ""));
-    (code.parse().unwrap_or(0), ctype.to_owned())
-}
 
 /// Whether OpenSSL reads a DER OCSPResponse as malformedRequest.
 fn is_malformed(dir: &Path, file: &str) -> bool {
@@ -41,29 +17,11 @@ fn is_malformed(dir: &Path, file: &str) -> bool {
     out.to_ascii_lowercase().contains("malformedrequest (1)")
 }
 
-/// `openssl ocsp` about certificates of `issuer` (a PEM in `dir`) at `url`, verifying the
-/// response against `root.pem`, with the response printed, plus `extra`.
-fn ask_ocsp(dir: &Path, url: &str, issuer: &str, extra: &[&str]) -> (bool, String) {
-    let issuer = format!("{issuer}.pem");
-    let mut args = vec![
-        "ocsp",
-        "-issuer",
-        &issuer,
-        "-url",
-        url,
-        "-CAfile",
-        "root.pem",
-        "-resp_text",
-    ];
-    args.extend_from_slice(extra);
-    openssl(&args, dir)
-}
-
 fn lint(dir: &Path, file: &str) {
     let o = run(Command::new("lint_ocsp_response")
         .args(["lint", "-s", "ALL"])
         .arg(dir.join(file)));
-    let report = text(&o);
+    let report = outcome(&o).1;
     // At severity ALL pkilint names each validator it ran: the whole response decoded.
     assert!(
         report.contains("OCSPResponseDecodingValidator") && report.contains("responseExtensions"),
@@ -82,17 +40,7 @@ async fn ocsp_answers_good_revoked_unknown_over_post_and_get_and_survives_garbag
     let base = d.http.clone().expect("HTTP announced");
     let url = format!("{base}/ocsp");
     let dir = ca.dir.join("ocsp");
-    std::fs::create_dir_all(&dir).unwrap();
-    for name in ["root", "issuing-ec"] {
-        let der = dir.join(format!("{name}.der"));
-        let (code, _) = curl(&[&format!("{base}/ca/{name}.crt")], &der);
-        assert_eq!(code, 200);
-        std::fs::write(
-            dir.join(format!("{name}.pem")),
-            pem(&std::fs::read(&der).unwrap()),
-        )
-        .unwrap();
-    }
+    fetch_ca_pems(&base, &dir, &["root", "issuing-ec"]);
     let mut c = d.client("ra-one").await;
     let (serial, leaf) = issue_server_ec(&mut c, &dir, "ocsp-a").await;
     let leaf = leaf.to_str().unwrap().to_owned();
@@ -231,21 +179,6 @@ async fn ocsp_answers_good_revoked_unknown_over_post_and_get_and_survives_garbag
     assert!(ok && out.contains(": revoked"), "{out}");
 }
 
-/// Fetch `/ca/{name}.crt` for each name into `dir` as `{name}.pem`.
-fn fetch_ca_pems(base: &str, dir: &Path, names: &[&str]) {
-    std::fs::create_dir_all(dir).unwrap();
-    for name in names {
-        let der = dir.join(format!("{name}.der"));
-        let (code, _) = curl(&[&format!("{base}/ca/{name}.crt")], &der);
-        assert_eq!(code, 200, "{name}");
-        std::fs::write(
-            dir.join(format!("{name}.pem")),
-            pem(&std::fs::read(&der).unwrap()),
-        )
-        .unwrap();
-    }
-}
-
 /// The certificates a response carries, as PEM blocks (from `openssl ocsp -resp_text`).
 fn response_certs(resp_text: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -381,7 +314,7 @@ async fn a_delegated_responder_in_the_hsm_signs_and_kept_answers_end_at_a_revoca
     let lint = run(Command::new("lint_pkix_cert")
         .args(["lint", "-s", "WARNING"])
         .arg(dir.join("responder.pem")));
-    let report = text(&lint);
+    let report = outcome(&lint).1;
     assert!(
         !report.contains("(ERROR)") && !report.contains("(FATAL)") && !report.contains("Traceback"),
         "{report}"
@@ -395,7 +328,7 @@ async fn a_delegated_responder_in_the_hsm_signs_and_kept_answers_end_at_a_revoca
         "--type",
         "privkey",
     ]));
-    let objects = text(&objects);
+    let objects = outcome(&objects).1;
     let key = objects
         .split("Private Key Object")
         .find(|k| k.contains("label:      test-issuing-ec-ocsp"))
@@ -558,7 +491,7 @@ fn signet_bench_ocsp_measures_kept_and_signed_answers_beside_the_raw_rate() {
         .env("SIGNET_RA_KEY", ca.tls.key("ra-one"))
         .envs(ca.child_env.iter().map(|(k, v)| (k, v)))
         .env("RUST_LOG", "warn"));
-    let out = text(&o);
+    let out = outcome(&o).1;
     assert!(o.status.success(), "{out}");
     // Both phases answered every request with a successful, parsed OCSPResponse, and the
     // raw rate of the responder key was measured around them.

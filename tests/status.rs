@@ -9,8 +9,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::api::*;
-use common::ca::{pem, run};
-use common::status::{fetch, fetch_crl_numbered_above, openssl};
+use common::ca::run;
+use common::status::{fetch, fetch_ca_pems, fetch_crl_numbered_above, openssl};
 use signet::api::pb;
 
 fn crl_published_at(ca: &ApiCa, serial: &str) -> String {
@@ -29,17 +29,7 @@ async fn a_revocation_reaches_the_crl_within_the_lag_and_openssl_gnutls_and_pkil
     let mut d = Daemon::start(&ca);
     let base = d.http.clone().expect("HTTP announced");
     let dir = ca.dir.join("status");
-    std::fs::create_dir_all(&dir).unwrap();
-    for name in ["root", "issuing-ec"] {
-        let der = dir.join(format!("{name}.der"));
-        let (code, ctype) = fetch(&format!("{base}/ca/{name}.crt"), &der);
-        assert_eq!((code, ctype.as_str()), (200, "application/pkix-cert"));
-        std::fs::write(
-            dir.join(format!("{name}.pem")),
-            pem(&std::fs::read(&der).unwrap()),
-        )
-        .unwrap();
-    }
+    fetch_ca_pems(&base, &dir, &["root", "issuing-ec"]);
     let chain = format!(
         "{}{}",
         std::fs::read_to_string(dir.join("root.pem")).unwrap(),

@@ -9,12 +9,17 @@ use super::ca::run;
 
 /// GET `url` into `out`; returns the status code and content type.
 pub fn fetch(url: &str, out: &Path) -> (u16, String) {
-    let o = run(Command::new("curl").args(["-s", "-o"]).arg(out).args([
-        "-w",
-        "%{http_code} %{content_type}",
-        url,
-    ]));
-    assert!(o.status.success(), "curl {url}");
+    curl(&[url], out)
+}
+
+/// curl with `args`, the body written to `out`; returns the HTTP status and content type.
+pub fn curl(args: &[&str], out: &Path) -> (u16, String) {
+    let o = run(Command::new("curl")
+        .args(["-s", "-o"])
+        .arg(out)
+        .args(["-w", "%{http_code} %{content_type}"])
+        .args(args));
+    assert!(o.status.success(), "curl {args:?}");
     let text = String::from_utf8_lossy(&o.stdout).into_owned();
     let (code, ctype) = text.split_once(' ').unwrap_or((&text, ""));
     (code.parse().unwrap_or(0), ctype.to_owned())
@@ -64,4 +69,42 @@ pub fn fetch_crl_numbered_above(dir: &Path, base: &str, name: &str, above: u64) 
         assert!(Instant::now() < deadline, "CRL number stayed at {n}");
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Fetch `/ca/{name}.crt` for each name into `dir` (created if missing) as `{name}.der` and
+/// `{name}.pem`.
+pub fn fetch_ca_pems(base: &str, dir: &Path, names: &[&str]) {
+    std::fs::create_dir_all(dir).unwrap();
+    for name in names {
+        let der = dir.join(format!("{name}.der"));
+        let (code, ctype) = fetch(&format!("{base}/ca/{name}.crt"), &der);
+        assert_eq!(
+            (code, ctype.as_str()),
+            (200, "application/pkix-cert"),
+            "{name}"
+        );
+        std::fs::write(
+            dir.join(format!("{name}.pem")),
+            super::ca::pem(&std::fs::read(&der).unwrap()),
+        )
+        .unwrap();
+    }
+}
+
+/// `openssl ocsp` about certificates of `issuer` (a PEM in `dir`) at `url`, verifying the
+/// response against `root.pem`, with the response printed, plus `extra`.
+pub fn ask_ocsp(dir: &Path, url: &str, issuer: &str, extra: &[&str]) -> (bool, String) {
+    let issuer = format!("{issuer}.pem");
+    let mut args = vec![
+        "ocsp",
+        "-issuer",
+        &issuer,
+        "-url",
+        url,
+        "-CAfile",
+        "root.pem",
+        "-resp_text",
+    ];
+    args.extend_from_slice(extra);
+    openssl(&args, dir)
 }
