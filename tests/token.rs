@@ -1,0 +1,620 @@
+//! Token personalisation against real SoftHSM tokens: subscriber keys generated on the token,
+//! certified by the CA and written back, judged by `pkcs11-tool`, `openssl` and `sqlite3`;
+//! nothing half-done after a refusal or a failure after issuance; PIN lock, unblock and
+//! change; initialisation refused while a valid certificate is on the token.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use async_trait::async_trait;
+use common::SoftHsm;
+use common::ca::{AGREEMENT, TestCa, names_for};
+use signet::ca::{Approval, Authority, IssueRequest};
+use signet::pki::KeyType;
+use signet::secret::Secret;
+use signet::store::Store;
+use signet::token::{
+    CertificateIssuer, InProcessIssuer, IssueError, IssuedCert, PersonalizeRequest, TokenError,
+    Workstation,
+};
+
+const USB: &str = "signet-usb-1";
+const USB_SO: &str = "87654321";
+const USB_PIN: &str = "135790";
+const ACTOR: &str = "workstation-1";
+
+const TOKEN_TOML: &str = r#"
+[token]
+actor = "workstation-1"
+max_pin_tries = 3
+modules = [{ path = "/usr/lib/softhsm/libsofthsm2.so" }]
+
+[token.issuer]
+kind = "in-process"
+"#;
+
+/// A CA with a subscriber token beside it, and a workstation issuing through it.
+struct Desk {
+    softhsm: SoftHsm,
+    dir: PathBuf,
+    db: PathBuf,
+    authority: Arc<Authority>,
+    store: Arc<dyn Store>,
+    station: Workstation,
+    serial: String,
+}
+
+async fn desk() -> Desk {
+    common::trace();
+    let ca = TestCa::new_with_tokens(TOKEN_TOML, &[(USB, USB_SO, USB_PIN)]).await;
+    let TestCa {
+        softhsm,
+        dir,
+        cfg,
+        store,
+        ca,
+        ..
+    } = ca;
+    let authority = Arc::new(ca);
+    let station = Workstation::from_config(&cfg, store.clone(), Some(authority.clone()))
+        .expect("workstation from [token]");
+    let serial = softhsm.token_serial(USB);
+    Desk {
+        db: cfg.store_path(),
+        softhsm,
+        dir,
+        authority,
+        store,
+        station,
+        serial,
+    }
+}
+
+fn request(desk: &Desk, id: &str, key_type: KeyType) -> PersonalizeRequest {
+    let (subject, sans) = names_for("personal");
+    PersonalizeRequest {
+        token_serial: desk.serial.clone(),
+        user_pin: Secret::new(USB_PIN.into()),
+        key_type,
+        label: format!("{id}-key"),
+        profile: "personal".into(),
+        issuer: None,
+        subject,
+        sans,
+        validity_years: 1,
+        request_id: id.into(),
+        approval: Approval {
+            officer: "王芳".into(),
+            ra_reference: format!("RA-{id}"),
+            agreement_version: AGREEMENT.into(),
+        },
+    }
+}
+
+fn run(cmd: &mut Command) -> (bool, String) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// `pkcs11-tool --list-objects` (logged in) split into one block per object.
+fn objects(softhsm: &SoftHsm, pin: &str) -> Vec<String> {
+    let (ok, text) =
+        run(softhsm
+            .pkcs11_tool(USB)
+            .args(["--login", "--pin", pin, "--list-objects"]));
+    assert!(ok, "pkcs11-tool --list-objects failed:\n{text}");
+    let mut blocks: Vec<String> = Vec::new();
+    for line in text.lines() {
+        if line.starts_with(char::is_whitespace) {
+            if let Some(b) = blocks.last_mut() {
+                b.push('\n');
+                b.push_str(line.trim());
+            }
+        } else if line.contains("Object") {
+            blocks.push(line.trim().to_owned());
+        }
+    }
+    blocks
+}
+
+fn field<'a>(block: &'a str, name: &str) -> Option<&'a str> {
+    block.lines().find_map(|l| {
+        l.strip_prefix(name)
+            .map(|v| v.trim_start_matches(':').trim())
+    })
+}
+
+fn with_id<'a>(blocks: &'a [String], kind: &str, id: &str) -> Vec<&'a String> {
+    blocks
+        .iter()
+        .filter(|b| b.starts_with(kind) && field(b, "ID") == Some(id))
+        .collect()
+}
+
+fn write(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, data).unwrap();
+    p
+}
+
+/// Everything "What must be shown" asks of a personalised token, for one key type.
+async fn personalise_and_check(desk: &Desk, id: &str, key_type: KeyType) {
+    let done = desk
+        .station
+        .personalize(request(desk, id, key_type))
+        .await
+        .unwrap_or_else(|e| panic!("{key_type}: {e}"));
+    let hex_id = hex::encode(&done.key_id);
+    let label = format!("{id}-key");
+    let work = desk.dir.join(id);
+    std::fs::create_dir_all(&work).unwrap();
+
+    // One ID and one label for private key, public key and certificate.
+    let blocks = objects(&desk.softhsm, USB_PIN);
+    for kind in [
+        "Private Key Object",
+        "Public Key Object",
+        "Certificate Object",
+    ] {
+        let found = with_id(&blocks, kind, &hex_id);
+        assert_eq!(found.len(), 1, "{kind} with ID {hex_id}:\n{blocks:#?}");
+        assert_eq!(
+            field(found[0], "label"),
+            Some(label.as_str()),
+            "{}",
+            found[0]
+        );
+    }
+    let private = with_id(&blocks, "Private Key Object", &hex_id)[0];
+    let usage = field(private, "Usage").unwrap_or_default();
+    assert!(usage.contains("sign"), "{private}");
+    assert!(!usage.contains("decrypt"), "sign only: {private}");
+    let access = field(private, "Access").unwrap_or_default();
+    for flag in ["sensitive", "never extractable", "local"] {
+        assert!(access.contains(flag), "{flag} missing: {private}");
+    }
+
+    // The private key cannot be read off the token: pkcs11-tool gets nothing out. (OpenSC's
+    // pkcs11-tool declines private keys outright; the token's own word is the "sensitive,
+    // never extractable" above.)
+    let stolen = work.join("private.der");
+    let (ok, text) = run(desk
+        .softhsm
+        .pkcs11_tool(USB)
+        .args([
+            "--login",
+            "--pin",
+            USB_PIN,
+            "--read-object",
+            "--type",
+            "privkey",
+        ])
+        .args(["--id", &hex_id, "--output-file"])
+        .arg(&stolen));
+    let got = std::fs::read(&stolen).unwrap_or_default();
+    assert!(
+        got.is_empty() && (!ok || text.contains("not (yet) supported")),
+        "reading the private key must fail:\n{text}"
+    );
+
+    // A signature made on the token verifies with the certificate's public key.
+    let cert = write(&work, "leaf.der", &done.cert_der);
+    let (ok, text) = run(Command::new("openssl")
+        .args(["x509", "-inform", "DER", "-in"])
+        .arg(&cert)
+        .args(["-noout", "-pubkey", "-out"])
+        .arg(work.join("pub.pem")));
+    assert!(ok, "{text}");
+    let message = write(
+        &work,
+        "msg.bin",
+        "申请人 signs at the front desk".as_bytes(),
+    );
+    let (hash, mech) = match key_type {
+        KeyType::P384 => ("-sha384", "ECDSA"),
+        KeyType::P256 => ("-sha256", "ECDSA"),
+        _ => ("-sha256", "SHA256-RSA-PKCS"),
+    };
+    let to_sign = if mech == "ECDSA" {
+        // SoftHSM offers raw CKM_ECDSA only: hash first, as signet does.
+        let (ok, text) = run(Command::new("openssl")
+            .args(["dgst", hash, "-binary", "-out"])
+            .arg(work.join("digest.bin"))
+            .arg(&message));
+        assert!(ok, "{text}");
+        work.join("digest.bin")
+    } else {
+        message.clone()
+    };
+    let sig = work.join("sig.bin");
+    let (ok, text) = run(desk
+        .softhsm
+        .pkcs11_tool(USB)
+        .args([
+            "--login", "--pin", USB_PIN, "--sign", "--id", &hex_id, "-m", mech,
+        ])
+        .args(["--signature-format", "openssl", "--input-file"])
+        .arg(&to_sign)
+        .arg("--output-file")
+        .arg(&sig));
+    assert!(ok, "pkcs11-tool --sign: {text}");
+    let (ok, text) = run(Command::new("openssl")
+        .args(["dgst", hash, "-verify"])
+        .arg(work.join("pub.pem"))
+        .arg("-signature")
+        .arg(&sig)
+        .arg(&message));
+    assert!(
+        ok && text.contains("Verified OK"),
+        "openssl dgst -verify: {text}"
+    );
+
+    // The chain's CA certificates are on the token; the certificate verifies against them.
+    let mut pems = Vec::new();
+    for (i, ca) in done.chain.iter().enumerate() {
+        let ca_cert = x509_cert::Certificate::from_der(ca).unwrap();
+        let subject = ca_cert.tbs_certificate().subject().to_string();
+        let cn = subject
+            .split(',')
+            .find_map(|p| p.trim().strip_prefix("CN="))
+            .unwrap()
+            .to_owned();
+        let certs: Vec<&String> = blocks
+            .iter()
+            .filter(|b| b.starts_with("Certificate Object") && field(b, "label") == Some(&cn))
+            .collect();
+        assert_eq!(
+            certs.len(),
+            1,
+            "CA certificate {cn} on the token:\n{blocks:#?}"
+        );
+        let der = work.join(format!("ca{i}.der"));
+        let (ok, text) = run(desk
+            .softhsm
+            .pkcs11_tool(USB)
+            .args([
+                "--read-object",
+                "--type",
+                "cert",
+                "--label",
+                &cn,
+                "--output-file",
+            ])
+            .arg(&der));
+        assert!(ok, "{text}");
+        let pem = work.join(format!("ca{i}.pem"));
+        let (ok, text) = run(Command::new("openssl")
+            .args(["x509", "-inform", "DER", "-in"])
+            .arg(&der)
+            .arg("-out")
+            .arg(&pem));
+        assert!(ok, "{text}");
+        pems.push(pem);
+    }
+    assert_eq!(pems.len(), 2, "issuing CA and root");
+    let leaf_pem = work.join("leaf.pem");
+    let (ok, text) = run(Command::new("openssl")
+        .args(["x509", "-inform", "DER", "-in"])
+        .arg(&cert)
+        .arg("-out")
+        .arg(&leaf_pem));
+    assert!(ok, "{text}");
+    let (ok, text) = run(Command::new("openssl")
+        .args(["verify", "-x509_strict", "-CAfile"])
+        .arg(&pems[1])
+        .arg("-untrusted")
+        .arg(&pems[0])
+        .arg(&leaf_pem));
+    assert!(ok && text.contains(": OK"), "openssl verify: {text}");
+}
+
+use der::Decode;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn personalised_token_holds_a_linked_sign_only_key_and_a_verifiable_certificate_for_rsa_p256_p384()
+ {
+    let desk = desk().await;
+    personalise_and_check(&desk, "rsa-1", KeyType::Rsa2048).await;
+    personalise_and_check(&desk, "p256-1", KeyType::P256).await;
+    personalise_and_check(&desk, "p384-1", KeyType::P384).await;
+
+    // ListTokens: the token, its PIN state and its three certificates.
+    let tokens = desk.station.list_tokens().await.unwrap();
+    let usb = tokens
+        .iter()
+        .find(|t| t.info.serial == desk.serial)
+        .expect("the USB token is listed");
+    assert_eq!(usb.info.label, USB);
+    assert!(usb.info.initialized && usb.info.user_pin_initialized);
+    assert!(!usb.pin_locked);
+    let subscriber: Vec<_> = usb.certificates.iter().filter(|c| !c.is_ca).collect();
+    assert_eq!(subscriber.len(), 3, "{:#?}", usb.certificates);
+
+    // The audit log says so, without a PIN.
+    let (ok, text) = run(Command::new("sqlite3").arg(&desk.db).arg(
+        "SELECT object, detail FROM audit_log WHERE action = 'token.personalized' ORDER BY seq",
+    ));
+    assert!(ok, "{text}");
+    assert_eq!(text.lines().count(), 3, "{text}");
+    assert!(text.contains(&desk.serial), "{text}");
+    assert!(!text.contains(USB_PIN), "{text}");
+
+    // A retry of a finished request answers the same without writing anything.
+    let again = desk
+        .station
+        .personalize(request(&desk, "p256-1", KeyType::P256))
+        .await
+        .unwrap();
+    let blocks = objects(&desk.softhsm, USB_PIN);
+    assert_eq!(
+        with_id(&blocks, "Certificate Object", &hex::encode(&again.key_id)).len(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ca_refusal_after_key_generation_leaves_no_key_on_the_token() {
+    let desk = desk().await;
+    let mut req = request(&desk, "refused-1", KeyType::P256);
+    req.approval.agreement_version = "1999-01".into();
+    let err = desk.station.personalize(req).await.unwrap_err();
+    assert!(matches!(err, TokenError::Refused(_)), "{err}");
+    let blocks = objects(&desk.softhsm, USB_PIN);
+    assert!(
+        !blocks.iter().any(|b| b.contains("Key Object")),
+        "no key may be left on the token:\n{blocks:#?}"
+    );
+    // The request id, corrected, may be used again.
+    let done = desk
+        .station
+        .personalize(request(&desk, "refused-1", KeyType::P256))
+        .await
+        .unwrap();
+    assert_eq!(done.label, "refused-1-key");
+}
+
+/// An issuer whose first answer is lost after the CA issued: the failure between issuance
+/// and the write to the token.
+struct LosesFirstAnswer {
+    inner: InProcessIssuer,
+    lost: AtomicBool,
+}
+
+#[async_trait]
+impl CertificateIssuer for LosesFirstAnswer {
+    async fn issue(&self, req: IssueRequest) -> Result<IssuedCert, IssueError> {
+        let issued = self.inner.issue(req).await?;
+        if !self.lost.swap(true, Ordering::SeqCst) {
+            return Err(IssueError::Unavailable("the answer was lost".into()));
+        }
+        Ok(issued)
+    }
+    async fn is_revoked(&self, serial: &str) -> Result<bool, IssueError> {
+        self.inner.is_revoked(serial).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_after_issuance_is_finished_by_a_retry_with_one_certificate_per_request_id() {
+    let desk = desk().await;
+    let station = Workstation::new(
+        vec![Arc::new(signet::hsm::token::TokenModule::open(
+            &desk.softhsm.module,
+        ))],
+        desk.store.clone(),
+        Arc::new(LosesFirstAnswer {
+            inner: InProcessIssuer::new(desk.authority.clone(), ACTOR),
+            lost: AtomicBool::new(false),
+        }),
+        desk.station.policy().clone(),
+        ACTOR,
+    );
+    let err = station
+        .personalize(request(&desk, "lost-1", KeyType::P384))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TokenError::Unavailable(_)), "{err}");
+    let blocks = objects(&desk.softhsm, USB_PIN);
+    assert_eq!(
+        blocks
+            .iter()
+            .filter(|b| b.starts_with("Private Key Object"))
+            .count(),
+        1,
+        "the key stays for the retry:\n{blocks:#?}"
+    );
+    assert!(!blocks.iter().any(|b| b.starts_with("Certificate Object")));
+
+    let done = station
+        .personalize(request(&desk, "lost-1", KeyType::P384))
+        .await
+        .unwrap();
+    let record = desk
+        .store
+        .certificate_by_request(ACTOR, "lost-1")
+        .await
+        .unwrap()
+        .expect("the CA's record");
+    assert_eq!(record.cert_der.as_deref(), Some(done.cert_der.as_slice()));
+    let (ok, text) = run(Command::new("sqlite3")
+        .arg(&desk.db)
+        .arg("SELECT COUNT(*) FROM certificates WHERE request_id = 'lost-1'"));
+    assert!(ok, "{text}");
+    assert_eq!(
+        text.trim(),
+        "1",
+        "exactly one certificate for the request id"
+    );
+    let blocks = objects(&desk.softhsm, USB_PIN);
+    let certs = with_id(&blocks, "Certificate Object", &hex::encode(&done.key_id));
+    assert_eq!(certs.len(), 1, "{blocks:#?}");
+    assert_eq!(
+        blocks
+            .iter()
+            .filter(|b| b.starts_with("Private Key Object"))
+            .count(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_pin_until_locked_then_unblock_with_the_so_pin_then_personalise() {
+    let desk = desk().await;
+    let mut wrong = request(&desk, "pin-1", KeyType::P256);
+    wrong.user_pin = Secret::new("000000".into());
+    match desk.station.personalize(wrong.clone()).await.unwrap_err() {
+        TokenError::WrongPin {
+            field, tries_left, ..
+        } => {
+            assert_eq!(field, "user_pin");
+            assert_eq!(tries_left, Some(2));
+        }
+        other => panic!("{other}"),
+    }
+    match desk.station.personalize(wrong.clone()).await.unwrap_err() {
+        TokenError::WrongPin {
+            tries_left,
+            final_try,
+            ..
+        } => {
+            assert_eq!(tries_left, Some(1));
+            assert!(final_try);
+        }
+        other => panic!("{other}"),
+    }
+    let locked = desk.station.personalize(wrong).await.unwrap_err();
+    assert!(matches!(locked, TokenError::PinLocked { .. }), "{locked}");
+    assert!(locked.to_string().contains("UnblockPin"), "{locked}");
+    // Even the right PIN is refused now, and ListTokens shows the lock.
+    let right = desk
+        .station
+        .personalize(request(&desk, "pin-1", KeyType::P256))
+        .await
+        .unwrap_err();
+    assert!(matches!(right, TokenError::PinLocked { .. }), "{right}");
+    let tokens = desk.station.list_tokens().await.unwrap();
+    assert!(
+        tokens
+            .iter()
+            .any(|t| t.info.serial == desk.serial && t.pin_locked)
+    );
+
+    let new_pin = "864209";
+    desk.station
+        .unblock_pin(
+            &desk.serial,
+            &Secret::new(USB_SO.into()),
+            &Secret::new(new_pin.into()),
+        )
+        .await
+        .unwrap();
+    let mut req = request(&desk, "pin-1", KeyType::P256);
+    req.user_pin = Secret::new(new_pin.into());
+    desk.station.personalize(req).await.unwrap();
+    let (ok, text) =
+        run(desk
+            .softhsm
+            .pkcs11_tool(USB)
+            .args(["--login", "--pin", new_pin, "--list-objects"]));
+    assert!(ok && text.contains("Certificate Object"), "{text}");
+    let (ok, text) = run(Command::new("sqlite3")
+        .arg(&desk.db)
+        .arg("SELECT COUNT(*) FROM audit_log WHERE action = 'token.pin_unblocked'"));
+    assert!(ok && text.trim() == "1", "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn change_pin_then_the_new_pin_logs_in_and_the_old_one_fails() {
+    let desk = desk().await;
+    let new_pin = "975310";
+    let short = desk
+        .station
+        .change_pin(
+            &desk.serial,
+            &Secret::new(USB_PIN.into()),
+            &Secret::new("12".into()),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&short, TokenError::Invalid { field, .. } if field == "new_pin"),
+        "{short}"
+    );
+    desk.station
+        .change_pin(
+            &desk.serial,
+            &Secret::new(USB_PIN.into()),
+            &Secret::new(new_pin.into()),
+        )
+        .await
+        .unwrap();
+    let (ok, text) =
+        run(desk
+            .softhsm
+            .pkcs11_tool(USB)
+            .args(["--login", "--pin", new_pin, "--list-objects"]));
+    assert!(ok, "the new PIN logs in: {text}");
+    let (ok, text) =
+        run(desk
+            .softhsm
+            .pkcs11_tool(USB)
+            .args(["--login", "--pin", USB_PIN, "--list-objects"]));
+    assert!(
+        !ok && text.contains("CKR_PIN_INCORRECT"),
+        "the old PIN fails: {text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn initialising_a_token_with_a_valid_certificate_is_refused_without_force() {
+    let desk = desk().await;
+    desk.station
+        .personalize(request(&desk, "init-1", KeyType::P256))
+        .await
+        .unwrap();
+    let so = Secret::new(USB_SO.into());
+    let pin = Secret::new(USB_PIN.into());
+    let refused = desk
+        .station
+        .initialize_token(&desk.serial, &so, "fresh", &pin, false)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, TokenError::FailedPrecondition(_)),
+        "{refused}"
+    );
+    // Nothing changed.
+    let blocks = objects(&desk.softhsm, USB_PIN);
+    assert!(blocks.iter().any(|b| b.starts_with("Private Key Object")));
+
+    desk.station
+        .initialize_token(&desk.serial, &so, "fresh", &pin, true)
+        .await
+        .unwrap();
+    let (ok, text) = run(desk.softhsm.util().arg("--show-slots"));
+    assert!(ok && text.contains("fresh"), "{text}");
+    let tokens = desk.station.list_tokens().await.unwrap();
+    let usb = tokens
+        .iter()
+        .find(|t| t.info.serial == desk.serial)
+        .expect("same serial after initialisation");
+    assert_eq!(usb.info.label, "fresh");
+    assert!(usb.certificates.is_empty());
+    let (ok, text) = run(Command::new("sqlite3")
+        .arg(&desk.db)
+        .arg("SELECT detail FROM audit_log WHERE action = 'token.initialized'"));
+    assert!(ok && text.contains("\"force\":true"), "{text}");
+}
