@@ -75,24 +75,7 @@ async fn desk() -> Desk {
 }
 
 fn request(desk: &Desk, id: &str, key_type: KeyType) -> PersonalizeRequest {
-    let (subject, sans) = names_for("personal");
-    PersonalizeRequest {
-        token_serial: desk.serial.clone(),
-        user_pin: Secret::new(USB_PIN.into()),
-        key_type,
-        label: format!("{id}-key"),
-        profile: "personal".into(),
-        issuer: None,
-        subject,
-        sans,
-        validity_years: 1,
-        request_id: id.into(),
-        approval: Approval {
-            officer: "王芳".into(),
-            ra_reference: format!("RA-{id}"),
-            agreement_version: AGREEMENT.into(),
-        },
-    }
+    request_for(&desk.serial, id, key_type)
 }
 
 fn run(cmd: &mut Command) -> (bool, String) {
@@ -152,9 +135,51 @@ fn write(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
 
 /// Everything "What must be shown" asks of a personalised token, for one key type.
 async fn personalise_and_check(desk: &Desk, id: &str, key_type: KeyType) {
-    let done = desk
-        .station
-        .personalize(request(desk, id, key_type))
+    let bench = Bench {
+        softhsm: &desk.softhsm,
+        dir: &desk.dir,
+        serial: &desk.serial,
+    };
+    personalise_and_check_with(&desk.station, &bench, id, key_type).await;
+}
+
+/// What a check needs besides the workstation: the token's SoftHSM, a scratch directory and
+/// the token's serial.
+struct Bench<'a> {
+    softhsm: &'a SoftHsm,
+    dir: &'a Path,
+    serial: &'a str,
+}
+
+fn request_for(serial: &str, id: &str, key_type: KeyType) -> PersonalizeRequest {
+    let (subject, sans) = names_for("personal");
+    PersonalizeRequest {
+        token_serial: serial.to_owned(),
+        user_pin: Secret::new(USB_PIN.into()),
+        key_type,
+        label: format!("{id}-key"),
+        profile: "personal".into(),
+        issuer: None,
+        subject,
+        sans,
+        validity_years: 1,
+        request_id: id.into(),
+        approval: Approval {
+            officer: "王芳".into(),
+            ra_reference: format!("RA-{id}"),
+            agreement_version: AGREEMENT.into(),
+        },
+    }
+}
+
+async fn personalise_and_check_with(
+    station: &Workstation,
+    desk: &Bench<'_>,
+    id: &str,
+    key_type: KeyType,
+) {
+    let done = station
+        .personalize(request_for(desk.serial, id, key_type))
         .await
         .unwrap_or_else(|e| panic!("{key_type}: {e}"));
     let hex_id = hex::encode(&done.key_id);
@@ -163,7 +188,7 @@ async fn personalise_and_check(desk: &Desk, id: &str, key_type: KeyType) {
     std::fs::create_dir_all(&work).unwrap();
 
     // One ID and one label for private key, public key and certificate.
-    let blocks = objects(&desk.softhsm, USB_PIN);
+    let blocks = objects(desk.softhsm, USB_PIN);
     for kind in [
         "Private Key Object",
         "Public Key Object",
@@ -617,4 +642,72 @@ async fn initialising_a_token_with_a_valid_certificate_is_refused_without_force(
         .arg(&desk.db)
         .arg("SELECT detail FROM audit_log WHERE action = 'token.initialized'"));
     assert!(ok && text.contains("\"force\":true"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_remote_issuer_personalises_through_a_second_signet_serve_over_mtls() {
+    common::trace();
+    let ca = common::api::ApiCa::new();
+    // The subscriber's token sits in the same SoftHSM as the central CA's, which runs in
+    // its own process; the workstation (this process) only opens the USB token.
+    let (ok, text) = run(ca.softhsm.util().args([
+        "--init-token",
+        "--free",
+        "--label",
+        USB,
+        "--so-pin",
+        USB_SO,
+        "--pin",
+        USB_PIN,
+    ]));
+    assert!(ok, "{text}");
+    let serial = ca.softhsm.token_serial(USB);
+    let daemon = common::api::Daemon::start(&ca);
+    let journal: Arc<dyn Store> =
+        Arc::new(signet::store::SqliteStore::open(&ca.dir.join("workstation.db")).unwrap());
+    let station = Workstation::new(
+        vec![Arc::new(signet::hsm::token::TokenModule::open(
+            &ca.softhsm.module,
+        ))],
+        journal.clone(),
+        Arc::new(signet::token::RemoteIssuer::new(daemon.settings("ra-one"))),
+        signet::token::TokenPolicy {
+            pin_min_len: 6,
+            pin_max_len: 32,
+            max_pin_tries: 3,
+            key_types: vec![KeyType::Rsa2048, KeyType::P256, KeyType::P384],
+        },
+        ACTOR,
+    );
+    let bench = Bench {
+        softhsm: &ca.softhsm,
+        dir: &ca.dir,
+        serial: &serial,
+    };
+    personalise_and_check_with(&station, &bench, "remote-rsa", KeyType::Rsa2048).await;
+    personalise_and_check_with(&station, &bench, "remote-p256", KeyType::P256).await;
+    personalise_and_check_with(&station, &bench, "remote-p384", KeyType::P384).await;
+
+    // The central CA recorded each once, for the RA the workstation's certificate names.
+    let db = ca.dir.join("signet.db");
+    let (ok, text) = run(Command::new("sqlite3")
+        .arg(&db)
+        .arg("SELECT ra, COUNT(*) FROM certificates WHERE request_id LIKE 'remote-%' GROUP BY ra"));
+    assert!(ok, "{text}");
+    assert_eq!(text.trim(), "desk-one|3", "{text}");
+
+    // A refusal by the remote CA also leaves no key behind.
+    let mut refused = request_for(&serial, "remote-refused", KeyType::P256);
+    refused.profile = "device".into();
+    let err = station.personalize(refused).await.unwrap_err();
+    assert!(matches!(err, TokenError::Refused(_)), "{err}");
+    let blocks = objects(&ca.softhsm, USB_PIN);
+    assert_eq!(
+        blocks
+            .iter()
+            .filter(|b| b.starts_with("Private Key Object"))
+            .count(),
+        3,
+        "{blocks:#?}"
+    );
 }
