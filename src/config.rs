@@ -338,6 +338,8 @@ pub enum RaOperation {
     Revoke,
     /// `GetCertificate`, `ListCertificates`, `GetCaChain`.
     Read,
+    /// The token workstation's `TokenService` (list, initialise, personalise, PINs, read).
+    Token,
 }
 
 /// `[[ra]]`: one RA office.

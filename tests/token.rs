@@ -711,3 +711,197 @@ async fn the_remote_issuer_personalises_through_a_second_signet_serve_over_mtls(
         "{blocks:#?}"
     );
 }
+
+/// `signet token ARGS` as the RA `who`, with `stdin` as standard input (the PINs).
+fn token_cli(
+    daemon: &common::api::Daemon,
+    who: &str,
+    args: &[&str],
+    stdin: &str,
+) -> (bool, String) {
+    use std::io::Write;
+    let s = daemon.settings(who);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_signet"))
+        .arg("token")
+        .arg("--endpoint")
+        .arg(&s.endpoint)
+        .arg("--ca-cert")
+        .arg(&s.ca_cert)
+        .arg("--cert")
+        .arg(&s.cert)
+        .arg("--key")
+        .arg(&s.key)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start signet token");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write PINs");
+    let out = child.wait_with_output().expect("signet token");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signet_serve_offers_the_token_service_to_the_cli_of_a_desk_granted_token() {
+    common::trace();
+    let ca = common::api::ApiCa::new();
+    let (ok, text) = run(ca.softhsm.util().args([
+        "--init-token",
+        "--free",
+        "--label",
+        USB,
+        "--so-pin",
+        USB_SO,
+        "--pin",
+        USB_PIN,
+    ]));
+    assert!(ok, "{text}");
+    let serial = ca.softhsm.token_serial(USB);
+    // desk-one may also use the token service; the workstation personalises in-process.
+    let text = std::fs::read_to_string(&ca.config_path).unwrap().replacen(
+        r#"operations = ["issue", "renew", "revoke", "read"]"#,
+        r#"operations = ["issue", "renew", "revoke", "read", "token"]"#,
+        1,
+    ) + &format!(
+        "\n[token]\nactor = \"{ACTOR}\"\nmax_pin_tries = 2\nmodules = [{{ path = \"{}\" }}]\n\n[token.issuer]\nkind = \"in-process\"\n",
+        ca.softhsm.module.display()
+    );
+    std::fs::write(&ca.config_path, text).unwrap();
+    let daemon = common::api::Daemon::start(&ca);
+
+    let (ok, text) = token_cli(&daemon, "ra-one", &["list"], "");
+    assert!(ok, "{text}");
+    assert!(
+        text.contains(&format!("token {serial} label=\"{USB}\"")),
+        "{text}"
+    );
+
+    // Deny by default: desk-two was not granted `token`.
+    let (ok, text) = token_cli(&daemon, "ra-two", &["list"], "");
+    assert!(!ok && text.contains("PERMISSION_DENIED"), "{text}");
+
+    let cert = ca.dir.join("cli-leaf.pem");
+    let personalize = |id: &'static str| {
+        vec![
+            "personalize",
+            "--serial",
+            &serial,
+            "--key-type",
+            "p256",
+            "--profile",
+            "personal",
+            "--subject",
+            "CN=张三, C=CN",
+            "--validity",
+            "1",
+            "--request-id",
+            id,
+            "--officer",
+            "王芳",
+            "--ra-reference",
+            "RA-cli",
+            "--agreement-version",
+            AGREEMENT,
+            "--out",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .chain([cert.display().to_string()])
+        .collect::<Vec<String>>()
+    };
+    let args = personalize("cli-1");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, text) = token_cli(&daemon, "ra-one", &args, &format!("{USB_PIN}\n"));
+    assert!(ok, "{text}");
+    let (ok, text) = run(Command::new("openssl")
+        .args(["x509", "-noout", "-subject", "-in"])
+        .arg(&cert));
+    assert!(ok && text.contains("CN"), "{text}");
+    let blocks = objects(&ca.softhsm, USB_PIN);
+    assert_eq!(
+        blocks
+            .iter()
+            .filter(|b| b.starts_with("Certificate Object"))
+            .count(),
+        3,
+        "the certificate and two CA certificates:\n{blocks:#?}"
+    );
+
+    // A wrong PIN names user_pin and the tries left; the limit locks it, naming UnblockPin.
+    let args2 = personalize("cli-2");
+    let args2: Vec<&str> = args2.iter().map(String::as_str).collect();
+    let (ok, text) = token_cli(&daemon, "ra-one", &args2, "999999\n");
+    assert!(!ok && text.contains("INVALID_ARGUMENT"), "{text}");
+    assert!(
+        text.contains("field user_pin") && text.contains("1 tries left"),
+        "{text}"
+    );
+    let (ok, text) = token_cli(&daemon, "ra-one", &args2, "999999\n");
+    assert!(
+        !ok && text.contains("FAILED_PRECONDITION") && text.contains("UnblockPin"),
+        "{text}"
+    );
+    let (ok, text) = token_cli(
+        &daemon,
+        "ra-one",
+        &["unblock", "--serial", &serial],
+        &format!("{USB_SO}\n246802\n"),
+    );
+    assert!(ok, "{text}");
+    let (ok, text) = token_cli(
+        &daemon,
+        "ra-one",
+        &["change-pin", "--serial", &serial],
+        "246802\n864200\n",
+    );
+    assert!(ok, "{text}");
+    let (ok, text) = token_cli(&daemon, "ra-one", &args2, "864200\n");
+    assert!(ok, "{text}");
+
+    let pin_file = ca.softhsm.pin_file("864200");
+    let (ok, text) = token_cli(
+        &daemon,
+        "ra-one",
+        &[
+            "read",
+            "--serial",
+            &serial,
+            "--user-pin-file",
+            &pin_file.display().to_string(),
+        ],
+        "",
+    );
+    assert!(ok, "{text}");
+    assert_eq!(text.matches("private key").count(), 2, "{text}");
+    assert!(
+        text.contains("sensitive=true") && text.contains("decrypt=false"),
+        "{text}"
+    );
+
+    // Initialising over valid certificates needs --force.
+    let (ok, text) = token_cli(
+        &daemon,
+        "ra-one",
+        &["init", "--serial", &serial, "--label", "blank"],
+        &format!("{USB_SO}\n{USB_PIN}\n"),
+    );
+    assert!(!ok && text.contains("FAILED_PRECONDITION"), "{text}");
+    // No PIN ever reaches the daemon's log.
+    let log = daemon.log_text();
+    for secret in [USB_PIN, USB_SO, "246802", "864200", "999999"] {
+        assert!(!log.contains(secret), "{secret} in the daemon log");
+    }
+}
