@@ -905,3 +905,89 @@ async fn signet_serve_offers_the_token_service_to_the_cli_of_a_desk_granted_toke
         assert!(!log.contains(secret), "{secret} in the daemon log");
     }
 }
+
+/// An issuer that pulls the token out (kills the p11-kit server in front of it) right after
+/// the CA issued: the write-back then finds no token.
+struct PullsTheToken {
+    inner: InProcessIssuer,
+    server: std::sync::Mutex<common::P11KitServer>,
+    pulled: AtomicBool,
+}
+
+#[async_trait]
+impl CertificateIssuer for PullsTheToken {
+    async fn issue(&self, req: IssueRequest) -> Result<IssuedCert, IssueError> {
+        let issued = self.inner.issue(req).await?;
+        if !self.pulled.swap(true, Ordering::SeqCst) {
+            self.server.lock().unwrap().kill();
+        }
+        Ok(issued)
+    }
+    async fn is_revoked(&self, serial: &str) -> Result<bool, IssueError> {
+        self.inner.is_revoked(serial).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_pulled_out_mid_way_gives_a_clear_error_and_a_retry_finishes_once_it_is_back() {
+    let desk = desk().await;
+    // The workstation reaches the USB token through p11-kit (a second module, like a
+    // vendor's library beside the HSM's); killing the server is pulling the token.
+    let server = common::P11KitServer::start(&desk.softhsm, &format!("pkcs11:token={USB}"));
+    common::set_env("P11_KIT_SERVER_ADDRESS", server.address());
+    let puller = Arc::new(PullsTheToken {
+        inner: InProcessIssuer::new(desk.authority.clone(), ACTOR),
+        server: std::sync::Mutex::new(server),
+        pulled: AtomicBool::new(false),
+    });
+    let station = Workstation::new(
+        vec![Arc::new(signet::hsm::token::TokenModule::open(Path::new(
+            common::P11KIT_CLIENT_MODULE,
+        )))],
+        desk.store.clone(),
+        puller.clone(),
+        desk.station.policy().clone(),
+        ACTOR,
+    );
+    let err = station
+        .personalize(request(&desk, "pulled-1", KeyType::P256))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TokenError::Absent { .. }), "{err}");
+    assert!(
+        err.to_string().contains(&desk.serial) && err.to_string().contains("retry"),
+        "{err}"
+    );
+    // While it is out, the same retry says so again.
+    let again = station
+        .personalize(request(&desk, "pulled-1", KeyType::P256))
+        .await
+        .unwrap_err();
+    assert!(matches!(again, TokenError::Absent { .. }), "{again}");
+
+    puller.server.lock().unwrap().restart();
+    let done = station
+        .personalize(request(&desk, "pulled-1", KeyType::P256))
+        .await
+        .unwrap();
+    let record = desk
+        .store
+        .certificate_by_request(ACTOR, "pulled-1")
+        .await
+        .unwrap()
+        .expect("issued once");
+    assert_eq!(record.cert_der.as_deref(), Some(done.cert_der.as_slice()));
+    let blocks = objects(&desk.softhsm, USB_PIN);
+    assert_eq!(
+        with_id(&blocks, "Certificate Object", &hex::encode(&done.key_id)).len(),
+        1,
+        "{blocks:#?}"
+    );
+    assert_eq!(
+        blocks
+            .iter()
+            .filter(|b| b.starts_with("Private Key Object"))
+            .count(),
+        1
+    );
+}

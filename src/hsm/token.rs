@@ -143,7 +143,21 @@ impl TokenModule {
     }
 
     /// Every token present in the module's slots. Blocking.
+    ///
+    /// A module that shows no token at all is finalised afterwards: a context initialised
+    /// while the device was away (p11-kit's client whose server is down) never sees it
+    /// come back, so the next call must initialise afresh. A module that shows other tokens
+    /// (the CA's, when one SoftHSM serves both) is left alone.
     pub fn list(&self) -> Result<Vec<TokenInfo>, HsmError> {
+        let found = self.list_once()?;
+        if found.is_empty() {
+            let generation = self.module.read().generation;
+            self.module.finalise(generation);
+        }
+        Ok(found)
+    }
+
+    fn list_once(&self) -> Result<Vec<TokenInfo>, HsmError> {
         self.with_context(|p| {
             let mut out = Vec::new();
             for slot in ck("C_GetSlotList", p.get_slots_with_token())? {
@@ -411,12 +425,10 @@ impl TokenSession<'_> {
         // the same library), the session handle is live for as long as `self`, and the
         // buffers are sized by the first C_Sign call as PKCS#11 prescribes.
         let raw = unsafe {
-            let lib = cryptoki_sys::Pkcs11::new(self.module).map_err(|e| HsmError::Module {
-                path: self.module.display().to_string(),
-                reason: e.to_string(),
-            })?;
+            let lib = RawModule::load(self.module)?;
+            let c_sign = lib.function("C_Sign", |l| l.C_Sign)?;
             let mut len: cryptoki_sys::CK_ULONG = 0;
-            let rv = lib.C_Sign(
+            let rv = c_sign(
                 self.session.handle(),
                 data.as_ptr() as *mut u8,
                 data.len() as cryptoki_sys::CK_ULONG,
@@ -425,7 +437,7 @@ impl TokenSession<'_> {
             );
             check_rv("C_Sign", rv)?;
             let mut out = vec![0u8; len as usize];
-            let rv = lib.C_Sign(
+            let rv = c_sign(
                 self.session.handle(),
                 data.as_ptr() as *mut u8,
                 data.len() as cryptoki_sys::CK_ULONG,
@@ -475,78 +487,33 @@ impl TokenSession<'_> {
             return Ok(false);
         }
         let parts = CertParts::of(cert_der)?;
-        let class: cryptoki_sys::CK_OBJECT_CLASS = cryptoki_sys::CKO_CERTIFICATE;
-        let cert_type: cryptoki_sys::CK_CERTIFICATE_TYPE = cryptoki_sys::CKC_X_509;
         let category: cryptoki_sys::CK_ULONG = match category {
             CertificateCategory::User => 1,
             CertificateCategory::Authority => 2,
         };
-        let yes: cryptoki_sys::CK_BBOOL = cryptoki_sys::CK_TRUE;
-        let no: cryptoki_sys::CK_BBOOL = cryptoki_sys::CK_FALSE;
-        let attr = |t: cryptoki_sys::CK_ATTRIBUTE_TYPE, p: *const u8, len: usize| {
-            cryptoki_sys::CK_ATTRIBUTE {
-                type_: t,
-                pValue: p as *mut std::ffi::c_void,
-                ulValueLen: len as cryptoki_sys::CK_ULONG,
-            }
-        };
-        let size = std::mem::size_of::<cryptoki_sys::CK_ULONG>();
-        let mut template = [
-            attr(
-                cryptoki_sys::CKA_CLASS,
-                std::ptr::from_ref(&class).cast(),
-                size,
-            ),
-            attr(
-                cryptoki_sys::CKA_CERTIFICATE_TYPE,
-                std::ptr::from_ref(&cert_type).cast(),
-                size,
-            ),
-            attr(
-                cryptoki_sys::CKA_CERTIFICATE_CATEGORY,
-                std::ptr::from_ref(&category).cast(),
-                size,
-            ),
-            attr(cryptoki_sys::CKA_TOKEN, std::ptr::from_ref(&yes), 1),
-            attr(cryptoki_sys::CKA_PRIVATE, std::ptr::from_ref(&no), 1),
-            attr(cryptoki_sys::CKA_MODIFIABLE, std::ptr::from_ref(&yes), 1),
-            attr(cryptoki_sys::CKA_LABEL, label.as_ptr(), label.len()),
-            attr(cryptoki_sys::CKA_ID, id.as_ptr(), id.len()),
-            attr(
-                cryptoki_sys::CKA_SUBJECT,
-                parts.subject.as_ptr(),
-                parts.subject.len(),
-            ),
-            attr(
-                cryptoki_sys::CKA_ISSUER,
-                parts.issuer.as_ptr(),
-                parts.issuer.len(),
-            ),
-            attr(
-                cryptoki_sys::CKA_SERIAL_NUMBER,
-                parts.serial.as_ptr(),
-                parts.serial.len(),
-            ),
-            attr(cryptoki_sys::CKA_VALUE, cert_der.as_ptr(), cert_der.len()),
-        ];
-        // cryptoki 0.12 has no CKA_CERTIFICATE_CATEGORY attribute, so the object is created
-        // through the raw function list.
-        // SAFETY: the module is the one this process already loaded; every attribute points
-        // at a value that outlives the call; the session handle is live.
-        unsafe {
-            let lib = cryptoki_sys::Pkcs11::new(self.module).map_err(|e| HsmError::Module {
-                path: self.module.display().to_string(),
-                reason: e.to_string(),
-            })?;
-            let mut handle: cryptoki_sys::CK_OBJECT_HANDLE = 0;
-            let rv = lib.C_CreateObject(
-                self.session.handle(),
-                template.as_mut_ptr(),
-                template.len() as cryptoki_sys::CK_ULONG,
-                &mut handle,
-            );
-            check_rv("C_CreateObject", rv)?;
-        }
+        // cryptoki 0.12 names no CKA_CERTIFICATE_CATEGORY; its raw-attribute variant carries
+        // the standard type number and the CK_ULONG value as the module expects them.
+        let category = Attribute::VendorDefined((
+            AttributeType::VendorDefined(cryptoki_sys::CKA_CERTIFICATE_CATEGORY),
+            category.to_ne_bytes().to_vec(),
+        ));
+        ck(
+            "C_CreateObject",
+            self.session.create_object(&[
+                Attribute::Class(ObjectClass::CERTIFICATE),
+                Attribute::CertificateType(cryptoki::object::CertificateType::X_509),
+                category,
+                Attribute::Token(true),
+                Attribute::Private(false),
+                Attribute::Modifiable(true),
+                Attribute::Label(label.as_bytes().to_vec()),
+                Attribute::Id(id.to_vec()),
+                Attribute::Subject(parts.subject),
+                Attribute::Issuer(parts.issuer),
+                Attribute::SerialNumber(parts.serial),
+                Attribute::Value(cert_der.to_vec()),
+            ]),
+        )?;
         Ok(true)
     }
 
@@ -618,6 +585,78 @@ impl TokenSession<'_> {
             out.push(obj);
         }
         Ok(out)
+    }
+}
+
+/// The module's own function list (C_GetFunctionList), for the calls cryptoki 0.12 does not
+/// offer. Modules such as p11-kit's client export only C_GetFunctionList, so the functions
+/// are taken from the list rather than looked up by symbol.
+struct RawModule {
+    /// Keeps the library (and so the list) loaded while in use.
+    _lib: cryptoki_sys::Pkcs11,
+    list: *const cryptoki_sys::CK_FUNCTION_LIST,
+}
+
+impl RawModule {
+    /// Load the module at `path` (the process already has it loaded: the loader hands
+    /// back the same library) and fetch its function list.
+    ///
+    /// # Safety
+    /// `path` must be a PKCS#11 module already initialised in this process.
+    unsafe fn load(path: &Path) -> Result<RawModule, HsmError> {
+        let module_err = |reason: String| HsmError::Module {
+            path: path.display().to_string(),
+            reason,
+        };
+        // SAFETY: loading a library the process has already loaded runs no initialiser.
+        let lib =
+            unsafe { cryptoki_sys::Pkcs11::new(path) }.map_err(|e| module_err(e.to_string()))?;
+        // The same entry point cryptoki took: PKCS#11 3.0's default interface if there is
+        // one (p11-kit's client hands out a separate instance per entry point), whose list
+        // begins with the 2.40 functions in the same order.
+        if lib.C_GetInterface.is_ok() {
+            let mut iface: *mut cryptoki_sys::CK_INTERFACE = std::ptr::null_mut();
+            // SAFETY: null name and version ask for the default interface; `iface` is a
+            // valid out pointer.
+            let rv = unsafe {
+                lib.C_GetInterface(std::ptr::null_mut(), std::ptr::null_mut(), &mut iface, 0)
+            };
+            check_rv("C_GetInterface", rv)?;
+            if !iface.is_null() {
+                // SAFETY: non-null, written by the module.
+                let list =
+                    unsafe { (*iface).pFunctionList } as *const cryptoki_sys::CK_FUNCTION_LIST;
+                if !list.is_null() {
+                    return Ok(RawModule { _lib: lib, list });
+                }
+            }
+        }
+        if lib.C_GetFunctionList.is_err() {
+            return Err(module_err("it exports no C_GetFunctionList".into()));
+        }
+        let mut list = std::ptr::null_mut();
+        // SAFETY: the symbol exists (checked above) and `list` is a valid out pointer.
+        check_rv("C_GetFunctionList", unsafe {
+            lib.C_GetFunctionList(&mut list)
+        })?;
+        if list.is_null() {
+            return Err(module_err("C_GetFunctionList returned no list".into()));
+        }
+        Ok(RawModule { _lib: lib, list })
+    }
+
+    /// One function of the list, or an error naming it if the module leaves it out.
+    fn function<F>(
+        &self,
+        name: &'static str,
+        pick: impl FnOnce(&cryptoki_sys::CK_FUNCTION_LIST) -> Option<F>,
+    ) -> Result<F, HsmError> {
+        // SAFETY: `list` came non-null from C_GetFunctionList and stays valid while the
+        // library is loaded, which `_lib` guarantees.
+        pick(unsafe { &*self.list }).ok_or(HsmError::Pkcs11 {
+            op: name,
+            rv: "the module does not implement it".into(),
+        })
     }
 }
 
