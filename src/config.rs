@@ -1207,6 +1207,24 @@ signature = "rsa-pss-sha256""#,
     }
 
     #[test]
+    fn token_section_mistakes_name_their_key() {
+        let token = |tries: &str, issuer: &str| {
+            format!(
+                "{GOOD}\n[token]\nactor = \"ws-1\"\nmodules = [{{ path = \"/usr/lib/x.so\" }}]\nmax_pin_tries = {tries}\n\n[token.issuer]\n{issuer}\n"
+            )
+        };
+        assert!(Config::from_toml(&token("5", "kind = \"in-process\""), Path::new(".")).is_ok());
+        let e = err(&token("0", "kind = \"in-process\""));
+        assert!(e.contains("token.max_pin_tries"), "{e}");
+        let e = err(&token("5", "kind = \"cloud\""));
+        assert!(e.contains("token.issuer.kind"), "{e}");
+        let e = err(&token("5", "kind = \"remote\""));
+        assert!(e.contains("token.issuer.endpoint"), "{e}");
+        let e = err(&token("5", "kind = \"in-process\"\npin = \"1234\""));
+        assert!(e.contains("unknown field"), "{e}");
+    }
+
+    #[test]
     fn a_pin_written_inline_is_not_a_key() {
         let e = err(&GOOD.replace(r#"pin_env = "SIGNET_HSM_PIN""#, r#"pin = "1234""#));
         assert!(e.contains("unknown field") && e.contains("pin"), "{e}");
