@@ -26,7 +26,7 @@ use x509_cert::Certificate;
 use crate::audit::AuditEvent;
 use crate::ca::{Approval, CaError, IssueRequest};
 use crate::hsm::HsmError;
-use crate::hsm::token::{CertificateCategory, TokenInfo, TokenModule, TokenObject};
+use crate::hsm::token::{CertificateCategory, TokenInfo, TokenModule, TokenObject, TokenSession};
 use crate::pki::{KeyType, San, SubjectSpec, csr};
 use crate::secret::Secret;
 use crate::store::{Store, StoreError, TokenJob, TokenJobState};
@@ -271,6 +271,27 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| TokenError::Internal(format!("token task: {e}")))?
 }
 
+/// Run `f` in a fresh session on token `serial` of `module`, logged in as the user when
+/// `pin` is given, off the async executor; token-layer errors in workstation terms.
+async fn on_token<T: Send + 'static>(
+    module: &Arc<TokenModule>,
+    serial: &str,
+    pin: Option<&Secret>,
+    f: impl FnOnce(&TokenSession) -> Result<T, HsmError> + Send + 'static,
+) -> Result<T, TokenError> {
+    let (m, s, pin) = (module.clone(), serial.to_owned(), pin.cloned());
+    blocking(move || {
+        m.with_session(&s, |t| {
+            if let Some(pin) = &pin {
+                t.login_user(pin)?;
+            }
+            f(t)
+        })
+        .map_err(|e| from_hsm(&s, e))
+    })
+    .await
+}
+
 /// The certificate's summary, or `None` if it does not parse.
 fn summarize(obj: &TokenObject) -> Option<CertSummary> {
     let cert = Certificate::from_der(&obj.value).ok()?;
@@ -442,18 +463,10 @@ impl Workstation {
             self.login_check(serial, pin, "user_pin").await?;
         }
         let module = self.module_of(serial).await?;
-        let s = serial.to_owned();
-        blocking(move || {
-            module
-                .with_session(&s, |t| {
-                    if let Some(pin) = &user_pin {
-                        t.login_user(pin)?;
-                    }
-                    let objects = t.objects();
-                    t.logout();
-                    objects
-                })
-                .map_err(|e| from_hsm(&s, e))
+        on_token(&module, serial, user_pin.as_ref(), |t| {
+            let objects = t.objects();
+            t.logout();
+            objects
         })
         .await
     }
@@ -636,16 +649,11 @@ impl Workstation {
         }
         self.login_check(serial, old_pin, "old_pin").await?;
         let module = self.module_of(serial).await?;
-        let (s, old, new) = (serial.to_owned(), old_pin.clone(), new_pin.clone());
-        blocking(move || {
-            module
-                .with_session(&s, |t| {
-                    t.login_user(&old)?;
-                    let r = t.set_pin(&old, &new);
-                    t.logout();
-                    r
-                })
-                .map_err(|e| from_hsm(&s, e))
+        let (old, new) = (old_pin.clone(), new_pin.clone());
+        on_token(&module, serial, Some(old_pin), move |t| {
+            let r = t.set_pin(&old, &new);
+            t.logout();
+            r
         })
         .await?;
         self.store
@@ -769,18 +777,9 @@ impl Workstation {
         let mut job = match job.take() {
             Some(j) => {
                 // Resuming: the key generated for this request must still be there.
-                let (m, s, id, pin) = (
-                    module.clone(),
-                    serial.clone(),
-                    j.key_id.clone(),
-                    req.user_pin.clone(),
-                );
-                let present = blocking(move || {
-                    m.with_session(&s, |t| {
-                        t.login_user(&pin)?;
-                        t.has_private_key(&id)
-                    })
-                    .map_err(|e| from_hsm(&s, e))
+                let id = j.key_id.clone();
+                let present = on_token(&module, &serial, Some(&req.user_pin), move |t| {
+                    t.has_private_key(&id)
                 })
                 .await?;
                 if !present {
@@ -814,18 +813,9 @@ impl Workstation {
                     self.store.save_token_job(job.clone(), None).await?;
                 }
                 Err(IssueError::Refused(e)) => {
-                    let (m, s, id, pin) = (
-                        module.clone(),
-                        serial.clone(),
-                        job.key_id.clone(),
-                        req.user_pin.clone(),
-                    );
-                    let removed = blocking(move || {
-                        m.with_session(&s, |t| {
-                            t.login_user(&pin)?;
-                            t.destroy_id(&id)
-                        })
-                        .map_err(|e| from_hsm(&s, e))
+                    let id = job.key_id.clone();
+                    let removed = on_token(&module, &serial, Some(&req.user_pin), move |t| {
+                        t.destroy_id(&id)
                     })
                     .await?;
                     tracing::warn!(token = %serial, request_id = %req.request_id, removed, "the CA refused; the new key pair was destroyed");
@@ -848,17 +838,14 @@ impl Workstation {
         label: &str,
         digest: &str,
     ) -> Result<TokenJob, TokenError> {
-        let (m, s, pin, l, key_type, subject) = (
-            module.clone(),
-            req.token_serial.clone(),
+        let (pin, l, key_type, subject) = (
             req.user_pin.clone(),
             label.to_owned(),
             req.key_type,
             req.subject.clone(),
         );
-        let (key_id, csr_der) = blocking(move || {
-            m.with_session(&s, |t| {
-                t.login_user(&pin)?;
+        let (key_id, csr_der) =
+            on_token(module, &req.token_serial, Some(&req.user_pin), move |t| {
                 let (spki, id) = t.generate(&l, key_type)?;
                 let made = (|| {
                     let info = csr::request_info(&subject, &spki).map_err(|e| HsmError::Pkcs11 {
@@ -883,9 +870,7 @@ impl Workstation {
                     }
                 }
             })
-            .map_err(|e| from_hsm(&s, e))
-        })
-        .await?;
+            .await?;
         let job = TokenJob {
             request_id: req.request_id.clone(),
             token_serial: req.token_serial.clone(),
@@ -903,20 +888,14 @@ impl Workstation {
         };
         if let Err(e) = self.store.save_token_job(job.clone(), None).await {
             // Without the journal a retry could not find this key: remove it.
-            let (m, s, id, pin) = (
-                module.clone(),
-                req.token_serial.clone(),
-                job.key_id.clone(),
-                req.user_pin.clone(),
-            );
-            let _ = blocking(move || {
-                m.with_session(&s, |t| {
-                    t.login_user(&pin)?;
-                    t.destroy_id(&id)
-                })
-                .map_err(|e| from_hsm(&s, e))
+            let id = job.key_id.clone();
+            if let Err(d) = on_token(module, &req.token_serial, Some(&req.user_pin), move |t| {
+                t.destroy_id(&id)
             })
-            .await;
+            .await
+            {
+                tracing::warn!(error = %d, "could not remove a key pair that has no journal entry");
+            }
             return Err(e.into());
         }
         tracing::info!(token = %req.token_serial, request_id = %req.request_id, key_id = %hex::encode(&job.key_id), "key pair generated on the token");
@@ -948,32 +927,26 @@ impl Workstation {
         getrandom::fill(&mut challenge)
             .map_err(|e| TokenError::Internal(format!("random challenge: {e}")))?;
         let module = self.module_of(&job.token_serial).await?;
-        let (s, p, j, c) = (
-            job.token_serial.clone(),
+        let (p, j, c, chal) = (
             pin.clone(),
             job.clone(),
             cert_der.clone(),
+            challenge.clone(),
         );
-        let chal = challenge.clone();
-        let signature = blocking(move || {
-            module
-                .with_session(&s, |t| {
-                    t.login_user(&p)?;
-                    t.write_certificate(&j.label, &j.key_id, &c, CertificateCategory::User)?;
-                    for ca in &j.chain_der {
-                        let Ok(parsed) = Certificate::from_der(ca) else {
-                            continue;
-                        };
-                        t.write_certificate(
-                            &ca_label(&parsed),
-                            &ca_key_id(&parsed),
-                            ca,
-                            CertificateCategory::Authority,
-                        )?;
-                    }
-                    t.sign(&j.key_id, alg, &chal, &p)
-                })
-                .map_err(|e| from_hsm(&s, e))
+        let signature = on_token(&module, &job.token_serial, Some(pin), move |t| {
+            t.write_certificate(&j.label, &j.key_id, &c, CertificateCategory::User)?;
+            for ca in &j.chain_der {
+                let Ok(parsed) = Certificate::from_der(ca) else {
+                    continue;
+                };
+                t.write_certificate(
+                    &ca_label(&parsed),
+                    &ca_key_id(&parsed),
+                    ca,
+                    CertificateCategory::Authority,
+                )?;
+            }
+            t.sign(&j.key_id, alg, &chal, &p)
         })
         .await?;
         crate::pki::verify::verify_signature(
