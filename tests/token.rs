@@ -251,6 +251,7 @@ async fn personalise_and_check_with(
     let (hash, mech) = match key_type {
         KeyType::P384 => ("-sha384", "ECDSA"),
         KeyType::P256 => ("-sha256", "ECDSA"),
+        KeyType::Ed25519 => ("", "EDDSA"),
         _ => ("-sha256", "SHA256-RSA-PKCS"),
     };
     let to_sign = if mech == "ECDSA" {
@@ -276,15 +277,26 @@ async fn personalise_and_check_with(
         .arg("--output-file")
         .arg(&sig));
     assert!(ok, "pkcs11-tool --sign: {text}");
-    let (ok, text) = run(Command::new("openssl")
-        .args(["dgst", hash, "-verify"])
-        .arg(work.join("pub.pem"))
-        .arg("-signature")
-        .arg(&sig)
-        .arg(&message));
+    let (ok, text) = if key_type == KeyType::Ed25519 {
+        // Ed25519 signs the message itself: openssl verifies it raw.
+        run(Command::new("openssl")
+            .args(["pkeyutl", "-verify", "-pubin", "-rawin", "-inkey"])
+            .arg(work.join("pub.pem"))
+            .arg("-in")
+            .arg(&message)
+            .arg("-sigfile")
+            .arg(&sig))
+    } else {
+        run(Command::new("openssl")
+            .args(["dgst", hash, "-verify"])
+            .arg(work.join("pub.pem"))
+            .arg("-signature")
+            .arg(&sig)
+            .arg(&message))
+    };
     assert!(
-        ok && text.contains("Verified OK"),
-        "openssl dgst -verify: {text}"
+        ok && (text.contains("Verified OK") || text.contains("Signature Verified Successfully")),
+        "openssl verify of the token's signature: {text}"
     );
 
     // The chain's CA certificates are on the token; the certificate verifies against them.
@@ -364,6 +376,10 @@ async fn personalised_token_holds_a_linked_sign_only_key_and_a_verifiable_certif
         .expect("the USB token is listed");
     assert_eq!(usb.info.label, USB);
     assert!(usb.info.initialized && usb.info.user_pin_initialized);
+    assert!(
+        !tokens.iter().any(|t| t.info.label == "signet-ca"),
+        "the CA's own HSM token is never listed: {tokens:#?}"
+    );
     assert!(!usb.pin_locked);
     let subscriber: Vec<_> = usb.certificates.iter().filter(|c| !c.is_ca).collect();
     assert_eq!(subscriber.len(), 3, "{:#?}", usb.certificates);
@@ -612,6 +628,17 @@ async fn initialising_a_token_with_a_valid_certificate_is_refused_without_force(
         .unwrap();
     let so = Secret::new(USB_SO.into());
     let pin = Secret::new(USB_PIN.into());
+    // The CA's own HSM token (served by the same SoftHSM) is out of the workstation's reach.
+    let ca_serial = desk.softhsm.token_serial("signet-ca");
+    let hands_off = desk
+        .station
+        .initialize_token(&ca_serial, &so, "fresh", &pin, true)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&hands_off, TokenError::Invalid { field, .. } if field == "token_serial"),
+        "{hands_off}"
+    );
     let refused = desk
         .station
         .initialize_token(&desk.serial, &so, "fresh", &pin, false)
@@ -990,4 +1017,36 @@ async fn a_token_pulled_out_mid_way_gives_a_clear_error_and_a_retry_finishes_onc
             .count(),
         1
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ed25519_keys_are_personalised_where_the_token_and_the_policy_allow_them() {
+    let desk = desk().await;
+    let mut policy = desk.station.policy().clone();
+    // The [token] of this test allows the default three only.
+    let refused = desk
+        .station
+        .personalize(request(&desk, "ed-0", KeyType::Ed25519))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused, TokenError::Invalid { field, .. } if field == "key_type"),
+        "{refused}"
+    );
+    policy.key_types.push(KeyType::Ed25519);
+    let station = Workstation::new(
+        vec![Arc::new(signet::hsm::token::TokenModule::open(
+            &desk.softhsm.module,
+        ))],
+        desk.store.clone(),
+        Arc::new(InProcessIssuer::new(desk.authority.clone(), ACTOR)),
+        policy,
+        ACTOR,
+    );
+    let bench = Bench {
+        softhsm: &desk.softhsm,
+        dir: &desk.dir,
+        serial: &desk.serial,
+    };
+    personalise_and_check_with(&station, &bench, "ed-1", KeyType::Ed25519).await;
 }

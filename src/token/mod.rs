@@ -214,6 +214,9 @@ pub struct Workstation {
     issuer: Arc<dyn CertificateIssuer>,
     policy: TokenPolicy,
     actor: String,
+    /// Tokens the workstation never lists or touches: the CA's own HSM token, which one
+    /// module may serve beside the subscribers' tokens (the quick start's SoftHSM).
+    reserved: Vec<crate::hsm::TokenSelector>,
 }
 
 fn now() -> i64 {
@@ -355,7 +358,20 @@ impl Workstation {
             issuer,
             policy,
             actor: actor.into(),
+            reserved: Vec::new(),
         }
+    }
+
+    /// Never list or touch the token `selector` names (the CA's HSM token).
+    pub fn reserve(mut self, selector: crate::hsm::TokenSelector) -> Workstation {
+        self.reserved.push(selector);
+        self
+    }
+
+    fn is_reserved(&self, info: &TokenInfo) -> bool {
+        self.reserved
+            .iter()
+            .any(|r| r.matches(&info.label, &info.serial))
     }
 
     /// The policy in force.
@@ -395,10 +411,21 @@ impl Workstation {
         Self::check_serial(serial)?;
         let modules = self.modules.clone();
         let wanted = serial.to_owned();
+        let reserved = self.reserved.clone();
         blocking(move || {
             let mut last = "no token module is configured".to_owned();
             for m in modules {
                 match m.find(&wanted) {
+                    Ok(Some(info))
+                        if reserved
+                            .iter()
+                            .any(|r| r.matches(&info.label, &info.serial)) =>
+                    {
+                        return Err(invalid(
+                            "token_serial",
+                            "names the CA's own HSM token, which the workstation never touches",
+                        ));
+                    }
                     Ok(Some(_)) => return Ok(m),
                     Ok(None) => last = format!("no slot of {} holds it", m.path().display()),
                     Err(e) => last = e.to_string(),
@@ -436,6 +463,9 @@ impl Workstation {
         .await?;
         let mut out = Vec::new();
         for (info, objects) in found {
+            if self.is_reserved(&info) {
+                continue;
+            }
             let pin_failures = self.store.pin_failures(&info.serial).await?;
             out.push(TokenStatus {
                 pin_locked: info.user_pin_locked || pin_failures >= self.policy.max_pin_tries,
@@ -1034,6 +1064,9 @@ impl Workstation {
                 Arc::new(InProcessIssuer::new(authority, t.actor.clone()))
             }
         };
+        let hsm_token = cfg
+            .token_selector()
+            .map_err(|e| TokenError::FailedPrecondition(e.to_string()))?;
         Ok(Workstation::new(
             modules,
             store,
@@ -1045,6 +1078,7 @@ impl Workstation {
                 key_types: t.key_types.clone(),
             },
             t.actor.clone(),
-        ))
+        )
+        .reserve(hsm_token))
     }
 }
