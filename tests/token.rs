@@ -368,6 +368,29 @@ async fn personalised_token_holds_a_linked_sign_only_key_and_a_verifiable_certif
     personalise_and_check(&desk, "p256-1", KeyType::P256).await;
     personalise_and_check(&desk, "p384-1", KeyType::P384).await;
 
+    // GnuTLS's p11tool reads CKA_CERTIFICATE_CATEGORY: authority for the chain, not for
+    // the subscriber's own certificates.
+    let (ok, text) = run(Command::new("p11tool")
+        .env("SOFTHSM2_CONF", &desk.softhsm.conf)
+        .arg("--provider")
+        .arg(&desk.softhsm.module)
+        .args(["--list-all-certs", &format!("pkcs11:token={USB}")]));
+    assert!(ok, "{text}");
+    let certs: Vec<&str> = text.split("Object ").skip(1).collect();
+    assert_eq!(
+        certs.len(),
+        5,
+        "three subscriber certificates and two CAs:\n{text}"
+    );
+    for c in certs {
+        let is_ca = c.contains("Label: Signet Test");
+        assert_eq!(
+            c.contains("CKA_CERTIFICATE_CATEGORY=CA"),
+            is_ca,
+            "category of:\n{c}"
+        );
+    }
+
     // ListTokens: the token, its PIN state and its three certificates.
     let tokens = desk.station.list_tokens().await.unwrap();
     let usb = tokens
