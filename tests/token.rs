@@ -1073,3 +1073,67 @@ async fn ed25519_keys_are_personalised_where_the_token_and_the_policy_allow_them
     };
     personalise_and_check_with(&station, &bench, "ed-1", KeyType::Ed25519).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_that_demands_a_login_per_signature_gets_the_context_specific_login() {
+    let softhsm = SoftHsm::new(&[(USB, USB_SO, USB_PIN)]);
+    let serial = softhsm.token_serial(USB);
+    // pkcs11-tool makes the key with CKA_ALWAYS_AUTHENTICATE, as some smart cards do.
+    let (ok, text) = run(softhsm.pkcs11_tool(USB).args([
+        "--login",
+        "--pin",
+        USB_PIN,
+        "--keypairgen",
+        "--key-type",
+        "EC:prime256v1",
+        "--id",
+        "a1",
+        "--label",
+        "always",
+        "--always-auth",
+    ]));
+    assert!(ok, "{text}");
+    let module = signet::hsm::token::TokenModule::open(&softhsm.module);
+    let pin = Secret::new(USB_PIN.into());
+    let message = b"one login per signature".to_vec();
+    let (m, p) = (message.clone(), pin.clone());
+    let signature = module
+        .with_session(&serial, move |t| {
+            t.login_user(&p)?;
+            t.sign(
+                &[0xa1],
+                signet::pki::SignatureAlgorithm::EcdsaSha256,
+                &m,
+                &p,
+            )
+        })
+        .expect("signed after the context-specific login");
+    let work = softhsm.dir.path();
+    let (ok, text) = run(softhsm
+        .pkcs11_tool(USB)
+        .args([
+            "--read-object",
+            "--type",
+            "pubkey",
+            "--id",
+            "a1",
+            "--output-file",
+        ])
+        .arg(work.join("always.der")));
+    assert!(ok, "{text}");
+    let (ok, text) = run(Command::new("openssl")
+        .args(["pkey", "-pubin", "-inform", "DER", "-in"])
+        .arg(work.join("always.der"))
+        .arg("-out")
+        .arg(work.join("always.pem")));
+    assert!(ok, "{text}");
+    let msg = write(work, "always.msg", &message);
+    let sig = write(work, "always.sig", &signature);
+    let (ok, text) = run(Command::new("openssl")
+        .args(["dgst", "-sha256", "-verify"])
+        .arg(work.join("always.pem"))
+        .arg("-signature")
+        .arg(&sig)
+        .arg(&msg));
+    assert!(ok && text.contains("Verified OK"), "{text}");
+}
