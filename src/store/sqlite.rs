@@ -1646,6 +1646,56 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn token_journal_entries_round_trip_and_wrong_pins_are_counted_per_token() {
+        let s = SqliteStore::open_in_memory().unwrap();
+        assert_eq!(s.token_job("t-1").await.unwrap(), None);
+        let mut job = TokenJob {
+            request_id: "t-1".into(),
+            token_serial: "0a1b2c".into(),
+            label: "zhang-san".into(),
+            key_id: vec![0xaa; 20],
+            key_type: "p256".into(),
+            request_digest: "d".into(),
+            csr_der: vec![0x30, 0x00],
+            state: TokenJobState::Generated,
+            cert_der: None,
+            chain_der: Vec::new(),
+            detail: String::new(),
+            created_at: 7,
+            updated_at: 7,
+        };
+        s.save_token_job(job.clone(), None).await.unwrap();
+        let read = s.token_job("t-1").await.unwrap().unwrap();
+        assert_eq!(read.state, TokenJobState::Generated);
+        assert_eq!(read.csr_der, job.csr_der);
+        job.state = TokenJobState::Written;
+        job.cert_der = Some(vec![1, 2, 3]);
+        job.chain_der = vec![vec![4], vec![5, 6]];
+        s.save_token_job(job.clone(), Some(event("token.personalized")))
+            .await
+            .unwrap();
+        let read = s.token_job("t-1").await.unwrap().unwrap();
+        assert_eq!(read.state, TokenJobState::Written);
+        assert_eq!(read.cert_der, Some(vec![1, 2, 3]));
+        assert_eq!(read.chain_der, vec![vec![4], vec![5, 6]]);
+        assert_eq!(read.created_at, 7, "the first write's time is kept");
+        let audit = s.audit_entries(1, 10).await.unwrap();
+        assert_eq!(audit.len(), 1);
+        assert_eq!(audit[0].event.action, "token.personalized");
+
+        assert_eq!(s.pin_failures("0a1b2c").await.unwrap(), 0);
+        assert_eq!(s.record_pin_failure("0a1b2c").await.unwrap(), 1);
+        assert_eq!(s.record_pin_failure("0a1b2c").await.unwrap(), 2);
+        assert_eq!(s.record_pin_failure("ffff").await.unwrap(), 1);
+        s.reset_pin_failures("0a1b2c", Some(event("token.pin_unblocked")))
+            .await
+            .unwrap();
+        assert_eq!(s.pin_failures("0a1b2c").await.unwrap(), 0);
+        assert_eq!(s.pin_failures("ffff").await.unwrap(), 1);
+        assert_eq!(s.audit_entries(1, 10).await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
     async fn a_version_1_database_migrates_and_keeps_its_certificates() {
         let conn = Connection::open_in_memory().unwrap();
         conn.execute_batch(MIGRATIONS[0]).unwrap();
