@@ -89,6 +89,8 @@ pub struct Config {
     /// How long OCSP responses stay fresh.
     #[serde(default)]
     pub ocsp: OcspConfig,
+    /// Token personalisation (the workstation's subscriber tokens); absent means none.
+    pub token: Option<TokenConfig>,
     /// The directory holding the configuration file; relative paths are resolved against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -296,6 +298,73 @@ fn default_crl_next_update() -> u64 {
     24
 }
 
+/// `[token]`: the token personalisation workstation.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// The workstation's name: the RA recorded for in-process issuance and the actor of
+    /// its audit entries.
+    pub actor: String,
+    /// The PKCS#11 modules that serve subscribers' tokens (OpenSC, a vendor's library;
+    /// SoftHSM in the quick start), searched in order for a token by serial.
+    pub modules: Vec<TokenModuleConfig>,
+    /// Shortest user PIN accepted.
+    #[serde(default = "default_pin_min")]
+    pub pin_min_len: usize,
+    /// Longest user PIN accepted.
+    #[serde(default = "default_pin_max")]
+    pub pin_max_len: usize,
+    /// Wrong user PINs before signet treats the PIN as locked (tokens count on their own
+    /// too; SoftHSM never locks).
+    #[serde(default = "default_max_pin_tries")]
+    pub max_pin_tries: u32,
+    /// Key algorithms allowed for subscriber keys.
+    #[serde(default = "default_token_key_types")]
+    pub key_types: Vec<KeyType>,
+    /// Where CSRs go.
+    pub issuer: TokenIssuerConfig,
+}
+
+/// `[[token.modules]]`: one PKCS#11 module for tokens.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenModuleConfig {
+    /// Path of the module (shared library).
+    pub path: PathBuf,
+    /// Environment variables the module reads at load time, as in `[hsm]`.
+    #[serde(default)]
+    pub module_env: BTreeMap<String, String>,
+}
+
+/// `[token.issuer]`: the CA that certifies tokens' keys.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenIssuerConfig {
+    /// `in-process` (this process's authority) or `remote` (a central signet over mTLS).
+    pub kind: String,
+    /// Remote: `https://host:port` of the central signet.
+    pub endpoint: Option<String>,
+    /// Remote: PEM of the CA that issued the central signet's server certificate.
+    pub ca_cert: Option<PathBuf>,
+    /// Remote: the workstation's client certificate (PEM).
+    pub client_cert: Option<PathBuf>,
+    /// Remote: the workstation's client key (PKCS#8 PEM).
+    pub client_key: Option<PathBuf>,
+}
+
+fn default_pin_min() -> usize {
+    6
+}
+fn default_pin_max() -> usize {
+    32
+}
+fn default_max_pin_tries() -> u32 {
+    5
+}
+fn default_token_key_types() -> Vec<KeyType> {
+    vec![KeyType::Rsa2048, KeyType::P256, KeyType::P384]
+}
+
 /// An operation an RA may be granted.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, serde::Serialize,
@@ -310,6 +379,8 @@ pub enum RaOperation {
     Revoke,
     /// `GetCertificate`, `ListCertificates`, `GetCaChain`.
     Read,
+    /// The token workstation's `TokenService` (list, initialise, personalise, PINs, read).
+    Token,
 }
 
 /// `[[ra]]`: one RA office.
@@ -541,6 +612,10 @@ impl Config {
             ));
         }
 
+        if let Some(t) = &self.token {
+            self.validate_token(t)?;
+        }
+
         // [[issuer]]
         let specs = self.issuer_specs()?;
         let roots = specs.iter().filter(|s| s.parent.is_none()).count();
@@ -702,6 +777,79 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    fn validate_token(&self, t: &TokenConfig) -> Result<(), ConfigError> {
+        if !is_simple_name(&t.actor) {
+            return Err(invalid(
+                "token.actor",
+                "must be a name of letters, digits, '-' and '_'",
+            ));
+        }
+        if t.modules.is_empty() {
+            return Err(invalid("token.modules", "list at least one PKCS#11 module"));
+        }
+        if t.pin_min_len < 4 || t.pin_max_len < t.pin_min_len || t.pin_max_len > 255 {
+            return Err(invalid(
+                "token.pin_min_len",
+                "PIN lengths must satisfy 4 <= pin_min_len <= pin_max_len <= 255",
+            ));
+        }
+        if !(1..=100).contains(&t.max_pin_tries) {
+            return Err(invalid("token.max_pin_tries", "must be between 1 and 100"));
+        }
+        if t.key_types.is_empty() {
+            return Err(invalid("token.key_types", "list at least one key type"));
+        }
+        match t.issuer.kind.as_str() {
+            "in-process" => {}
+            "remote" => {
+                for (key, v) in [
+                    ("endpoint", t.issuer.endpoint.is_some()),
+                    ("ca_cert", t.issuer.ca_cert.is_some()),
+                    ("client_cert", t.issuer.client_cert.is_some()),
+                    ("client_key", t.issuer.client_key.is_some()),
+                ] {
+                    if !v {
+                        return Err(invalid(
+                            format!("token.issuer.{key}"),
+                            "is required when kind = \"remote\"",
+                        ));
+                    }
+                }
+            }
+            other => {
+                return Err(invalid(
+                    "token.issuer.kind",
+                    format!("{other:?} is neither \"in-process\" nor \"remote\""),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The token modules' paths, with their `module_env` set for this process (call at
+    /// start-up, before the modules are loaded).
+    pub fn token_modules(&self) -> Vec<PathBuf> {
+        let Some(t) = &self.token else {
+            return Vec::new();
+        };
+        t.modules
+            .iter()
+            .map(|m| {
+                for (k, v) in &m.module_env {
+                    let value = if v.starts_with("./") || v.starts_with("../") {
+                        self.resolve(Path::new(v)).to_string_lossy().into_owned()
+                    } else {
+                        v.clone()
+                    };
+                    // SAFETY: called at start-up, before the module is loaded and before
+                    // threads that read the environment run.
+                    unsafe { std::env::set_var(k, value) };
+                }
+                self.resolve(&m.path)
+            })
+            .collect()
     }
 
     /// The token selector from `token_label`, `token_serial` or `token_uri`.
@@ -1114,6 +1262,24 @@ signature = "rsa-pss-sha256""#,
             assert_eq!(c.profiles().unwrap().len(), 6, "{f}");
             assert_eq!(c.issuer_specs().unwrap().len(), 4, "{f}");
         }
+    }
+
+    #[test]
+    fn token_section_mistakes_name_their_key() {
+        let token = |tries: &str, issuer: &str| {
+            format!(
+                "{GOOD}\n[token]\nactor = \"ws-1\"\nmodules = [{{ path = \"/usr/lib/x.so\" }}]\nmax_pin_tries = {tries}\n\n[token.issuer]\n{issuer}\n"
+            )
+        };
+        assert!(Config::from_toml(&token("5", "kind = \"in-process\""), Path::new(".")).is_ok());
+        let e = err(&token("0", "kind = \"in-process\""));
+        assert!(e.contains("token.max_pin_tries"), "{e}");
+        let e = err(&token("5", "kind = \"cloud\""));
+        assert!(e.contains("token.issuer.kind"), "{e}");
+        let e = err(&token("5", "kind = \"remote\""));
+        assert!(e.contains("token.issuer.endpoint"), "{e}");
+        let e = err(&token("5", "kind = \"in-process\"\npin = \"1234\""));
+        assert!(e.contains("unknown field"), "{e}");
     }
 
     #[test]

@@ -14,3 +14,4 @@ pub mod http;
 pub mod pki;
 pub mod secret;
 pub mod store;
+pub mod token;

@@ -5,6 +5,7 @@
 mod bench_cmd;
 mod bench_ocsp;
 mod ra_cmd;
+mod token_cmd;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -64,6 +65,9 @@ enum Command {
     },
     /// The reference RA client: call the RA API over mutual TLS.
     Ra(Box<ra_cmd::RaArgs>),
+    /// The token workstation's front desk: list, init, personalize, change-pin, unblock and
+    /// read subscribers' tokens through a daemon's TokenService over mutual TLS.
+    Token(Box<token_cmd::TokenArgs>),
     /// Load a running daemon over mTLS gRPC with concurrent Issue calls and report issued/s
     /// and latency beside the raw HSM signing rate of the same issuer key and pool size.
     Bench {
@@ -150,12 +154,17 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 }
 
 fn run(cli: Cli) -> Result<(), String> {
-    if let Command::Ra(args) = cli.command {
-        return ra_cmd::run(*args, cli.config.as_deref(), read_csr);
-    }
+    let cli = match cli.command {
+        Command::Ra(args) => return ra_cmd::run(*args, cli.config.as_deref(), read_csr),
+        Command::Token(args) => return token_cmd::run(*args, cli.config.as_deref()),
+        command => Cli {
+            command,
+            config: cli.config,
+        },
+    };
     let cfg = load_config(cli.config.as_deref())?;
     match cli.command {
-        Command::Ra(_) => unreachable!("handled above"),
+        Command::Ra(_) | Command::Token(_) => unreachable!("handled above"),
         Command::Bench { conn, args } => {
             let client = ra_cmd::settings(&conn, cli.config.as_deref())?;
             bench_cmd::run(cfg, client, &args)
@@ -351,8 +360,18 @@ fn serve_parts(parts: Parts, rt: tokio::runtime::Runtime) -> Result<(), String> 
                 .await
                 .map_err(describe)?,
         );
-        let api = Api::new(&parts.cfg, authority.clone(), parts.hsm.clone())
+        let mut api = Api::new(&parts.cfg, authority.clone(), parts.hsm.clone())
             .map_err(|e| e.to_string())?;
+        if parts.cfg.token.is_some() {
+            let workstation = signet::token::Workstation::from_config(
+                &parts.cfg,
+                parts.store.clone(),
+                Some(authority.clone()),
+            )
+            .map_err(|e| e.to_string())?;
+            api = api.with_token_service(Arc::new(workstation));
+            tracing::info!("token service enabled ([token])");
+        }
         let listener = Api::bind(&parts.cfg).await.map_err(|e| e.to_string())?;
         let addr = listener
             .local_addr()

@@ -295,7 +295,7 @@ pub fn settings(a: &ConnArgs, config: Option<&Path>) -> Result<ClientSettings, S
 }
 
 /// Split `CN=a, O=b\, c` into attributes; the daemon judges them.
-fn subject_attrs(text: &str) -> Result<Vec<pb::SubjectAttribute>, String> {
+pub fn subject_attrs(text: &str) -> Result<Vec<pb::SubjectAttribute>, String> {
     let mut parts = Vec::new();
     let mut cur = String::new();
     let mut chars = text.chars();
@@ -323,7 +323,7 @@ fn subject_attrs(text: &str) -> Result<Vec<pb::SubjectAttribute>, String> {
         .collect()
 }
 
-fn san(text: &str) -> Result<pb::SubjectAltName, String> {
+pub fn san(text: &str) -> Result<pb::SubjectAltName, String> {
     use pb::subject_alt_name::Name;
     let (kind, value) = text
         .split_once(':')
@@ -337,7 +337,7 @@ fn san(text: &str) -> Result<pb::SubjectAltName, String> {
     Ok(pb::SubjectAltName { name: Some(name) })
 }
 
-fn write_or_print(out: Option<&Path>, text: &str) -> Result<(), String> {
+pub fn write_or_print(out: Option<&Path>, text: &str) -> Result<(), String> {
     match out {
         Some(p) => std::fs::write(p, text).map_err(|e| format!("{}: {e}", p.display())),
         None => {

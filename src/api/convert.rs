@@ -133,6 +133,43 @@ pub fn issue_request(m: pb::IssueRequest) -> Result<ca::IssueRequest, Refusal> {
     })
 }
 
+/// The authority's request as an Issue message: what a workstation sends a remote CA.
+pub fn issue_message(r: &ca::IssueRequest) -> pb::IssueRequest {
+    use pb::subject_alt_name::Name;
+    pb::IssueRequest {
+        request_id: r.request_id.clone(),
+        profile: r.profile.clone(),
+        issuer: r.issuer.clone().unwrap_or_default(),
+        csr: r.csr.clone(),
+        subject: r
+            .subject
+            .attrs()
+            .iter()
+            .map(|(a, v)| pb::SubjectAttribute {
+                r#type: a.short_name().to_owned(),
+                value: v.clone(),
+            })
+            .collect(),
+        sans: r
+            .sans
+            .iter()
+            .map(|s| pb::SubjectAltName {
+                name: Some(match s {
+                    San::Dns(d) => Name::Dns(d.clone()),
+                    San::Email(e) => Name::Email(e.clone()),
+                    San::Ip(ip) => Name::Ip(ip.to_string()),
+                }),
+            })
+            .collect(),
+        validity_years: r.validity_years,
+        approval: Some(pb::Approval {
+            officer: r.approval.officer.clone(),
+            ra_reference: r.approval.ra_reference.clone(),
+            agreement_version: r.approval.agreement_version.clone(),
+        }),
+    }
+}
+
 /// The answer to Issue.
 pub fn issue_response(i: Issued) -> pb::IssueResponse {
     pb::IssueResponse {

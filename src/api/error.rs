@@ -7,6 +7,7 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::ca::CaError;
+use crate::token::TokenError;
 
 /// Why the API layer refused a call before or around the authority.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +31,9 @@ pub enum Refusal {
     /// The authority answered with an error.
     #[error(transparent)]
     Ca(#[from] CaError),
+    /// The token workstation answered with an error.
+    #[error(transparent)]
+    Token(#[from] TokenError),
 }
 
 impl Refusal {
@@ -85,6 +89,52 @@ impl From<Refusal> for Status {
             Refusal::InvalidField { field, problem } => bad_request(&field, &problem),
             Refusal::DeadlineExceeded(_) => Status::deadline_exceeded(r.to_string()),
             Refusal::Ca(e) => ca_status(e),
+            Refusal::Token(e) => token_status(e),
+        }
+    }
+}
+
+/// Map a workstation error to the status a client sees: a wrong PIN names its field (with
+/// the tries left), a locked PIN names `UnblockPin`, an absent token is UNAVAILABLE.
+fn token_status(e: TokenError) -> Status {
+    match e {
+        TokenError::Invalid { field, problem } => bad_request(&field, &problem),
+        e @ TokenError::WrongPin { .. } => {
+            let field = match &e {
+                TokenError::WrongPin { field, .. } => field.clone(),
+                _ => String::new(),
+            };
+            let message = e.to_string();
+            let problem = message
+                .strip_prefix(&format!("{field}: "))
+                .unwrap_or(&message)
+                .to_owned();
+            bad_request(&field, &problem)
+        }
+        e @ TokenError::PinLocked { .. } => Status::failed_precondition(e.to_string()),
+        TokenError::FailedPrecondition(m) => Status::failed_precondition(m),
+        e @ TokenError::AlreadyExists(_) => Status::already_exists(e.to_string()),
+        e @ TokenError::Absent { .. } => Status::unavailable(e.to_string()),
+        TokenError::Refused(ca) => {
+            let s = ca_status(ca);
+            Status::with_details(
+                s.code(),
+                format!(
+                    "{} (the new key pair was removed from the token)",
+                    s.message()
+                ),
+                bytes::Bytes::copy_from_slice(s.details()),
+            )
+        }
+        TokenError::Unavailable(detail) => {
+            tracing::warn!(%detail, "answering UNAVAILABLE");
+            Status::unavailable(
+                "the CA or the store is temporarily unavailable; retry with the same request_id",
+            )
+        }
+        TokenError::Internal(detail) => {
+            tracing::error!(%detail, "internal error");
+            Status::internal("internal error; the operator has the details in the log")
         }
     }
 }

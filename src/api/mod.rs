@@ -15,6 +15,7 @@ pub mod identity;
 pub mod permissions;
 pub mod service;
 pub mod tls;
+pub mod token_service;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -41,6 +42,9 @@ pub mod pb {
 
 /// The fully qualified name of the RA service, as health checks and reflection name it.
 pub const SERVICE_NAME: &str = "signet.v1.CertificateAuthority";
+
+/// The fully qualified name of the token workstation service.
+pub const TOKEN_SERVICE_NAME: &str = "signet.v1.TokenService";
 
 /// How often the health reporter looks at the HSM and the store.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
@@ -84,6 +88,8 @@ pub struct Api {
     service: service::CaService,
     authority: Arc<Authority>,
     hsm: Hsm,
+    /// The token service, served beside the RA API when `[token]` is configured.
+    token: Option<token_service::TokenService>,
 }
 
 impl Api {
@@ -103,7 +109,18 @@ impl Api {
             service,
             authority,
             hsm,
+            token: None,
         })
+    }
+
+    /// Also serve `signet.v1.TokenService` over `workstation`, on the same listener and
+    /// through the same frame (only `[[ra]]` entries granted `token` may call it).
+    pub fn with_token_service(mut self, workstation: Arc<crate::token::Workstation>) -> Api {
+        self.token = Some(token_service::TokenService::new(
+            workstation,
+            self.service.frame(),
+        ));
+        self
     }
 
     /// Bind the configured listen address (port 0 picks a free port; ask the listener).
@@ -141,10 +158,19 @@ impl Api {
             self.authority.clone(),
         ));
 
+        if self.token.is_some() {
+            reporter
+                .set_service_status(TOKEN_SERVICE_NAME, ServingStatus::Serving)
+                .await;
+        }
         let served = Server::builder()
             .tls_config(self.tls)?
             .add_service(
                 pb::certificate_authority_server::CertificateAuthorityServer::new(self.service),
+            )
+            .add_optional_service(
+                self.token
+                    .map(pb::token_service_server::TokenServiceServer::new),
             )
             .add_service(health)
             .add_service(reflection_v1)

@@ -13,6 +13,7 @@ fn op_name(op: RaOperation) -> &'static str {
         RaOperation::Renew => "renew",
         RaOperation::Revoke => "revoke",
         RaOperation::Read => "read",
+        RaOperation::Token => "use the token service",
     }
 }
 

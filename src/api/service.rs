@@ -24,6 +24,15 @@ use crate::store::{CertFilter, CertificateRecord};
 pub struct CaService {
     /// The authority every call ends in.
     authority: Arc<Authority>,
+    /// Identity, permission, deadline and concurrency around every call.
+    frame: Frame,
+}
+
+/// What every call of signet's gRPC services goes through: the caller's identity from its
+/// client certificate, the operation check, the deadline, the concurrency limit and the log
+/// line with the outcome. Shared by the RA API and the token service.
+#[derive(Clone)]
+pub struct Frame {
     /// The configured RAs.
     ras: Arc<RaDirectory>,
     /// One permit per call being served; bounds the work handed to the HSM and store.
@@ -92,6 +101,35 @@ impl CaService {
     ) -> CaService {
         CaService {
             authority,
+            frame: Frame::new(ras, max_concurrent, default_deadline),
+        }
+    }
+
+    /// The frame this service's calls go through, for services on the same listener.
+    pub fn frame(&self) -> Frame {
+        self.frame.clone()
+    }
+
+    async fn handle<M, R, F, Fut>(
+        &self,
+        rpc: &'static str,
+        op: RaOperation,
+        request: Request<M>,
+        body: F,
+    ) -> Result<Response<R>, Status>
+    where
+        M: Logged,
+        F: FnOnce(Arc<Ra>, M) -> Fut,
+        Fut: Future<Output = Result<R, Refusal>>,
+    {
+        self.frame.handle(rpc, op, request, body).await
+    }
+}
+
+impl Frame {
+    /// A frame for the RAs in `ras`, at most `max_concurrent` calls at once.
+    pub fn new(ras: Arc<RaDirectory>, max_concurrent: usize, default_deadline: Duration) -> Frame {
+        Frame {
             ras,
             permits: Arc::new(Semaphore::new(max_concurrent)),
             default_deadline,
@@ -100,7 +138,7 @@ impl CaService {
 
     /// The frame around every call: identity, operation check, deadline, concurrency limit,
     /// logging. `body` does the call's own work.
-    async fn handle<M, R, F, Fut>(
+    pub async fn handle<M, R, F, Fut>(
         &self,
         rpc: &'static str,
         op: RaOperation,

@@ -60,7 +60,7 @@ impl TokenSelector {
     }
 
     /// True when a token with this label and serial number is the one selected.
-    pub(crate) fn matches(&self, label: &str, serial: &str) -> bool {
+    pub fn matches(&self, label: &str, serial: &str) -> bool {
         match self {
             TokenSelector::Label(want) => label.trim_end() == want.trim_end(),
             TokenSelector::Serial(want) => serial.trim() == want.trim(),

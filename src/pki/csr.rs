@@ -216,6 +216,39 @@ fn rsa_key_type(key: &[u8]) -> Result<KeyType, String> {
     Ok(key_type)
 }
 
+/// The DER CertificationRequestInfo (v1, no attributes) naming `subject` and `spki`: the
+/// bytes a key on a subscriber's token signs to prove possession.
+pub fn request_info(
+    subject: &super::SubjectSpec,
+    spki: &SubjectPublicKeyInfoOwned,
+) -> Result<Vec<u8>, PkiError> {
+    let info = CertReqInfo {
+        version: x509_cert::request::Version::V1,
+        subject: subject.to_name()?,
+        public_key: spki.clone(),
+        attributes: Default::default(),
+    };
+    info.to_der()
+        .map_err(|e| PkiError::Encoding(format!("CertificationRequestInfo: {e}")))
+}
+
+/// A DER CertificationRequest from the info [`request_info`] made, the algorithm the key
+/// signed with and the signature (DER Ecdsa-Sig-Value for ECDSA).
+pub fn assemble_request(
+    info_der: &[u8],
+    algorithm: super::SignatureAlgorithm,
+    signature: &[u8],
+) -> Result<Vec<u8>, PkiError> {
+    let encoding = |e: der::Error| PkiError::Encoding(format!("CertificationRequest: {e}"));
+    RawCsr {
+        info: AnyRef::from_der(info_der).map_err(encoding)?,
+        algorithm: algorithm.algorithm_identifier(),
+        signature: BitString::from_bytes(signature).map_err(encoding)?,
+    }
+    .to_der()
+    .map_err(encoding)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

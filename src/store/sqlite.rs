@@ -16,7 +16,7 @@ use super::{
     BeginOutcome, CaKeyRecord, CertFilter, CertPage, CertStatus, CertificateRecord, CrlRecord,
     CrlRevocation, IssuerRecord, MAX_PAGE_SIZE, ReleaseOutcome, ReleaseRecord, RevocationEvent,
     RevocationEventKind, RevocationInfo, RevocationWatch, RevokeOutcome, RevokeRecord, Store,
-    StoreError, UnpublishedRevocation,
+    StoreError, TokenJob, TokenJobState, UnpublishedRevocation,
 };
 use crate::audit::{self, AuditEntry, AuditEvent};
 use crate::pki::RevocationReason;
@@ -148,6 +148,30 @@ CREATE TABLE release_requests (
     PRIMARY KEY (ra, request_id)
 );
 CREATE INDEX certificates_unpublished ON certificates (status, crl_published_at);
+"#,
+    // Token personalisation: a journal per request id (the exact CSR sent, so a retry sends
+    // the same request and gets the same certificate), and the wrong-PIN count per token.
+    r#"
+CREATE TABLE token_jobs (
+    request_id      TEXT PRIMARY KEY,
+    token_serial    TEXT NOT NULL,
+    label           TEXT NOT NULL,
+    key_id          BLOB NOT NULL,
+    key_type        TEXT NOT NULL,
+    request_digest  TEXT NOT NULL,
+    csr_der         BLOB NOT NULL,
+    state           TEXT NOT NULL CHECK (state IN ('generated', 'issued', 'written', 'abandoned')),
+    cert_der        BLOB,
+    chain_json      TEXT NOT NULL,
+    detail          TEXT NOT NULL,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL
+);
+CREATE TABLE token_pin_failures (
+    token_serial    TEXT PRIMARY KEY,
+    failures        INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL
+);
 "#,
 ];
 
@@ -1266,6 +1290,54 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn token_job(&self, request_id: &str) -> Result<Option<TokenJob>, StoreError> {
+        let request_id = request_id.to_owned();
+        self.run("reading a token personalisation", move |conn| {
+            conn.query_row(
+                "SELECT request_id, token_serial, label, key_id, key_type, request_digest, \
+                 csr_der, state, cert_der, chain_json, detail, created_at, updated_at \
+                 FROM token_jobs WHERE request_id = ?1",
+                params![request_id],
+                |r| {
+                    Ok((
+                        TokenJob {
+                            request_id: r.get(0)?,
+                            token_serial: r.get(1)?,
+                            label: r.get(2)?,
+                            key_id: r.get(3)?,
+                            key_type: r.get(4)?,
+                            request_digest: r.get(5)?,
+                            csr_der: r.get(6)?,
+                            state: TokenJobState::Generated,
+                            cert_der: r.get(8)?,
+                            chain_der: Vec::new(),
+                            detail: r.get(10)?,
+                            created_at: r.get(11)?,
+                            updated_at: r.get(12)?,
+                        },
+                        r.get::<_, String>(7)?,
+                        r.get::<_, String>(9)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(unavailable("reading a token personalisation"))?
+            .map(|(mut job, state, chain)| {
+                job.state = TokenJobState::parse(&state)?;
+                let hex_chain: Vec<String> = serde_json::from_str(&chain)
+                    .map_err(|e| StoreError::Corrupt(format!("token job chain: {e}")))?;
+                job.chain_der = hex_chain
+                    .iter()
+                    .map(hex::decode)
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| StoreError::Corrupt(format!("token job chain: {e}")))?;
+                Ok(job)
+            })
+            .transpose()
+        })
+        .await
+    }
+
     async fn revocation_watch(&self, at: i64) -> Result<RevocationWatch, StoreError> {
         const CTX: &str = "watching for revocations";
         self.run(CTX, move |conn| {
@@ -1299,6 +1371,100 @@ impl Store for SqliteStore {
                 last_event,
                 unpublished,
             })
+        })
+        .await
+    }
+
+    async fn save_token_job(
+        &self,
+        job: TokenJob,
+        audit: Option<AuditEvent>,
+    ) -> Result<(), StoreError> {
+        self.run("recording a token personalisation", move |conn| {
+            let chain: Vec<String> = job.chain_der.iter().map(hex::encode).collect();
+            let chain = serde_json::to_string(&chain)
+                .map_err(|e| StoreError::Corrupt(format!("token job chain: {e}")))?;
+            conn.execute(
+                "INSERT INTO token_jobs (request_id, token_serial, label, key_id, key_type, \
+                 request_digest, csr_der, state, cert_der, chain_json, detail, created_at, \
+                 updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
+                 ON CONFLICT (request_id) DO UPDATE SET token_serial = ?2, label = ?3, \
+                 key_id = ?4, key_type = ?5, request_digest = ?6, csr_der = ?7, state = ?8, \
+                 cert_der = ?9, chain_json = ?10, detail = ?11, updated_at = ?13",
+                params![
+                    job.request_id,
+                    job.token_serial,
+                    job.label,
+                    job.key_id,
+                    job.key_type,
+                    job.request_digest,
+                    job.csr_der,
+                    job.state.as_str(),
+                    job.cert_der,
+                    chain,
+                    job.detail,
+                    job.created_at,
+                    now(),
+                ],
+            )
+            .map_err(unavailable("recording a token personalisation"))?;
+            if let Some(event) = &audit {
+                append_audit_tx(conn, event)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn pin_failures(&self, token_serial: &str) -> Result<u32, StoreError> {
+        let serial = token_serial.to_owned();
+        self.run("reading a token's wrong-PIN count", move |conn| {
+            let n: Option<i64> = conn
+                .query_row(
+                    "SELECT failures FROM token_pin_failures WHERE token_serial = ?1",
+                    params![serial],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(unavailable("reading a token's wrong-PIN count"))?;
+            Ok(u32::try_from(n.unwrap_or(0)).unwrap_or(u32::MAX))
+        })
+        .await
+    }
+
+    async fn record_pin_failure(&self, token_serial: &str) -> Result<u32, StoreError> {
+        let serial = token_serial.to_owned();
+        self.run("counting a wrong PIN", move |conn| {
+            let n: i64 = conn
+                .query_row(
+                    "INSERT INTO token_pin_failures (token_serial, failures, updated_at) \
+                     VALUES (?1, 1, ?2) ON CONFLICT (token_serial) DO UPDATE \
+                     SET failures = failures + 1, updated_at = ?2 RETURNING failures",
+                    params![serial, now()],
+                    |r| r.get(0),
+                )
+                .map_err(unavailable("counting a wrong PIN"))?;
+            Ok(u32::try_from(n).unwrap_or(u32::MAX))
+        })
+        .await
+    }
+
+    async fn reset_pin_failures(
+        &self,
+        token_serial: &str,
+        audit: Option<AuditEvent>,
+    ) -> Result<(), StoreError> {
+        let serial = token_serial.to_owned();
+        self.run("resetting a token's wrong-PIN count", move |conn| {
+            conn.execute(
+                "DELETE FROM token_pin_failures WHERE token_serial = ?1",
+                params![serial],
+            )
+            .map_err(unavailable("resetting a token's wrong-PIN count"))?;
+            if let Some(event) = &audit {
+                append_audit_tx(conn, event)?;
+            }
+            Ok(())
         })
         .await
     }
@@ -1899,6 +2065,56 @@ mod tests {
                 "certificate.revoked"
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn token_journal_entries_round_trip_and_wrong_pins_are_counted_per_token() {
+        let s = SqliteStore::open_in_memory().unwrap();
+        assert_eq!(s.token_job("t-1").await.unwrap(), None);
+        let mut job = TokenJob {
+            request_id: "t-1".into(),
+            token_serial: "0a1b2c".into(),
+            label: "zhang-san".into(),
+            key_id: vec![0xaa; 20],
+            key_type: "p256".into(),
+            request_digest: "d".into(),
+            csr_der: vec![0x30, 0x00],
+            state: TokenJobState::Generated,
+            cert_der: None,
+            chain_der: Vec::new(),
+            detail: String::new(),
+            created_at: 7,
+            updated_at: 7,
+        };
+        s.save_token_job(job.clone(), None).await.unwrap();
+        let read = s.token_job("t-1").await.unwrap().unwrap();
+        assert_eq!(read.state, TokenJobState::Generated);
+        assert_eq!(read.csr_der, job.csr_der);
+        job.state = TokenJobState::Written;
+        job.cert_der = Some(vec![1, 2, 3]);
+        job.chain_der = vec![vec![4], vec![5, 6]];
+        s.save_token_job(job.clone(), Some(event("token.personalized")))
+            .await
+            .unwrap();
+        let read = s.token_job("t-1").await.unwrap().unwrap();
+        assert_eq!(read.state, TokenJobState::Written);
+        assert_eq!(read.cert_der, Some(vec![1, 2, 3]));
+        assert_eq!(read.chain_der, vec![vec![4], vec![5, 6]]);
+        assert_eq!(read.created_at, 7, "the first write's time is kept");
+        let audit = s.audit_entries(1, 10).await.unwrap();
+        assert_eq!(audit.len(), 1);
+        assert_eq!(audit[0].event.action, "token.personalized");
+
+        assert_eq!(s.pin_failures("0a1b2c").await.unwrap(), 0);
+        assert_eq!(s.record_pin_failure("0a1b2c").await.unwrap(), 1);
+        assert_eq!(s.record_pin_failure("0a1b2c").await.unwrap(), 2);
+        assert_eq!(s.record_pin_failure("ffff").await.unwrap(), 1);
+        s.reset_pin_failures("0a1b2c", Some(event("token.pin_unblocked")))
+            .await
+            .unwrap();
+        assert_eq!(s.pin_failures("0a1b2c").await.unwrap(), 0);
+        assert_eq!(s.pin_failures("ffff").await.unwrap(), 1);
+        assert_eq!(s.audit_entries(1, 10).await.unwrap().len(), 2);
     }
 
     #[tokio::test]

@@ -131,7 +131,18 @@ impl TestCa {
     /// As [`TestCa::prepare`], with `extra` TOML (more profiles, say) appended to the
     /// configuration.
     pub fn prepare_with(extra: &str) -> (SoftHsm, PathBuf, PathBuf, Config) {
-        let softhsm = SoftHsm::new(&[("signet-ca", SO_PIN, USER_PIN)]);
+        Self::prepare_with_tokens(extra, &[])
+    }
+
+    /// As [`TestCa::prepare_with`], with more tokens `(label, so_pin, user_pin)` beside the
+    /// CA's in the same SoftHSM (subscribers' tokens for personalisation tests).
+    pub fn prepare_with_tokens(
+        extra: &str,
+        tokens: &[(&str, &str, &str)],
+    ) -> (SoftHsm, PathBuf, PathBuf, Config) {
+        let mut all = vec![("signet-ca", SO_PIN, USER_PIN)];
+        all.extend_from_slice(tokens);
+        let softhsm = SoftHsm::new(&all);
         let dir = softhsm.dir.path().join("ca-work");
         std::fs::create_dir_all(&dir).unwrap();
         let pin_file = softhsm.pin_file(USER_PIN);
@@ -149,7 +160,12 @@ impl TestCa {
 
     /// As [`TestCa::new`], with `extra` TOML appended to the configuration.
     pub async fn new_with(extra: &str) -> TestCa {
-        let (softhsm, dir, config_path, cfg) = Self::prepare_with(extra);
+        Self::new_with_tokens(extra, &[]).await
+    }
+
+    /// As [`TestCa::new_with`], with subscribers' tokens beside the CA's.
+    pub async fn new_with_tokens(extra: &str, tokens: &[(&str, &str, &str)]) -> TestCa {
+        let (softhsm, dir, config_path, cfg) = Self::prepare_with_tokens(extra, tokens);
         let hsm = Hsm::open(cfg.hsm_settings().unwrap()).unwrap();
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&cfg.store_path()).unwrap());
         ceremony::run(&cfg, &hsm, &store).await.unwrap();

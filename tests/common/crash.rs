@@ -8,7 +8,7 @@ use signet::audit::{AuditEntry, AuditEvent};
 use signet::store::{
     BeginOutcome, CaKeyRecord, CertFilter, CertPage, CertificateRecord, CrlRecord, CrlRevocation,
     IssuerRecord, ReleaseOutcome, ReleaseRecord, RevocationEvent, RevocationWatch, RevokeOutcome,
-    RevokeRecord, SqliteStore, Store, StoreError,
+    RevokeRecord, SqliteStore, Store, StoreError, TokenJob,
 };
 
 /// A store that fails to commit, as if the process died between signing and commit.
@@ -97,5 +97,20 @@ impl Store for CrashBeforeCommit {
     }
     async fn audit_entries(&self, f: i64, l: usize) -> Result<Vec<AuditEntry>, StoreError> {
         self.0.audit_entries(f, l).await
+    }
+    async fn token_job(&self, r: &str) -> Result<Option<TokenJob>, StoreError> {
+        self.0.token_job(r).await
+    }
+    async fn save_token_job(&self, j: TokenJob, a: Option<AuditEvent>) -> Result<(), StoreError> {
+        self.0.save_token_job(j, a).await
+    }
+    async fn pin_failures(&self, t: &str) -> Result<u32, StoreError> {
+        self.0.pin_failures(t).await
+    }
+    async fn record_pin_failure(&self, t: &str) -> Result<u32, StoreError> {
+        self.0.record_pin_failure(t).await
+    }
+    async fn reset_pin_failures(&self, t: &str, a: Option<AuditEvent>) -> Result<(), StoreError> {
+        self.0.reset_pin_failures(t, a).await
     }
 }

@@ -1,0 +1,326 @@
+//! The `signet.v1.TokenService` of a token workstation: each call goes through the same frame
+//! as the RA API (client certificate identity, the `token` operation of its `[[ra]]` entry,
+//! deadline, concurrency limit, log line), converts the message, and asks the
+//! [`Workstation`]. PIN fields become [`Secret`]s at once (the message's copy is moved out,
+//! so it is wiped with the secret) and the messages' Debug output redacts them.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use super::convert;
+use super::error::Refusal;
+use super::pb;
+use super::service::{Frame, Logged};
+use crate::config::RaOperation;
+use crate::hsm::token::TokenObject;
+use crate::pki::KeyType;
+use crate::secret::Secret;
+use crate::token::{PersonalizeRequest, TokenStatus, Workstation};
+
+/// The token service's implementation.
+pub struct TokenService {
+    workstation: Arc<Workstation>,
+    frame: Frame,
+}
+
+impl TokenService {
+    /// A service over `workstation`, its calls framed like the RA API's.
+    pub fn new(workstation: Arc<Workstation>, frame: Frame) -> TokenService {
+        TokenService { workstation, frame }
+    }
+}
+
+/// Move a PIN out of a message into a [`Secret`], leaving the field empty.
+fn take_pin(field: &mut String) -> Secret {
+    Secret::new(std::mem::take(field))
+}
+
+macro_rules! redacted_debug {
+    ($ty:ty, $name:literal, [$($plain:ident),*], [$($secret:ident),*]) => {
+        impl std::fmt::Debug for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                let mut d = f.debug_struct($name);
+                $(d.field(stringify!($plain), &self.$plain);)*
+                $(d.field(stringify!($secret), &"<redacted>");)*
+                d.finish_non_exhaustive()
+            }
+        }
+    };
+}
+
+redacted_debug!(
+    pb::InitializeTokenRequest,
+    "InitializeTokenRequest",
+    [token_serial, label, force],
+    [so_pin, user_pin]
+);
+redacted_debug!(
+    pb::PersonalizeRequest,
+    "PersonalizeRequest",
+    [token_serial, key_algorithm, profile, request_id, label],
+    [user_pin]
+);
+redacted_debug!(
+    pb::ChangePinRequest,
+    "ChangePinRequest",
+    [token_serial],
+    [old_pin, new_pin]
+);
+redacted_debug!(
+    pb::UnblockPinRequest,
+    "UnblockPinRequest",
+    [token_serial],
+    [so_pin, new_user_pin]
+);
+redacted_debug!(
+    pb::ReadTokenRequest,
+    "ReadTokenRequest",
+    [token_serial],
+    [user_pin]
+);
+
+impl Logged for pb::ListTokensRequest {}
+impl Logged for pb::InitializeTokenRequest {}
+impl Logged for pb::PersonalizeRequest {
+    fn request_id(&self) -> &str {
+        &self.request_id
+    }
+}
+impl Logged for pb::ChangePinRequest {}
+impl Logged for pb::UnblockPinRequest {}
+impl Logged for pb::ReadTokenRequest {}
+
+fn key_type(v: i32) -> Result<KeyType, Refusal> {
+    match pb::KeyAlgorithm::try_from(v) {
+        Ok(pb::KeyAlgorithm::Rsa2048) => Ok(KeyType::Rsa2048),
+        Ok(pb::KeyAlgorithm::P256) => Ok(KeyType::P256),
+        Ok(pb::KeyAlgorithm::P384) => Ok(KeyType::P384),
+        Ok(pb::KeyAlgorithm::Ed25519) => Ok(KeyType::Ed25519),
+        _ => Err(Refusal::field(
+            "key_algorithm",
+            "choose RSA_2048, P256, P384 or ED25519",
+        )),
+    }
+}
+
+fn token_message(t: TokenStatus) -> pb::Token {
+    pb::Token {
+        serial: t.info.serial,
+        label: t.info.label,
+        manufacturer: t.info.manufacturer,
+        model: t.info.model,
+        initialized: t.info.initialized,
+        pin: Some(pb::PinState {
+            user_pin_initialized: t.info.user_pin_initialized,
+            count_low: t.info.user_pin_count_low,
+            final_try: t.info.user_pin_final_try,
+            locked: t.pin_locked,
+            failures: t.pin_failures,
+        }),
+        certificates: t
+            .certificates
+            .into_iter()
+            .map(|c| pb::TokenCertificate {
+                subject: c.subject,
+                serial: c.serial,
+                issuer: c.issuer,
+                not_after: Some(convert::timestamp(c.not_after)),
+                label: c.label,
+                id: c.id,
+                is_ca: c.is_ca,
+            })
+            .collect(),
+    }
+}
+
+fn object_message(o: TokenObject) -> pb::TokenObject {
+    pb::TokenObject {
+        class: o.class,
+        label: o.label,
+        id: o.id,
+        value: o.value,
+        attributes: o.flags.iter().map(|(n, v)| format!("{n}={v}")).collect(),
+    }
+}
+
+#[tonic::async_trait]
+impl pb::token_service_server::TokenService for TokenService {
+    async fn list_tokens(
+        &self,
+        request: Request<pb::ListTokensRequest>,
+    ) -> Result<Response<pb::ListTokensResponse>, Status> {
+        self.frame
+            .handle(
+                "ListTokens",
+                RaOperation::Token,
+                request,
+                |_, _| async move {
+                    let tokens = self.workstation.list_tokens().await?;
+                    Ok(pb::ListTokensResponse {
+                        tokens: tokens.into_iter().map(token_message).collect(),
+                    })
+                },
+            )
+            .await
+    }
+
+    async fn initialize_token(
+        &self,
+        request: Request<pb::InitializeTokenRequest>,
+    ) -> Result<Response<pb::InitializeTokenResponse>, Status> {
+        self.frame
+            .handle(
+                "InitializeToken",
+                RaOperation::Token,
+                request,
+                |_, mut m| async move {
+                    let so = take_pin(&mut m.so_pin);
+                    let user = take_pin(&mut m.user_pin);
+                    self.workstation
+                        .initialize_token(&m.token_serial, &so, &m.label, &user, m.force)
+                        .await?;
+                    Ok(pb::InitializeTokenResponse {})
+                },
+            )
+            .await
+    }
+
+    async fn personalize(
+        &self,
+        request: Request<pb::PersonalizeRequest>,
+    ) -> Result<Response<pb::PersonalizeResponse>, Status> {
+        self.frame
+            .handle(
+                "Personalize",
+                RaOperation::Token,
+                request,
+                |ra, mut m| async move {
+                    let user_pin = take_pin(&mut m.user_pin);
+                    let req = PersonalizeRequest {
+                        token_serial: m.token_serial,
+                        user_pin,
+                        key_type: key_type(m.key_algorithm)?,
+                        label: m.label,
+                        subject: convert::subject(&m.subject)?,
+                        sans: convert::sans(&m.sans)?,
+                        approval: convert::approval(m.approval)?,
+                        profile: m.profile,
+                        issuer: Some(m.issuer).filter(|i| !i.is_empty()),
+                        validity_years: m.validity_years,
+                        request_id: m.request_id,
+                    };
+                    // The front desk may personalise only the profiles its entry lists.
+                    ra.require_profile(RaOperation::Token, &req.profile)?;
+                    let done = self.workstation.personalize(req).await?;
+                    Ok(pb::PersonalizeResponse {
+                        certificate: done.cert_der,
+                        chain: done.chain,
+                        key_id: done.key_id,
+                        label: done.label,
+                    })
+                },
+            )
+            .await
+    }
+
+    async fn change_pin(
+        &self,
+        request: Request<pb::ChangePinRequest>,
+    ) -> Result<Response<pb::ChangePinResponse>, Status> {
+        self.frame
+            .handle(
+                "ChangePin",
+                RaOperation::Token,
+                request,
+                |_, mut m| async move {
+                    let old = take_pin(&mut m.old_pin);
+                    let new = take_pin(&mut m.new_pin);
+                    self.workstation
+                        .change_pin(&m.token_serial, &old, &new)
+                        .await?;
+                    Ok(pb::ChangePinResponse {})
+                },
+            )
+            .await
+    }
+
+    async fn unblock_pin(
+        &self,
+        request: Request<pb::UnblockPinRequest>,
+    ) -> Result<Response<pb::UnblockPinResponse>, Status> {
+        self.frame
+            .handle(
+                "UnblockPin",
+                RaOperation::Token,
+                request,
+                |_, mut m| async move {
+                    let so = take_pin(&mut m.so_pin);
+                    let new = take_pin(&mut m.new_user_pin);
+                    self.workstation
+                        .unblock_pin(&m.token_serial, &so, &new)
+                        .await?;
+                    Ok(pb::UnblockPinResponse {})
+                },
+            )
+            .await
+    }
+
+    async fn read_token(
+        &self,
+        request: Request<pb::ReadTokenRequest>,
+    ) -> Result<Response<pb::ReadTokenResponse>, Status> {
+        self.frame
+            .handle(
+                "ReadToken",
+                RaOperation::Token,
+                request,
+                |_, mut m| async move {
+                    let pin = Some(take_pin(&mut m.user_pin)).filter(|p| !p.is_empty());
+                    let objects = self.workstation.read_token(&m.token_serial, pin).await?;
+                    Ok(pb::ReadTokenResponse {
+                        objects: objects.into_iter().map(object_message).collect(),
+                    })
+                },
+            )
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pin_fields_never_show_in_debug_output() {
+        let m = pb::PersonalizeRequest {
+            token_serial: "abc".into(),
+            user_pin: "135790".into(),
+            ..Default::default()
+        };
+        let text = format!("{m:?}");
+        assert!(!text.contains("135790"), "{text}");
+        assert!(
+            text.contains("abc") && text.contains("<redacted>"),
+            "{text}"
+        );
+        let m = pb::UnblockPinRequest {
+            token_serial: "abc".into(),
+            so_pin: "87654321".into(),
+            new_user_pin: "246802".into(),
+        };
+        let text = format!("{m:?}");
+        assert!(
+            !text.contains("87654321") && !text.contains("246802"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_taken_pin_leaves_the_message_field_empty() {
+        let mut field = String::from("135790");
+        let pin = take_pin(&mut field);
+        assert!(field.is_empty());
+        assert_eq!(pin.expose(), "135790");
+    }
+}
