@@ -438,10 +438,16 @@ pub fn build_leaf_tbs(
             true,
         )?,
         extension(&key_usage(&kind.key_usage(req.key_type)), true)?,
-        extension(&ExtendedKeyUsage(kind.extended_key_usage()), false)?,
         ski_extension(req.spki)?,
         aki_extension(issuer_key_id(issuer.cert))?,
     ];
+    let ekus = kind.extended_key_usage();
+    if !ekus.is_empty() {
+        exts.insert(
+            2,
+            extension(&ExtendedKeyUsage(ekus), kind.extended_key_usage_critical())?,
+        );
+    }
     if !req.sans.is_empty() {
         let names = req
             .sans
