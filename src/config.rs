@@ -1197,6 +1197,88 @@ liability = "100,000 CNY"
         load(text).unwrap_err().to_string()
     }
 
+    const TSA: &str = r#"
+[tsa]
+issuer = "issuing-ec"
+key_label = "tsa-key"
+key_type = "p256"
+subject = { CN = "Signet TSA" }
+policy_oid = "1.3.6.1.4.1.99999.2.1"
+
+[audit]
+issuer = "issuing-ec"
+key_label = "audit-key"
+subject = { CN = "Signet Audit" }
+"#;
+
+    #[test]
+    fn tsa_and_audit_settings_default_and_are_checked_by_key() {
+        let c = load(&format!("{GOOD}{TSA}")).unwrap();
+        let t = c.tsa.as_ref().unwrap();
+        assert_eq!(
+            (t.accuracy_seconds, t.accuracy_millis, t.validity_years),
+            (1, 0, 2)
+        );
+        assert_eq!(c.audit.as_ref().unwrap().checkpoint_interval_seconds, 3600);
+        assert_eq!(c.audit_key().unwrap().unwrap().key_type, KeyType::P256);
+        for (from, to, key) in [
+            (
+                "policy_oid = \"1.3.6.1.4.1.99999.2.1\"",
+                "policy_oid = \"tsa\"",
+                "tsa.policy_oid:",
+            ),
+            (
+                "issuer = \"issuing-ec\"\nkey_label = \"tsa-key\"",
+                "issuer = \"root\"\nkey_label = \"tsa-key\"",
+                "tsa.issuer:",
+            ),
+            (
+                "key_label = \"tsa-key\"",
+                "key_label = \"ec-key\"",
+                "tsa.key_label:",
+            ),
+            (
+                "key_type = \"p256\"",
+                "key_type = \"ed25519\"",
+                "tsa.key_type:",
+            ),
+            (
+                "subject = { CN = \"Signet TSA\" }",
+                "subject = { O = \"Signet\" }",
+                "tsa.subject:",
+            ),
+            (
+                "key_label = \"audit-key\"",
+                "key_label = \"tsa-key\"",
+                "audit.key_label:",
+            ),
+            (
+                "key_label = \"audit-key\"",
+                "key_label = \"audit-key\"\nkey_type = \"rsa2048\"",
+                "audit.key_type:",
+            ),
+            (
+                "key_label = \"audit-key\"",
+                "key_label = \"audit-key\"\ncheckpoint_interval_seconds = 1",
+                "audit.checkpoint_interval_seconds:",
+            ),
+            (
+                "policy_oid = \"1.3.6.1.4.1.99999.2.1\"",
+                "policy_oid = \"1.3.6.1.4.1.99999.2.1\"\naccuracy_millis = 1000",
+                "tsa.accuracy_millis:",
+            ),
+            (
+                "policy_oid = \"1.3.6.1.4.1.99999.2.1\"",
+                "policy_oid = \"1.3.6.1.4.1.99999.2.1\"\naccuracy_seconds = 0",
+                "tsa.accuracy_seconds:",
+            ),
+        ] {
+            let text = format!("{GOOD}{}", TSA.replacen(from, to, 1));
+            let e = err(&text);
+            assert!(e.starts_with(key), "{key}: {e}");
+        }
+    }
+
     #[test]
     fn http_and_crl_settings_default_and_are_checked_by_key() {
         let c = load(GOOD).unwrap();

@@ -65,8 +65,9 @@ enum Command {
     /// write the evidence bundle of one certificate.
     #[command(subcommand)]
     Audit(AuditCommand),
-    /// Load a running daemon over mTLS gRPC with concurrent Issue calls and report issued/s
-    /// and latency beside the raw HSM signing rate of the same issuer key and pool size.
+    /// Load a running daemon over mTLS gRPC with concurrent Issue calls (or, with `--mode
+    /// tsa`, its timestamp authority over HTTP) and report the rate and latency beside the
+    /// raw HSM signing rate of the same key and pool size.
     Bench {
         #[command(flatten)]
         conn: Box<ra_cmd::ConnArgs>,
@@ -153,6 +154,7 @@ fn run(cli: Cli) -> Result<(), String> {
     let cfg = load_config(cli.config.as_deref())?;
     match cli.command {
         Command::Ra(_) => unreachable!("handled above"),
+        Command::Bench { args, .. } if args.is_tsa() => bench_cmd::run_tsa(cfg, &args),
         Command::Bench { conn, args } => {
             let client = ra_cmd::settings(&conn, cli.config.as_deref())?;
             bench_cmd::run(cfg, client, &args)
