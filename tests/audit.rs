@@ -244,3 +244,89 @@ async fn the_evidence_bundle_checks_out_with_the_openssl_commands_of_its_readme(
     let o = run(Command::new("sh").arg("-c").arg(dgst).current_dir(&out));
     assert!(!o.status.success(), "a changed checkpoint verified");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evidence_waits_for_a_checkpoint_and_signet_audit_checkpoint_signs_one() {
+    let (ca, _) = after_a_workload().await;
+    // Issued locally by the operator after the daemon's last checkpoint: not covered yet.
+    let d = ca.dir.join("local");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("x.csr"), common::ca::make_csr(&d, "p256")).unwrap();
+    let (ok, text) = signet(
+        &ca,
+        &[
+            "issue",
+            "--profile",
+            "server",
+            "--csr",
+            d.join("x.csr").to_str().unwrap(),
+            "--subject",
+            "CN=local.example.cn",
+            "--san",
+            "dns:local.example.cn",
+            "--validity",
+            "1",
+            "--request-id",
+            "local-1",
+            "--officer",
+            "李雷",
+            "--ra-reference",
+            "LOCAL-1",
+            "--agreement-version",
+            common::ca::AGREEMENT,
+            "--issuer",
+            "issuing-ec",
+        ],
+    );
+    assert!(ok, "{text}");
+    let serial = text
+        .split("issued serial ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{text}"))
+        .to_owned();
+    let out = ca.dir.join("evidence-local");
+    let (ok, text) = signet(
+        &ca,
+        &[
+            "audit",
+            "evidence",
+            "--serial",
+            &serial,
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        !ok && text.contains("no signed checkpoint covers"),
+        "{text}"
+    );
+    let (ok, _) = signet(&ca, &["audit", "verify"]);
+    assert!(ok);
+    let (ok, text) = signet(&ca, &["audit", "checkpoint"]);
+    assert!(
+        ok && text.contains("checkpoint signed over entry"),
+        "{text}"
+    );
+    let (ok, text) = signet(&ca, &["audit", "checkpoint"]);
+    assert!(ok && text.contains("already covered"), "{text}");
+    let (ok, text) = signet(
+        &ca,
+        &[
+            "audit",
+            "evidence",
+            "--serial",
+            &serial,
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{text}");
+    let request = std::fs::read_to_string(out.join("request.json")).unwrap();
+    assert!(
+        request.contains("\"ra\": \"operator\"") && request.contains("LOCAL-1"),
+        "{request}"
+    );
+    let (ok, text) = signet(&ca, &["audit", "verify"]);
+    assert!(ok && text.contains("the newest entry is covered"), "{text}");
+}

@@ -1393,6 +1393,51 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn timestamp_serial_blocks_never_overlap_and_the_latest_time_only_grows() {
+        let s = SqliteStore::open_in_memory().unwrap();
+        assert_eq!(s.tsa_last_time().await.unwrap(), None);
+        let a = s.reserve_tsa_serials(1000, 5_000).await.unwrap();
+        let b = s.reserve_tsa_serials(1000, 4_000).await.unwrap();
+        let c = s.reserve_tsa_serials(10, 6_000).await.unwrap();
+        assert_eq!((a, b, c), (1, 1001, 2001));
+        assert_eq!(s.tsa_last_time().await.unwrap(), Some(6_000));
+        s.note_tsa_time(5_500).await.unwrap();
+        assert_eq!(s.tsa_last_time().await.unwrap(), Some(6_000));
+        s.note_tsa_time(7_000).await.unwrap();
+        assert_eq!(s.tsa_last_time().await.unwrap(), Some(7_000));
+        assert_eq!(s.reserve_tsa_serials(1, 0).await.unwrap(), 2011);
+    }
+
+    #[tokio::test]
+    async fn one_checkpoint_per_entry_and_entries_are_found_by_object() {
+        let s = SqliteStore::open_in_memory().unwrap();
+        for a in ["a", "b", "c"] {
+            s.append_audit(event(a)).await.unwrap();
+        }
+        let last = s.last_audit_entry().await.unwrap().unwrap();
+        assert_eq!(last.seq, 3);
+        let cp = Checkpoint {
+            seq: 3,
+            hash: last.hash.clone(),
+            at: 10,
+            key_label: "audit".into(),
+            signature: vec![1, 2, 3],
+        };
+        s.record_checkpoint(cp.clone()).await.unwrap();
+        assert!(matches!(
+            s.record_checkpoint(cp.clone()).await,
+            Err(StoreError::Duplicate { .. })
+        ));
+        assert_eq!(s.checkpoints().await.unwrap(), vec![cp]);
+        let mut e = event("x");
+        e.object = "00ff".into();
+        s.append_audit(e.clone()).await.unwrap();
+        s.append_audit(e).await.unwrap();
+        assert_eq!(s.first_audit_seq_for("00ff").await.unwrap(), Some(4));
+        assert_eq!(s.first_audit_seq_for("nothing").await.unwrap(), None);
+    }
+
+    #[tokio::test]
     async fn duplicate_ca_keys_and_issuers_are_refused() {
         let s = store_with_issuer().await;
         let e = s
