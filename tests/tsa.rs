@@ -287,9 +287,38 @@ fn ten_thousand_timestamps_have_distinct_serials_across_a_restart() {
     assert!(ok && out.contains("Verification: OK"), "{out}");
 }
 
-#[test]
-fn a_clock_behind_the_latest_token_means_time_not_available_and_degraded_health() {
+/// The gRPC health status of `service` once the daemon's health reporter has run (it
+/// starts NOT_SERVING and reports within a second).
+async fn grpc_health(d: &Daemon, service: &str) -> i32 {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let channel = signet::api::client::connect(&d.settings("ra-one"))
+        .await
+        .unwrap();
+    let health = HealthClient::new(channel);
+    let check = |service: String| {
+        let mut h = health.clone();
+        async move {
+            h.check(HealthCheckRequest { service })
+                .await
+                .expect("health check")
+                .into_inner()
+                .status
+        }
+    };
+    // Wait for the RA service to turn SERVING: the reporter has then run once.
+    for _ in 0..50 {
+        if check("signet.v1.CertificateAuthority".into()).await == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    check(service.into()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clock_behind_the_latest_token_means_time_not_available_and_degraded_health() {
     let (ca, mut d, base) = start();
+    assert_eq!(grpc_health(&d, signet::api::TSA_HEALTH_NAME).await, 1);
     let dir = ca.dir.join("ts");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("data.txt"), "x").unwrap();
