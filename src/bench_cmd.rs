@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use signet::api::client::{ClientSettings, connect, describe_status};
 use signet::api::pb;
 use signet::api::pb::certificate_authority_client::CertificateAuthorityClient;
-use signet::bench::{Latency, latency, p256_csrs, raw_signing_rate};
+use signet::bench::{Latency, RawRate, latency, p256_csrs, raw_signing_rate};
 use signet::config::Config;
 use signet::hsm::Hsm;
 
@@ -84,6 +84,36 @@ pub fn run_tsa(cfg: Config, a: &BenchArgs) -> Result<(), String> {
     let host = url.host_str().ok_or("--tsa-url: no host")?.to_owned();
     let addr = format!("{host}:{}", url.port_or_known_default().unwrap_or(80));
     let path = format!("{}/tsa", url.path().trim_end_matches('/'));
+    let key = Key {
+        label: spec.key_label.clone(),
+        signature: spec.signature,
+    };
+    let (before, report, after) = measure(&cfg, &key, a, load_tsa(&addr, &host, &path, a))?;
+    println!(
+        "TSA key           {} ({}, {})",
+        spec.key_label, spec.key_type, spec.signature
+    );
+    println!(
+        "callers           {} (one keep-alive connection each), {} s",
+        a.concurrency, a.duration
+    );
+    print_figures("timestamps", &report, before, after, cfg.hsm.pool_size);
+    Ok(())
+}
+
+/// The key measured raw.
+struct Key {
+    label: String,
+    signature: signet::pki::SignatureAlgorithm,
+}
+
+/// Raw rate of `key`, then `load`, then the raw rate again, on a runtime of its own.
+fn measure(
+    cfg: &Config,
+    key: &Key,
+    a: &BenchArgs,
+    load: impl std::future::Future<Output = Result<Report, String>>,
+) -> Result<(RawRate, Report, RawRate), String> {
     let pool = cfg.hsm.pool_size;
     let hsm = Hsm::open(cfg.hsm_settings().map_err(|e| e.to_string())?)
         .map_err(|e| format!("HSM: {e}"))?;
@@ -93,32 +123,28 @@ pub fn run_tsa(cfg: Config, a: &BenchArgs) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let raw_for = Duration::from_secs(a.raw_seconds.max(1));
     let result = rt.block_on(async {
-        let before = raw_signing_rate(&hsm, &spec.key_label, spec.signature, pool, raw_for)
+        let before = raw_signing_rate(&hsm, &key.label, key.signature, pool, raw_for)
             .await
             .map_err(|e| format!("raw signing: {e}"))?;
         eprintln!(
             "raw HSM signing, {} ({}), {pool} sessions: {:.0}/s",
-            spec.key_label, spec.signature, before.per_second
+            key.label, key.signature, before.per_second
         );
-        let report = load_tsa(&addr, &host, &path, a).await?;
-        let after = raw_signing_rate(&hsm, &spec.key_label, spec.signature, pool, raw_for)
+        let report = load.await?;
+        let after = raw_signing_rate(&hsm, &key.label, key.signature, pool, raw_for)
             .await
             .map_err(|e| format!("raw signing: {e}"))?;
         Ok::<_, String>((before, report, after))
     });
     hsm.close();
-    let (before, report, after) = result?;
+    result
+}
+
+/// Print what a run measured: `what` per second, errors, latency, raw rates and the ratio.
+fn print_figures(what: &str, report: &Report, before: RawRate, after: RawRate, pool: usize) {
     let raw = (before.per_second + after.per_second) / 2.0;
     let rate = report.issued as f64 / report.elapsed.as_secs_f64();
-    println!(
-        "TSA key           {} ({}, {})",
-        spec.key_label, spec.key_type, spec.signature
-    );
-    println!(
-        "callers           {} (one keep-alive connection each), {} s",
-        a.concurrency, a.duration
-    );
-    println!("timestamps        {} ({:.0}/s)", report.issued, rate);
+    println!("{what:<18}{} ({:.0}/s)", report.issued, rate);
     println!("errors            {}", report.errors);
     println!(
         "latency           p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
@@ -134,10 +160,48 @@ pub fn run_tsa(cfg: Config, a: &BenchArgs) -> Result<(), String> {
         "ratio             {:.0}% of the raw signing rate",
         100.0 * rate / raw
     );
-    if let Some(e) = report.first_error {
+    if let Some(e) = &report.first_error {
         println!("first error       {e}");
     }
-    Ok(())
+}
+
+/// Errors seen by the load tasks: how many, and the first one.
+#[derive(Clone, Default)]
+struct Errors {
+    count: Arc<AtomicU64>,
+    first: Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl Errors {
+    fn record(&self, e: String) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut f) = self.first.lock()
+            && f.is_none()
+        {
+            *f = Some(e);
+        }
+    }
+
+    /// Wait for the load tasks and make the report.
+    async fn report(
+        self,
+        tasks: Vec<tokio::task::JoinHandle<Vec<Duration>>>,
+        start: Instant,
+    ) -> Result<Report, String> {
+        let mut samples = Vec::new();
+        for t in tasks {
+            samples.extend(t.await.map_err(|e| format!("load task: {e}"))?);
+        }
+        let elapsed = start.elapsed();
+        let first_error = self.first.lock().ok().and_then(|f| f.clone());
+        Ok(Report {
+            issued: samples.len() as u64,
+            errors: self.count.load(Ordering::Relaxed),
+            elapsed,
+            latency: latency(&mut samples),
+            first_error,
+        })
+    }
 }
 
 /// A SHA-256 timestamp query with a nonce and certReq, DER.
@@ -223,8 +287,7 @@ async fn load_tsa(addr: &str, host: &str, path: &str, a: &BenchArgs) -> Result<R
     .into_bytes();
     request.extend_from_slice(&query);
     let request = Arc::new(request);
-    let errors = Arc::new(AtomicU64::new(0));
-    let first_error = Arc::new(std::sync::Mutex::new(None::<String>));
+    let errors = Errors::default();
     let duration = Duration::from_secs(a.duration.max(1));
     let mut streams = Vec::new();
     for _ in 0..a.concurrency.max(1) {
@@ -237,7 +300,7 @@ async fn load_tsa(addr: &str, host: &str, path: &str, a: &BenchArgs) -> Result<R
     let start = Instant::now();
     let mut tasks = Vec::new();
     for mut stream in streams {
-        let (request, errors, first_error) = (request.clone(), errors.clone(), first_error.clone());
+        let (request, errors) = (request.clone(), errors.clone());
         tasks.push(tokio::spawn(async move {
             let mut samples = Vec::new();
             while start.elapsed() < duration {
@@ -250,12 +313,8 @@ async fn load_tsa(addr: &str, host: &str, path: &str, a: &BenchArgs) -> Result<R
                 match outcome {
                     Ok(()) => samples.push(t.elapsed()),
                     Err(e) => {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                        if let Ok(mut f) = first_error.lock()
-                            && f.is_none()
-                        {
-                            *f = Some(e);
-                        }
+                        // A connection out of step is useless: this caller stops.
+                        errors.record(e);
                         break;
                     }
                 }
@@ -263,19 +322,7 @@ async fn load_tsa(addr: &str, host: &str, path: &str, a: &BenchArgs) -> Result<R
             samples
         }));
     }
-    let mut samples = Vec::new();
-    for t in tasks {
-        samples.extend(t.await.map_err(|e| format!("load task: {e}"))?);
-    }
-    let elapsed = start.elapsed();
-    let first_error = first_error.lock().ok().and_then(|f| f.clone());
-    Ok(Report {
-        issued: samples.len() as u64,
-        errors: errors.load(Ordering::Relaxed),
-        elapsed,
-        latency: latency(&mut samples),
-        first_error,
-    })
+    errors.report(tasks, start).await
 }
 
 /// Run the benchmark: raw rate, load, raw rate again; print figures and the ratio.
@@ -287,32 +334,11 @@ pub fn run(cfg: Config, client: ClientSettings, a: &BenchArgs) -> Result<(), Str
         .find(|s| s.name == a.issuer)
         .ok_or_else(|| format!("--issuer {:?} is not a configured issuer", a.issuer))?;
     let agreement = cfg.ca.agreement_version.clone();
-    let pool = cfg.hsm.pool_size;
-    let hsm = Hsm::open(cfg.hsm_settings().map_err(|e| e.to_string())?)
-        .map_err(|e| format!("HSM: {e}"))?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    let raw_for = Duration::from_secs(a.raw_seconds.max(1));
-    let result = rt.block_on(async {
-        let before = raw_signing_rate(&hsm, &spec.key_label, spec.signature, pool, raw_for)
-            .await
-            .map_err(|e| format!("raw signing: {e}"))?;
-        eprintln!(
-            "raw HSM signing, {} ({}), {pool} sessions: {:.0}/s",
-            spec.key_label, spec.signature, before.per_second
-        );
-        let report = load(&client, a, &agreement).await?;
-        let after = raw_signing_rate(&hsm, &spec.key_label, spec.signature, pool, raw_for)
-            .await
-            .map_err(|e| format!("raw signing: {e}"))?;
-        Ok::<_, String>((before, report, after))
-    });
-    hsm.close();
-    let (before, report, after) = result?;
-    let raw = (before.per_second + after.per_second) / 2.0;
-    let rate = report.issued as f64 / report.elapsed.as_secs_f64();
+    let key = Key {
+        label: spec.key_label.clone(),
+        signature: spec.signature,
+    };
+    let (before, report, after) = measure(&cfg, &key, a, load(&client, a, &agreement))?;
     println!(
         "issuer            {} ({}, {})",
         a.issuer, spec.key_type, spec.signature
@@ -321,25 +347,7 @@ pub fn run(cfg: Config, client: ClientSettings, a: &BenchArgs) -> Result<(), Str
         "callers           {} over {} connections, {} s",
         a.concurrency, a.connections, a.duration
     );
-    println!("issued            {} ({:.0}/s)", report.issued, rate);
-    println!("errors            {}", report.errors);
-    println!(
-        "latency           p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-        ms(report.latency.p50),
-        ms(report.latency.p99),
-        ms(report.latency.max)
-    );
-    println!(
-        "raw HSM signing   {:.0}/s before, {:.0}/s after ({} sessions)",
-        before.per_second, after.per_second, pool
-    );
-    println!(
-        "ratio             {:.0}% of the raw signing rate",
-        100.0 * rate / raw
-    );
-    if let Some(e) = report.first_error {
-        println!("first error       {e}");
-    }
+    print_figures("issued", &report, before, after, cfg.hsm.pool_size);
     Ok(())
 }
 
@@ -359,8 +367,7 @@ async fn load(client: &ClientSettings, a: &BenchArgs, agreement: &str) -> Result
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis())
         .unwrap_or(0);
-    let errors = Arc::new(AtomicU64::new(0));
-    let first_error = Arc::new(std::sync::Mutex::new(None::<String>));
+    let errors = Errors::default();
     let duration = Duration::from_secs(a.duration.max(1));
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -368,7 +375,6 @@ async fn load(client: &ClientSettings, a: &BenchArgs, agreement: &str) -> Result
         let mut c = clients[w % clients.len()].clone();
         let csrs = csrs.clone();
         let errors = errors.clone();
-        let first_error = first_error.clone();
         let (issuer, profile, agreement) =
             (a.issuer.clone(), a.profile.clone(), agreement.to_owned());
         tasks.push(tokio::spawn(async move {
@@ -398,31 +404,12 @@ async fn load(client: &ClientSettings, a: &BenchArgs, agreement: &str) -> Result
                 let t = Instant::now();
                 match c.issue(req).await {
                     Ok(_) => samples.push(t.elapsed()),
-                    Err(status) => {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                        if let Ok(mut f) = first_error.lock()
-                            && f.is_none()
-                        {
-                            *f = Some(describe_status(&status));
-                        }
-                    }
+                    Err(status) => errors.record(describe_status(&status)),
                 }
                 i += 1;
             }
             samples
         }));
     }
-    let mut samples = Vec::new();
-    for t in tasks {
-        samples.extend(t.await.map_err(|e| format!("load task: {e}"))?);
-    }
-    let elapsed = start.elapsed();
-    let first_error = first_error.lock().ok().and_then(|f| f.clone());
-    Ok(Report {
-        issued: samples.len() as u64,
-        errors: errors.load(Ordering::Relaxed),
-        elapsed,
-        latency: latency(&mut samples),
-        first_error,
-    })
+    errors.report(tasks, start).await
 }

@@ -349,3 +349,62 @@ async fn a_clock_behind_the_latest_token_means_time_not_available_and_degraded_h
         "{health}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signet_bench_measures_timestamps_and_issuance_beside_the_raw_hsm_rate() {
+    let (ca, d, base) = start();
+    let s = d.settings("ra-one");
+    let bench = |extra: &[&str]| {
+        let o = run(Command::new(env!("CARGO_BIN_EXE_signet"))
+            .arg("--config")
+            .arg(&ca.config_path)
+            .args([
+                "bench",
+                "--concurrency",
+                "2",
+                "--duration",
+                "1",
+                "--raw-seconds",
+                "1",
+            ])
+            .args(extra)
+            .env("RUST_LOG", "warn"));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(o.status.success(), "{text}");
+        text
+    };
+    let text = bench(&["--mode", "tsa", "--tsa-url", &base]);
+    assert!(
+        text.contains("TSA key           test-tsa (p256, ecdsa-sha256)"),
+        "{text}"
+    );
+    assert!(text.contains("errors            0"), "{text}");
+    assert!(text.contains("% of the raw signing rate"), "{text}");
+    let n: u64 = text
+        .split("timestamps        ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(n > 0, "{text}");
+    let text = bench(&[
+        "--issuer",
+        "issuing-ec",
+        "--connections",
+        "1",
+        "--endpoint",
+        &s.endpoint,
+        "--ca-cert",
+        s.ca_cert.to_str().unwrap(),
+        "--cert",
+        s.cert.to_str().unwrap(),
+        "--key",
+        s.key.to_str().unwrap(),
+    ]);
+    assert!(text.contains("issued            "), "{text}");
+    assert!(text.contains("errors            0"), "{text}");
+}
