@@ -1,17 +1,27 @@
 //! The tamper-evident audit log: every signing and state change is an entry whose hash covers
 //! the previous entry's hash, so an edited, deleted or reordered entry breaks the chain.
-//! Entries are written by the store in the same transaction as the change they record.
+//! Entries are written by the store in the same transaction as the change they record; the
+//! newest entry's hash is signed by the audit key in the HSM at intervals (checkpoints).
+//!
+//! Everything here is checkable with OpenSSL alone: an entry's hash is the SHA-256 of its
+//! canonical text ([`entry_text`]), which names the previous entry's hash, and a checkpoint
+//! is a short text ([`checkpoint_text`]) signed with ECDSA (`openssl dgst -verify`).
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// Who caused an entry.
 pub const ACTOR_OPERATOR: &str = "operator";
+/// The actor of entries the daemon writes on its own (start, stop, usage counts).
+pub const ACTOR_DAEMON: &str = "daemon";
 
 /// What happened, before the store gives it a sequence number and a place in the chain.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEvent {
-    /// The RA identity (from its client certificate), `operator`, or `ceremony`.
+    /// The RA identity (from its client certificate), `operator`, `ceremony` or `daemon`.
     pub actor: String,
     /// What was done: `certificate.issued`, `ceremony.key_generated`, ...
     pub action: String,
@@ -21,6 +31,19 @@ pub struct AuditEvent {
     pub request_digest: Option<String>,
     /// Further facts worth keeping (profile, issuer, RA reference), as JSON text.
     pub detail: String,
+}
+
+impl AuditEvent {
+    /// An event the daemon records on its own behalf.
+    pub fn daemon(action: &str, object: &str, detail: serde_json::Value) -> AuditEvent {
+        AuditEvent {
+            actor: ACTOR_DAEMON.into(),
+            action: action.into(),
+            object: object.into(),
+            request_digest: None,
+            detail: detail.to_string(),
+        }
+    }
 }
 
 /// An entry as stored.
@@ -38,47 +61,230 @@ pub struct AuditEntry {
     pub hash: String,
 }
 
+impl AuditEntry {
+    /// The canonical text this entry's hash is taken over.
+    pub fn text(&self) -> String {
+        entry_text(&self.prev_hash, self.seq, self.at, &self.event)
+    }
+}
+
 /// The hash that stands before the first entry.
 pub fn genesis_hash() -> String {
     hex::encode([0u8; 32])
 }
 
-/// Hash an entry: SHA-256 over the previous hash and every field, each length-prefixed so
-/// that no two different entries share an encoding.
-pub fn entry_hash(prev_hash: &str, seq: i64, at: i64, e: &AuditEvent) -> String {
-    let mut h = Sha256::new();
-    let mut put = |b: &[u8]| {
-        h.update((b.len() as u64).to_be_bytes());
-        h.update(b);
-    };
-    put(b"signet-audit-v1");
-    put(prev_hash.as_bytes());
-    put(&seq.to_be_bytes());
-    put(&at.to_be_bytes());
-    put(e.actor.as_bytes());
-    put(e.action.as_bytes());
-    put(e.object.as_bytes());
-    put(e.request_digest.as_deref().unwrap_or("").as_bytes());
-    put(e.detail.as_bytes());
-    hex::encode(h.finalize())
+/// A string field as a JSON string literal: quoted and escaped, so no value can forge a line.
+fn quoted(s: &str) -> String {
+    serde_json::Value::String(s.to_owned()).to_string()
 }
 
-/// Check a run of entries: consecutive sequence numbers and an unbroken chain. Returns the
-/// sequence number of the first bad entry.
-pub fn verify_chain<'a>(entries: impl IntoIterator<Item = &'a AuditEntry>) -> Result<usize, i64> {
-    let mut prev = genesis_hash();
-    let mut n = 0;
-    for (expect_seq, e) in (1..).zip(entries) {
-        if e.seq != expect_seq
-            || e.prev_hash != prev
-            || entry_hash(&prev, e.seq, e.at, &e.event) != e.hash
-        {
-            return Err(expect_seq.min(e.seq));
+/// The canonical text of an entry: one `name: value` line per field, strings as JSON
+/// literals (so a newline inside a value cannot pass for a field), ending in a newline.
+/// Its SHA-256 is the entry's hash; `openssl dgst -sha256` of the text gives it.
+pub fn entry_text(prev_hash: &str, seq: i64, at: i64, e: &AuditEvent) -> String {
+    format!(
+        "signet-audit-entry-v2\nseq: {seq}\nat: {at}\nactor: {}\naction: {}\nobject: {}\nrequest_digest: {}\ndetail: {}\nprev_hash: {prev_hash}\n",
+        quoted(&e.actor),
+        quoted(&e.action),
+        quoted(&e.object),
+        e.request_digest
+            .as_deref()
+            .map(quoted)
+            .unwrap_or_else(|| "null".into()),
+        quoted(&e.detail),
+    )
+}
+
+/// Hash an entry: SHA-256 (hex) of its canonical text.
+pub fn entry_hash(prev_hash: &str, seq: i64, at: i64, e: &AuditEvent) -> String {
+    hex::encode(Sha256::digest(entry_text(prev_hash, seq, at, e).as_bytes()))
+}
+
+/// Where and why a chain stops verifying.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("audit entry {seq}: {reason}")]
+pub struct ChainBreak {
+    /// The first sequence number that is not as it should be.
+    pub seq: i64,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// Walks a chain entry by entry (from seq 1), so a log of any length is checked in pages.
+#[derive(Clone, Debug)]
+pub struct ChainWalker {
+    prev: String,
+    next_seq: i64,
+}
+
+impl Default for ChainWalker {
+    fn default() -> Self {
+        ChainWalker {
+            prev: genesis_hash(),
+            next_seq: 1,
         }
-        prev = e.hash.clone();
-        n += 1;
     }
-    Ok(n)
+}
+
+impl ChainWalker {
+    /// Check the next entry: it must carry the next sequence number, name the previous
+    /// entry's hash, and hash to its own recorded hash.
+    pub fn push(&mut self, e: &AuditEntry) -> Result<(), ChainBreak> {
+        let expect = self.next_seq;
+        if e.seq != expect {
+            let reason = if e.seq > expect {
+                format!(
+                    "missing: the entry after {} is numbered {} (entries deleted)",
+                    expect - 1,
+                    e.seq
+                )
+            } else {
+                format!("numbered {} where {expect} was expected (reordered)", e.seq)
+            };
+            return Err(ChainBreak {
+                seq: expect,
+                reason,
+            });
+        }
+        if e.hash != entry_hash(&e.prev_hash, e.seq, e.at, &e.event) {
+            return Err(ChainBreak {
+                seq: e.seq,
+                reason: "its contents do not match its hash (edited or moved)".into(),
+            });
+        }
+        if e.prev_hash != self.prev {
+            return Err(ChainBreak {
+                seq: e.seq,
+                reason: "it does not name the previous entry's hash (an entry before it was replaced, deleted or reordered)".into(),
+            });
+        }
+        self.prev = e.hash.clone();
+        self.next_seq += 1;
+        Ok(())
+    }
+
+    /// How many entries were checked.
+    pub fn count(&self) -> i64 {
+        self.next_seq - 1
+    }
+}
+
+/// Check a run of entries from seq 1: consecutive sequence numbers and an unbroken chain.
+/// Returns the count, or where it breaks.
+pub fn verify_chain<'a>(
+    entries: impl IntoIterator<Item = &'a AuditEntry>,
+) -> Result<usize, ChainBreak> {
+    let mut w = ChainWalker::default();
+    for e in entries {
+        w.push(e)?;
+    }
+    Ok(w.count() as usize)
+}
+
+/// A signed statement that the chain up to `seq` ends in `hash`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// The newest entry covered.
+    pub seq: i64,
+    /// That entry's hash, hex.
+    pub hash: String,
+    /// When the checkpoint was signed, Unix seconds.
+    pub at: i64,
+    /// CKA_LABEL of the audit key that signed it.
+    pub key_label: String,
+    /// The signature over [`checkpoint_text`] (DER Ecdsa-Sig-Value).
+    pub signature: Vec<u8>,
+}
+
+impl Checkpoint {
+    /// The text that was signed.
+    pub fn text(&self) -> String {
+        checkpoint_text(self.seq, &self.hash, self.at)
+    }
+}
+
+/// The canonical text a checkpoint signs.
+pub fn checkpoint_text(seq: i64, hash: &str, at: i64) -> String {
+    format!("signet-audit-checkpoint-v1\nseq: {seq}\nhash: {hash}\nat: {at}\n")
+}
+
+/// Counts of frequent signatures (OCSP responses, timestamps), kept in memory and written
+/// as one audit entry per (action, object) and period, instead of an entry per signature.
+///
+/// Call [`UsageCounter::record`] after each signature; the daemon calls
+/// [`UsageCounter::take`] at every checkpoint interval and at shutdown and appends what it
+/// returns. Each entry's detail is `{"count": N, "from": T0, "to": T1}` (Unix seconds).
+#[derive(Debug)]
+pub struct UsageCounter {
+    state: Mutex<UsageState>,
+}
+
+#[derive(Debug)]
+struct UsageState {
+    since: i64,
+    counts: BTreeMap<(String, String), u64>,
+}
+
+impl UsageCounter {
+    /// A counter whose first period starts at `now` (Unix seconds).
+    pub fn new(now: i64) -> UsageCounter {
+        UsageCounter {
+            state: Mutex::new(UsageState {
+                since: now,
+                counts: BTreeMap::new(),
+            }),
+        }
+    }
+
+    /// Count one use: `action` (e.g. `timestamp.issued`, `ocsp.responder_key_used`) of
+    /// `object` (the key label or issuer).
+    pub fn record(&self, action: &str, object: &str) {
+        let mut s = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *s.counts
+            .entry((action.to_owned(), object.to_owned()))
+            .or_insert(0) += 1;
+    }
+
+    /// End the period at `now`: the events to append (none if nothing was counted), and a
+    /// fresh period starts. If appending fails, give them back with [`UsageCounter::restore`].
+    pub fn take(&self, now: i64) -> Vec<AuditEvent> {
+        let mut s = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let counts = std::mem::take(&mut s.counts);
+        let from = std::mem::replace(&mut s.since, now);
+        counts
+            .into_iter()
+            .map(|((action, object), count)| {
+                AuditEvent::daemon(
+                    &action,
+                    &object,
+                    serde_json::json!({ "count": count, "from": from, "to": now }),
+                )
+            })
+            .collect()
+    }
+
+    /// Put back counts that could not be written, so they go into the next period's entry.
+    pub fn restore(&self, events: &[AuditEvent]) {
+        let mut s = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for e in events {
+            let v: serde_json::Value = serde_json::from_str(&e.detail).unwrap_or_default();
+            if let Some(from) = v["from"].as_i64() {
+                s.since = s.since.min(from);
+            }
+            *s.counts
+                .entry((e.action.clone(), e.object.clone()))
+                .or_insert(0) += v["count"].as_u64().unwrap_or(0);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -116,12 +322,57 @@ mod tests {
         assert_eq!(verify_chain(&c), Ok(5));
         let mut edited = c.clone();
         edited[2].event.object = "forged".into();
-        assert_eq!(verify_chain(&edited), Err(3));
+        assert_eq!(verify_chain(&edited).unwrap_err().seq, 3);
         let mut deleted = c.clone();
         deleted.remove(1);
-        assert_eq!(verify_chain(&deleted), Err(2));
-        let mut swapped = c;
+        let e = verify_chain(&deleted).unwrap_err();
+        assert_eq!(e.seq, 2);
+        assert!(e.reason.contains("deleted"), "{e}");
+        // Rows swapped but each keeping its number: both contents and numbers disagree.
+        let mut swapped = c.clone();
         swapped.swap(3, 4);
-        assert_eq!(verify_chain(&swapped), Err(4));
+        assert_eq!(verify_chain(&swapped).unwrap_err().seq, 4);
+        // Contents swapped under the original numbers.
+        let mut moved = c;
+        let (a, b) = (moved[1].seq, moved[3].seq);
+        moved.swap(1, 3);
+        moved[1].seq = a;
+        moved[3].seq = b;
+        assert_eq!(verify_chain(&moved).unwrap_err().seq, 2);
+    }
+
+    #[test]
+    fn the_hash_is_the_sha256_of_the_text_and_a_value_cannot_forge_a_line() {
+        let e = &chain(1)[0];
+        assert_eq!(e.hash, hex::encode(Sha256::digest(e.text().as_bytes())));
+        let mut forged = e.event.clone();
+        forged.object = "x\nactor: \"operator\"".into();
+        let text = entry_text(&e.prev_hash, 1, 1, &forged);
+        assert_eq!(text.lines().count(), 9, "{text}");
+    }
+
+    #[test]
+    fn usage_counts_become_one_entry_per_action_and_object_per_period() {
+        let u = UsageCounter::new(100);
+        for _ in 0..3 {
+            u.record("timestamp.issued", "tsa-key");
+        }
+        u.record("ocsp.responder_key_used", "issuing-ec");
+        let events = u.take(160);
+        assert_eq!(events.len(), 2);
+        let ts = events
+            .iter()
+            .find(|e| e.action == "timestamp.issued")
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&ts.detail).unwrap();
+        assert_eq!(
+            (v["count"].as_u64(), v["from"].as_i64(), v["to"].as_i64()),
+            (Some(3), Some(100), Some(160))
+        );
+        assert!(u.take(200).is_empty());
+        u.restore(&events);
+        let again = u.take(220);
+        assert_eq!(again.len(), 2);
+        assert!(again.iter().any(|e| e.detail.contains("\"from\":100")));
     }
 }

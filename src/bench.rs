@@ -97,36 +97,6 @@ pub fn p256_csrs(n: usize) -> Result<Vec<Vec<u8>>, String> {
     Ok(out)
 }
 
-/// The failed calls of a load run, shared by its tasks: how many, and the first one.
-#[derive(Debug, Default)]
-pub struct Failures {
-    count: std::sync::atomic::AtomicU64,
-    first: std::sync::Mutex<Option<String>>,
-}
-
-impl Failures {
-    /// Count a failure; its description is kept if it is the first.
-    pub fn record(&self, description: impl FnOnce() -> String) {
-        self.count
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if let Ok(mut f) = self.first.lock()
-            && f.is_none()
-        {
-            *f = Some(description());
-        }
-    }
-
-    /// Failures so far.
-    pub fn count(&self) -> u64 {
-        self.count.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// The first failure's description.
-    pub fn first(&self) -> Option<String> {
-        self.first.lock().ok().and_then(|f| f.clone())
-    }
-}
-
 /// Latency percentiles over a run.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Latency {

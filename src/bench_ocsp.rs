@@ -3,112 +3,86 @@
 //! responses), then with a fresh nonce on every request (each one signed in the HSM), with
 //! the raw signing rate of the responder's key measured in the same run.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use der::Decode;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
 use x509_cert::Certificate;
 
 use signet::api::client::{ClientSettings, connect};
 use signet::api::pb::certificate_authority_client::CertificateAuthorityClient;
-use signet::bench::{Failures, Latency, RawRate, latency, p256_csrs, raw_signing_rate};
+use signet::bench::p256_csrs;
 use signet::ca::ocsp::responder_key_label;
 use signet::config::{Config, OcspSigner};
-use signet::hsm::Hsm;
-use signet::pki::SignatureAlgorithm;
 use signet::pki::ocsp::{self, ID_SHA1, IssuerHashes, OcspResponse, OcspResponseStatus};
 
-use crate::bench_cmd::{BenchArgs, Setup, issue_request, ms};
+use crate::bench_cmd::{
+    BenchArgs, Key, connections, issue_request, issuer_spec, load_http, measure, ms, print_raw,
+    run_id,
+};
+use crate::bench_http::{self, Conn};
 
 /// Certificates issued for the run; requests pick among them.
 const CERTIFICATES: usize = 32;
 
-/// One phase's figures.
-struct Phase {
-    answered: u64,
-    errors: u64,
-    elapsed: Duration,
-    latency: Latency,
-    first_error: Option<String>,
-}
-
-impl Phase {
-    fn rate(&self) -> f64 {
-        self.answered as f64 / self.elapsed.as_secs_f64()
-    }
-}
-
 /// Run the OCSP benchmark against the daemon of `cfg`.
 pub fn run(cfg: Config, client: ClientSettings, a: &BenchArgs) -> Result<(), String> {
-    let setup = Setup::new(&cfg, a)?;
-    let (spec, hsm, pool, raw_for, agreement) = (
-        &setup.spec,
-        setup.hsm.clone(),
-        setup.pool,
-        setup.raw_for,
-        setup.agreement.clone(),
-    );
-    let (key_label, alg): (String, SignatureAlgorithm) = match cfg.ocsp.signer {
-        OcspSigner::Delegated => (
-            responder_key_label(&spec.key_label),
-            cfg.ocsp.responder_key_type.default_signature_algorithm(),
-        ),
-        OcspSigner::Issuer => (spec.key_label.clone(), spec.signature),
+    let spec = issuer_spec(&cfg, a)?;
+    let key = match cfg.ocsp.signer {
+        OcspSigner::Delegated => Key {
+            label: responder_key_label(&spec.key_label),
+            signature: cfg.ocsp.responder_key_type.default_signature_algorithm(),
+        },
+        OcspSigner::Issuer => Key {
+            label: spec.key_label.clone(),
+            signature: spec.signature,
+        },
     };
-    let addr = http_address(&cfg, a.http.as_deref())?;
-    let raw = |hsm: Hsm, label: String| async move {
-        raw_signing_rate(&hsm, &label, alg, pool, raw_for)
-            .await
-            .map_err(|e| format!("raw signing with {label:?}: {e}"))
-    };
-    let result = setup.rt.block_on(async {
-        let before = raw(hsm.clone(), key_label.clone()).await?;
-        eprintln!(
-            "raw HSM signing, {key_label} ({alg}), {pool} sessions: {:.0}/s",
-            before.per_second
-        );
-        let requests = prepare(&client, a, &agreement, addr).await?;
+    let addr = bench_http::address(&cfg, a.http.as_deref())?;
+    let agreement = cfg.ca.agreement_version.clone();
+    let m = measure(&cfg, &key, a, || async {
+        let requests = Arc::new(prepare(&client, a, &agreement, addr).await?);
         // One pass so every kept response exists before the clock starts.
-        for r in &requests {
-            post(&mut open(addr).await?, addr, r.clone()).await?;
+        let mut warm = Conn::open(addr).await?;
+        for r in requests.iter() {
+            check(&warm.post("/ocsp", CONTENT_TYPE, r.clone()).await?)?;
         }
-        let requests = Arc::new(requests);
-        let cached = load(addr, a, requests.clone(), None).await?;
-        let signed = load(addr, a, requests, Some(())).await?;
-        let after = raw(hsm.clone(), key_label.clone()).await?;
-        Ok::<_, String>((before, cached, signed, after))
-    });
-    hsm.close();
-    let (before, cached, signed, after) = result?;
-    report(a, &key_label, alg, pool, before, after, &cached, &signed);
-    Ok(())
-}
-
-#[allow(clippy::too_many_arguments)]
-fn report(
-    a: &BenchArgs,
-    key_label: &str,
-    alg: SignatureAlgorithm,
-    pool: usize,
-    before: RawRate,
-    after: RawRate,
-    cached: &Phase,
-    signed: &Phase,
-) {
-    let raw = (before.per_second + after.per_second) / 2.0;
+        let pick = |requests: &Arc<Vec<Bytes>>| {
+            let requests = requests.clone();
+            move |w: usize, i: usize| Ok(requests[(w + i) % requests.len()].clone())
+        };
+        let kept = load_http(
+            connections(addr, a.concurrency).await?,
+            a,
+            "/ocsp",
+            CONTENT_TYPE,
+            pick(&requests),
+            check,
+        )
+        .await?;
+        let fresh = pick(&requests);
+        let signed = load_http(
+            connections(addr, a.concurrency).await?,
+            a,
+            "/ocsp",
+            CONTENT_TYPE,
+            move |w, i| fresh(w, i).and_then(|r| with_nonce(&r)),
+            check,
+        )
+        .await?;
+        Ok((kept, signed))
+    })?;
+    let (kept, signed) = &m.load;
     println!(
-        "issuer            {} (responder key {key_label}, {alg})",
-        a.issuer
+        "issuer            {} (responder key {}, {})",
+        a.issuer, key.label, key.signature
     );
     println!(
         "callers           {} HTTP/1.1 keep-alive connections, {} s per phase",
         a.concurrency, a.duration
     );
-    for (name, p) in [("kept (no nonce)", cached), ("signed (nonce)", signed)] {
+    let raw = m.raw();
+    for (name, p) in [("kept (no nonce)", kept), ("signed (nonce)", signed)] {
         println!(
             "{name:<17} {:.0}/s, {:.1}x the raw signing rate; p50 {:.2} ms, p99 {:.2} ms; {} errors",
             p.rate(),
@@ -121,36 +95,23 @@ fn report(
             println!("first error       {e}");
         }
     }
-    println!(
-        "raw HSM signing   {:.0}/s before, {:.0}/s after ({pool} sessions)",
-        before.per_second, after.per_second
-    );
+    print_raw(&m, cfg.hsm.pool_size);
     println!(
         "ratio             signed answers at {:.0}% of the raw signing rate",
         100.0 * signed.rate() / raw
     );
+    Ok(())
 }
 
-/// The daemon's HTTP address: `--http`, else `[http] listen` (an unspecified address
-/// means this host).
-fn http_address(cfg: &Config, given: Option<&str>) -> Result<SocketAddr, String> {
-    let mut addr = match given {
-        Some(text) => text
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .parse()
-            .map_err(|e| format!("--http {text:?}: {e} (give host:port of the daemon)"))?,
-        None => {
-            cfg.http
-                .as_ref()
-                .ok_or("the configuration has no [http] section; pass --http host:port")?
-                .listen
-        }
-    };
-    if addr.ip().is_unspecified() {
-        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+const CONTENT_TYPE: &str = "application/ocsp-request";
+
+/// The answer must be a successful OCSPResponse.
+fn check(der: &[u8]) -> Result<(), String> {
+    let resp = OcspResponse::from_der(der).map_err(|e| format!("OCSP response: {e}"))?;
+    if resp.response_status != OcspResponseStatus::Successful {
+        return Err(format!("OCSP status {:?}", resp.response_status));
     }
-    Ok(addr)
+    Ok(())
 }
 
 /// Issue the certificates the requests ask about; return one nonce-less SHA-1 request for
@@ -159,23 +120,22 @@ async fn prepare(
     client: &ClientSettings,
     a: &BenchArgs,
     agreement: &str,
-    addr: SocketAddr,
+    addr: std::net::SocketAddr,
 ) -> Result<Vec<Bytes>, String> {
-    let issuer_der = get(addr, &format!("/ca/{}.crt", a.issuer)).await?;
+    let issuer_der = Conn::open(addr)
+        .await?
+        .get(&format!("/ca/{}.crt", a.issuer))
+        .await?;
     let issuer = Certificate::from_der(&issuer_der)
         .map_err(|e| format!("issuer certificate from the daemon: {e}"))?;
     let hashes =
         IssuerHashes::new(&issuer).ok_or("the issuer certificate's subject does not encode")?;
     let mut ca = CertificateAuthorityClient::new(connect(client).await.map_err(|e| e.to_string())?);
-    let csrs = p256_csrs(CERTIFICATES)?;
-    let run_id = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
+    let run = run_id();
     let mut out = Vec::with_capacity(CERTIFICATES);
-    for (i, csr) in csrs.into_iter().enumerate() {
+    for (i, csr) in p256_csrs(CERTIFICATES)?.into_iter().enumerate() {
         let req = issue_request(
-            &format!("bench-ocsp-{run_id}-{i}"),
+            &format!("bench-ocsp-{run}-{i}"),
             &a.profile,
             &a.issuer,
             csr,
@@ -198,61 +158,6 @@ async fn prepare(
     Ok(out)
 }
 
-/// `--concurrency` connections posting requests for `--duration`. With `nonce`, each
-/// request gets a fresh random nonce (so each answer is signed); without, the prepared
-/// requests are sent as they are.
-async fn load(
-    addr: SocketAddr,
-    a: &BenchArgs,
-    requests: Arc<Vec<Bytes>>,
-    nonce: Option<()>,
-) -> Result<Phase, String> {
-    let failures = Arc::new(Failures::default());
-    let duration = Duration::from_secs(a.duration.max(1));
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for w in 0..a.concurrency.max(1) {
-        let mut conn = open(addr).await?;
-        let requests = requests.clone();
-        let failures = failures.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut samples = Vec::new();
-            let mut i = w;
-            while start.elapsed() < duration {
-                i += 1;
-                let body = match nonce {
-                    None => requests[i % requests.len()].clone(),
-                    Some(()) => match with_nonce(&requests[i % requests.len()]) {
-                        Ok(b) => b,
-                        Err(e) => return Err(e),
-                    },
-                };
-                let t = Instant::now();
-                match post(&mut conn, addr, body).await {
-                    Ok(()) => samples.push(t.elapsed()),
-                    Err(e) => {
-                        failures.record(|| e);
-                        conn = open(addr).await?;
-                    }
-                }
-            }
-            Ok(samples)
-        }));
-    }
-    let mut samples = Vec::new();
-    for t in tasks {
-        samples.extend(t.await.map_err(|e| format!("load task: {e}"))??);
-    }
-    let elapsed = start.elapsed();
-    Ok(Phase {
-        answered: samples.len() as u64,
-        errors: failures.count(),
-        elapsed,
-        latency: latency(&mut samples),
-        first_error: failures.first(),
-    })
-}
-
 /// The same request with a fresh 16-octet nonce.
 fn with_nonce(request: &[u8]) -> Result<Bytes, String> {
     let req = ocsp::parse_request(request).map_err(|e| e.to_string())?;
@@ -267,59 +172,4 @@ fn with_nonce(request: &[u8]) -> Result<Bytes, String> {
     ocsp::build_request(ids, Some(&nonce))
         .map(Bytes::from)
         .map_err(|e| e.to_string())
-}
-
-type Conn = SendRequest<Full<Bytes>>;
-
-async fn open(addr: SocketAddr) -> Result<Conn, String> {
-    let tcp = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| format!("connecting to {addr}: {e}"))?;
-    tcp.set_nodelay(true).map_err(|e| e.to_string())?;
-    let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-        .await
-        .map_err(|e| format!("HTTP to {addr}: {e}"))?;
-    tokio::spawn(conn);
-    Ok(sender)
-}
-
-async fn exchange(conn: &mut Conn, req: hyper::Request<Full<Bytes>>) -> Result<Bytes, String> {
-    conn.ready().await.map_err(|e| e.to_string())?;
-    let resp = conn.send_request(req).await.map_err(|e| e.to_string())?;
-    let status = resp.status();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    if !status.is_success() {
-        return Err(format!("HTTP {status}"));
-    }
-    Ok(body)
-}
-
-async fn get(addr: SocketAddr, path: &str) -> Result<Bytes, String> {
-    let req = hyper::Request::get(path)
-        .header(hyper::header::HOST, addr.to_string())
-        .body(Full::new(Bytes::new()))
-        .map_err(|e| e.to_string())?;
-    exchange(&mut open(addr).await?, req)
-        .await
-        .map_err(|e| format!("GET {path}: {e}"))
-}
-
-/// POST one OCSP request; the answer must be a successful OCSPResponse.
-async fn post(conn: &mut Conn, addr: SocketAddr, body: Bytes) -> Result<(), String> {
-    let req = hyper::Request::post("/ocsp")
-        .header(hyper::header::HOST, addr.to_string())
-        .header(hyper::header::CONTENT_TYPE, "application/ocsp-request")
-        .body(Full::new(body))
-        .map_err(|e| e.to_string())?;
-    let der = exchange(conn, req).await?;
-    let resp = OcspResponse::from_der(&der).map_err(|e| format!("OCSP response: {e}"))?;
-    if resp.response_status != OcspResponseStatus::Successful {
-        return Err(format!("OCSP status {:?}", resp.response_status));
-    }
-    Ok(())
 }

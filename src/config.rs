@@ -91,6 +91,12 @@ pub struct Config {
     pub ocsp: OcspConfig,
     /// Token personalisation (the workstation's subscriber tokens); absent means none.
     pub token: Option<TokenConfig>,
+    /// The RFC 3161 timestamp authority (`POST /tsa` on the status service); absent means
+    /// signet offers none.
+    pub tsa: Option<TsaConfig>,
+    /// The audit key that signs checkpoints of the audit log, and how often; absent means
+    /// the log is hash-chained but never signed.
+    pub audit: Option<AuditConfig>,
     /// The directory holding the configuration file; relative paths are resolved against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -273,6 +279,86 @@ impl Default for OcspConfig {
             cache: true,
         }
     }
+}
+
+/// `[tsa]`: the timestamp authority. Its key is generated in the HSM by the ceremony and
+/// certified by `issuer` with a critical extendedKeyUsage of timeStamping only.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TsaConfig {
+    /// The issuing CA that certifies the TSA key.
+    pub issuer: String,
+    /// CKA_LABEL of the TSA key pair in the HSM.
+    pub key_label: String,
+    /// Key type the ceremony generates (`p256`, `p384`, `rsa2048`, ...; not Ed25519).
+    pub key_type: KeyType,
+    /// Subject of the TSA certificate (a CN is required).
+    pub subject: BTreeMap<String, String>,
+    /// Validity of the TSA certificate in years.
+    #[serde(default = "default_service_validity")]
+    pub validity_years: u32,
+    /// The TSA policy OID placed in every token (dotted decimal); requests naming another
+    /// policy are refused with unacceptedPolicy.
+    pub policy_oid: String,
+    /// The accuracy stated in tokens: whole seconds part.
+    #[serde(default = "default_accuracy_seconds")]
+    pub accuracy_seconds: u32,
+    /// The accuracy stated in tokens: milliseconds part, 0 to 999.
+    #[serde(default)]
+    pub accuracy_millis: u32,
+}
+
+/// `[audit]`: the audit key and checkpoints. The ceremony generates the key in the HSM and
+/// has `issuer` certify it; the daemon signs the newest entry's hash with it every
+/// `checkpoint_interval_seconds` and at shutdown.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// The issuing CA that certifies the audit key.
+    pub issuer: String,
+    /// CKA_LABEL of the audit key pair in the HSM.
+    pub key_label: String,
+    /// Key type: `p256` or `p384` (checkpoints are checked with `openssl dgst -verify`).
+    #[serde(default = "default_audit_key_type")]
+    pub key_type: KeyType,
+    /// Subject of the audit key's certificate (a CN is required).
+    pub subject: BTreeMap<String, String>,
+    /// Validity of the audit certificate in years.
+    #[serde(default = "default_service_validity")]
+    pub validity_years: u32,
+    /// How often a checkpoint is signed (and usage counts are written), in seconds.
+    #[serde(default = "default_checkpoint_interval")]
+    pub checkpoint_interval_seconds: u64,
+}
+
+fn default_service_validity() -> u32 {
+    2
+}
+fn default_accuracy_seconds() -> u32 {
+    1
+}
+fn default_audit_key_type() -> KeyType {
+    KeyType::P256
+}
+fn default_checkpoint_interval() -> u64 {
+    3600
+}
+
+/// A key the ceremony makes for a service (the TSA, the audit log), checked.
+#[derive(Clone, Debug)]
+pub struct ServiceKeySpec {
+    /// The issuing CA that certifies it.
+    pub issuer: String,
+    /// CKA_LABEL.
+    pub key_label: String,
+    /// Key type.
+    pub key_type: KeyType,
+    /// The algorithm it signs with (the key type's default).
+    pub signature: SignatureAlgorithm,
+    /// Subject of its certificate.
+    pub subject: SubjectSpec,
+    /// Validity of its certificate in years.
+    pub validity_years: u32,
 }
 
 fn default_ocsp_validity() -> u64 {
@@ -720,6 +806,40 @@ impl Config {
                 "must not exceed crl.interval_seconds",
             ));
         }
+        if let Some(t) = &self.tsa {
+            self.tsa_key()?;
+            ObjectIdentifier::new(&t.policy_oid)
+                .map_err(|e| invalid("tsa.policy_oid", format!("{:?}: {e}", t.policy_oid)))?;
+            if t.accuracy_millis > 999 {
+                return Err(invalid("tsa.accuracy_millis", "must be 0 to 999"));
+            }
+            if t.accuracy_seconds > 3600 {
+                return Err(invalid("tsa.accuracy_seconds", "must be 0 to 3600"));
+            }
+            if t.accuracy_seconds == 0 && t.accuracy_millis == 0 {
+                return Err(invalid(
+                    "tsa.accuracy_seconds",
+                    "state a non-zero accuracy (accuracy_seconds or accuracy_millis)",
+                ));
+            }
+        }
+        if let Some(a) = &self.audit {
+            self.audit_key()?;
+            if !(10..=86_400).contains(&a.checkpoint_interval_seconds) {
+                return Err(invalid(
+                    "audit.checkpoint_interval_seconds",
+                    "must be 10 to 86400",
+                ));
+            }
+        }
+        if let (Some(t), Some(a)) = (&self.tsa, &self.audit)
+            && t.key_label == a.key_label
+        {
+            return Err(invalid(
+                "audit.key_label",
+                "must differ from tsa.key_label: each key serves one purpose",
+            ));
+        }
         let mut ra_names = HashMap::new();
         for (i, ra) in self.ras.iter().enumerate() {
             let key = |f: &str| format!("ra[{i}].{f}");
@@ -1031,6 +1151,108 @@ impl Config {
         Ok(ordered)
     }
 
+    /// The TSA key and certificate the ceremony makes, checked; `None` without `[tsa]`.
+    pub fn tsa_key(&self) -> Result<Option<ServiceKeySpec>, ConfigError> {
+        self.tsa
+            .as_ref()
+            .map(|t| {
+                self.service_key(
+                    "tsa",
+                    &t.issuer,
+                    &t.key_label,
+                    t.key_type,
+                    &t.subject,
+                    t.validity_years,
+                )
+            })
+            .transpose()
+    }
+
+    /// The audit key and certificate the ceremony makes, checked; `None` without `[audit]`.
+    pub fn audit_key(&self) -> Result<Option<ServiceKeySpec>, ConfigError> {
+        self.audit
+            .as_ref()
+            .map(|a| {
+                let spec = self.service_key(
+                    "audit",
+                    &a.issuer,
+                    &a.key_label,
+                    a.key_type,
+                    &a.subject,
+                    a.validity_years,
+                )?;
+                if !matches!(a.key_type, KeyType::P256 | KeyType::P384) {
+                    return Err(invalid(
+                        "audit.key_type",
+                        "must be p256 or p384 (checkpoints are ECDSA, checked with openssl dgst -verify)",
+                    ));
+                }
+                Ok(spec)
+            })
+            .transpose()
+    }
+
+    fn service_key(
+        &self,
+        section: &str,
+        issuer: &str,
+        key_label: &str,
+        key_type: KeyType,
+        subject: &BTreeMap<String, String>,
+        validity_years: u32,
+    ) -> Result<ServiceKeySpec, ConfigError> {
+        let key = |f: &str| format!("{section}.{f}");
+        let Some(parent) = self.issuers.iter().find(|i| i.name == issuer) else {
+            return Err(invalid(
+                key("issuer"),
+                format!("{issuer:?} is not a configured issuer"),
+            ));
+        };
+        if parent.parent.is_none() {
+            return Err(invalid(
+                key("issuer"),
+                format!("{issuer:?} is the root; name an issuing CA"),
+            ));
+        }
+        if key_label.is_empty() || key_label.len() > 128 {
+            return Err(invalid(key("key_label"), "must be 1 to 128 characters"));
+        }
+        if self.issuers.iter().any(|i| i.key_label == key_label) {
+            return Err(invalid(
+                key("key_label"),
+                format!("{key_label:?} is the key of an issuer; give this key its own label"),
+            ));
+        }
+        if key_type == KeyType::Ed25519 {
+            return Err(invalid(
+                key("key_type"),
+                "ed25519 is not accepted here; use p256, p384 or an RSA key",
+            ));
+        }
+        let subject = SubjectSpec::from_pairs(subject.iter())
+            .map_err(|e| invalid(key("subject"), e.to_string()))?;
+        if subject.get(crate::pki::Attr::CommonName).is_none() {
+            return Err(invalid(key("subject"), "needs a CN"));
+        }
+        if !(1..=5).contains(&validity_years) || validity_years > parent.validity_years {
+            return Err(invalid(
+                key("validity_years"),
+                format!(
+                    "must be 1 to 5 and within the issuer's {} years",
+                    parent.validity_years
+                ),
+            ));
+        }
+        Ok(ServiceKeySpec {
+            issuer: issuer.to_owned(),
+            key_label: key_label.to_owned(),
+            key_type,
+            signature: key_type.default_signature_algorithm(),
+            subject,
+            validity_years,
+        })
+    }
+
     /// The profiles, checked.
     pub fn profiles(&self) -> Result<BTreeMap<String, Profile>, ConfigError> {
         let issuer_names: Vec<&str> = self.issuers.iter().map(|i| i.name.as_str()).collect();
@@ -1171,6 +1393,88 @@ liability = "100,000 CNY"
 
     fn err(text: &str) -> String {
         load(text).unwrap_err().to_string()
+    }
+
+    const TSA: &str = r#"
+[tsa]
+issuer = "issuing-ec"
+key_label = "tsa-key"
+key_type = "p256"
+subject = { CN = "Signet TSA" }
+policy_oid = "1.3.6.1.4.1.99999.2.1"
+
+[audit]
+issuer = "issuing-ec"
+key_label = "audit-key"
+subject = { CN = "Signet Audit" }
+"#;
+
+    #[test]
+    fn tsa_and_audit_settings_default_and_are_checked_by_key() {
+        let c = load(&format!("{GOOD}{TSA}")).unwrap();
+        let t = c.tsa.as_ref().unwrap();
+        assert_eq!(
+            (t.accuracy_seconds, t.accuracy_millis, t.validity_years),
+            (1, 0, 2)
+        );
+        assert_eq!(c.audit.as_ref().unwrap().checkpoint_interval_seconds, 3600);
+        assert_eq!(c.audit_key().unwrap().unwrap().key_type, KeyType::P256);
+        for (from, to, key) in [
+            (
+                "policy_oid = \"1.3.6.1.4.1.99999.2.1\"",
+                "policy_oid = \"tsa\"",
+                "tsa.policy_oid:",
+            ),
+            (
+                "issuer = \"issuing-ec\"\nkey_label = \"tsa-key\"",
+                "issuer = \"root\"\nkey_label = \"tsa-key\"",
+                "tsa.issuer:",
+            ),
+            (
+                "key_label = \"tsa-key\"",
+                "key_label = \"ec-key\"",
+                "tsa.key_label:",
+            ),
+            (
+                "key_type = \"p256\"",
+                "key_type = \"ed25519\"",
+                "tsa.key_type:",
+            ),
+            (
+                "subject = { CN = \"Signet TSA\" }",
+                "subject = { O = \"Signet\" }",
+                "tsa.subject:",
+            ),
+            (
+                "key_label = \"audit-key\"",
+                "key_label = \"tsa-key\"",
+                "audit.key_label:",
+            ),
+            (
+                "key_label = \"audit-key\"",
+                "key_label = \"audit-key\"\nkey_type = \"rsa2048\"",
+                "audit.key_type:",
+            ),
+            (
+                "key_label = \"audit-key\"",
+                "key_label = \"audit-key\"\ncheckpoint_interval_seconds = 1",
+                "audit.checkpoint_interval_seconds:",
+            ),
+            (
+                "policy_oid = \"1.3.6.1.4.1.99999.2.1\"",
+                "policy_oid = \"1.3.6.1.4.1.99999.2.1\"\naccuracy_millis = 1000",
+                "tsa.accuracy_millis:",
+            ),
+            (
+                "policy_oid = \"1.3.6.1.4.1.99999.2.1\"",
+                "policy_oid = \"1.3.6.1.4.1.99999.2.1\"\naccuracy_seconds = 0",
+                "tsa.accuracy_seconds:",
+            ),
+        ] {
+            let text = format!("{GOOD}{}", TSA.replacen(from, to, 1));
+            let e = err(&text);
+            assert!(e.starts_with(key), "{key}: {e}");
+        }
     }
 
     #[test]

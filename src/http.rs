@@ -1,6 +1,6 @@
 //! The public status service over plain HTTP, no client certificate: CRLs, CA certificates,
 //! the chain as certs-only PKCS#7, OCSP (RFC 6960, `POST /ocsp` and `GET /ocsp/{base64}`)
-//! and a health check. OCSP answers are signed per request in the HSM; bad OCSP input is
+//! the timestamp authority (RFC 3161, `POST /tsa`) and a health check. OCSP answers are signed per request in the HSM; bad OCSP input is
 //! always an OCSPResponse with malformedRequest and HTTP 200. Handlers only translate: CRLs come
 //! from the publisher's memory and certificates are encoded once at start, so no request
 //! waits for the HSM.
@@ -22,6 +22,7 @@ use tokio::net::TcpListener;
 use crate::ca::Authority;
 use crate::ca::crl::CrlPublisher;
 use crate::ca::ocsp::OcspResponder;
+use crate::ca::tsa::Tsa;
 use crate::config::Config;
 use crate::hsm::Hsm;
 
@@ -56,6 +57,7 @@ struct Shared {
     hsm: Hsm,
     crls: Arc<CrlPublisher>,
     ocsp: Arc<OcspResponder>,
+    tsa: Option<Arc<Tsa>>,
     certs: HashMap<String, Bytes>,
     chain_p7b: Bytes,
 }
@@ -66,18 +68,25 @@ pub struct Http {
 }
 
 impl Http {
-    /// Encode the CA certificates and the chain once; OCSP requests go to `ocsp`.
+    /// Encode the CA certificates and the chain once; OCSP requests go to `ocsp`; `tsa`,
+    /// when given, answers `POST /tsa` (and its certificate is served as `/ca/tsa.crt`).
     pub fn new(
         authority: Arc<Authority>,
         hsm: Hsm,
         crls: Arc<CrlPublisher>,
         ocsp: Arc<OcspResponder>,
+        tsa: Option<Arc<Tsa>>,
     ) -> Result<Http, HttpError> {
         let mut certs = HashMap::new();
         let mut all = Vec::new();
         for i in authority.issuers() {
             certs.insert(i.name.clone(), Bytes::from(i.cert_der.clone()));
             all.push(i.cert.clone());
+        }
+        if let Some(t) = &tsa {
+            certs
+                .entry(crate::ca::ceremony::TSA.to_owned())
+                .or_insert_with(|| Bytes::from(t.cert_der().to_vec()));
         }
         let chain_p7b = if all.is_empty() {
             Bytes::new()
@@ -89,6 +98,7 @@ impl Http {
         Ok(Http {
             shared: Arc::new(Shared {
                 ocsp,
+                tsa,
                 authority,
                 hsm,
                 crls,
@@ -114,6 +124,7 @@ impl Http {
             .route("/healthz", get(healthz))
             .route("/ocsp", post(ocsp_post))
             .route("/ocsp/{*request}", get(ocsp_get))
+            .route("/tsa", post(tsa_post))
             .layer(DefaultBodyLimit::max(crate::pki::ocsp::MAX_REQUEST_BYTES))
             .with_state(self.shared.clone())
     }
@@ -218,7 +229,46 @@ fn decode_base64(text: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// `GET /healthz`: 200 while the HSM holds the first issuer's key and the store answers.
+/// `POST /tsa`: the body is a DER TimeStampReq sent as `application/timestamp-query`. Every
+/// answer is a TimeStampResp with HTTP 200; a wrong content type or an unreadable body is a
+/// rejection (badRequest / badDataFormat), like any other bad request.
+async fn tsa_post(
+    State(s): State<Arc<Shared>>,
+    headers: axum::http::HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    use crate::pki::tsp::{FailureInfo, Rejection, rejection};
+    let Some(tsa) = &s.tsa else {
+        return not_found();
+    };
+    let ctype = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let answer = if !ctype
+        .trim()
+        .to_ascii_lowercase()
+        .starts_with("application/timestamp-query")
+    {
+        rejection(&Rejection::new(
+            FailureInfo::BadRequest,
+            format!("Content-Type: {ctype:?}; send application/timestamp-query"),
+        ))
+    } else {
+        match body {
+            Ok(b) => tsa.respond(&b).await,
+            Err(_) => rejection(&Rejection::new(
+                FailureInfo::BadDataFormat,
+                "request: unreadable or too long",
+            )),
+        }
+    };
+    der("application/timestamp-reply", Bytes::from(answer))
+}
+
+/// `GET /healthz`: 200 while the HSM holds the first issuer's key and the store answers and
+/// nothing is degraded; otherwise 503 saying what is wrong (a TSA whose clock went
+/// backwards is degraded).
 async fn healthz(State(s): State<Arc<Shared>>) -> Response {
     let store_ok = matches!(
         tokio::time::timeout(HEALTH_TIMEOUT, s.authority.store().issuers()).await,
@@ -232,8 +282,15 @@ async fn healthz(State(s): State<Arc<Shared>>) -> Response {
             ),
             None => true,
         };
-    if hsm_ok && store_ok {
+    let degraded = s.authority.degraded();
+    if hsm_ok && store_ok && degraded.is_empty() {
         (StatusCode::OK, "ok\n").into_response()
+    } else if hsm_ok && store_ok {
+        let text: String = degraded
+            .iter()
+            .map(|(c, why)| format!("degraded: {c}: {why}\n"))
+            .collect();
+        (StatusCode::SERVICE_UNAVAILABLE, text).into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "unavailable\n").into_response()
     }

@@ -3,6 +3,7 @@
 //! library.)
 
 mod bench_cmd;
+mod bench_http;
 mod bench_ocsp;
 mod ra_cmd;
 mod token_cmd;
@@ -14,9 +15,12 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 
 use signet::api::Api;
+use signet::audit::AuditEvent;
 use signet::ca::ceremony::{self, pem_encode};
+use signet::ca::checkpoint::Checkpointer;
 use signet::ca::crl::CrlPublisher;
 use signet::ca::ocsp::OcspResponder;
+use signet::ca::tsa::Tsa;
 use signet::ca::{Approval, Authority, CaError, IssueRequest};
 use signet::config::Config;
 use signet::hsm::Hsm;
@@ -68,8 +72,13 @@ enum Command {
     /// The token workstation's front desk: list, init, personalize, change-pin, unblock and
     /// read subscribers' tokens through a daemon's TokenService over mutual TLS.
     Token(Box<token_cmd::TokenArgs>),
-    /// Load a running daemon over mTLS gRPC with concurrent Issue calls and report issued/s
-    /// and latency beside the raw HSM signing rate of the same issuer key and pool size.
+    /// The audit log: verify the chain and its signed checkpoints, sign a checkpoint now, or
+    /// write the evidence bundle of one certificate.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Load a running daemon and report the rate and latency beside the raw HSM signing rate
+    /// of the same key and pool size: concurrent Issue calls over mTLS gRPC (`--mode issue`),
+    /// OCSP requests (`--mode ocsp`) or timestamp requests (`--mode tsa`) over HTTP.
     Bench {
         #[command(flatten)]
         conn: Box<ra_cmd::ConnArgs>,
@@ -101,6 +110,27 @@ struct RevokeArgs {
     /// Also publish fresh CRLs of every issuer now (when no daemon runs to do it).
     #[arg(long)]
     publish: bool,
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Walk the whole chain and every checkpoint: prints OK with the count and range, or the
+    /// first entry where the chain breaks (and exits non-zero). Reads the store only.
+    Verify,
+    /// Append the usage counts and sign a checkpoint over the newest entry now, with the
+    /// audit key in the HSM.
+    Checkpoint,
+    /// Write the evidence bundle of one certificate into a directory: request and approval,
+    /// CSR, certificate and chain, audit entries up to a signed checkpoint, and README.txt
+    /// with the OpenSSL commands that check each part.
+    Evidence {
+        /// The certificate's serial number (hex).
+        #[arg(long)]
+        serial: String,
+        /// The directory to write (created; must not hold a bundle already).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -165,6 +195,7 @@ fn run(cli: Cli) -> Result<(), String> {
     let cfg = load_config(cli.config.as_deref())?;
     match cli.command {
         Command::Ra(_) | Command::Token(_) => unreachable!("handled above"),
+        Command::Bench { args, .. } if args.is_tsa() => bench_cmd::run_tsa(cfg, &args),
         Command::Bench { conn, args } => {
             let client = ra_cmd::settings(&conn, cli.config.as_deref())?;
             bench_cmd::run(cfg, client, &args)
@@ -235,6 +266,7 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Quickstart => quickstart(cfg),
         Command::Revoke(args) => revoke(cfg, &args),
+        Command::Audit(cmd) => audit(cfg, cmd),
         Command::Crl { issuer } => {
             let parts = open_parts(cfg)?;
             let rt = runtime()?;
@@ -339,6 +371,72 @@ fn print_published(published: &[signet::ca::crl::PublishedCrl]) {
     }
 }
 
+/// `signet audit ...`.
+fn audit(cfg: Config, cmd: AuditCommand) -> Result<(), String> {
+    if let AuditCommand::Verify = cmd {
+        let store = SqliteStore::open(&cfg.store_path()).map_err(|e| e.to_string())?;
+        let rt = runtime()?;
+        let found = rt
+            .block_on(signet::ca::checkpoint::verify_log(&store))
+            .map_err(describe)?;
+        return match found {
+            Ok(r) => {
+                println!(
+                    "audit log OK: {} entries (1 to {}), {} checkpoints verified{}",
+                    r.entries,
+                    r.entries,
+                    r.checkpoints,
+                    match r.covered_to {
+                        Some(s) if s == r.entries => ", the newest entry is covered".to_owned(),
+                        Some(s) => format!(
+                            ", entries 1 to {s} covered by a signed checkpoint, {} after it not yet",
+                            r.entries - s
+                        ),
+                        None => ", no entry is covered by a signed checkpoint yet".to_owned(),
+                    }
+                );
+                Ok(())
+            }
+            Err(b) => Err(format!("audit log BROKEN at entry {}: {}", b.seq, b.reason)),
+        };
+    }
+    let parts = open_parts(cfg)?;
+    let rt = runtime()?;
+    let result = rt.block_on(async {
+        let authority =
+            Arc::new(Authority::open(&parts.cfg, parts.hsm.clone(), parts.store.clone()).await?);
+        match cmd {
+            AuditCommand::Verify => unreachable!("handled above"),
+            AuditCommand::Checkpoint => {
+                let cp = signet::ca::checkpoint::Checkpointer::open(&parts.cfg, authority)
+                    .await?
+                    .ok_or_else(|| {
+                        CaError::FailedPrecondition(
+                            "the configuration has no [audit] section".into(),
+                        )
+                    })?;
+                Ok(match cp.checkpoint().await? {
+                    Some(c) => format!("checkpoint signed over entry {} ({})", c.seq, c.hash),
+                    None => "the newest entry is already covered by a checkpoint".to_owned(),
+                })
+            }
+            AuditCommand::Evidence { serial, out } => {
+                let b = signet::ca::evidence::write_bundle(&authority, &serial, &out).await?;
+                Ok(format!(
+                    "wrote {}: audit entries {} to {}, checkpoint over {}; see README.txt there",
+                    b.dir.display(),
+                    b.entries.0,
+                    b.entries.1,
+                    b.checkpoint_seq
+                ))
+            }
+        }
+    });
+    parts.hsm.close();
+    println!("{}", result.map_err(describe)?);
+    Ok(())
+}
+
 /// `signet serve`: open the HSM (before the runtime: it sets the module's environment), the
 /// store and the authority, bind, announce the address, serve until a signal, let the calls
 /// in flight finish, then close the HSM.
@@ -372,6 +470,23 @@ fn serve_parts(parts: Parts, rt: tokio::runtime::Runtime) -> Result<(), String> 
             api = api.with_token_service(Arc::new(workstation));
             tracing::info!("token service enabled ([token])");
         }
+        let tsa = Tsa::open(&parts.cfg, authority.clone())
+            .await
+            .map_err(describe)?
+            .map(Arc::new);
+        let checkpointer = Checkpointer::open(&parts.cfg, authority.clone())
+            .await
+            .map_err(describe)?
+            .map(Arc::new);
+        authority
+            .store()
+            .append_audit(AuditEvent::daemon(
+                "daemon.started",
+                "signet",
+                serde_json::json!({ "version": env!("CARGO_PKG_VERSION"), "pid": std::process::id() }),
+            ))
+            .await
+            .map_err(|e| e.to_string())?;
         let listener = Api::bind(&parts.cfg).await.map_err(|e| e.to_string())?;
         let addr = listener
             .local_addr()
@@ -387,11 +502,15 @@ fn serve_parts(parts: Parts, rt: tokio::runtime::Runtime) -> Result<(), String> 
         let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
         };
+        if let Some(c) = &checkpointer {
+            tokio::spawn(c.clone().run(stopped.clone()));
+        }
         let http = match &parts.cfg.http {
             Some(_) => Some(
                 start_http(
                     &parts,
-                    authority,
+                    authority.clone(),
+                    tsa.clone(),
                     stopped.clone(),
                     until_stopped(stopped.clone()),
                 )
@@ -415,6 +534,7 @@ fn serve_parts(parts: Parts, rt: tokio::runtime::Runtime) -> Result<(), String> 
                 .map_err(|e| format!("HTTP server: {e}"))?
                 .map_err(|e| e.to_string())?;
         }
+        finish_audit(&authority, tsa.as_deref(), checkpointer.as_deref()).await;
         served
     });
     // Signing calls abandoned at their deadline may still hold an HSM session: give the
@@ -427,11 +547,45 @@ fn serve_parts(parts: Parts, rt: tokio::runtime::Runtime) -> Result<(), String> 
     result
 }
 
+/// At a graceful stop: record the TSA's latest time, write the stop entry (after the usage
+/// counts), and sign a checkpoint over it, so the log ends covered.
+async fn finish_audit(
+    authority: &Authority,
+    tsa: Option<&Tsa>,
+    checkpointer: Option<&Checkpointer>,
+) {
+    if let Some(t) = tsa
+        && let Err(e) = t.close().await
+    {
+        tracing::error!("recording the TSA's latest time: {e}");
+    }
+    let store = authority.store();
+    for ev in authority.usage().take(unix_now()) {
+        if let Err(e) = store.append_audit(ev).await {
+            tracing::error!("writing usage counts: {e}");
+        }
+    }
+    let stop = AuditEvent::daemon(
+        "daemon.stopped",
+        "signet",
+        serde_json::json!({ "pid": std::process::id() }),
+    );
+    if let Err(e) = store.append_audit(stop).await {
+        tracing::error!("writing the stop entry: {e}");
+    }
+    if let Some(c) = checkpointer
+        && let Err(e) = c.checkpoint().await
+    {
+        tracing::error!("the shutdown checkpoint failed: {e}");
+    }
+}
+
 /// The status service: publish every issuer's CRL (so the first request finds one), keep
 /// them fresh in the background, and serve them over HTTP until `shutdown`.
 async fn start_http(
     parts: &Parts,
     authority: Arc<Authority>,
+    tsa: Option<Arc<Tsa>>,
     stopped: tokio::sync::watch::Receiver<bool>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<tokio::task::JoinHandle<Result<(), signet::http::HttpError>>, String> {
@@ -446,7 +600,7 @@ async fn start_http(
     );
     tokio::spawn(ocsp.clone().maintain(stopped_ocsp));
     let http =
-        Http::new(authority, parts.hsm.clone(), publisher, ocsp).map_err(|e| e.to_string())?;
+        Http::new(authority, parts.hsm.clone(), publisher, ocsp, tsa).map_err(|e| e.to_string())?;
     let listener = Http::bind(&parts.cfg).await.map_err(|e| e.to_string())?;
     let addr = listener
         .local_addr()
@@ -454,6 +608,13 @@ async fn start_http(
     tracing::info!(%addr, "serving CRLs and CA certificates over HTTP");
     println!("signet: serving HTTP on {addr}");
     Ok(tokio::spawn(http.run(listener, shutdown)))
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// Completes on SIGTERM or SIGINT.

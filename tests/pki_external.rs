@@ -232,7 +232,11 @@ fn profile(kind: ProfileKind) -> Profile {
     let liability = match kind {
         ProfileKind::Organization | ProfileKind::PaymentGateway => Some("500,000 CNY".to_owned()),
         ProfileKind::Device | ProfileKind::Server => Some("100,000 CNY".to_owned()),
-        ProfileKind::Personal | ProfileKind::CodeSigning | ProfileKind::RaClient => None,
+        ProfileKind::Personal
+        | ProfileKind::CodeSigning
+        | ProfileKind::RaClient
+        | ProfileKind::TimeStamping
+        | ProfileKind::AuditSigning => None,
     };
     let arc = 1 + ProfileKind::ALL.iter().position(|k| *k == kind).unwrap();
     Profile {
@@ -265,6 +269,22 @@ fn names(kind: ProfileKind) -> (SubjectSpec, Vec<San>) {
         ),
         ProfileKind::Device => (
             vec![("CN", "device-0001"), ("serialNumber", "SN2026112400001")],
+            vec![],
+        ),
+        ProfileKind::TimeStamping => (
+            vec![
+                ("C", "CN"),
+                ("O", "Signet Test CA"),
+                ("CN", "Signet Test TSA"),
+            ],
+            vec![],
+        ),
+        ProfileKind::AuditSigning => (
+            vec![
+                ("C", "CN"),
+                ("O", "Signet Test CA"),
+                ("CN", "Signet Test Audit Key"),
+            ],
             vec![],
         ),
         ProfileKind::Server => (
@@ -386,14 +406,15 @@ fn certtool_verify(h: &Hierarchy, ca: &Ca, kind: ProfileKind, leaf: &Certificate
         &format!("chain-{}-{kind}.pem", ca.name),
         &[leaf, &ca.cert],
     );
-    let eku = kind.extended_key_usage()[0].to_string();
-    let (ok, text) = run(Command::new("certtool")
-        .arg("--verify")
+    let mut cmd = Command::new("certtool");
+    cmd.arg("--verify")
         .arg("--load-ca-certificate")
-        .arg(&h.root.pem)
-        .arg(format!("--verify-purpose={eku}"))
-        .arg("--infile")
-        .arg(&chain));
+        .arg(&h.root.pem);
+    // The audit key's certificate carries no EKU: it is checked for any purpose.
+    if let Some(eku) = kind.extended_key_usage().first() {
+        cmd.arg(format!("--verify-purpose={eku}"));
+    }
+    let (ok, text) = run(cmd.arg("--infile").arg(&chain));
     assert!(
         ok && text.contains("Chain verification output: Verified."),
         "certtool --verify of a {kind} leaf under {}:\n{text}",

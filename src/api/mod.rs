@@ -45,6 +45,9 @@ pub const SERVICE_NAME: &str = "signet.v1.CertificateAuthority";
 
 /// The fully qualified name of the token workstation service.
 pub const TOKEN_SERVICE_NAME: &str = "signet.v1.TokenService";
+/// The name under which gRPC health reports the timestamp authority: NOT_SERVING while its
+/// clock reads earlier than its latest token.
+pub const TSA_HEALTH_NAME: &str = "signet.v1.TimeStampAuthority";
 
 /// How often the health reporter looks at the HSM and the store.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
@@ -225,6 +228,20 @@ async fn watch_health(
         } else {
             ServingStatus::NotServing
         };
+        // A degraded part (the TSA's clock) is reported under its own service name, so the
+        // RA API stays SERVING.
+        let tsa_status = if authority
+            .degraded()
+            .iter()
+            .any(|(c, _)| c == crate::ca::tsa::HEALTH_COMPONENT)
+        {
+            ServingStatus::NotServing
+        } else {
+            status
+        };
+        reporter
+            .set_service_status(TSA_HEALTH_NAME, tsa_status)
+            .await;
         if last != Some(status) {
             tracing::info!(
                 hsm = hsm_ok,

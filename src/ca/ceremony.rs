@@ -13,10 +13,10 @@ use x509_cert::Certificate;
 
 use super::CaError;
 use crate::audit::AuditEvent;
-use crate::config::{Config, IssuerSpec};
+use crate::config::{Config, IssuerSpec, ServiceKeySpec};
 use crate::hsm::Hsm;
 use crate::pki::cert::{self, CaRequest, IssuerRef, Urls};
-use crate::pki::{KeyType, pkcs7, serial};
+use crate::pki::{KeyType, Profile, ProfileKind, pkcs7, serial};
 use crate::store::{CaKeyRecord, IssuerRecord, Store};
 
 /// Actor name recorded in the audit log for ceremony steps.
@@ -113,14 +113,7 @@ pub async fn run(
                 )));
             }
         }
-        let spki = key_for(
-            &spec.key_label,
-            spec.key_type,
-            serde_json::json!({ "issuer": spec.name }),
-            hsm,
-            store,
-        )
-        .await?;
+        let spki = key_for(&spec.key_label, spec.key_type, &spec.name, hsm, store).await?;
         let m = certify(spec, spki, &made, &urls, hsm, store).await?;
         let der = m
             .cert
@@ -132,14 +125,38 @@ pub async fn run(
         made.push(m);
     }
 
-    // Delegated OCSP responders and the RA API's TLS material, certified through the
-    // authority's one issuance path now that the hierarchy exists.
-    let authority = super::Authority::open(cfg, hsm.clone(), store.clone()).await?;
-    report.responders = super::ocsp::provision(cfg, &authority, hsm, store).await?;
-    if cfg.api.is_some() {
-        report
-            .files
-            .extend(super::tls::make(cfg, &authority).await?);
+    // Delegated OCSP responders, TLS material for the RA API (from its TLS-only issuing CA),
+    // and the TSA and audit keys' certificates, certified through the authority's one
+    // issuance path now that the hierarchy exists.
+    let services = [
+        (TSA, ProfileKind::TimeStamping, service_spec(cfg.tsa_key())?),
+        (
+            AUDIT,
+            ProfileKind::AuditSigning,
+            service_spec(cfg.audit_key())?,
+        ),
+    ];
+    {
+        let authority = super::Authority::open(cfg, hsm.clone(), store.clone()).await?;
+        report.responders = super::ocsp::provision(cfg, &authority, hsm, store).await?;
+        if cfg.api.is_some() {
+            report
+                .files
+                .extend(super::tls::make(cfg, &authority).await?);
+        }
+        for (purpose, kind, spec) in &services {
+            if let Some(spec) = spec {
+                let policy = match (purpose, &cfg.tsa) {
+                    (&TSA, Some(t)) => t.policy_oid.as_str(),
+                    _ => ANY_POLICY,
+                };
+                let path = certify_service(
+                    purpose, *kind, spec, policy, &out_dir, hsm, store, &authority,
+                )
+                .await?;
+                report.files.push(path);
+            }
+        }
     }
 
     // The chain files are publications derived from the store: rewritten on every run.
@@ -161,12 +178,86 @@ pub async fn run(
     Ok(report)
 }
 
-/// A CA key (an issuer's, a delegated OCSP responder's): generated now, or the one an
-/// interrupted run generated and recorded. `detail` says what it is for, in the audit log.
+/// The purpose name of the TSA key (its certificate's request id and file name).
+pub const TSA: &str = "tsa";
+/// The purpose name of the audit key.
+pub const AUDIT: &str = "audit";
+/// anyPolicy (RFC 5280): for the audit key's certificate, which serves signet alone.
+const ANY_POLICY: &str = "2.5.29.32.0";
+
+fn service_spec(
+    spec: Result<Option<ServiceKeySpec>, crate::config::ConfigError>,
+) -> Result<Option<ServiceKeySpec>, CaError> {
+    spec.map_err(|e| CaError::FailedPrecondition(e.to_string()))
+}
+
+/// The request id under which the ceremony certifies a service key (`tsa:1a2b...`): one per
+/// key, so the daemon finds the certificate of the key it holds.
+pub fn service_request_id(
+    purpose: &str,
+    spki: &SubjectPublicKeyInfoOwned,
+) -> Result<String, CaError> {
+    let der = spki
+        .to_der()
+        .map_err(|e| CaError::Internal(format!("encoding public key: {e}")))?;
+    let id = <sha2::Sha256 as sha2::Digest>::digest(&der);
+    Ok(format!("{purpose}:{}", hex::encode(&id[..8])))
+}
+
+/// Make (or find) a service key and its certificate, and write `{purpose}.pem`: the
+/// certificate followed by its issuing chain.
+#[allow(clippy::too_many_arguments)]
+async fn certify_service(
+    purpose: &str,
+    kind: ProfileKind,
+    spec: &ServiceKeySpec,
+    policy: &str,
+    out_dir: &Path,
+    hsm: &Hsm,
+    store: &Arc<dyn Store>,
+    authority: &super::Authority,
+) -> Result<PathBuf, CaError> {
+    let spki = key_for(&spec.key_label, spec.key_type, purpose, hsm, store).await?;
+    let profile = Profile {
+        name: kind.name().into(),
+        kind,
+        validity_years: vec![spec.validity_years],
+        renewal_window_days: 30,
+        policy_oid: const_oid::ObjectIdentifier::new(policy)
+            .map_err(|e| CaError::FailedPrecondition(format!("{purpose}.policy_oid: {e}")))?,
+        liability: None,
+        key_types: vec![spec.key_type],
+        issuers: vec![spec.issuer.clone()],
+    };
+    let issued = authority
+        .issue_infrastructure(
+            ACTOR,
+            &service_request_id(purpose, &spki)?,
+            &profile,
+            &spec.issuer,
+            &spec.subject,
+            &[],
+            &spki,
+            spec.validity_years,
+        )
+        .await?;
+    let mut pem = pem_encode(&issued.cert_der);
+    for c in &issued.chain {
+        pem.push_str(&pem_encode(c));
+    }
+    let path = out_dir.join(format!("{purpose}.pem"));
+    write_file(&path, pem.as_bytes())?;
+    tracing::info!(purpose, serial = %issued.record.serial, key = %spec.key_label, "service key certified");
+    Ok(path)
+}
+
+/// The key labelled `label`: generated now, or the one an interrupted run generated and
+/// recorded. `purpose` (an issuer name, `tsa`, `audit`, `ocsp:ISSUER`) goes into the audit
+/// entry.
 pub(super) async fn key_for(
     label: &str,
     key_type: KeyType,
-    detail: serde_json::Value,
+    purpose: &str,
     hsm: &Hsm,
     store: &Arc<dyn Store>,
 ) -> Result<SubjectPublicKeyInfoOwned, CaError> {
@@ -180,20 +271,17 @@ pub(super) async fn key_for(
                 .map_err(|e| CaError::Internal(format!("encoding public key: {e}")))?;
             if der != rec.spki_der {
                 return Err(CaError::FailedPrecondition(format!(
-                    "key {:?} in the HSM is not the key the ceremony recorded; refusing to use it",
-                    label
+                    "key {label:?} in the HSM is not the key the ceremony recorded; refusing to use it"
                 )));
             }
             tracing::info!(key = %label, "reusing the key an earlier ceremony run generated");
             Ok(spki)
         }
         (Some(_), false) => Err(CaError::FailedPrecondition(format!(
-            "key {:?} is recorded in the store but missing from the HSM",
-            label
+            "key {label:?} is recorded in the store but missing from the HSM"
         ))),
         (None, true) => Err(CaError::FailedPrecondition(format!(
-            "a key labelled {:?} already exists in the HSM and was not made by this CA's ceremony; refusing to overwrite or adopt it",
-            label
+            "a key labelled {label:?} already exists in the HSM and was not made by this CA's ceremony; refusing to overwrite or adopt it"
         ))),
         (None, false) => {
             let spki = hsm.generate_key(label, key_type).await?;
@@ -205,7 +293,8 @@ pub(super) async fn key_for(
                 action: "ceremony.key_generated".into(),
                 object: label.to_owned(),
                 request_digest: None,
-                detail: with_key_type(detail, key_type).to_string(),
+                detail: serde_json::json!({ "purpose": purpose, "key_type": key_type.name() })
+                    .to_string(),
             };
             store
                 .record_ca_key(
@@ -221,13 +310,6 @@ pub(super) async fn key_for(
             Ok(spki)
         }
     }
-}
-
-fn with_key_type(mut detail: serde_json::Value, key_type: KeyType) -> serde_json::Value {
-    if let Some(o) = detail.as_object_mut() {
-        o.insert("key_type".into(), key_type.name().into());
-    }
-    detail
 }
 
 /// Build, sign, check and record the issuer's certificate.

@@ -118,7 +118,18 @@ impl CrlPublisher {
             der: der.clone(),
         };
         let serials = revoked.into_iter().map(|r| r.serial).collect();
-        a.store.record_crl(record, serials).await?;
+        let audit = crate::audit::AuditEvent::daemon(
+            "crl.signed",
+            issuer,
+            serde_json::json!({
+                "number": number,
+                "this_update": unix(now),
+                "next_update": unix(next_update),
+                "entries": entries.len(),
+                "sha256": hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&der)),
+            }),
+        );
+        a.store.record_crl(record, serials, audit).await?;
         self.latest
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -4,11 +4,14 @@
 //! Renewal goes through the same path; revocation is one store transaction.
 
 pub mod ceremony;
+pub mod checkpoint;
 pub mod crl;
+pub mod evidence;
 pub mod ocsp;
 mod renew;
 mod revoke;
 pub mod tls;
+pub mod tsa;
 
 pub use renew::RenewRequest;
 pub use revoke::{ReleaseHoldRequest, RevokeRequest, Revoked};
@@ -228,6 +231,10 @@ pub struct Authority {
     agreement_version: String,
     /// Woken by every revocation, so the CRL publisher can regenerate.
     revocations: Arc<tokio::sync::Notify>,
+    /// Counts of frequent signatures, written to the audit log once per period.
+    usage: Arc<crate::audit::UsageCounter>,
+    /// Services that work but should not be trusted now (component -> why), for health.
+    degraded: Arc<std::sync::RwLock<BTreeMap<String, String>>>,
 }
 
 fn unix(t: SystemTime) -> i64 {
@@ -302,7 +309,48 @@ impl Authority {
             },
             agreement_version: cfg.ca.agreement_version.clone(),
             revocations: Arc::new(tokio::sync::Notify::new()),
+            usage: Arc::new(crate::audit::UsageCounter::new(unix(SystemTime::now()))),
+            degraded: Arc::default(),
         })
+    }
+
+    /// The counter of frequent signatures (timestamps, OCSP responses): call
+    /// `usage().record(action, object)` after each; the daemon writes the counts to the
+    /// audit log every checkpoint interval and at shutdown.
+    pub fn usage(&self) -> &Arc<crate::audit::UsageCounter> {
+        &self.usage
+    }
+
+    /// Mark `component` degraded (with why) or, with `None`, healthy again. Health checks
+    /// (`/healthz`, gRPC health) report what is degraded.
+    pub fn set_degraded(&self, component: &str, why: Option<String>) {
+        let mut d = self
+            .degraded
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match why {
+            Some(w) => {
+                d.insert(component.to_owned(), w);
+            }
+            None => {
+                d.remove(component);
+            }
+        }
+    }
+
+    /// What is degraded now: (component, why).
+    pub fn degraded(&self) -> Vec<(String, String)> {
+        self.degraded
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// The HSM this authority signs with.
+    pub fn hsm(&self) -> &Hsm {
+        &self.hsm
     }
 
     /// The store this authority records into.

@@ -38,6 +38,9 @@ use crate::store::{CertFilter, CertStatus, CertificateRecord, Store};
 /// The RA name and audit actor under which signet certifies its own responder keys.
 pub const RESPONDER_ACTOR: &str = "signet";
 
+/// The audit log counts signatures of the responder keys per period under this action.
+pub const USAGE_ACTION: &str = "ocsp.responder_key_used";
+
 /// At most this many signed responses are kept; past it, stale ones are dropped first.
 const MAX_CACHED: usize = 100_000;
 
@@ -316,6 +319,7 @@ impl OcspResponder {
             .hsm
             .sign(&signer.key_label, signer.alg, &tbs_der)
             .await?;
+        self.authority.usage.record(USAGE_ACTION, &signer.key_label);
         ocsp::assemble_response(
             tbs,
             signer.alg,
@@ -495,7 +499,7 @@ pub async fn provision(
         super::ceremony::key_for(
             &label,
             cfg.ocsp.responder_key_type,
-            serde_json::json!({ "ocsp_responder_for": issuer.name }),
+            &format!("ocsp:{}", issuer.name),
             hsm,
             store,
         )

@@ -194,7 +194,8 @@ impl Hash {
         }
     }
 
-    fn oid(self) -> ObjectIdentifier {
+    /// The hash algorithm's OID.
+    pub fn oid(self) -> ObjectIdentifier {
         match self {
             Hash::Sha256 => oid::SHA256,
             Hash::Sha384 => oid::SHA384,

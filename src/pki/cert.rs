@@ -399,14 +399,15 @@ fn check_issuer_is_ca(
 }
 
 /// What every end-entity certificate carries: critical CA:FALSE and keyUsage,
-/// extendedKeyUsage, and the subject and authority key identifiers.
+/// extendedKeyUsage (when it has any, critical when asked), and the subject and authority
+/// key identifiers.
 fn end_entity_extensions(
     ku: &[KeyUsages],
-    eku: Vec<ObjectIdentifier>,
+    (eku, eku_critical): (Vec<ObjectIdentifier>, bool),
     spki: &SubjectPublicKeyInfoOwned,
     issuer: &IssuerRef,
 ) -> Result<Vec<Extension>, PkiError> {
-    Ok(vec![
+    let mut exts = vec![
         extension(
             &BasicConstraints {
                 ca: false,
@@ -415,10 +416,13 @@ fn end_entity_extensions(
             true,
         )?,
         extension(&key_usage(ku), true)?,
-        extension(&ExtendedKeyUsage(eku), false)?,
-        ski_extension(spki)?,
-        aki_extension(issuer_key_id(issuer.cert))?,
-    ])
+    ];
+    if !eku.is_empty() {
+        exts.push(extension(&ExtendedKeyUsage(eku), eku_critical)?);
+    }
+    exts.push(ski_extension(spki)?);
+    exts.push(aki_extension(issuer_key_id(issuer.cert))?);
+    Ok(exts)
 }
 
 /// The issuer of an end-entity certificate must be a CA whose key can make its configured
@@ -461,7 +465,10 @@ pub fn build_leaf_tbs(
 
     let mut exts = end_entity_extensions(
         &kind.key_usage(req.key_type),
-        kind.extended_key_usage(),
+        (
+            kind.extended_key_usage(),
+            kind.extended_key_usage_critical(),
+        ),
         req.spki,
         issuer,
     )?;
@@ -548,7 +555,7 @@ pub fn build_ocsp_responder_tbs(
     };
     let mut exts = end_entity_extensions(
         &[KeyUsages::DigitalSignature],
-        vec![super::profile::eku::OCSP_SIGNING],
+        (vec![super::profile::eku::OCSP_SIGNING], false),
         req.spki,
         issuer,
     )?;

@@ -12,6 +12,7 @@ pub mod pkcs7;
 pub mod profile;
 pub mod revocation;
 pub mod serial;
+pub mod tsp;
 pub mod verify;
 
 pub use alg::{KeyType, SignatureAlgorithm};

@@ -49,11 +49,17 @@ pub enum ProfileKind {
     PaymentGateway,
     /// An RA office's TLS client certificate for signet's own RA API (made by the ceremony).
     RaClient,
+    /// The timestamp authority's certificate (made by the ceremony): critical
+    /// extendedKeyUsage timeStamping only, as RFC 3161 requires.
+    TimeStamping,
+    /// The audit key's certificate (made by the ceremony): it signs audit-log checkpoints
+    /// and nothing else, so it carries no extendedKeyUsage a relying party would accept.
+    AuditSigning,
 }
 
 impl ProfileKind {
     /// Every kind.
-    pub const ALL: [ProfileKind; 7] = [
+    pub const ALL: [ProfileKind; 9] = [
         ProfileKind::Personal,
         ProfileKind::Organization,
         ProfileKind::Device,
@@ -61,6 +67,8 @@ impl ProfileKind {
         ProfileKind::CodeSigning,
         ProfileKind::PaymentGateway,
         ProfileKind::RaClient,
+        ProfileKind::TimeStamping,
+        ProfileKind::AuditSigning,
     ];
 
     /// The name used in configuration.
@@ -73,6 +81,8 @@ impl ProfileKind {
             ProfileKind::CodeSigning => "code_signing",
             ProfileKind::PaymentGateway => "payment_gateway",
             ProfileKind::RaClient => "ra_client",
+            ProfileKind::TimeStamping => "time_stamping",
+            ProfileKind::AuditSigning => "audit_signing",
         }
     }
 
@@ -81,7 +91,10 @@ impl ProfileKind {
     pub fn key_usage(self, key: KeyType) -> Vec<KeyUsages> {
         let mut ku = vec![KeyUsages::DigitalSignature];
         match self {
-            ProfileKind::Personal | ProfileKind::Organization => ku.push(KeyUsages::NonRepudiation),
+            ProfileKind::Personal
+            | ProfileKind::Organization
+            | ProfileKind::TimeStamping
+            | ProfileKind::AuditSigning => ku.push(KeyUsages::NonRepudiation),
             ProfileKind::Device | ProfileKind::Server | ProfileKind::PaymentGateway => {
                 if key.is_rsa() {
                     ku.push(KeyUsages::KeyEncipherment);
@@ -102,7 +115,15 @@ impl ProfileKind {
             ProfileKind::Server => vec![eku::SERVER_AUTH],
             ProfileKind::CodeSigning => vec![eku::CODE_SIGNING],
             ProfileKind::PaymentGateway => vec![eku::SERVER_AUTH, eku::CLIENT_AUTH],
+            ProfileKind::TimeStamping => vec![eku::TIME_STAMPING],
+            ProfileKind::AuditSigning => vec![],
         }
+    }
+
+    /// Whether the extendedKeyUsage extension is critical: only for the TSA, whose
+    /// certificate RFC 3161 section 2.3 requires to carry a critical timeStamping EKU.
+    pub fn extended_key_usage_critical(self) -> bool {
+        self == ProfileKind::TimeStamping
     }
 
     /// The `openssl verify -purpose` that a certificate of this kind must pass. OpenSSL 3.0
@@ -114,16 +135,19 @@ impl ProfileKind {
             | ProfileKind::Device
             | ProfileKind::RaClient => "sslclient",
             ProfileKind::Server | ProfileKind::PaymentGateway => "sslserver",
-            ProfileKind::CodeSigning => "any",
+            ProfileKind::CodeSigning | ProfileKind::AuditSigning => "any",
+            ProfileKind::TimeStamping => "timestampsign",
         }
     }
 
     /// Subject attributes the kind requires.
     pub fn required_attrs(self) -> &'static [Attr] {
         match self {
-            ProfileKind::Personal | ProfileKind::CodeSigning | ProfileKind::RaClient => {
-                &[Attr::CommonName]
-            }
+            ProfileKind::Personal
+            | ProfileKind::CodeSigning
+            | ProfileKind::RaClient
+            | ProfileKind::TimeStamping
+            | ProfileKind::AuditSigning => &[Attr::CommonName],
             ProfileKind::Organization | ProfileKind::PaymentGateway => {
                 &[Attr::Organization, Attr::CommonName]
             }

@@ -7,7 +7,7 @@ pub mod sqlite;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::audit::{AuditEntry, AuditEvent};
+use crate::audit::{AuditEntry, AuditEvent, Checkpoint};
 use crate::pki::RevocationReason;
 
 pub use sqlite::SqliteStore;
@@ -554,9 +554,15 @@ pub trait Store: Send + Sync {
     async fn next_crl_number(&self, issuer: &str) -> Result<u64, StoreError>;
 
     /// Record a published CRL and, in the same transaction, note for each of `serials` (the
-    /// certificates it lists, if still revoked as of its thisUpdate) when it first appeared in a CRL. The number must have been
-    /// reserved with [`Store::next_crl_number`].
-    async fn record_crl(&self, crl: CrlRecord, serials: Vec<String>) -> Result<(), StoreError>;
+    /// certificates it lists) when it first appeared in a CRL and append `audit` (its
+    /// `crl.signed` entry). The number must have been reserved with
+    /// [`Store::next_crl_number`].
+    async fn record_crl(
+        &self,
+        crl: CrlRecord,
+        serials: Vec<String>,
+        audit: AuditEvent,
+    ) -> Result<(), StoreError>;
 
     /// The CRL of `issuer` with the largest number.
     async fn latest_crl(&self, issuer: &str) -> Result<Option<CrlRecord>, StoreError>;
@@ -599,4 +605,29 @@ pub trait Store: Send + Sync {
 
     /// Audit entries with `seq >= from`, at most `limit`, in order.
     async fn audit_entries(&self, from: i64, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
+
+    /// The newest audit entry.
+    async fn last_audit_entry(&self) -> Result<Option<AuditEntry>, StoreError>;
+
+    /// The sequence number of the first audit entry whose object is `object`.
+    async fn first_audit_seq_for(&self, object: &str) -> Result<Option<i64>, StoreError>;
+
+    /// Record a signed checkpoint. One per covered entry: a second for the same seq is
+    /// `Duplicate`.
+    async fn record_checkpoint(&self, checkpoint: Checkpoint) -> Result<(), StoreError>;
+
+    /// Every checkpoint, in seq order.
+    async fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError>;
+
+    /// Reserve `count` timestamp serial numbers, durably: the first of a block that is never
+    /// handed out again, whatever happens to this process. Also raises the recorded time of
+    /// the TSA's latest token to `now_ms` (Unix milliseconds) if that is later.
+    async fn reserve_tsa_serials(&self, count: u64, now_ms: i64) -> Result<u64, StoreError>;
+
+    /// Raise the recorded time of the TSA's latest token to `at_ms` if that is later (at
+    /// shutdown, so the next start can tell whether the clock went backwards).
+    async fn note_tsa_time(&self, at_ms: i64) -> Result<(), StoreError>;
+
+    /// The recorded time of the TSA's latest token, Unix milliseconds.
+    async fn tsa_last_time(&self) -> Result<Option<i64>, StoreError>;
 }

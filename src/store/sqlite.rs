@@ -18,7 +18,7 @@ use super::{
     RevocationEventKind, RevocationInfo, RevocationWatch, RevokeOutcome, RevokeRecord, Store,
     StoreError, TokenJob, TokenJobState, UnpublishedRevocation,
 };
-use crate::audit::{self, AuditEntry, AuditEvent};
+use crate::audit::{self, AuditEntry, AuditEvent, Checkpoint};
 use crate::pki::RevocationReason;
 
 /// Schema migrations, applied in order; `user_version` counts those applied.
@@ -172,6 +172,23 @@ CREATE TABLE token_pin_failures (
     failures        INTEGER NOT NULL,
     updated_at      INTEGER NOT NULL
 );
+"#,
+    // Timestamps and evidence: signed checkpoints of the audit chain; the TSA's serial
+    // high-water mark and the time of its latest token; audit entries found by object.
+    r#"
+CREATE TABLE audit_checkpoints (
+    seq         INTEGER PRIMARY KEY,
+    hash        TEXT NOT NULL,
+    at          INTEGER NOT NULL,
+    key_label   TEXT NOT NULL,
+    signature   BLOB NOT NULL
+);
+CREATE TABLE tsa_state (
+    id              INTEGER PRIMARY KEY CHECK (id = 1),
+    next_serial     INTEGER NOT NULL,
+    last_time_ms    INTEGER NOT NULL
+);
+CREATE INDEX audit_log_by_object ON audit_log (object, seq);
 "#,
 ];
 
@@ -1032,7 +1049,12 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn record_crl(&self, crl: CrlRecord, serials: Vec<String>) -> Result<(), StoreError> {
+    async fn record_crl(
+        &self,
+        crl: CrlRecord,
+        serials: Vec<String>,
+        audit: AuditEvent,
+    ) -> Result<(), StoreError> {
         const CTX: &str = "recording a CRL";
         self.run(CTX, move |conn| {
             let number = i64::try_from(crl.number)
@@ -1082,6 +1104,7 @@ impl Store for SqliteStore {
                 mark.execute(params![crl.this_update, serial, crl.issuer])
                     .map_err(unavailable(CTX))?;
             }
+            append_audit_tx(conn, &audit)?;
             Ok(())
         })
         .await
@@ -1485,27 +1508,145 @@ impl Store for SqliteStore {
                 )
                 .map_err(unavailable("reading the audit log"))?;
             let rows = stmt
-                .query_map(params![from, limit as i64], |r| {
-                    Ok(AuditEntry {
-                        seq: r.get(0)?,
-                        at: r.get(1)?,
-                        event: AuditEvent {
-                            actor: r.get(2)?,
-                            action: r.get(3)?,
-                            object: r.get(4)?,
-                            request_digest: r.get(5)?,
-                            detail: r.get(6)?,
-                        },
-                        prev_hash: r.get(7)?,
-                        hash: r.get(8)?,
-                    })
-                })
+                .query_map(params![from, limit as i64], audit_from_row)
                 .map_err(unavailable("reading the audit log"))?;
             rows.collect::<Result<Vec<_>, _>>()
                 .map_err(unavailable("reading the audit log"))
         })
         .await
     }
+
+    async fn last_audit_entry(&self) -> Result<Option<AuditEntry>, StoreError> {
+        const CTX: &str = "reading the audit log";
+        self.run(CTX, move |conn| {
+            conn.query_row(
+                &format!("SELECT {AUDIT_COLUMNS} FROM audit_log ORDER BY seq DESC LIMIT 1"),
+                [],
+                audit_from_row,
+            )
+            .optional()
+            .map_err(unavailable(CTX))
+        })
+        .await
+    }
+
+    async fn first_audit_seq_for(&self, object: &str) -> Result<Option<i64>, StoreError> {
+        const CTX: &str = "reading the audit log";
+        let object = object.to_owned();
+        self.run(CTX, move |conn| {
+            conn.query_row(
+                "SELECT MIN(seq) FROM audit_log WHERE object = ?1",
+                [&object],
+                |r| r.get(0),
+            )
+            .map_err(unavailable(CTX))
+        })
+        .await
+    }
+
+    async fn record_checkpoint(&self, cp: Checkpoint) -> Result<(), StoreError> {
+        const CTX: &str = "recording an audit checkpoint";
+        self.run(CTX, move |conn| {
+            conn.execute(
+                "INSERT INTO audit_checkpoints (seq, hash, at, key_label, signature) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![cp.seq, cp.hash, cp.at, cp.key_label, cp.signature],
+            )
+            .map_err(duplicate_or_unavailable(
+                format!("a checkpoint of audit entry {}", cp.seq),
+                CTX,
+            ))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
+        const CTX: &str = "reading audit checkpoints";
+        self.run(CTX, move |conn| {
+            let mut stmt = conn
+                .prepare("SELECT seq, hash, at, key_label, signature FROM audit_checkpoints ORDER BY seq")
+                .map_err(unavailable(CTX))?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(Checkpoint {
+                        seq: r.get(0)?,
+                        hash: r.get(1)?,
+                        at: r.get(2)?,
+                        key_label: r.get(3)?,
+                        signature: r.get(4)?,
+                    })
+                })
+                .map_err(unavailable(CTX))?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(unavailable(CTX))
+        })
+        .await
+    }
+
+    async fn reserve_tsa_serials(&self, count: u64, now_ms: i64) -> Result<u64, StoreError> {
+        const CTX: &str = "reserving timestamp serial numbers";
+        let count = i64::try_from(count)
+            .map_err(|_| StoreError::Corrupt(format!("serial block of {count}")))?;
+        self.run(CTX, move |conn| {
+            let end: i64 = conn
+                .query_row(
+                    "INSERT INTO tsa_state (id, next_serial, last_time_ms) VALUES (1, 1 + ?1, ?2) \
+                     ON CONFLICT (id) DO UPDATE SET next_serial = next_serial + ?1, \
+                     last_time_ms = MAX(last_time_ms, ?2) RETURNING next_serial",
+                    params![count, now_ms],
+                    |r| r.get(0),
+                )
+                .map_err(unavailable(CTX))?;
+            u64::try_from(end - count)
+                .map_err(|_| StoreError::Corrupt(format!("timestamp serial high-water mark {end}")))
+        })
+        .await
+    }
+
+    async fn note_tsa_time(&self, at_ms: i64) -> Result<(), StoreError> {
+        const CTX: &str = "recording the time of the latest timestamp";
+        self.run(CTX, move |conn| {
+            conn.execute(
+                "INSERT INTO tsa_state (id, next_serial, last_time_ms) VALUES (1, 1, ?1) \
+                 ON CONFLICT (id) DO UPDATE SET last_time_ms = MAX(last_time_ms, ?1)",
+                [at_ms],
+            )
+            .map_err(unavailable(CTX))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn tsa_last_time(&self) -> Result<Option<i64>, StoreError> {
+        const CTX: &str = "reading the time of the latest timestamp";
+        self.run(CTX, move |conn| {
+            conn.query_row("SELECT last_time_ms FROM tsa_state WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(unavailable(CTX))
+        })
+        .await
+    }
+}
+
+const AUDIT_COLUMNS: &str =
+    "seq, at, actor, action, object, request_digest, detail, prev_hash, hash";
+
+fn audit_from_row(r: &Row<'_>) -> rusqlite::Result<AuditEntry> {
+    Ok(AuditEntry {
+        seq: r.get(0)?,
+        at: r.get(1)?,
+        event: AuditEvent {
+            actor: r.get(2)?,
+            action: r.get(3)?,
+            object: r.get(4)?,
+            request_digest: r.get(5)?,
+            detail: r.get(6)?,
+        },
+        prev_hash: r.get(7)?,
+        hash: r.get(8)?,
+    })
 }
 
 #[cfg(test)]
@@ -1657,10 +1798,18 @@ mod tests {
             next_update: 99,
             der: vec![1, 2],
         };
-        s.record_crl(crl(2), vec!["aa".into()]).await.unwrap();
-        assert!(s.record_crl(crl(2), vec![]).await.is_err());
+        s.record_crl(crl(2), vec!["aa".into()], event("crl.signed"))
+            .await
+            .unwrap();
         assert!(
-            s.record_crl(crl(3), vec![]).await.is_err(),
+            s.record_crl(crl(2), vec![], event("crl.signed"))
+                .await
+                .is_err()
+        );
+        assert!(
+            s.record_crl(crl(3), vec![], event("crl.signed"))
+                .await
+                .is_err(),
             "never reserved"
         );
         assert_eq!(s.latest_crl("ec").await.unwrap(), Some(crl(2)));
@@ -1682,12 +1831,57 @@ mod tests {
         s.revoke(rev, event("certificate.revoked")).await.unwrap();
         let mut later = crl(3);
         later.this_update = 14;
-        s.record_crl(later, vec!["aa".into(), "bb".into()])
+        s.record_crl(later, vec!["aa".into(), "bb".into()], event("crl.signed"))
             .await
             .unwrap();
         // The first appearance is kept.
         assert_eq!(published("aa").await.unwrap(), Some(13));
         assert_eq!(published("bb").await.unwrap(), Some(14));
+    }
+
+    #[tokio::test]
+    async fn timestamp_serial_blocks_never_overlap_and_the_latest_time_only_grows() {
+        let s = SqliteStore::open_in_memory().unwrap();
+        assert_eq!(s.tsa_last_time().await.unwrap(), None);
+        let a = s.reserve_tsa_serials(1000, 5_000).await.unwrap();
+        let b = s.reserve_tsa_serials(1000, 4_000).await.unwrap();
+        let c = s.reserve_tsa_serials(10, 6_000).await.unwrap();
+        assert_eq!((a, b, c), (1, 1001, 2001));
+        assert_eq!(s.tsa_last_time().await.unwrap(), Some(6_000));
+        s.note_tsa_time(5_500).await.unwrap();
+        assert_eq!(s.tsa_last_time().await.unwrap(), Some(6_000));
+        s.note_tsa_time(7_000).await.unwrap();
+        assert_eq!(s.tsa_last_time().await.unwrap(), Some(7_000));
+        assert_eq!(s.reserve_tsa_serials(1, 0).await.unwrap(), 2011);
+    }
+
+    #[tokio::test]
+    async fn one_checkpoint_per_entry_and_entries_are_found_by_object() {
+        let s = SqliteStore::open_in_memory().unwrap();
+        for a in ["a", "b", "c"] {
+            s.append_audit(event(a)).await.unwrap();
+        }
+        let last = s.last_audit_entry().await.unwrap().unwrap();
+        assert_eq!(last.seq, 3);
+        let cp = Checkpoint {
+            seq: 3,
+            hash: last.hash.clone(),
+            at: 10,
+            key_label: "audit".into(),
+            signature: vec![1, 2, 3],
+        };
+        s.record_checkpoint(cp.clone()).await.unwrap();
+        assert!(matches!(
+            s.record_checkpoint(cp.clone()).await,
+            Err(StoreError::Duplicate { .. })
+        ));
+        assert_eq!(s.checkpoints().await.unwrap(), vec![cp]);
+        let mut e = event("x");
+        e.object = "00ff".into();
+        s.append_audit(e.clone()).await.unwrap();
+        s.append_audit(e).await.unwrap();
+        assert_eq!(s.first_audit_seq_for("00ff").await.unwrap(), Some(4));
+        assert_eq!(s.first_audit_seq_for("nothing").await.unwrap(), None);
     }
 
     #[tokio::test]
@@ -1971,7 +2165,9 @@ mod tests {
             der: vec![n as u8],
         };
         let n = s.next_crl_number("ec").await.unwrap();
-        s.record_crl(crl(n, 120), vec!["aa".into()]).await.unwrap();
+        s.record_crl(crl(n, 120), vec!["aa".into()], event("crl.signed"))
+            .await
+            .unwrap();
         assert!(s.revocation_watch(0).await.unwrap().unpublished.is_empty());
         for _ in 0..2 {
             match s
@@ -2046,7 +2242,9 @@ mod tests {
         assert!(w.last_event >= 4);
         // A CRL made before the final revocation was recorded does not count as publishing it.
         let n = s.next_crl_number("ec").await.unwrap();
-        s.record_crl(crl(n, 99), vec!["aa".into()]).await.unwrap();
+        s.record_crl(crl(n, 99), vec!["aa".into()], event("crl.signed"))
+            .await
+            .unwrap();
         assert_eq!(s.revocation_watch(0).await.unwrap().unpublished.len(), 1);
         let actions: Vec<String> = s
             .audit_entries(1, 100)

@@ -638,3 +638,37 @@ pub async fn issue_server_ec(
     std::fs::write(&leaf, super::ca::pem(&r.certificate)).unwrap();
     (r.serial, leaf)
 }
+
+/// Configuration of a TSA and an audit key under the EC issuing CA, for `ApiCa::with_http`.
+pub const TSA_AND_AUDIT: &str = r#"
+[tsa]
+issuer = "issuing-ec"
+key_label = "test-tsa"
+key_type = "p256"
+subject = { C = "CN", O = "Signet Test CA", CN = "Signet Test TSA" }
+policy_oid = "1.3.6.1.4.1.99999.2.1"
+accuracy_seconds = 1
+
+[audit]
+issuer = "issuing-ec"
+key_label = "test-audit"
+key_type = "p256"
+subject = { C = "CN", O = "Signet Test CA", CN = "Signet Test Audit Key" }
+checkpoint_interval_seconds = 3600
+"#;
+
+/// POST `body` to `url` with curl; returns the HTTP status, content type and the body.
+pub fn curl_post(url: &str, content_type: &str, body: &Path, out: &Path) -> (u16, String) {
+    let o = run(Command::new("curl")
+        .args(["-s", "-H"])
+        .arg(format!("Content-Type: {content_type}"))
+        .arg("--data-binary")
+        .arg(format!("@{}", body.display()))
+        .arg("-o")
+        .arg(out)
+        .args(["-w", "%{http_code} %{content_type}", url]));
+    assert!(o.status.success(), "curl {url}");
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let (code, ctype) = text.split_once(' ').unwrap_or((&text, ""));
+    (code.parse().unwrap_or(0), ctype.to_owned())
+}

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use async_trait::async_trait;
-use signet::audit::{AuditEntry, AuditEvent};
+use signet::audit::{AuditEntry, AuditEvent, Checkpoint};
 use signet::store::{
     BeginOutcome, CaKeyRecord, CertFilter, CertPage, CertificateRecord, CrlRecord, CrlRevocation,
     IssuerRecord, ReleaseOutcome, ReleaseRecord, RevocationEvent, RevocationWatch, RevokeOutcome,
@@ -83,8 +83,13 @@ impl Store for CrashBeforeCommit {
     async fn next_crl_number(&self, i: &str) -> Result<u64, StoreError> {
         self.0.next_crl_number(i).await
     }
-    async fn record_crl(&self, c: CrlRecord, s: Vec<String>) -> Result<(), StoreError> {
-        self.0.record_crl(c, s).await
+    async fn record_crl(
+        &self,
+        c: CrlRecord,
+        s: Vec<String>,
+        a: AuditEvent,
+    ) -> Result<(), StoreError> {
+        self.0.record_crl(c, s, a).await
     }
     async fn latest_crl(&self, i: &str) -> Result<Option<CrlRecord>, StoreError> {
         self.0.latest_crl(i).await
@@ -112,5 +117,26 @@ impl Store for CrashBeforeCommit {
     }
     async fn reset_pin_failures(&self, t: &str, a: Option<AuditEvent>) -> Result<(), StoreError> {
         self.0.reset_pin_failures(t, a).await
+    }
+    async fn last_audit_entry(&self) -> Result<Option<AuditEntry>, StoreError> {
+        self.0.last_audit_entry().await
+    }
+    async fn first_audit_seq_for(&self, o: &str) -> Result<Option<i64>, StoreError> {
+        self.0.first_audit_seq_for(o).await
+    }
+    async fn record_checkpoint(&self, c: Checkpoint) -> Result<(), StoreError> {
+        self.0.record_checkpoint(c).await
+    }
+    async fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
+        self.0.checkpoints().await
+    }
+    async fn reserve_tsa_serials(&self, n: u64, t: i64) -> Result<u64, StoreError> {
+        self.0.reserve_tsa_serials(n, t).await
+    }
+    async fn note_tsa_time(&self, t: i64) -> Result<(), StoreError> {
+        self.0.note_tsa_time(t).await
+    }
+    async fn tsa_last_time(&self) -> Result<Option<i64>, StoreError> {
+        self.0.tsa_last_time().await
     }
 }

@@ -9,17 +9,19 @@ use super::ca::run;
 
 /// GET `url` into `out`; returns the status code and content type.
 pub fn fetch(url: &str, out: &Path) -> (u16, String) {
-    curl(&[url], out)
+    let (code, ctype) = curl(&[url], out);
+    assert!(code != 0, "curl {url}: no HTTP answer");
+    (code, ctype)
 }
 
-/// curl with `args`, the body written to `out`; returns the HTTP status and content type.
+/// curl with `args`, the body written to `out`; returns the HTTP status (0 when there was no
+/// answer) and content type.
 pub fn curl(args: &[&str], out: &Path) -> (u16, String) {
     let o = run(Command::new("curl")
         .args(["-s", "-o"])
         .arg(out)
         .args(["-w", "%{http_code} %{content_type}"])
         .args(args));
-    assert!(o.status.success(), "curl {args:?}");
     let text = String::from_utf8_lossy(&o.stdout).into_owned();
     let (code, ctype) = text.split_once(' ').unwrap_or((&text, ""));
     (code.parse().unwrap_or(0), ctype.to_owned())
