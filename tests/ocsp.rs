@@ -228,7 +228,7 @@ async fn served(tail: &str, sub: &str) -> Served {
 async fn a_delegated_responder_in_the_hsm_signs_and_kept_answers_end_at_a_revocation() {
     let Served {
         ca,
-        d,
+        mut d,
         url,
         dir,
         mut c,
@@ -391,6 +391,25 @@ async fn a_delegated_responder_in_the_hsm_signs_and_kept_answers_end_at_a_revoca
     // life left certifies the same HSM key anew at start: with 90 days configured, the
     // 30-day certificate is due.
     drop(c);
+    // A graceful stop writes the period's count of responder signatures to the audit log:
+    // one entry per key, not one per response.
+    d.signal("TERM");
+    assert!(d.wait(std::time::Duration::from_secs(20)).success());
+    let (ok, counts) = outcome(&run(Command::new("sqlite3")
+        .arg(ca.dir.join("signet.db"))
+        .arg(
+            "SELECT object, json_extract(detail, '$.count') FROM audit_log \
+              WHERE action = 'ocsp.responder_key_used' ORDER BY object",
+        )));
+    assert!(ok, "{counts}");
+    let ec: u64 = counts
+        .lines()
+        .find_map(|l| l.strip_prefix("test-issuing-ec-ocsp|"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no count for the issuing-ec responder key: {counts}"));
+    // At least the first kept answer, the nonce answer and the revoked answer were signed.
+    assert!(ec >= 3, "{counts}");
+    assert!(counts.contains("test-root-ocsp|1"), "{counts}");
     drop(d);
     let mut cfg = std::fs::read_to_string(&ca.config_path).unwrap();
     cfg.push_str("\n[ocsp]\nresponder_validity_days = 90\n");
