@@ -40,18 +40,8 @@ enum TokenCall {
         /// Wipe even a token holding a valid, unrevoked certificate (recorded).
         #[arg(long)]
         force: bool,
-        /// File holding the SO PIN.
-        #[arg(long)]
-        so_pin_file: Option<PathBuf>,
-        /// Environment variable holding the SO PIN.
-        #[arg(long)]
-        so_pin_env: Option<String>,
-        /// File holding the new user PIN.
-        #[arg(long)]
-        user_pin_file: Option<PathBuf>,
-        /// Environment variable holding the new user PIN.
-        #[arg(long)]
-        user_pin_env: Option<String>,
+        #[command(flatten)]
+        pins: SoAndUserPins,
     },
     /// Generate a key on the token, have it certified, write the certificate back
     /// (Personalize). PIN on standard input: the user PIN.
@@ -80,18 +70,8 @@ enum TokenCall {
         /// The token's serial number.
         #[arg(long)]
         serial: String,
-        /// File holding the SO PIN.
-        #[arg(long)]
-        so_pin_file: Option<PathBuf>,
-        /// Environment variable holding the SO PIN.
-        #[arg(long)]
-        so_pin_env: Option<String>,
-        /// File holding the new user PIN.
-        #[arg(long)]
-        user_pin_file: Option<PathBuf>,
-        /// Environment variable holding the new user PIN.
-        #[arg(long)]
-        user_pin_env: Option<String>,
+        #[command(flatten)]
+        pins: SoAndUserPins,
     },
     /// List the objects on a token and their links (ReadToken). With a user PIN (file or
     /// variable only), private keys are listed too.
@@ -156,6 +136,32 @@ struct PersonalizeArgs {
     /// Write the certificate (PEM) here instead of standard output.
     #[arg(long)]
     out: Option<PathBuf>,
+}
+
+/// The SO PIN and a new user PIN, each from a file, a variable or a line on standard input.
+#[derive(clap::Args)]
+struct SoAndUserPins {
+    /// File holding the SO PIN.
+    #[arg(long)]
+    so_pin_file: Option<PathBuf>,
+    /// Environment variable holding the SO PIN.
+    #[arg(long)]
+    so_pin_env: Option<String>,
+    /// File holding the new user PIN.
+    #[arg(long)]
+    user_pin_file: Option<PathBuf>,
+    /// Environment variable holding the new user PIN.
+    #[arg(long)]
+    user_pin_env: Option<String>,
+}
+
+impl SoAndUserPins {
+    /// Read the SO PIN, then the new user PIN.
+    fn read(&self) -> Result<(Secret, Secret), String> {
+        let so = pin("so-pin", &self.so_pin_file, &self.so_pin_env)?;
+        let user = pin("user-pin", &self.user_pin_file, &self.user_pin_env)?;
+        Ok((so, user))
+    }
 }
 
 /// Read a PIN from its file, its variable, or the next line of standard input.
@@ -247,13 +253,9 @@ pub fn run(a: TokenArgs, config: Option<&std::path::Path>) -> Result<(), String>
                 serial,
                 label,
                 force,
-                so_pin_file,
-                so_pin_env,
-                user_pin_file,
-                user_pin_env,
+                pins,
             } => {
-                let so = pin("so-pin", &so_pin_file, &so_pin_env)?;
-                let user = pin("user-pin", &user_pin_file, &user_pin_env)?;
+                let (so, user) = pins.read()?;
                 c.initialize_token(pb::InitializeTokenRequest {
                     token_serial: serial.clone(),
                     so_pin: so.expose().to_owned(),
@@ -310,15 +312,8 @@ pub fn run(a: TokenArgs, config: Option<&std::path::Path>) -> Result<(), String>
                 .map_err(st)?;
                 println!("user PIN of token {serial} changed");
             }
-            TokenCall::Unblock {
-                serial,
-                so_pin_file,
-                so_pin_env,
-                user_pin_file,
-                user_pin_env,
-            } => {
-                let so = pin("so-pin", &so_pin_file, &so_pin_env)?;
-                let user = pin("user-pin", &user_pin_file, &user_pin_env)?;
+            TokenCall::Unblock { serial, pins } => {
+                let (so, user) = pins.read()?;
                 c.unblock_pin(pb::UnblockPinRequest {
                     token_serial: serial.clone(),
                     so_pin: so.expose().to_owned(),

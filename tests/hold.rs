@@ -11,9 +11,14 @@ use std::time::{Duration, Instant};
 
 use common::api::*;
 use common::ca::run;
-use common::status::{ask_ocsp, fetch_ca_pems, fetch_crl_numbered_above, openssl, outcome};
+use common::status::{
+    ask_ocsp, crl_to_pem, fetch_ca_pems, fetch_crl_numbered_above, openssl, outcome,
+    verify_with_crl,
+};
 use signet::api::pb;
+use signet::api::pb::certificate_authority_client::CertificateAuthorityClient;
 use tonic::Code;
+use tonic::transport::Channel;
 
 /// `openssl ocsp` for `leaf` against the daemon's responder; the response must verify.
 fn ocsp(dir: &Path, base: &str, leaf: &Path) -> String {
@@ -74,24 +79,18 @@ fn signet(ca: &ApiCa, args: &[&str]) -> (bool, String) {
 
 /// `signet ra` as RA `name` against `d`.
 fn signet_ra(d: &Daemon, name: &str, args: &[&str]) -> (bool, String) {
-    let s = d.settings(name);
-    let o = run(Command::new(env!("CARGO_BIN_EXE_signet"))
-        .arg("ra")
-        .arg("--endpoint")
-        .arg(&s.endpoint)
-        .arg("--ca-cert")
-        .arg(&s.ca_cert)
-        .arg("--cert")
-        .arg(&s.cert)
-        .arg("--key")
-        .arg(&s.key)
-        .args(args)
-        .env("RUST_LOG", "warn"));
+    let o = run(d.cli("ra", name).args(args).env("RUST_LOG", "warn"));
     outcome(&o)
 }
 
-fn revoke_request(id: &str, serial: &str, reason: pb::RevocationReason) -> pb::RevokeRequest {
-    pb::RevokeRequest {
+/// Revoke `serial` for `reason` as request `id`, reported ten minutes ago; the CA's answer.
+async fn revoke(
+    c: &mut CertificateAuthorityClient<Channel>,
+    id: &str,
+    serial: &str,
+    reason: pb::RevocationReason,
+) -> pb::RevokeResponse {
+    c.revoke(pb::RevokeRequest {
         request_id: id.into(),
         serial: serial.into(),
         reason: reason as i32,
@@ -100,7 +99,10 @@ fn revoke_request(id: &str, serial: &str, reason: pb::RevocationReason) -> pb::R
             nanos: 0,
         }),
         comment: "token reported lost".into(),
-    }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("revoke {id}: {e:?}"))
+    .into_inner()
 }
 
 fn release(id: &str, serial: &str, comment: &str) -> pb::ReleaseHoldRequest {
@@ -137,15 +139,13 @@ async fn a_hold_is_revoked_in_ocsp_and_the_crl_and_its_release_makes_it_good_and
     let first = fetch_crl_numbered_above(&dir, &base, "crl-0.der", 0);
 
     // Hold: OCSP says revoked with reason certificateHold within a second.
-    let r = c
-        .revoke(revoke_request(
-            "hold-1",
-            &held,
-            pb::RevocationReason::CertificateHold,
-        ))
-        .await
-        .expect("hold")
-        .into_inner();
+    let r = revoke(
+        &mut c,
+        "hold-1",
+        &held,
+        pb::RevocationReason::CertificateHold,
+    )
+    .await;
     let held_at = Instant::now();
     assert_eq!(r.status, pb::CertificateStatus::Revoked as i32);
     let out = ocsp(&dir, &base, &held_pem);
@@ -241,33 +241,8 @@ async fn a_hold_is_revoked_in_ocsp_and_the_crl_and_its_release_makes_it_good_and
     // The next CRL no longer lists it, and OpenSSL accepts the certificate with it.
     fetch_crl_numbered_above(&dir, &base, "crl-2.der", second);
     assert!(crl_entry(&crl_text(&dir, "crl-2.der"), &held).is_none());
-    let (ok, out) = openssl(
-        &[
-            "crl",
-            "-inform",
-            "DER",
-            "-in",
-            "crl-2.der",
-            "-out",
-            "crl-2.pem",
-        ],
-        &dir,
-    );
-    assert!(ok, "{out}");
-    let (ok, out) = openssl(
-        &[
-            "verify",
-            "-crl_check",
-            "-CRLfile",
-            "crl-2.pem",
-            "-CAfile",
-            "root.pem",
-            "-untrusted",
-            "issuing-ec.pem",
-            held_pem.to_str().unwrap(),
-        ],
-        &dir,
-    );
+    crl_to_pem(&dir, "crl-2.der", "crl-2.pem");
+    let (ok, out) = verify_with_crl(&dir, "crl-2.pem", &held_pem);
     assert!(ok, "{out}");
 
     // The history keeps the hold (with when it was published) and the release, and the
@@ -319,22 +294,14 @@ async fn a_hold_is_revoked_in_ocsp_and_the_crl_and_its_release_makes_it_good_and
 
     // A held certificate revoked for keyCompromise is revoked for good: OCSP gives the new
     // reason, and its release is refused, naming the reason.
-    c.revoke(revoke_request(
+    revoke(
+        &mut c,
         "hold-2",
         &other,
         pb::RevocationReason::CertificateHold,
-    ))
-    .await
-    .expect("hold");
-    let r = c
-        .revoke(revoke_request(
-            "kc-1",
-            &other,
-            pb::RevocationReason::KeyCompromise,
-        ))
-        .await
-        .expect("revoke")
-        .into_inner();
+    )
+    .await;
+    let r = revoke(&mut c, "kc-1", &other, pb::RevocationReason::KeyCompromise).await;
     assert!(!r.already_revoked, "{r:?}");
     let other_pem = dir.join("hold-b.pem");
     let out = ocsp(&dir, &base, &other_pem);
@@ -526,13 +493,13 @@ async fn a_revocation_not_published_within_the_lag_is_logged_as_a_warning() {
 
     // With the HSM gone, the revocation is recorded but no CRL can be signed.
     ca.p11kit.as_mut().expect("p11-kit server").kill();
-    c.revoke(revoke_request(
+    revoke(
+        &mut c,
         "late-1",
         &serial,
         pb::RevocationReason::KeyCompromise,
-    ))
-    .await
-    .expect("revocation needs only the store");
+    )
+    .await;
     let deadline = Instant::now() + Duration::from_secs(15);
     let line = loop {
         let log = d.log_text();

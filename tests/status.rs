@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use common::api::*;
 use common::ca::run;
-use common::status::{fetch, fetch_ca_pems, fetch_crl_numbered_above, openssl};
+use common::status::{
+    crl_to_pem, fetch, fetch_ca_pems, fetch_crl_numbered_above, openssl, verify_with_crl,
+};
 use signet::api::pb;
 
 fn crl_published_at(ca: &ApiCa, serial: &str) -> String {
@@ -71,35 +73,8 @@ async fn a_revocation_reaches_the_crl_within_the_lag_and_openssl_gnutls_and_pkil
     .await
     .expect("revoke");
     let second = fetch_crl_numbered_above(&dir, &base, "crl-2.der", first);
-    let (ok, out) = openssl(
-        &[
-            "crl",
-            "-inform",
-            "DER",
-            "-in",
-            "crl-2.der",
-            "-out",
-            "crl-2.pem",
-        ],
-        &dir,
-    );
-    assert!(ok, "{out}");
-    let verify = |leaf: &Path| {
-        openssl(
-            &[
-                "verify",
-                "-crl_check",
-                "-CRLfile",
-                "crl-2.pem",
-                "-CAfile",
-                "root.pem",
-                "-untrusted",
-                "issuing-ec.pem",
-                leaf.to_str().unwrap(),
-            ],
-            &dir,
-        )
-    };
+    crl_to_pem(&dir, "crl-2.der", "crl-2.pem");
+    let verify = |leaf: &Path| verify_with_crl(&dir, "crl-2.pem", leaf);
     let (ok, out) = verify(&revoked_pem);
     assert!(!ok && out.contains("certificate revoked"), "{out}");
     let (ok, out) = verify(&kept_pem);

@@ -13,13 +13,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use async_trait::async_trait;
 use common::SoftHsm;
 use common::ca::{AGREEMENT, TestCa, names_for};
+use common::status::outcome;
 use signet::ca::{Approval, Authority, IssueRequest};
 use signet::pki::KeyType;
 use signet::secret::Secret;
 use signet::store::Store;
 use signet::token::{
     CertificateIssuer, InProcessIssuer, IssueError, IssuedCert, PersonalizeRequest, TokenError,
-    Workstation,
+    TokenPolicy, Workstation,
 };
 
 const USB: &str = "signet-usb-1";
@@ -46,6 +47,35 @@ struct Desk {
     store: Arc<dyn Store>,
     station: Workstation,
     serial: String,
+}
+
+impl Desk {
+    /// A workstation on the tokens `module` serves, sharing this desk's store.
+    fn station_with(
+        &self,
+        module: &Path,
+        issuer: Arc<dyn CertificateIssuer>,
+        policy: TokenPolicy,
+    ) -> Workstation {
+        Workstation::new(
+            vec![Arc::new(signet::hsm::token::TokenModule::open(module))],
+            self.store.clone(),
+            issuer,
+            policy,
+            ACTOR,
+        )
+    }
+
+    /// Check that the CA recorded `cert_der` for the request `id`.
+    async fn assert_recorded(&self, id: &str, cert_der: &[u8]) {
+        let record = self
+            .store
+            .certificate_by_request(ACTOR, id)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("the CA's record of {id}"));
+        assert_eq!(record.cert_der.as_deref(), Some(cert_der));
+    }
 }
 
 async fn desk() -> Desk {
@@ -78,18 +108,9 @@ fn request(desk: &Desk, id: &str, key_type: KeyType) -> PersonalizeRequest {
     request_for(&desk.serial, id, key_type)
 }
 
+/// Run `cmd`; whether it succeeded, and its standard output followed by its standard error.
 fn run(cmd: &mut Command) -> (bool, String) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    outcome(&common::ca::run(cmd))
 }
 
 /// `pkcs11-tool --list-objects` (logged in) split into one block per object.
@@ -125,6 +146,14 @@ fn with_id<'a>(blocks: &'a [String], kind: &str, id: &str) -> Vec<&'a String> {
         .iter()
         .filter(|b| b.starts_with(kind) && field(b, "ID") == Some(id))
         .collect()
+}
+
+/// How many private keys `blocks` (from [`objects`]) holds.
+fn private_keys(blocks: &[String]) -> usize {
+    blocks
+        .iter()
+        .filter(|b| b.starts_with("Private Key Object"))
+        .count()
 }
 
 fn write(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
@@ -474,17 +503,13 @@ impl CertificateIssuer for LosesFirstAnswer {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failure_after_issuance_is_finished_by_a_retry_with_one_certificate_per_request_id() {
     let desk = desk().await;
-    let station = Workstation::new(
-        vec![Arc::new(signet::hsm::token::TokenModule::open(
-            &desk.softhsm.module,
-        ))],
-        desk.store.clone(),
+    let station = desk.station_with(
+        &desk.softhsm.module,
         Arc::new(LosesFirstAnswer {
             inner: InProcessIssuer::new(desk.authority.clone(), ACTOR),
             lost: AtomicBool::new(false),
         }),
         desk.station.policy().clone(),
-        ACTOR,
     );
     let err = station
         .personalize(request(&desk, "lost-1", KeyType::P384))
@@ -493,10 +518,7 @@ async fn a_failure_after_issuance_is_finished_by_a_retry_with_one_certificate_pe
     assert!(matches!(err, TokenError::Unavailable(_)), "{err}");
     let blocks = objects(&desk.softhsm, USB_PIN);
     assert_eq!(
-        blocks
-            .iter()
-            .filter(|b| b.starts_with("Private Key Object"))
-            .count(),
+        private_keys(&blocks),
         1,
         "the key stays for the retry:\n{blocks:#?}"
     );
@@ -506,13 +528,7 @@ async fn a_failure_after_issuance_is_finished_by_a_retry_with_one_certificate_pe
         .personalize(request(&desk, "lost-1", KeyType::P384))
         .await
         .unwrap();
-    let record = desk
-        .store
-        .certificate_by_request(ACTOR, "lost-1")
-        .await
-        .unwrap()
-        .expect("the CA's record");
-    assert_eq!(record.cert_der.as_deref(), Some(done.cert_der.as_slice()));
+    desk.assert_recorded("lost-1", &done.cert_der).await;
     let (ok, text) = run(Command::new("sqlite3")
         .arg(&desk.db)
         .arg("SELECT COUNT(*) FROM certificates WHERE request_id = 'lost-1'"));
@@ -525,13 +541,7 @@ async fn a_failure_after_issuance_is_finished_by_a_retry_with_one_certificate_pe
     let blocks = objects(&desk.softhsm, USB_PIN);
     let certs = with_id(&blocks, "Certificate Object", &hex::encode(&done.key_id));
     assert_eq!(certs.len(), 1, "{blocks:#?}");
-    assert_eq!(
-        blocks
-            .iter()
-            .filter(|b| b.starts_with("Private Key Object"))
-            .count(),
-        1
-    );
+    assert_eq!(private_keys(&blocks), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -700,17 +710,7 @@ async fn the_remote_issuer_personalises_through_a_second_signet_serve_over_mtls(
     let ca = common::api::ApiCa::new();
     // The subscriber's token sits in the same SoftHSM as the central CA's, which runs in
     // its own process; the workstation (this process) only opens the USB token.
-    let (ok, text) = run(ca.softhsm.util().args([
-        "--init-token",
-        "--free",
-        "--label",
-        USB,
-        "--so-pin",
-        USB_SO,
-        "--pin",
-        USB_PIN,
-    ]));
-    assert!(ok, "{text}");
+    ca.softhsm.init_token(USB, USB_SO, USB_PIN);
     let serial = ca.softhsm.token_serial(USB);
     let daemon = common::api::Daemon::start(&ca);
     let journal: Arc<dyn Store> =
@@ -721,7 +721,7 @@ async fn the_remote_issuer_personalises_through_a_second_signet_serve_over_mtls(
         ))],
         journal.clone(),
         Arc::new(signet::token::RemoteIssuer::new(daemon.settings("ra-one"))),
-        signet::token::TokenPolicy {
+        TokenPolicy {
             pin_min_len: 6,
             pin_max_len: 32,
             max_pin_tries: 3,
@@ -752,14 +752,7 @@ async fn the_remote_issuer_personalises_through_a_second_signet_serve_over_mtls(
     let err = station.personalize(refused).await.unwrap_err();
     assert!(matches!(err, TokenError::Refused(_)), "{err}");
     let blocks = objects(&ca.softhsm, USB_PIN);
-    assert_eq!(
-        blocks
-            .iter()
-            .filter(|b| b.starts_with("Private Key Object"))
-            .count(),
-        3,
-        "{blocks:#?}"
-    );
+    assert_eq!(private_keys(&blocks), 3, "{blocks:#?}");
 }
 
 /// `signet token ARGS` as the RA `who`, with `stdin` as standard input (the PINs).
@@ -770,17 +763,8 @@ fn token_cli(
     stdin: &str,
 ) -> (bool, String) {
     use std::io::Write;
-    let s = daemon.settings(who);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_signet"))
-        .arg("token")
-        .arg("--endpoint")
-        .arg(&s.endpoint)
-        .arg("--ca-cert")
-        .arg(&s.ca_cert)
-        .arg("--cert")
-        .arg(&s.cert)
-        .arg("--key")
-        .arg(&s.key)
+    let mut child = daemon
+        .cli("token", who)
         .args(args)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -793,32 +777,14 @@ fn token_cli(
         .expect("stdin")
         .write_all(stdin.as_bytes())
         .expect("write PINs");
-    let out = child.wait_with_output().expect("signet token");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    outcome(&child.wait_with_output().expect("signet token"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signet_serve_offers_the_token_service_to_the_cli_of_a_desk_granted_token() {
     common::trace();
     let ca = common::api::ApiCa::new();
-    let (ok, text) = run(ca.softhsm.util().args([
-        "--init-token",
-        "--free",
-        "--label",
-        USB,
-        "--so-pin",
-        USB_SO,
-        "--pin",
-        USB_PIN,
-    ]));
-    assert!(ok, "{text}");
+    ca.softhsm.init_token(USB, USB_SO, USB_PIN);
     let serial = ca.softhsm.token_serial(USB);
     // desk-one may also use the token service; the workstation personalises in-process.
     let text = std::fs::read_to_string(&ca.config_path).unwrap().replacen(
@@ -990,14 +956,10 @@ async fn a_token_pulled_out_mid_way_gives_a_clear_error_and_a_retry_finishes_onc
         server: std::sync::Mutex::new(server),
         pulled: AtomicBool::new(false),
     });
-    let station = Workstation::new(
-        vec![Arc::new(signet::hsm::token::TokenModule::open(Path::new(
-            common::P11KIT_CLIENT_MODULE,
-        )))],
-        desk.store.clone(),
+    let station = desk.station_with(
+        Path::new(common::P11KIT_CLIENT_MODULE),
         puller.clone(),
         desk.station.policy().clone(),
-        ACTOR,
     );
     let err = station
         .personalize(request(&desk, "pulled-1", KeyType::P256))
@@ -1020,26 +982,14 @@ async fn a_token_pulled_out_mid_way_gives_a_clear_error_and_a_retry_finishes_onc
         .personalize(request(&desk, "pulled-1", KeyType::P256))
         .await
         .unwrap();
-    let record = desk
-        .store
-        .certificate_by_request(ACTOR, "pulled-1")
-        .await
-        .unwrap()
-        .expect("issued once");
-    assert_eq!(record.cert_der.as_deref(), Some(done.cert_der.as_slice()));
+    desk.assert_recorded("pulled-1", &done.cert_der).await;
     let blocks = objects(&desk.softhsm, USB_PIN);
     assert_eq!(
         with_id(&blocks, "Certificate Object", &hex::encode(&done.key_id)).len(),
         1,
         "{blocks:#?}"
     );
-    assert_eq!(
-        blocks
-            .iter()
-            .filter(|b| b.starts_with("Private Key Object"))
-            .count(),
-        1
-    );
+    assert_eq!(private_keys(&blocks), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1057,14 +1007,10 @@ async fn ed25519_keys_are_personalised_where_the_token_and_the_policy_allow_them
         "{refused}"
     );
     policy.key_types.push(KeyType::Ed25519);
-    let station = Workstation::new(
-        vec![Arc::new(signet::hsm::token::TokenModule::open(
-            &desk.softhsm.module,
-        ))],
-        desk.store.clone(),
+    let station = desk.station_with(
+        &desk.softhsm.module,
         Arc::new(InProcessIssuer::new(desk.authority.clone(), ACTOR)),
         policy,
-        ACTOR,
     );
     let bench = Bench {
         softhsm: &desk.softhsm,

@@ -109,21 +109,6 @@ impl CaService {
     pub fn frame(&self) -> Frame {
         self.frame.clone()
     }
-
-    async fn handle<M, R, F, Fut>(
-        &self,
-        rpc: &'static str,
-        op: RaOperation,
-        request: Request<M>,
-        body: F,
-    ) -> Result<Response<R>, Status>
-    where
-        M: Logged,
-        F: FnOnce(Arc<Ra>, M) -> Fut,
-        Fut: Future<Output = Result<R, Refusal>>,
-    {
-        self.frame.handle(rpc, op, request, body).await
-    }
 }
 
 impl Frame {
@@ -223,149 +208,156 @@ impl pb::certificate_authority_server::CertificateAuthority for CaService {
         &self,
         request: Request<pb::IssueRequest>,
     ) -> Result<Response<pb::IssueResponse>, Status> {
-        self.handle("Issue", RaOperation::Issue, request, |ra, m| async move {
-            let req = convert::issue_request(m)?;
-            ra.require_profile(RaOperation::Issue, &req.profile)?;
-            let issued = self.authority.issue(&ra.name, req).await?;
-            Ok(convert::issue_response(issued))
-        })
-        .await
+        self.frame
+            .handle("Issue", RaOperation::Issue, request, |ra, m| async move {
+                let req = convert::issue_request(m)?;
+                ra.require_profile(RaOperation::Issue, &req.profile)?;
+                let issued = self.authority.issue(&ra.name, req).await?;
+                Ok(convert::issue_response(issued))
+            })
+            .await
     }
 
     async fn renew(
         &self,
         request: Request<pb::RenewRequest>,
     ) -> Result<Response<pb::RenewResponse>, Status> {
-        self.handle("Renew", RaOperation::Renew, request, |ra, m| async move {
-            let req = convert::renew_request(m)?;
-            self.require_certificate(&ra, RaOperation::Renew, &req.serial)
-                .await?;
-            let issued = self.authority.renew(&ra.name, req).await?;
-            Ok(convert::renew_response(issued))
-        })
-        .await
+        self.frame
+            .handle("Renew", RaOperation::Renew, request, |ra, m| async move {
+                let req = convert::renew_request(m)?;
+                self.require_certificate(&ra, RaOperation::Renew, &req.serial)
+                    .await?;
+                let issued = self.authority.renew(&ra.name, req).await?;
+                Ok(convert::renew_response(issued))
+            })
+            .await
     }
 
     async fn revoke(
         &self,
         request: Request<pb::RevokeRequest>,
     ) -> Result<Response<pb::RevokeResponse>, Status> {
-        self.handle("Revoke", RaOperation::Revoke, request, |ra, m| async move {
-            let req = convert::revoke_request(m)?;
-            self.require_certificate(&ra, RaOperation::Revoke, &req.serial)
-                .await?;
-            let revoked = self.authority.revoke(&ra.name, req).await?;
-            Ok(convert::revoke_response(revoked))
-        })
-        .await
+        self.frame
+            .handle("Revoke", RaOperation::Revoke, request, |ra, m| async move {
+                let req = convert::revoke_request(m)?;
+                self.require_certificate(&ra, RaOperation::Revoke, &req.serial)
+                    .await?;
+                let revoked = self.authority.revoke(&ra.name, req).await?;
+                Ok(convert::revoke_response(revoked))
+            })
+            .await
     }
 
     async fn release_hold(
         &self,
         request: Request<pb::ReleaseHoldRequest>,
     ) -> Result<Response<pb::ReleaseHoldResponse>, Status> {
-        self.handle(
-            "ReleaseHold",
-            RaOperation::Revoke,
-            request,
-            |ra, m| async move {
-                let req = convert::release_request(m);
-                self.require_certificate(&ra, RaOperation::Revoke, &req.serial)
-                    .await?;
-                let record = self.authority.release_hold(&ra.name, req).await?;
-                let history = self.authority.revocation_history(&record.serial).await?;
-                Ok(convert::release_response(&record, &history))
-            },
-        )
-        .await
+        self.frame
+            .handle(
+                "ReleaseHold",
+                RaOperation::Revoke,
+                request,
+                |ra, m| async move {
+                    let req = convert::release_request(m);
+                    self.require_certificate(&ra, RaOperation::Revoke, &req.serial)
+                        .await?;
+                    let record = self.authority.release_hold(&ra.name, req).await?;
+                    let history = self.authority.revocation_history(&record.serial).await?;
+                    Ok(convert::release_response(&record, &history))
+                },
+            )
+            .await
     }
 
     async fn get_certificate(
         &self,
         request: Request<pb::GetCertificateRequest>,
     ) -> Result<Response<pb::GetCertificateResponse>, Status> {
-        self.handle(
-            "GetCertificate",
-            RaOperation::Read,
-            request,
-            |ra, m| async move {
-                let record = self
-                    .require_certificate(&ra, RaOperation::Read, &m.serial)
-                    .await?;
-                let history = self.authority.revocation_history(&record.serial).await?;
-                Ok(convert::certificate_response(record, history))
-            },
-        )
-        .await
+        self.frame
+            .handle(
+                "GetCertificate",
+                RaOperation::Read,
+                request,
+                |ra, m| async move {
+                    let record = self
+                        .require_certificate(&ra, RaOperation::Read, &m.serial)
+                        .await?;
+                    let history = self.authority.revocation_history(&record.serial).await?;
+                    Ok(convert::certificate_response(record, history))
+                },
+            )
+            .await
     }
 
     async fn list_certificates(
         &self,
         request: Request<pb::ListCertificatesRequest>,
     ) -> Result<Response<pb::ListCertificatesResponse>, Status> {
-        self.handle(
-            "ListCertificates",
-            RaOperation::Read,
-            request,
-            |ra, m| async move {
-                let (filter, token, size) = convert::list_request(m)?;
-                if let Some(p) = &filter.profile {
-                    ra.require_profile(RaOperation::Read, p)?;
-                }
-                // An RA only ever sees the profiles it was granted, whatever it asks for.
-                let filter = CertFilter {
-                    profiles: Some(ra.profiles.iter().cloned().collect()),
-                    ..filter
-                };
-                let page = self.authority.list(filter, token, size).await?;
-                Ok(convert::list_response(page))
-            },
-        )
-        .await
+        self.frame
+            .handle(
+                "ListCertificates",
+                RaOperation::Read,
+                request,
+                |ra, m| async move {
+                    let (filter, token, size) = convert::list_request(m)?;
+                    if let Some(p) = &filter.profile {
+                        ra.require_profile(RaOperation::Read, p)?;
+                    }
+                    // An RA only ever sees the profiles it was granted, whatever it asks for.
+                    let filter = CertFilter {
+                        profiles: Some(ra.profiles.iter().cloned().collect()),
+                        ..filter
+                    };
+                    let page = self.authority.list(filter, token, size).await?;
+                    Ok(convert::list_response(page))
+                },
+            )
+            .await
     }
 
     async fn get_ca_chain(
         &self,
         request: Request<pb::GetCaChainRequest>,
     ) -> Result<Response<pb::GetCaChainResponse>, Status> {
-        self.handle(
-            "GetCaChain",
-            RaOperation::Read,
-            request,
-            |_ra, m| async move {
-                let ders: Vec<Vec<u8>> = if m.issuer.is_empty() {
-                    let mut all: Vec<_> = self.authority.issuers().collect();
-                    // Root first, then the issuing CAs by name: a stable order for clients.
-                    all.sort_by(|a, b| {
-                        (a.parent.is_some(), &a.name).cmp(&(b.parent.is_some(), &b.name))
-                    });
-                    all.into_iter().map(|i| i.cert_der.clone()).collect()
-                } else {
-                    self.authority.chain(&m.issuer)
-                };
-                if ders.is_empty() {
-                    return Err(Refusal::Ca(if m.issuer.is_empty() {
-                        CaError::FailedPrecondition(
-                            "no CA certificate exists yet; run `signet ceremony`".into(),
-                        )
+        self.frame
+            .handle(
+                "GetCaChain",
+                RaOperation::Read,
+                request,
+                |_ra, m| async move {
+                    let ders: Vec<Vec<u8>> = if m.issuer.is_empty() {
+                        let mut all: Vec<_> = self.authority.issuers().collect();
+                        // Root first, then the issuing CAs by name: a stable order for clients.
+                        all.sort_by(|a, b| {
+                            (a.parent.is_some(), &a.name).cmp(&(b.parent.is_some(), &b.name))
+                        });
+                        all.into_iter().map(|i| i.cert_der.clone()).collect()
                     } else {
-                        CaError::NotFound(format!("no issuer named {:?}", m.issuer))
-                    }));
-                }
-                let certs = ders
-                    .iter()
-                    .map(|d| Certificate::from_der(d))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| CaError::Internal(format!("CA certificate: {e}")))?;
-                let p7b = crate::pki::pkcs7::certs_only(&certs)
-                    .map_err(|e| CaError::Internal(format!("building the .p7b: {e}")))?;
-                Ok(pb::GetCaChainResponse {
-                    certificates: ders,
-                    p7b,
-                })
-            },
-        )
-        .await
+                        self.authority.chain(&m.issuer)
+                    };
+                    if ders.is_empty() {
+                        return Err(Refusal::Ca(if m.issuer.is_empty() {
+                            CaError::FailedPrecondition(
+                                "no CA certificate exists yet; run `signet ceremony`".into(),
+                            )
+                        } else {
+                            CaError::NotFound(format!("no issuer named {:?}", m.issuer))
+                        }));
+                    }
+                    let certs = ders
+                        .iter()
+                        .map(|d| Certificate::from_der(d))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| CaError::Internal(format!("CA certificate: {e}")))?;
+                    let p7b = crate::pki::pkcs7::certs_only(&certs)
+                        .map_err(|e| CaError::Internal(format!("building the .p7b: {e}")))?;
+                    Ok(pb::GetCaChainResponse {
+                        certificates: ders,
+                        p7b,
+                    })
+                },
+            )
+            .await
     }
 }
 

@@ -511,6 +511,23 @@ impl Daemon {
         }
     }
 
+    /// `signet SUBCOMMAND` (`ra` or `token`) connecting to this daemon as the RA `name`;
+    /// the caller adds the call's own arguments.
+    pub fn cli(&self, subcommand: &str, name: &str) -> Command {
+        let s = self.settings(name);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_signet"));
+        cmd.arg(subcommand)
+            .arg("--endpoint")
+            .arg(&s.endpoint)
+            .arg("--ca-cert")
+            .arg(&s.ca_cert)
+            .arg("--cert")
+            .arg(&s.cert)
+            .arg("--key")
+            .arg(&s.key);
+        cmd
+    }
+
     /// A client authenticated as `name` (e.g. "ra-one").
     pub async fn client(&self, name: &str) -> CertificateAuthorityClient<Channel> {
         ca_client(&self.settings(name))

@@ -84,18 +84,23 @@ impl SoftHsm {
             module: PathBuf::from(SOFTHSM_MODULE),
         };
         for (label, so_pin, user_pin) in tokens {
-            run_ok(hsm.util().args([
-                "--init-token",
-                "--free",
-                "--label",
-                label,
-                "--so-pin",
-                so_pin,
-                "--pin",
-                user_pin,
-            ]));
+            hsm.init_token(label, so_pin, user_pin);
         }
         hsm
+    }
+
+    /// Initialise a token labelled `label` in the first free slot, panicking if that fails.
+    pub fn init_token(&self, label: &str, so_pin: &str, user_pin: &str) {
+        run_ok(self.util().args([
+            "--init-token",
+            "--free",
+            "--label",
+            label,
+            "--so-pin",
+            so_pin,
+            "--pin",
+            user_pin,
+        ]));
     }
 
     /// `softhsm2-util` pointed at this test's config.

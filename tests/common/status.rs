@@ -44,6 +44,31 @@ pub fn openssl(args: &[&str], dir: &Path) -> (bool, String) {
     outcome(&run(Command::new("openssl").args(args).current_dir(dir)))
 }
 
+/// Convert the DER CRL `der` in `dir` to PEM in `pem`, panicking if OpenSSL cannot.
+pub fn crl_to_pem(dir: &Path, der: &str, pem: &str) {
+    let (ok, out) = openssl(&["crl", "-inform", "DER", "-in", der, "-out", pem], dir);
+    assert!(ok, "{out}");
+}
+
+/// `openssl verify` of `leaf` up to the root, with `crl_pem`'s CRL checked; whether it
+/// succeeded, and its output.
+pub fn verify_with_crl(dir: &Path, crl_pem: &str, leaf: &Path) -> (bool, String) {
+    openssl(
+        &[
+            "verify",
+            "-crl_check",
+            "-CRLfile",
+            crl_pem,
+            "-CAfile",
+            "root.pem",
+            "-untrusted",
+            "issuing-ec.pem",
+            leaf.to_str().unwrap(),
+        ],
+        dir,
+    )
+}
+
 /// The CRL's number, read by `openssl crl -crlnumber`.
 pub fn crl_number(dir: &Path, der: &str) -> u64 {
     let (ok, out) = openssl(
