@@ -100,6 +100,27 @@ pub fn entry_hash(prev_hash: &str, seq: i64, at: i64, e: &AuditEvent) -> String 
     hex::encode(Sha256::digest(entry_text(prev_hash, seq, at, e).as_bytes()))
 }
 
+/// The hash of an entry written in the first format (before entries had a canonical text):
+/// SHA-256 over a domain tag and every field, each length-prefixed. Logs begun by an
+/// earlier signet keep such entries at their start; [`ChainWalker`] accepts them there.
+pub fn entry_hash_v1(prev_hash: &str, seq: i64, at: i64, e: &AuditEvent) -> String {
+    let mut h = Sha256::new();
+    let mut put = |b: &[u8]| {
+        h.update((b.len() as u64).to_be_bytes());
+        h.update(b);
+    };
+    put(b"signet-audit-v1");
+    put(prev_hash.as_bytes());
+    put(&seq.to_be_bytes());
+    put(&at.to_be_bytes());
+    put(e.actor.as_bytes());
+    put(e.action.as_bytes());
+    put(e.object.as_bytes());
+    put(e.request_digest.as_deref().unwrap_or("").as_bytes());
+    put(e.detail.as_bytes());
+    hex::encode(h.finalize())
+}
+
 /// Where and why a chain stops verifying.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("audit entry {seq}: {reason}")]
@@ -115,6 +136,9 @@ pub struct ChainBreak {
 pub struct ChainWalker {
     prev: String,
     next_seq: i64,
+    /// Set at the first entry in the canonical-text format; first-format entries may only
+    /// come before it.
+    text_format_seen: bool,
 }
 
 impl Default for ChainWalker {
@@ -122,6 +146,7 @@ impl Default for ChainWalker {
         ChainWalker {
             prev: genesis_hash(),
             next_seq: 1,
+            text_format_seen: false,
         }
     }
 }
@@ -146,7 +171,11 @@ impl ChainWalker {
                 reason,
             });
         }
-        if e.hash != entry_hash(&e.prev_hash, e.seq, e.at, &e.event) {
+        if e.hash == entry_hash(&e.prev_hash, e.seq, e.at, &e.event) {
+            self.text_format_seen = true;
+        } else if self.text_format_seen
+            || e.hash != entry_hash_v1(&e.prev_hash, e.seq, e.at, &e.event)
+        {
             return Err(ChainBreak {
                 seq: e.seq,
                 reason: "its contents do not match its hash (edited or moved)".into(),
@@ -339,6 +368,53 @@ mod tests {
         moved[1].seq = a;
         moved[3].seq = b;
         assert_eq!(verify_chain(&moved).unwrap_err().seq, 2);
+    }
+
+    #[test]
+    fn a_log_begun_in_the_first_format_verifies_and_continues_in_the_text_format() {
+        let event = |action: &str| AuditEvent {
+            actor: "ra-1".into(),
+            action: action.into(),
+            object: "0a".into(),
+            request_digest: None,
+            detail: "{}".into(),
+        };
+        let mut prev = genesis_hash();
+        let mut log = Vec::new();
+        for seq in 1..=4 {
+            let e = event("certificate.issued");
+            let hash = if seq <= 2 {
+                entry_hash_v1(&prev, seq, 100 + seq, &e)
+            } else {
+                entry_hash(&prev, seq, 100 + seq, &e)
+            };
+            log.push(AuditEntry {
+                seq,
+                at: 100 + seq,
+                event: e,
+                prev_hash: prev.clone(),
+                hash: hash.clone(),
+            });
+            prev = hash;
+        }
+        assert_eq!(verify_chain(&log), Ok(4));
+        // An edit of a first-format entry is found like any other.
+        let mut edited = log.clone();
+        edited[1].event.object = "0b".into();
+        assert_eq!(verify_chain(&edited).unwrap_err().seq, 2);
+        // A first-format entry after a text-format one is refused: nothing new is written
+        // in the old format.
+        let mut late = log.clone();
+        let e = event("certificate.revoked");
+        let hash = entry_hash_v1(&prev, 5, 105, &e);
+        late.push(AuditEntry {
+            seq: 5,
+            at: 105,
+            event: e,
+            prev_hash: prev,
+            hash,
+        });
+        assert_eq!(verify_chain(&late).unwrap_err().seq, 5);
     }
 
     #[test]
