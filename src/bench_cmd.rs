@@ -60,13 +60,6 @@ pub struct BenchArgs {
     pub(crate) connections: usize,
 }
 
-impl BenchArgs {
-    /// Whether this run loads the TSA (and needs no RA client settings).
-    pub fn is_tsa(&self) -> bool {
-        self.mode == Mode::Tsa
-    }
-}
-
 /// What one load measured.
 pub(crate) struct Report {
     pub(crate) done: u64,
@@ -267,7 +260,7 @@ pub(crate) async fn connections(addr: std::net::SocketAddr, n: usize) -> Result<
 
 /// TSA mode: raw rate of the TSA key, timestamp load, raw rate again; print figures and the
 /// ratio.
-pub fn run_tsa(cfg: Config, a: &BenchArgs) -> Result<(), String> {
+fn run_tsa(cfg: Config, a: &BenchArgs) -> Result<(), String> {
     let spec = cfg
         .tsa_key()
         .map_err(|e| e.to_string())?
@@ -334,12 +327,16 @@ fn tsa_query() -> Result<Vec<u8>, String> {
     .map_err(|e| e.to_string())
 }
 
-/// Run the benchmark `--mode` names (TSA mode goes through [`run_tsa`], which needs no RA
-/// client settings).
-pub fn run(cfg: Config, client: ClientSettings, a: &BenchArgs) -> Result<(), String> {
+/// Run the benchmark `--mode` names. `client` gives the RA client settings, asked for only
+/// by the modes that call the RA API (TSA mode needs none).
+pub fn run(
+    cfg: Config,
+    a: &BenchArgs,
+    client: impl FnOnce() -> Result<ClientSettings, String>,
+) -> Result<(), String> {
     match a.mode {
-        Mode::Issue => run_issue(cfg, client, a),
-        Mode::Ocsp => crate::bench_ocsp::run(cfg, client, a),
+        Mode::Issue => run_issue(cfg, client()?, a),
+        Mode::Ocsp => crate::bench_ocsp::run(cfg, client()?, a),
         Mode::Tsa => run_tsa(cfg, a),
     }
 }

@@ -8,6 +8,7 @@ pub mod api;
 pub mod audit;
 pub mod bench;
 pub mod ca;
+pub mod clock;
 pub mod config;
 pub mod hsm;
 pub mod http;

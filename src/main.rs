@@ -16,15 +16,17 @@ use clap::{Parser, Subcommand};
 
 use signet::api::Api;
 use signet::audit::AuditEvent;
-use signet::ca::ceremony::{self, pem_encode};
+use signet::ca::ceremony;
 use signet::ca::checkpoint::Checkpointer;
 use signet::ca::crl::CrlPublisher;
 use signet::ca::ocsp::OcspResponder;
 use signet::ca::tsa::Tsa;
 use signet::ca::{Approval, Authority, CaError, IssueRequest};
+use signet::clock::unix_now;
 use signet::config::Config;
 use signet::hsm::Hsm;
 use signet::http::Http;
+use signet::pki::pkcs7::pem_certificates;
 use signet::pki::{San, SubjectSpec};
 use signet::store::{SqliteStore, Store};
 
@@ -195,11 +197,9 @@ fn run(cli: Cli) -> Result<(), String> {
     let cfg = load_config(cli.config.as_deref())?;
     match cli.command {
         Command::Ra(_) | Command::Token(_) => unreachable!("handled above"),
-        Command::Bench { args, .. } if args.is_tsa() => bench_cmd::run_tsa(cfg, &args),
-        Command::Bench { conn, args } => {
-            let client = ra_cmd::settings(&conn, cli.config.as_deref())?;
-            bench_cmd::run(cfg, client, &args)
-        }
+        Command::Bench { conn, args } => bench_cmd::run(cfg, &args, || {
+            ra_cmd::settings(&conn, cli.config.as_deref())
+        }),
         Command::Serve => serve(cfg),
         Command::CheckConfig => {
             let specs = cfg.issuer_specs().map_err(|e| e.to_string())?;
@@ -245,12 +245,8 @@ fn run(cli: Cli) -> Result<(), String> {
                 })
                 .map_err(describe)?;
             parts.hsm.close();
-            let mut pem = pem_encode(&issued.cert_der);
-            if args.chain {
-                for c in &issued.chain {
-                    pem.push_str(&pem_encode(c));
-                }
-            }
+            let chain = if args.chain { &issued.chain[..] } else { &[] };
+            let pem = pem_certificates(std::iter::once(&issued.cert_der).chain(chain));
             match &args.out {
                 Some(p) => std::fs::write(p, pem).map_err(|e| format!("{}: {e}", p.display()))?,
                 None => print!("{pem}"),
@@ -610,13 +606,6 @@ async fn start_http(
     Ok(tokio::spawn(http.run(listener, shutdown)))
 }
 
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 /// Completes on SIGTERM or SIGINT.
 fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
@@ -687,9 +676,9 @@ fn issue_request(a: &ra_cmd::IssueArgs) -> Result<IssueRequest, String> {
         sans,
         validity_years: a.validity,
         approval: Approval {
-            officer: a.officer.clone(),
-            ra_reference: a.ra_reference.clone(),
-            agreement_version: a.agreement_version.clone(),
+            officer: a.approval.officer.clone(),
+            ra_reference: a.approval.ra_reference.clone(),
+            agreement_version: a.approval.agreement_version.clone(),
         },
     })
 }

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use signet::api::client::{self, ClientSettings, describe_status, format_rfc3339, parse_rfc3339};
 use signet::api::convert::timestamp;
 use signet::api::pb;
-use signet::ca::ceremony::pem_encode;
 use signet::config::Config;
+use signet::pki::pkcs7::{pem_certificate, pem_certificates};
 
 /// How to reach the daemon: flags, environment, or the `[api]` and `[[ra]]` of --config.
 /// Shared by `signet ra` and `signet bench`.
@@ -121,6 +121,31 @@ enum RaCall {
     },
 }
 
+/// The approval evidence an RA attaches to an issuance, renewal or personalisation.
+#[derive(clap::Args)]
+pub struct ApprovalArgs {
+    /// The officer who approved the request.
+    #[arg(long)]
+    pub officer: String,
+    /// The RA's reference for the application.
+    #[arg(long)]
+    pub ra_reference: String,
+    /// The subscriber-agreement version the applicant accepted.
+    #[arg(long)]
+    pub agreement_version: String,
+}
+
+impl ApprovalArgs {
+    /// As the RA API carries it.
+    pub fn to_pb(&self) -> pb::Approval {
+        pb::Approval {
+            officer: self.officer.clone(),
+            ra_reference: self.ra_reference.clone(),
+            agreement_version: self.agreement_version.clone(),
+        }
+    }
+}
+
 /// An issuance request as typed by an operator or RA developer; `signet issue` (local) and
 /// `signet ra issue` (over mTLS) take the same flags.
 #[derive(clap::Args)]
@@ -143,15 +168,9 @@ pub struct IssueArgs {
     /// Request id; the same id returns the same certificate.
     #[arg(long)]
     pub request_id: String,
-    /// The officer who approved the request.
-    #[arg(long)]
-    pub officer: String,
-    /// The RA's reference for the application.
-    #[arg(long)]
-    pub ra_reference: String,
-    /// The subscriber-agreement version the applicant accepted.
-    #[arg(long)]
-    pub agreement_version: String,
+    /// Approval evidence.
+    #[command(flatten)]
+    pub approval: ApprovalArgs,
     /// Issuing CA; default: the profile's first.
     #[arg(long)]
     pub issuer: Option<String>,
@@ -177,15 +196,9 @@ struct RenewArgs {
     /// Validity in years; default: as before.
     #[arg(long)]
     validity: Option<u32>,
-    /// The officer who approved the renewal.
-    #[arg(long)]
-    officer: String,
-    /// The RA's reference.
-    #[arg(long)]
-    ra_reference: String,
-    /// The subscriber-agreement version the applicant accepted.
-    #[arg(long)]
-    agreement_version: String,
+    /// Approval evidence.
+    #[command(flatten)]
+    approval: ApprovalArgs,
     /// Write the certificate (PEM) here instead of standard output.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -371,17 +384,11 @@ pub fn run(
                     subject: subject_attrs(&i.subject)?,
                     sans: i.sans.iter().map(|x| san(x)).collect::<Result<_, _>>()?,
                     validity_years: i.validity,
-                    approval: Some(pb::Approval {
-                        officer: i.officer.clone(),
-                        ra_reference: i.ra_reference.clone(),
-                        agreement_version: i.agreement_version.clone(),
-                    }),
+                    approval: Some(i.approval.to_pb()),
                 };
                 let r = c.issue(req).await.map_err(st)?.into_inner();
-                let mut pem = pem_encode(&r.certificate);
-                if i.chain {
-                    r.chain.iter().for_each(|d| pem.push_str(&pem_encode(d)));
-                }
+                let chain = if i.chain { &r.chain[..] } else { &[] };
+                let pem = pem_certificates(std::iter::once(&r.certificate).chain(chain));
                 write_or_print(i.out.as_deref(), &pem)?;
                 eprintln!(
                     "issued serial {}, valid {} to {}",
@@ -399,14 +406,10 @@ pub fn run(
                         None => Vec::new(),
                     },
                     validity_years: r.validity,
-                    approval: Some(pb::Approval {
-                        officer: r.officer.clone(),
-                        ra_reference: r.ra_reference.clone(),
-                        agreement_version: r.agreement_version.clone(),
-                    }),
+                    approval: Some(r.approval.to_pb()),
                 };
                 let resp = c.renew(req).await.map_err(st)?.into_inner();
-                write_or_print(r.out.as_deref(), &pem_encode(&resp.certificate))?;
+                write_or_print(r.out.as_deref(), &pem_certificate(&resp.certificate))?;
                 eprintln!(
                     "renewed {} as serial {}, valid {} to {}",
                     resp.renewed_from,
@@ -522,7 +525,7 @@ pub fn run(
                     println!("renewed from: {}", r.renewed_from);
                 }
                 if let Some(p) = out {
-                    write_or_print(Some(&p), &pem_encode(&r.certificate))?;
+                    write_or_print(Some(&p), &pem_certificate(&r.certificate))?;
                 }
             }
             RaCall::List {
@@ -597,7 +600,7 @@ pub fn run(
                     .await
                     .map_err(st)?
                     .into_inner();
-                let pem: String = r.certificates.iter().map(|d| pem_encode(d)).collect();
+                let pem = pem_certificates(&r.certificates);
                 print!("{pem}");
                 if let Some(p) = p7b {
                     std::fs::write(&p, &r.p7b).map_err(|e| format!("{}: {e}", p.display()))?;

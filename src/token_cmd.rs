@@ -10,10 +10,10 @@ use std::path::PathBuf;
 use signet::api::client::{self, describe_status};
 use signet::api::pb;
 use signet::api::pb::token_service_client::TokenServiceClient;
-use signet::ca::ceremony::pem_encode;
+use signet::pki::pkcs7::pem_certificate;
 use signet::secret::Secret;
 
-use crate::ra_cmd::{ConnArgs, san, subject_attrs, write_or_print};
+use crate::ra_cmd::{ApprovalArgs, ConnArgs, san, subject_attrs, write_or_print};
 
 /// Connection flags of `signet token`, and the call to make.
 #[derive(clap::Args)]
@@ -112,15 +112,9 @@ struct PersonalizeArgs {
     /// Request id; retrying with it finishes an interrupted personalisation.
     #[arg(long)]
     request_id: String,
-    /// The officer who approved the request.
-    #[arg(long)]
-    officer: String,
-    /// The RA's reference for the application.
-    #[arg(long)]
-    ra_reference: String,
-    /// The subscriber-agreement version the applicant accepted.
-    #[arg(long)]
-    agreement_version: String,
+    /// Approval evidence.
+    #[command(flatten)]
+    approval: ApprovalArgs,
     /// Issuing CA; default: the profile's first.
     #[arg(long, default_value = "")]
     issuer: String,
@@ -279,11 +273,7 @@ pub fn run(a: TokenArgs, config: Option<&std::path::Path>) -> Result<(), String>
                     sans: p.sans.iter().map(|s| san(s)).collect::<Result<_, _>>()?,
                     validity_years: p.validity,
                     request_id: p.request_id,
-                    approval: Some(pb::Approval {
-                        officer: p.officer,
-                        ra_reference: p.ra_reference,
-                        agreement_version: p.agreement_version,
-                    }),
+                    approval: Some(p.approval.to_pb()),
                     label: p.label,
                 };
                 let r = c.personalize(req).await.map_err(st)?.into_inner();
@@ -292,7 +282,7 @@ pub fn run(a: TokenArgs, config: Option<&std::path::Path>) -> Result<(), String>
                     hex::encode(&r.key_id),
                     r.label
                 );
-                write_or_print(p.out.as_deref(), &pem_encode(&r.certificate))?;
+                write_or_print(p.out.as_deref(), &pem_certificate(&r.certificate))?;
             }
             TokenCall::ChangePin {
                 serial,

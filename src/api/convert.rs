@@ -3,8 +3,6 @@
 //! it; everything that needs the CA's knowledge (profiles, validity, CSR) is left to the
 //! authority, which names its fields the same way.
 
-use std::time::{Duration, UNIX_EPOCH};
-
 use prost_types::Timestamp;
 
 use super::error::Refusal;
@@ -406,14 +404,6 @@ pub fn list_response(p: CertPage) -> pb::ListCertificatesResponse {
         certificates: p.records.into_iter().map(summary).collect(),
         next_page_token: p.next_page_token.unwrap_or_default(),
     }
-}
-
-/// Unix seconds of now.
-pub fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_secs() as i64
 }
 
 #[cfg(test)]

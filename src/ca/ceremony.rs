@@ -5,7 +5,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use der::{Decode, Encode};
 use spki::SubjectPublicKeyInfoOwned;
@@ -13,6 +12,7 @@ use x509_cert::Certificate;
 
 use super::CaError;
 use crate::audit::AuditEvent;
+use crate::clock::{now_seconds, unix_now};
 use crate::config::{Config, IssuerSpec, ServiceKeySpec};
 use crate::hsm::Hsm;
 use crate::pki::cert::{self, CaRequest, IssuerRef, Urls};
@@ -41,17 +41,6 @@ struct Made {
     key_label: String,
     cert: Certificate,
     spki: SubjectPublicKeyInfoOwned,
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
-fn now_seconds() -> SystemTime {
-    UNIX_EPOCH + std::time::Duration::from_secs(unix_now() as u64)
 }
 
 /// Run the ceremony for every issuer in the configuration, parents first.
@@ -165,13 +154,12 @@ pub async fn run(
     let p7b_path = out_dir.join("chain.p7b");
     write_file(&p7b_path, &p7b)?;
     report.files.push(p7b_path);
-    let mut pem = String::new();
-    for c in &certs {
-        let der = c
-            .to_der()
-            .map_err(|e| CaError::Internal(format!("encoding certificate: {e}")))?;
-        pem.push_str(&pem_encode(&der));
-    }
+    let ders = certs
+        .iter()
+        .map(|c| c.to_der())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| CaError::Internal(format!("encoding certificate: {e}")))?;
+    let pem = pkcs7::pem_certificates(&ders);
     let chain_pem = out_dir.join("chain.pem");
     write_file(&chain_pem, pem.as_bytes())?;
     report.files.push(chain_pem);
@@ -241,10 +229,7 @@ async fn certify_service(
             spec.validity_years,
         )
         .await?;
-    let mut pem = pem_encode(&issued.cert_der);
-    for c in &issued.chain {
-        pem.push_str(&pem_encode(c));
-    }
+    let pem = pkcs7::pem_certificates(std::iter::once(&issued.cert_der).chain(&issued.chain));
     let path = out_dir.join(format!("{purpose}.pem"));
     write_file(&path, pem.as_bytes())?;
     tracing::info!(purpose, serial = %issued.record.serial, key = %spec.key_label, "service key certified");
@@ -424,7 +409,7 @@ fn publish(
     der: &[u8],
     report: &mut CeremonyReport,
 ) -> Result<(), CaError> {
-    let pem = pem_encode(der);
+    let pem = pkcs7::pem_certificate(der);
     for (path, bytes) in [(der_path, der), (pem_path, pem.as_bytes())] {
         match std::fs::read(path) {
             Ok(existing) if existing == bytes => {}
@@ -455,9 +440,4 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<(), CaError> {
     std::fs::write(&tmp, bytes)
         .and_then(|()| std::fs::rename(&tmp, path))
         .map_err(|e| CaError::FailedPrecondition(format!("cannot write {}: {e}", path.display())))
-}
-
-/// PEM text of a DER certificate.
-pub fn pem_encode(der: &[u8]) -> String {
-    der::pem::encode_string("CERTIFICATE", der::pem::LineEnding::LF, der).unwrap_or_default()
 }

@@ -11,11 +11,11 @@ use std::path::{Path, PathBuf};
 use der::{Decode, Encode};
 use spki::SubjectPublicKeyInfoOwned;
 
-use super::ceremony::{self, pem_encode};
+use super::ceremony;
 use super::{Authority, CaError, normalize_serial};
 use crate::audit::{AuditEntry, Checkpoint};
-use crate::pki::KeyType;
 use crate::pki::csr::key_type_of;
+use crate::pki::{KeyType, pkcs7};
 use crate::store::CertStatus;
 
 /// What a bundle holds.
@@ -33,10 +33,6 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), CaError> {
     let path = dir.join(name);
     std::fs::write(&path, bytes)
         .map_err(|e| CaError::FailedPrecondition(format!("cannot write {}: {e}", path.display())))
-}
-
-fn pem_all(ders: &[Vec<u8>]) -> String {
-    ders.iter().map(|d| pem_encode(d)).collect()
 }
 
 /// Write the evidence bundle of certificate `serial` into `out` (created; must be empty or
@@ -110,18 +106,24 @@ pub async fn write_bundle(
     let (root, untrusted) = chain
         .split_last()
         .ok_or_else(|| CaError::Internal(format!("issuer {} has no chain", rec.issuer)))?;
-    write(out, "certificate.pem", pem_encode(&cert_der).as_bytes())?;
-    write(out, "chain.pem", pem_all(untrusted).as_bytes())?;
-    write(out, "root.pem", pem_encode(root).as_bytes())?;
+    write(
+        out,
+        "certificate.pem",
+        pkcs7::pem_certificate(&cert_der).as_bytes(),
+    )?;
+    write(
+        out,
+        "chain.pem",
+        pkcs7::pem_certificates(untrusted).as_bytes(),
+    )?;
+    write(out, "root.pem", pkcs7::pem_certificate(root).as_bytes())?;
     let is_csr = x509_cert::request::CertReq::from_der(&rec.csr_der).is_ok();
     if is_csr {
-        let pem = der::pem::encode_string(
-            "CERTIFICATE REQUEST",
-            der::pem::LineEnding::LF,
-            &rec.csr_der,
-        )
-        .map_err(|e| CaError::Internal(format!("encoding the CSR: {e}")))?;
-        write(out, "csr.pem", pem.as_bytes())?;
+        write(
+            out,
+            "csr.pem",
+            pkcs7::pem("CERTIFICATE REQUEST", &rec.csr_der).as_bytes(),
+        )?;
     }
     let request: serde_json::Value =
         serde_json::from_str(&rec.request_json).unwrap_or(serde_json::Value::Null);
@@ -150,8 +152,16 @@ pub async fn write_bundle(
     }
     write(out, "checkpoint.txt", cp.text().as_bytes())?;
     write(out, "checkpoint.sig", &cp.signature)?;
-    write(out, "audit-cert.pem", pem_encode(&audit_cert).as_bytes())?;
-    write(out, "audit-chain.pem", pem_all(&audit_chain).as_bytes())?;
+    write(
+        out,
+        "audit-cert.pem",
+        pkcs7::pem_certificate(&audit_cert).as_bytes(),
+    )?;
+    write(
+        out,
+        "audit-chain.pem",
+        pkcs7::pem_certificates(&audit_chain).as_bytes(),
+    )?;
 
     let digest = match audit_key_type {
         KeyType::P384 => "-sha384",

@@ -18,7 +18,7 @@ pub use revoke::{ReleaseHoldRequest, RevokeRequest, Revoked};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use der::{Decode, Encode};
 use serde::{Deserialize, Serialize};
@@ -28,6 +28,7 @@ use x509_cert::Certificate;
 use x509_cert::certificate::TbsCertificate;
 
 use crate::audit::AuditEvent;
+use crate::clock::{from_unix as crl_time, now_seconds, unix};
 use crate::config::Config;
 use crate::hsm::{Hsm, HsmError};
 use crate::pki::cert::{self, IssuerRef, LeafRequest, Urls};
@@ -235,22 +236,6 @@ pub struct Authority {
     usage: Arc<crate::audit::UsageCounter>,
     /// Services that work but should not be trusted now (component -> why), for health.
     degraded: Arc<std::sync::RwLock<BTreeMap<String, String>>>,
-}
-
-fn unix(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
-/// A Unix time (seconds) as a SystemTime; negative times become the epoch.
-fn crl_time(t: i64) -> SystemTime {
-    UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(t).unwrap_or(0))
-}
-
-/// Now, truncated to whole seconds (certificates carry no fractions).
-fn now_seconds() -> SystemTime {
-    UNIX_EPOCH + std::time::Duration::from_secs(unix(SystemTime::now()) as u64)
 }
 
 impl Authority {

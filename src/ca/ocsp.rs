@@ -413,7 +413,7 @@ async fn current_or_renewed(
         .to_der()
         .map_err(|e| CaError::Internal(format!("encoding public key: {e}")))?;
     let records = responder_records(&authority.store, &issuer.name).await?;
-    let now = super::unix(SystemTime::now());
+    let now = crate::clock::unix_now();
     let lifetime = responder_lifetime(cfg);
     let renew_before = now + (lifetime.as_secs() / 3) as i64;
     let current = records

@@ -152,10 +152,10 @@ async fn make_one(
         .await?;
     // Key first (private, never overwritten), then the certificate chain beside it.
     write_private(&w.key_path, key_pem.as_bytes())?;
-    let mut chain = super::ceremony::pem_encode(&issued.cert_der);
-    if let Some(issuer_der) = issued.chain.first() {
-        chain.push_str(&super::ceremony::pem_encode(issuer_der));
-    }
+    // Leaf and its issuing CA: what a TLS peer needs besides the root it trusts.
+    let chain = crate::pki::pkcs7::pem_certificates(
+        std::iter::once(&issued.cert_der).chain(issued.chain.first()),
+    );
     write_new(&w.cert_path, chain.as_bytes(), 0o644)?;
     tracing::info!(purpose = %w.request_id, serial = %issued.record.serial, "TLS certificate issued");
     Ok(vec![w.key_path.clone(), w.cert_path.clone()])

@@ -58,33 +58,22 @@ pub fn certs_only(certs: &[Certificate]) -> Result<Vec<u8>, PkiError> {
     .map_err(enc)
 }
 
-const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/// PEM armour (RFC 7468): `-----BEGIN {label}-----`, base64 in 64-character lines, `-----END
-/// {label}-----`, each line ending in LF.
+/// PEM armour (RFC 7468) of one DER object under `label`, LF line ends.
 pub fn pem(label: &str, der: &[u8]) -> String {
-    let mut b64 = String::with_capacity(der.len().div_ceil(3) * 4);
-    for chunk in der.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, b)| acc | u32::from(*b) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                b64.push(char::from(BASE64[(n >> (18 - 6 * i) & 0x3f) as usize]));
-            } else {
-                b64.push('=');
-            }
-        }
-    }
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        // base64 output is ASCII, so every chunk is valid UTF-8.
-        out.push_str(&String::from_utf8_lossy(line));
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
+    // Encoding into a String cannot fail for in-memory DER of any size signet handles.
+    der::pem::encode_string(label, der::pem::LineEnding::LF, der).unwrap_or_default()
+}
+
+/// One certificate as PEM.
+pub fn pem_certificate(der: &[u8]) -> String {
+    pem("CERTIFICATE", der)
+}
+
+/// Certificates as concatenated PEM, in the order given (a chain file: leaf first).
+pub fn pem_certificates<D: AsRef<[u8]>>(ders: impl IntoIterator<Item = D>) -> String {
+    ders.into_iter()
+        .map(|d| pem_certificate(d.as_ref()))
+        .collect()
 }
 
 #[cfg(test)]
@@ -92,14 +81,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pem_matches_the_der_crate() {
-        for len in [1usize, 2, 3, 47, 48, 49, 100, 1000] {
-            let data: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
-            let ours = pem("CERTIFICATE", &data);
-            let theirs =
-                der::pem::encode_string("CERTIFICATE", der::pem::LineEnding::LF, &data).unwrap();
-            assert_eq!(ours, theirs, "length {len}");
-        }
+    fn a_chain_is_its_certificates_as_pem_in_order() {
+        let (a, b) = (vec![0x30, 0x01, 0x00], vec![0x30, 0x02, 0x01, 0x02]);
+        let chain = pem_certificates([&a, &b]);
+        assert_eq!(chain, pem_certificate(&a) + &pem_certificate(&b));
+        assert!(chain.starts_with("-----BEGIN CERTIFICATE-----\nMAEA\n"));
     }
 
     #[test]

@@ -299,12 +299,7 @@ fn unavailable(context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreEr
     }
 }
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+use crate::clock::unix_now as now;
 
 impl SqliteStore {
     /// Open (creating if needed) the database at `path` and bring its schema up to date.

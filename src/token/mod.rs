@@ -17,7 +17,6 @@
 pub mod issuer;
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use der::Decode;
 use sha2::{Digest, Sha256};
@@ -217,13 +216,6 @@ pub struct Workstation {
     /// Tokens the workstation never lists or touches: the CA's own HSM token, which one
     /// module may serve beside the subscribers' tokens (the quick start's SoftHSM).
     reserved: Vec<crate::hsm::TokenSelector>,
-}
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 const MAX_LABEL: usize = 32;
@@ -592,7 +584,7 @@ impl Workstation {
             .filter_map(summarize)
             .filter(|c| !c.is_ca)
         {
-            if c.not_after <= now() {
+            if c.not_after <= crate::clock::unix_now() {
                 continue;
             }
             let revoked = self
@@ -913,8 +905,8 @@ impl Workstation {
             cert_der: None,
             chain_der: Vec::new(),
             detail: String::new(),
-            created_at: now(),
-            updated_at: now(),
+            created_at: crate::clock::unix_now(),
+            updated_at: crate::clock::unix_now(),
         };
         if let Err(e) = self.store.save_token_job(job.clone(), None).await {
             // Without the journal a retry could not find this key: remove it.

@@ -317,7 +317,7 @@ pub fn request(id: &str, profile: &str, csr: Vec<u8>) -> IssueRequest {
 
 /// PEM text of a DER certificate.
 pub fn pem(der: &[u8]) -> String {
-    ceremony::pem_encode(der)
+    signet::pki::pkcs7::pem_certificate(der)
 }
 
 /// Run pkilint's RFC 5280 certificate linter over `files`; returns (passed, report).

@@ -197,7 +197,8 @@ impl P11KitServer {
         format!("unix:path={}", self.socket.display())
     }
 
-    /// Start (again) on the same socket. Waits at most 10 s for the socket to appear.
+    /// Start (again) on the same socket. Waits at most 10 s until the socket accepts a
+    /// connection (the file appears at bind, a moment before the server listens).
     pub fn restart(&mut self) {
         use std::os::unix::process::CommandExt;
         self.kill();
@@ -219,10 +220,10 @@ impl P11KitServer {
             .expect("start p11-kit server");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.socket.exists() {
+        while std::os::unix::net::UnixStream::connect(&self.socket).is_err() {
             assert!(
                 Instant::now() < deadline,
-                "p11-kit server made no socket in 10 s"
+                "p11-kit server accepted no connection in 10 s"
             );
             std::thread::sleep(Duration::from_millis(20));
         }
