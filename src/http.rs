@@ -1,14 +1,14 @@
 //! The public status service over plain HTTP, no client certificate: CRLs, CA certificates,
 //! the chain as certs-only PKCS#7, OCSP (RFC 6960, `POST /ocsp` and `GET /ocsp/{base64}`)
-//! the timestamp authority (RFC 3161, `POST /tsa`) and a health check. OCSP answers are signed per request in the HSM; bad OCSP input is
-//! always an OCSPResponse with malformedRequest and HTTP 200. Handlers only translate: CRLs come
-//! from the publisher's memory and certificates are encoded once at start, so no request
-//! waits for the HSM.
+//! the timestamp authority (RFC 3161, `POST /tsa`) and a health check. OCSP answers and
+//! timestamps are signed in the HSM by the authority's responders; bad OCSP input is always
+//! an OCSPResponse with malformedRequest and HTTP 200. Handlers only translate: CRLs come
+//! from the publisher's memory, certificates are encoded once at start, and health is the
+//! authority's latest probe, so no request for them waits for the HSM or the store.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::rejection::BytesRejection;
@@ -24,10 +24,6 @@ use crate::ca::crl::CrlPublisher;
 use crate::ca::ocsp::OcspResponder;
 use crate::ca::tsa::Tsa;
 use crate::config::Config;
-use crate::hsm::Hsm;
-
-/// How long a health check waits for the HSM or the store.
-const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Why the HTTP service could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -54,7 +50,6 @@ pub enum HttpError {
 /// What the handlers read.
 struct Shared {
     authority: Arc<Authority>,
-    hsm: Hsm,
     crls: Arc<CrlPublisher>,
     ocsp: Arc<OcspResponder>,
     tsa: Option<Arc<Tsa>>,
@@ -72,7 +67,6 @@ impl Http {
     /// when given, answers `POST /tsa` (and its certificate is served as `/ca/tsa.crt`).
     pub fn new(
         authority: Arc<Authority>,
-        hsm: Hsm,
         crls: Arc<CrlPublisher>,
         ocsp: Arc<OcspResponder>,
         tsa: Option<Arc<Tsa>>,
@@ -100,7 +94,6 @@ impl Http {
                 ocsp,
                 tsa,
                 authority,
-                hsm,
                 crls,
                 certs,
                 chain_p7b,
@@ -270,22 +263,11 @@ async fn tsa_post(
 /// nothing is degraded; otherwise 503 saying what is wrong (a TSA whose clock went
 /// backwards is degraded).
 async fn healthz(State(s): State<Arc<Shared>>) -> Response {
-    let store_ok = matches!(
-        tokio::time::timeout(HEALTH_TIMEOUT, s.authority.store().issuers()).await,
-        Ok(Ok(_))
-    );
-    let hsm_ok = s.hsm.is_available()
-        && match s.authority.issuers().next().map(|i| i.key_label.clone()) {
-            Some(label) => matches!(
-                tokio::time::timeout(HEALTH_TIMEOUT, s.hsm.key_exists(&label)).await,
-                Ok(Ok(true))
-            ),
-            None => true,
-        };
     let degraded = s.authority.degraded();
-    if hsm_ok && store_ok && degraded.is_empty() {
+    let up = s.authority.health().ok();
+    if up && degraded.is_empty() {
         (StatusCode::OK, "ok\n").into_response()
-    } else if hsm_ok && store_ok {
+    } else if up {
         let text: String = degraded
             .iter()
             .map(|(c, why)| format!("degraded: {c}: {why}\n"))

@@ -22,7 +22,6 @@ use signet::ca::crl::CrlPublisher;
 use signet::ca::ocsp::OcspResponder;
 use signet::ca::tsa::Tsa;
 use signet::ca::{Approval, Authority, CaError, IssueRequest};
-use signet::clock::unix_now;
 use signet::config::Config;
 use signet::hsm::Hsm;
 use signet::http::Http;
@@ -454,7 +453,7 @@ fn serve_parts(parts: Parts, rt: tokio::runtime::Runtime) -> Result<(), String> 
                 .await
                 .map_err(describe)?,
         );
-        let mut api = Api::new(&parts.cfg, authority.clone(), parts.hsm.clone())
+        let mut api = Api::new(&parts.cfg, authority.clone())
             .map_err(|e| e.to_string())?;
         if parts.cfg.token.is_some() {
             let workstation = signet::token::Workstation::from_config(
@@ -556,10 +555,8 @@ async fn finish_audit(
         tracing::error!("recording the TSA's latest time: {e}");
     }
     let store = authority.store();
-    for ev in authority.usage().take(unix_now()) {
-        if let Err(e) = store.append_audit(ev).await {
-            tracing::error!("writing usage counts: {e}");
-        }
+    if let Err(e) = authority.flush_usage().await {
+        tracing::error!("writing usage counts: {e}");
     }
     let stop = AuditEvent::daemon(
         "daemon.stopped",
@@ -595,8 +592,7 @@ async fn start_http(
             .map_err(describe)?,
     );
     tokio::spawn(ocsp.clone().maintain(stopped_ocsp));
-    let http =
-        Http::new(authority, parts.hsm.clone(), publisher, ocsp, tsa).map_err(|e| e.to_string())?;
+    let http = Http::new(authority, publisher, ocsp, tsa).map_err(|e| e.to_string())?;
     let listener = Http::bind(&parts.cfg).await.map_err(|e| e.to_string())?;
     let addr = listener
         .local_addr()

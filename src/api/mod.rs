@@ -29,7 +29,6 @@ use tonic_health::ServingStatus;
 
 use crate::ca::Authority;
 use crate::config::Config;
-use crate::hsm::Hsm;
 
 /// The generated messages, server and client of `proto/signet/v1/ca.proto`.
 #[allow(missing_docs, clippy::all)]
@@ -90,14 +89,13 @@ pub struct Api {
     tls: ServerTlsConfig,
     service: service::CaService,
     authority: Arc<Authority>,
-    hsm: Hsm,
     /// The token service, served beside the RA API when `[token]` is configured.
     token: Option<token_service::TokenService>,
 }
 
 impl Api {
     /// Check `[api]`, load the TLS material and the RA directory.
-    pub fn new(cfg: &Config, authority: Arc<Authority>, hsm: Hsm) -> Result<Api, ApiError> {
+    pub fn new(cfg: &Config, authority: Arc<Authority>) -> Result<Api, ApiError> {
         let api = cfg.api.as_ref().ok_or(ApiError::NotConfigured)?;
         let tls = tls::server_tls(cfg, api)?;
         let ras = Arc::new(identity::RaDirectory::from_config(cfg)?);
@@ -111,7 +109,6 @@ impl Api {
             tls,
             service,
             authority,
-            hsm,
             token: None,
         })
     }
@@ -155,11 +152,7 @@ impl Api {
 
         // Health starts NOT_SERVING and follows the HSM and the store from the first check.
         set_health(&reporter, ServingStatus::NotServing).await;
-        let monitor = tokio::spawn(watch_health(
-            reporter.clone(),
-            self.hsm.clone(),
-            self.authority.clone(),
-        ));
+        let monitor = tokio::spawn(watch_health(reporter.clone(), self.authority.clone()));
 
         if self.token.is_some() {
             reporter
@@ -199,31 +192,13 @@ async fn set_health(reporter: &tonic_health::server::HealthReporter, status: Ser
     reporter.set_service_status(SERVICE_NAME, status).await;
 }
 
-/// SERVING while the HSM is reachable and the store answers, NOT_SERVING otherwise. The HSM
-/// is probed (a key lookup on the token) rather than trusted: with no signing going on, a
-/// vanished device would otherwise go unnoticed until the next request failed. A failed
-/// probe marks the HSM unavailable and starts its reconnection, which the flag then follows.
-async fn watch_health(
-    reporter: tonic_health::server::HealthReporter,
-    hsm: Hsm,
-    authority: Arc<Authority>,
-) {
-    let probe_label = authority.issuers().next().map(|i| i.key_label.clone());
+/// SERVING while the HSM is reachable and the store answers, NOT_SERVING otherwise, from
+/// [`Authority::probe_health`] every interval (which `/healthz` then reads without I/O).
+async fn watch_health(reporter: tonic_health::server::HealthReporter, authority: Arc<Authority>) {
     let mut last = None;
     loop {
-        let store_ok = matches!(
-            tokio::time::timeout(HEALTH_INTERVAL, authority.store().issuers()).await,
-            Ok(Ok(_))
-        );
-        let hsm_ok = hsm.is_available()
-            && match &probe_label {
-                Some(label) => matches!(
-                    tokio::time::timeout(HEALTH_INTERVAL, hsm.key_exists(label)).await,
-                    Ok(Ok(true))
-                ),
-                None => true,
-            };
-        let status = if hsm_ok && store_ok {
+        let health = authority.probe_health(HEALTH_INTERVAL).await;
+        let status = if health.ok() {
             ServingStatus::Serving
         } else {
             ServingStatus::NotServing
@@ -244,8 +219,8 @@ async fn watch_health(
             .await;
         if last != Some(status) {
             tracing::info!(
-                hsm = hsm_ok,
-                store = store_ok,
+                hsm = health.hsm,
+                store = health.store,
                 "health: {}",
                 if status == ServingStatus::Serving {
                     "SERVING"

@@ -192,6 +192,29 @@ pub fn service_request_id(
     Ok(format!("{purpose}:{}", hex::encode(&id[..8])))
 }
 
+/// The certificate the ceremony made for the service key `spki` (`purpose` `tsa` or
+/// `audit`): DER, parsed, and its issuer's name. `key` names the key in errors.
+pub(super) async fn service_certificate(
+    store: &Arc<dyn Store>,
+    purpose: &str,
+    spki: &SubjectPublicKeyInfoOwned,
+    key: &str,
+) -> Result<(Vec<u8>, Certificate, String), CaError> {
+    let missing = || {
+        CaError::FailedPrecondition(format!(
+            "the {purpose} key {key:?} has no certificate; run `signet ceremony`"
+        ))
+    };
+    let record = store
+        .certificate_by_request(ACTOR, &service_request_id(purpose, spki)?)
+        .await?
+        .ok_or_else(missing)?;
+    let der = record.cert_der.ok_or_else(missing)?;
+    let cert = Certificate::from_der(&der)
+        .map_err(|e| CaError::Internal(format!("stored {purpose} certificate: {e}")))?;
+    Ok((der, cert, record.issuer))
+}
+
 /// Make (or find) a service key and its certificate, and write `{purpose}.pem`: the
 /// certificate followed by its issuing chain.
 #[allow(clippy::too_many_arguments)]

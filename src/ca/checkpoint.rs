@@ -5,12 +5,12 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use spki::SubjectPublicKeyInfoOwned;
 use tokio::sync::watch;
 
-use super::{Authority, CaError, unix};
+use super::{Authority, CaError};
 use crate::audit::{ChainBreak, ChainWalker, Checkpoint, checkpoint_text};
 use crate::config::Config;
 use crate::pki::csr::key_type_of;
@@ -18,13 +18,15 @@ use crate::pki::verify::verify_signature;
 use crate::store::{Store, StoreError};
 
 /// Entries read per page while verifying.
-const PAGE: usize = 5000;
+pub(super) const PAGE: usize = 5000;
 
 /// Signs checkpoints with the audit key.
 pub struct Checkpointer {
     authority: Arc<Authority>,
     key_label: String,
     spki: SubjectPublicKeyInfoOwned,
+    /// What the audit key signs with (from its type).
+    alg: crate::pki::SignatureAlgorithm,
     interval: Duration,
 }
 
@@ -50,10 +52,12 @@ impl Checkpointer {
                 spec.key_label
             )));
         }
+        let alg = key_type_of(&spki, "audit key")?.default_signature_algorithm();
         Ok(Some(Checkpointer {
             authority,
             key_label: spec.key_label,
             spki,
+            alg,
             interval: Duration::from_secs(a.checkpoint_interval_seconds),
         }))
     }
@@ -62,35 +66,27 @@ impl Checkpointer {
     /// newest entry (unless one already covers it). Returns the new checkpoint, if any.
     pub async fn checkpoint(&self) -> Result<Option<Checkpoint>, CaError> {
         let store = &self.authority.store;
-        let now = unix(SystemTime::now());
-        let counts = self.authority.usage.take(now);
-        for (i, ev) in counts.iter().enumerate() {
-            if let Err(e) = store.append_audit(ev.clone()).await {
-                self.authority.usage.restore(&counts[i..]);
-                return Err(e.into());
-            }
-        }
+        self.authority.flush_usage().await?;
         let Some(last) = store.last_audit_entry().await? else {
             return Ok(None);
         };
         if store
-            .checkpoints()
+            .last_checkpoint()
             .await?
-            .last()
             .is_some_and(|c| c.seq >= last.seq)
         {
             return Ok(None);
         }
+        let now = crate::clock::unix_now();
         let text = checkpoint_text(last.seq, &last.hash, now);
-        let alg = key_type_of(&self.spki, "audit key")?.default_signature_algorithm();
         let signature = self
             .authority
             .hsm
-            .sign(&self.key_label, alg, text.as_bytes())
+            .sign(&self.key_label, self.alg, text.as_bytes())
             .await?;
         verify_signature(
             &self.spki,
-            &alg.algorithm_identifier(),
+            &self.alg.algorithm_identifier(),
             text.as_bytes(),
             &signature,
             "audit checkpoint",
@@ -129,7 +125,7 @@ impl Checkpointer {
 }
 
 /// The public key the ceremony recorded under `label`.
-async fn recorded_key(
+pub(super) async fn recorded_key(
     store: &dyn Store,
     label: &str,
 ) -> Result<SubjectPublicKeyInfoOwned, CaError> {

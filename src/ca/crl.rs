@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use der::Encode;
@@ -42,10 +42,6 @@ pub struct CrlPublisher {
     authority: Arc<Authority>,
     settings: CrlConfig,
     latest: RwLock<HashMap<String, Bytes>>,
-}
-
-fn at(t: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(u64::try_from(t).unwrap_or(0))
 }
 
 impl CrlPublisher {
@@ -83,9 +79,9 @@ impl CrlPublisher {
                     serial: hex::decode(&r.serial).map_err(|e| {
                         CaError::Internal(format!("stored serial {}: {e}", r.serial))
                     })?,
-                    revoked_at: at(r.revoked_at),
+                    revoked_at: crate::clock::from_unix(r.revoked_at),
                     reason: r.reason,
-                    reported_at: r.reported_at.map(at),
+                    reported_at: r.reported_at.map(crate::clock::from_unix),
                 })
             })
             .collect::<Result<Vec<_>, CaError>>()?;
@@ -227,7 +223,7 @@ impl CrlPublisher {
         match self
             .authority
             .store
-            .revocation_watch(unix(SystemTime::now()))
+            .revocation_watch(crate::clock::unix_now())
             .await
         {
             Ok(w) => Some(w),
@@ -241,7 +237,7 @@ impl CrlPublisher {
     /// Warn, once per revocation, about each one still unpublished `lag_seconds` after it
     /// was recorded.
     fn warn_late(&self, unpublished: &[UnpublishedRevocation], late: &mut HashSet<String>) {
-        let now = unix(SystemTime::now());
+        let now = crate::clock::unix_now();
         let lag = i64::try_from(self.settings.lag_seconds).unwrap_or(i64::MAX);
         late.retain(|serial| unpublished.iter().any(|u| &u.serial == serial));
         for u in unpublished {

@@ -8,15 +8,13 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use der::{Decode, Encode};
-use spki::SubjectPublicKeyInfoOwned;
+use der::Decode;
 
 use super::ceremony;
-use super::{Authority, CaError, normalize_serial};
+use super::{Authority, CaError};
 use crate::audit::{AuditEntry, Checkpoint};
 use crate::pki::csr::key_type_of;
 use crate::pki::{KeyType, pkcs7};
-use crate::store::CertStatus;
 
 /// What a bundle holds.
 #[derive(Clone, Debug)]
@@ -43,15 +41,8 @@ pub async fn write_bundle(
     out: &Path,
 ) -> Result<Bundle, CaError> {
     let store = authority.store();
-    let serial = normalize_serial(serial)?;
-    let rec = match store.certificate(&serial).await? {
-        Some(r) if r.status != CertStatus::Pending => r,
-        _ => {
-            return Err(CaError::NotFound(format!(
-                "no certificate with serial {serial}"
-            )));
-        }
-    };
+    let rec = authority.certificate(serial).await?;
+    let serial = rec.serial.clone();
     let cert_der = rec
         .cert_der
         .clone()
@@ -63,7 +54,7 @@ pub async fn write_bundle(
     let mut entries: Vec<AuditEntry> = Vec::new();
     let mut from = first;
     loop {
-        let page = store.audit_entries(from, 5000).await?;
+        let page = store.audit_entries(from, super::checkpoint::PAGE).await?;
         let Some(last) = page.last() else { break };
         from = last.seq + 1;
         entries.extend(page);
@@ -193,41 +184,13 @@ async fn audit_certificate(
     authority: &Authority,
     cp: &Checkpoint,
 ) -> Result<(Vec<u8>, Vec<Vec<u8>>, KeyType), CaError> {
-    let store = authority.store();
-    let key = store.ca_key(&cp.key_label).await?.ok_or_else(|| {
-        CaError::FailedPrecondition(format!("audit key {:?} is not recorded", cp.key_label))
-    })?;
-    let spki = SubjectPublicKeyInfoOwned::from_der(&key.spki_der)
-        .map_err(|e| CaError::Internal(format!("recorded audit key: {e}")))?;
-    let id = ceremony::service_request_id(ceremony::AUDIT, &spki)?;
-    let rec = store
-        .certificate_by_request(ceremony::ACTOR, &id)
-        .await?
-        .ok_or_else(|| {
-            CaError::FailedPrecondition(format!(
-                "the audit key {:?} has no certificate; run `signet ceremony`",
-                cp.key_label
-            ))
-        })?;
-    let der = rec
-        .cert_der
-        .ok_or_else(|| CaError::Internal("the audit certificate is pending".into()))?;
-    let cert = x509_cert::Certificate::from_der(&der)
-        .map_err(|e| CaError::Internal(format!("audit certificate: {e}")))?;
-    // The audit certificate must be for the key that signed: checked here, and by the
-    // reader with `openssl dgst -verify` against the certificate's key.
-    if cert
-        .tbs_certificate()
-        .subject_public_key_info()
-        .to_der()
-        .ok()
-        != Some(key.spki_der)
-    {
-        return Err(CaError::Internal(
-            "the audit certificate is not for the checkpoint's key".into(),
-        ));
-    }
-    let mut chain = authority.chain(&rec.issuer);
+    let spki = super::checkpoint::recorded_key(authority.store().as_ref(), &cp.key_label).await?;
+    // Found by the key that signed (its request id is derived from that key); the reader
+    // checks it again with `openssl dgst -verify` against the certificate's key.
+    let (der, _, issuer) =
+        ceremony::service_certificate(authority.store(), ceremony::AUDIT, &spki, &cp.key_label)
+            .await?;
+    let mut chain = authority.chain(&issuer);
     chain.pop();
     Ok((der, chain, key_type_of(&spki, "audit key")?))
 }

@@ -18,7 +18,6 @@ pub use revoke::{ReleaseHoldRequest, RevokeRequest, Revoked};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use der::{Decode, Encode};
 use serde::{Deserialize, Serialize};
@@ -28,7 +27,7 @@ use x509_cert::Certificate;
 use x509_cert::certificate::TbsCertificate;
 
 use crate::audit::AuditEvent;
-use crate::clock::{from_unix as crl_time, now_seconds, unix};
+use crate::clock::{now_seconds, unix};
 use crate::config::Config;
 use crate::hsm::{Hsm, HsmError};
 use crate::pki::cert::{self, IssuerRef, LeafRequest, Urls};
@@ -236,6 +235,25 @@ pub struct Authority {
     usage: Arc<crate::audit::UsageCounter>,
     /// Services that work but should not be trusted now (component -> why), for health.
     degraded: Arc<std::sync::RwLock<BTreeMap<String, String>>>,
+    /// What the latest health probe found; healthy at first, since opening the authority
+    /// has just found every issuer's key in the HSM and read the store.
+    health: std::sync::RwLock<Health>,
+}
+
+/// Whether the HSM holds the CA keys and the store answers, as last probed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Health {
+    /// The HSM is connected and finds the first issuer's key.
+    pub hsm: bool,
+    /// The store answers a query.
+    pub store: bool,
+}
+
+impl Health {
+    /// Both parts are up.
+    pub fn ok(self) -> bool {
+        self.hsm && self.store
+    }
 }
 
 impl Authority {
@@ -294,8 +312,12 @@ impl Authority {
             },
             agreement_version: cfg.ca.agreement_version.clone(),
             revocations: Arc::new(tokio::sync::Notify::new()),
-            usage: Arc::new(crate::audit::UsageCounter::new(unix(SystemTime::now()))),
+            usage: Arc::new(crate::audit::UsageCounter::new(crate::clock::unix_now())),
             degraded: Arc::default(),
+            health: std::sync::RwLock::new(Health {
+                hsm: true,
+                store: true,
+            }),
         })
     }
 
@@ -304,6 +326,19 @@ impl Authority {
     /// audit log every checkpoint interval and at shutdown.
     pub fn usage(&self) -> &Arc<crate::audit::UsageCounter> {
         &self.usage
+    }
+
+    /// End the usage period now: append one entry per counted (action, object). Counts
+    /// that could not be written go back into the counter for the next period.
+    pub async fn flush_usage(&self) -> Result<(), CaError> {
+        let counts = self.usage.take(crate::clock::unix_now());
+        for (i, ev) in counts.iter().enumerate() {
+            if let Err(e) = self.store.append_audit(ev.clone()).await {
+                self.usage.restore(&counts[i..]);
+                return Err(e.into());
+            }
+        }
+        Ok(())
     }
 
     /// Mark `component` degraded (with why) or, with `None`, healthy again. Health checks
@@ -331,6 +366,38 @@ impl Authority {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
+    }
+
+    /// Probe the HSM (a key lookup on the token, so a vanished device is noticed even with
+    /// no signing going on; a failed probe starts its reconnection) and the store, each
+    /// within `limit`, and keep the result for [`Authority::health`].
+    pub async fn probe_health(&self, limit: std::time::Duration) -> Health {
+        let store = matches!(
+            tokio::time::timeout(limit, self.store.issuers()).await,
+            Ok(Ok(_))
+        );
+        let hsm = self.hsm.is_available()
+            && match self.issuers.values().next() {
+                Some(i) => matches!(
+                    tokio::time::timeout(limit, self.hsm.key_exists(&i.key_label)).await,
+                    Ok(Ok(true))
+                ),
+                None => true,
+            };
+        let health = Health { hsm, store };
+        *self
+            .health
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = health;
+        health
+    }
+
+    /// What the latest [`Authority::probe_health`] found (no I/O).
+    pub fn health(&self) -> Health {
+        *self
+            .health
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The HSM this authority signs with.
@@ -575,7 +642,7 @@ impl Authority {
                 status: CertStatus::Pending,
                 not_before: unix(not_before),
                 not_after,
-                created_at: unix(SystemTime::now()),
+                created_at: crate::clock::unix_now(),
                 issued_at: None,
                 renewed_from: p.renewed_from.clone(),
                 revocation: None,
@@ -651,7 +718,7 @@ impl Authority {
         };
         let done = match self
             .store
-            .complete_issuance(&record.serial, &cert_der, unix(SystemTime::now()), audit)
+            .complete_issuance(&record.serial, &cert_der, crate::clock::unix_now(), audit)
             .await
         {
             Ok(done) => done,
@@ -830,6 +897,15 @@ fn check_text(field: &str, v: &str, max: usize) -> Result<(), CaError> {
 
 /// SHA-256 over the canonical JSON of the request (everything but the id): a retry with the
 /// same id must carry the same digest.
+/// SHA-256 (hex) over `tag` and the JSON of `body`.
+fn tagged_digest(tag: &[u8], body: &impl serde::Serialize) -> Result<String, CaError> {
+    let json = serde_json::to_vec(body).map_err(|e| CaError::Internal(e.to_string()))?;
+    let mut h = Sha256::new();
+    h.update(tag);
+    h.update(json);
+    Ok(hex::encode(h.finalize()))
+}
+
 fn request_digest(req: &IssueRequest) -> Result<String, CaError> {
     let mut body = req.clone();
     body.request_id.clear();

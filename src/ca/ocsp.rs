@@ -207,7 +207,7 @@ impl OcspResponder {
             Some(r) if r.issuer == issuer.name => match (r.status, r.revocation) {
                 (CertStatus::Valid, _) => Status::Good,
                 (CertStatus::Revoked, Some(info)) => Status::Revoked {
-                    at: super::crl_time(info.revoked_at),
+                    at: crate::clock::from_unix(info.revoked_at),
                     reason: info.reason,
                 },
                 _ => Status::Unknown,

@@ -2,16 +2,13 @@
 //! expire, linked to it, allowed only in the profile's renewal window. It goes through the
 //! same record-sign-commit path as issuance, so it happens exactly once per request id.
 
-use std::time::SystemTime;
-
 use der::Decode;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use x509_cert::Certificate;
 
 use super::{
     Approval, Authority, CaError, Issued, MAX_REQUEST_ID, Prepared, Shape, check_text, csr,
-    hex_opt_bytes, normalize_serial, rfc3339, unix,
+    hex_opt_bytes, normalize_serial, rfc3339,
 };
 use crate::pki::{San, SubjectSpec};
 use crate::store::CertStatus;
@@ -96,7 +93,7 @@ impl Authority {
             }
             Some(r) => r,
         };
-        let now = unix(SystemTime::now());
+        let now = crate::clock::unix_now();
         match old.status {
             CertStatus::Pending => {
                 return Err(CaError::FailedPrecondition(format!(
@@ -210,9 +207,5 @@ fn renew_digest(req: &RenewRequest, serial: &str) -> Result<String, CaError> {
     let mut body = req.clone();
     body.request_id.clear();
     body.serial = serial.to_owned();
-    let json = serde_json::to_vec(&body).map_err(|e| CaError::Internal(e.to_string()))?;
-    let mut h = Sha256::new();
-    h.update(b"signet-renew-v1\0");
-    h.update(json);
-    Ok(hex::encode(h.finalize()))
+    super::tagged_digest(b"signet-renew-v1\0", &body)
 }

@@ -4,12 +4,9 @@
 //! certificate can be released (valid again) or revoked for good. Every step is idempotent
 //! per RA request id, kept in the certificate's history and audited in the same transaction.
 
-use std::time::SystemTime;
-
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-use super::{Authority, CaError, MAX_REQUEST_ID, check_text, invalid, normalize_serial, unix};
+use super::{Authority, CaError, MAX_REQUEST_ID, check_text, invalid, normalize_serial};
 use crate::audit::AuditEvent;
 use crate::pki::RevocationReason;
 use crate::store::{
@@ -57,7 +54,7 @@ impl Authority {
         check_text("request_id", &req.request_id, MAX_REQUEST_ID)?;
         let serial = normalize_serial(&req.serial)?;
         check_comment(&req.comment)?;
-        let now = unix(SystemTime::now());
+        let now = crate::clock::unix_now();
         if let Some(t) = req.reported_at {
             if t < 0 {
                 return Err(invalid("reported_at", "must not be before 1970"));
@@ -165,7 +162,7 @@ impl Authority {
             ra: ra.to_owned(),
             request_id: req.request_id.clone(),
             request_digest: digest,
-            released_at: unix(SystemTime::now()),
+            released_at: crate::clock::unix_now(),
             comment: req.comment.clone(),
         };
         match self.store.release_hold(rec, audit).await? {
@@ -241,11 +238,7 @@ fn release_digest(req: &ReleaseHoldRequest, serial: &str) -> Result<String, CaEr
     let mut body = req.clone();
     body.request_id.clear();
     body.serial = serial.to_owned();
-    let json = serde_json::to_vec(&body).map_err(|e| CaError::Internal(e.to_string()))?;
-    let mut h = Sha256::new();
-    h.update(b"signet-release-v1\0");
-    h.update(json);
-    Ok(hex::encode(h.finalize()))
+    super::tagged_digest(b"signet-release-v1\0", &body)
 }
 
 /// SHA-256 over the canonical JSON of the revocation (everything but the id, the serial in
@@ -254,9 +247,5 @@ fn revoke_digest(req: &RevokeRequest, serial: &str) -> Result<String, CaError> {
     let mut body = req.clone();
     body.request_id.clear();
     body.serial = serial.to_owned();
-    let json = serde_json::to_vec(&body).map_err(|e| CaError::Internal(e.to_string()))?;
-    let mut h = Sha256::new();
-    h.update(b"signet-revoke-v1\0");
-    h.update(json);
-    Ok(hex::encode(h.finalize()))
+    super::tagged_digest(b"signet-revoke-v1\0", &body)
 }

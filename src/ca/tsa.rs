@@ -16,7 +16,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use const_oid::ObjectIdentifier;
-use der::Decode;
 use x509_cert::Certificate;
 
 use super::{Authority, CaError, ceremony};
@@ -71,24 +70,9 @@ impl Tsa {
             return Ok(None);
         };
         let spki = authority.hsm.public_key(&spec.key_label).await?;
-        let request_id = ceremony::service_request_id(ceremony::TSA, &spki)?;
-        let record = authority
-            .store
-            .certificate_by_request(ceremony::ACTOR, &request_id)
-            .await?
-            .ok_or_else(|| {
-                CaError::FailedPrecondition(format!(
-                    "the TSA key {:?} has no certificate yet; run `signet ceremony`",
-                    spec.key_label
-                ))
-            })?;
-        let cert_der = record.cert_der.ok_or_else(|| {
-            CaError::FailedPrecondition(
-                "the TSA certificate was never completed; run `signet ceremony`".into(),
-            )
-        })?;
-        let cert = Certificate::from_der(&cert_der)
-            .map_err(|e| CaError::Internal(format!("stored TSA certificate: {e}")))?;
+        let (cert_der, cert, _) =
+            ceremony::service_certificate(&authority.store, ceremony::TSA, &spki, &spec.key_label)
+                .await?;
         let policy = ObjectIdentifier::new(&t.policy_oid)
             .map_err(|e| CaError::FailedPrecondition(format!("tsa.policy_oid: {e}")))?;
         let last_ms = authority.store.tsa_last_time().await?.unwrap_or(0);

@@ -619,6 +619,9 @@ pub trait Store: Send + Sync {
     /// Every checkpoint, in seq order.
     async fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError>;
 
+    /// The checkpoint covering the newest entry, if any.
+    async fn last_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError>;
+
     /// Reserve `count` timestamp serial numbers, durably: the first of a block that is never
     /// handed out again, whatever happens to this process. Also raises the recorded time of
     /// the TSA's latest token to `now_ms` (Unix milliseconds) if that is later.

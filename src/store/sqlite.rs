@@ -302,6 +302,32 @@ fn unavailable(context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreEr
 use crate::clock::unix_now as now;
 
 impl SqliteStore {
+    /// Checkpoints in the order (and limit) `tail` gives, e.g. `ORDER BY seq`.
+    async fn query_checkpoints(&self, tail: &'static str) -> Result<Vec<Checkpoint>, StoreError> {
+        const CTX: &str = "reading audit checkpoints";
+        self.run(CTX, move |conn| {
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT seq, hash, at, key_label, signature FROM audit_checkpoints {tail}"
+                ))
+                .map_err(unavailable(CTX))?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(Checkpoint {
+                        seq: r.get(0)?,
+                        hash: r.get(1)?,
+                        at: r.get(2)?,
+                        key_label: r.get(3)?,
+                        signature: r.get(4)?,
+                    })
+                })
+                .map_err(unavailable(CTX))?;
+            rows.collect::<Result<Vec<_>, _>>()
+                .map_err(unavailable(CTX))
+        })
+        .await
+    }
+
     /// Open (creating if needed) the database at `path` and bring its schema up to date.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         if let Some(dir) = path.parent()
@@ -1557,25 +1583,14 @@ impl Store for SqliteStore {
     }
 
     async fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
-        const CTX: &str = "reading audit checkpoints";
-        self.run(CTX, move |conn| {
-            let mut stmt = conn
-                .prepare("SELECT seq, hash, at, key_label, signature FROM audit_checkpoints ORDER BY seq")
-                .map_err(unavailable(CTX))?;
-            let rows = stmt
-                .query_map([], |r| {
-                    Ok(Checkpoint {
-                        seq: r.get(0)?,
-                        hash: r.get(1)?,
-                        at: r.get(2)?,
-                        key_label: r.get(3)?,
-                        signature: r.get(4)?,
-                    })
-                })
-                .map_err(unavailable(CTX))?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(unavailable(CTX))
-        })
-        .await
+        self.query_checkpoints("ORDER BY seq").await
+    }
+
+    async fn last_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
+        Ok(self
+            .query_checkpoints("ORDER BY seq DESC LIMIT 1")
+            .await?
+            .pop())
     }
 
     async fn reserve_tsa_serials(&self, count: u64, now_ms: i64) -> Result<u64, StoreError> {

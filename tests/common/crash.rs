@@ -130,6 +130,9 @@ impl Store for CrashBeforeCommit {
     async fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
         self.0.checkpoints().await
     }
+    async fn last_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
+        self.0.last_checkpoint().await
+    }
     async fn reserve_tsa_serials(&self, n: u64, t: i64) -> Result<u64, StoreError> {
         self.0.reserve_tsa_serials(n, t).await
     }
