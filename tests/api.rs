@@ -80,6 +80,35 @@ async fn issue_over_mutual_tls_gives_a_certificate_openssl_verifies_and_the_chai
     assert_eq!(e.code(), Code::NotFound);
 }
 
+/// The names of the services that server reflection `$version` (`v1` or `v1alpha`) lists
+/// over `$channel`.
+macro_rules! reflected_services {
+    ($version:ident, $channel:expr) => {{
+        use tonic_reflection::pb::$version::ServerReflectionRequest;
+        use tonic_reflection::pb::$version::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::$version::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::$version::server_reflection_response::MessageResponse;
+        let mut refl = ServerReflectionClient::new($channel);
+        let req = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut stream = refl
+            .server_reflection_info(tokio_stream::iter([req]))
+            .await
+            .expect(concat!("reflection ", stringify!($version)))
+            .into_inner();
+        let resp = stream.message().await.unwrap().expect("a response");
+        let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else {
+            panic!("not a service list: {resp:?}");
+        };
+        list.service
+            .into_iter()
+            .map(|s| s.name)
+            .collect::<Vec<String>>()
+    }};
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_is_serving_and_reflection_lists_the_service_on_the_mtls_port() {
     use tonic_health::pb::health_check_response::ServingStatus;
@@ -115,60 +144,21 @@ async fn health_is_serving_and_reflection_lists_the_service_on_the_mtls_port() {
         .into_inner();
     assert_eq!(overall.status, ServingStatus::Serving as i32);
 
-    {
-        use tonic_reflection::pb::v1::ServerReflectionRequest;
-        use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-        use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-        use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-        let mut refl = ServerReflectionClient::new(channel.clone());
-        let req = ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(MessageRequest::ListServices(String::new())),
-        };
-        let mut stream = refl
-            .server_reflection_info(tokio_stream::iter([req]))
-            .await
-            .expect("reflection v1")
-            .into_inner();
-        let resp = stream.message().await.unwrap().expect("a response");
-        let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else {
-            panic!("not a service list: {resp:?}");
-        };
-        let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-        assert!(
-            names.contains(&"signet.v1.CertificateAuthority".to_string()),
-            "{names:?}"
-        );
-        assert!(
-            names.contains(&"grpc.health.v1.Health".to_string()),
-            "{names:?}"
-        );
-    }
-    {
-        use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
-        use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
-        use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
-        use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
-        let mut refl = ServerReflectionClient::new(channel);
-        let req = ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(MessageRequest::ListServices(String::new())),
-        };
-        let mut stream = refl
-            .server_reflection_info(tokio_stream::iter([req]))
-            .await
-            .expect("reflection v1alpha")
-            .into_inner();
-        let resp = stream.message().await.unwrap().expect("a response");
-        let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else {
-            panic!("not a service list: {resp:?}");
-        };
-        assert!(
-            list.service
-                .iter()
-                .any(|s| s.name == "signet.v1.CertificateAuthority")
-        );
-    }
+    let names = reflected_services!(v1, channel.clone());
+    assert!(
+        names.contains(&"signet.v1.CertificateAuthority".to_string()),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"grpc.health.v1.Health".to_string()),
+        "{names:?}"
+    );
+    let names = reflected_services!(v1alpha, channel);
+    assert!(
+        names
+            .iter()
+            .any(|name| name == "signet.v1.CertificateAuthority")
+    );
 }
 
 /// Connect with `identity` (or none) trusting the test TLS root, and make one call. Returns
@@ -677,13 +667,7 @@ async fn renew_revoke_get_and_list_through_the_api_respect_each_ras_profiles() {
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
 
     // Another RA's profile: neither revoke nor read.
-    let revoke_device = pb::RevokeRequest {
-        request_id: "x-1".into(),
-        serial: device.serial.clone(),
-        reason: pb::RevocationReason::KeyCompromise as i32,
-        reported_at: None,
-        comment: String::new(),
-    };
+    let revoke_device = revoke_request("x-1", &device.serial, pb::RevocationReason::KeyCompromise);
     let e = one.revoke(revoke_device.clone()).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
     let e = one
@@ -708,14 +692,12 @@ async fn renew_revoke_get_and_list_through_the_api_respect_each_ras_profiles() {
     let reported = common::api::now_unix() - 3600;
     let r = one
         .revoke(pb::RevokeRequest {
-            request_id: "v-1".into(),
-            serial: personal.serial.clone(),
-            reason: pb::RevocationReason::KeyCompromise as i32,
             reported_at: Some(prost_types::Timestamp {
                 seconds: reported,
                 nanos: 0,
             }),
             comment: "token reported stolen".into(),
+            ..revoke_request("v-1", &personal.serial, pb::RevocationReason::KeyCompromise)
         })
         .await
         .expect("revoke")
@@ -723,25 +705,21 @@ async fn renew_revoke_get_and_list_through_the_api_respect_each_ras_profiles() {
     assert_eq!(r.status, pb::CertificateStatus::Revoked as i32);
     assert!(!r.already_revoked);
     let r = one
-        .revoke(pb::RevokeRequest {
-            request_id: "v-2".into(),
-            serial: personal.serial.clone(),
-            reason: pb::RevocationReason::Superseded as i32,
-            reported_at: None,
-            comment: String::new(),
-        })
+        .revoke(revoke_request(
+            "v-2",
+            &personal.serial,
+            pb::RevocationReason::Superseded,
+        ))
         .await
         .expect("revoke again")
         .into_inner();
     assert!(r.already_revoked);
     let e = one
-        .revoke(pb::RevokeRequest {
-            request_id: "v-3".into(),
-            serial: server.serial.clone(),
-            reason: pb::RevocationReason::RemoveFromCrl as i32,
-            reported_at: None,
-            comment: String::new(),
-        })
+        .revoke(revoke_request(
+            "v-3",
+            &server.serial,
+            pb::RevocationReason::RemoveFromCrl,
+        ))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
@@ -830,13 +808,11 @@ async fn renew_revoke_get_and_list_through_the_api_respect_each_ras_profiles() {
     assert_eq!(by_two.certificates[0].serial, device.serial);
     // The auditor reads but never writes.
     let e = auditor
-        .revoke(pb::RevokeRequest {
-            request_id: "a-1".into(),
-            serial: server.serial.clone(),
-            reason: 0,
-            reported_at: None,
-            comment: String::new(),
-        })
+        .revoke(revoke_request(
+            "a-1",
+            &server.serial,
+            pb::RevocationReason::Unspecified,
+        ))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
@@ -908,6 +884,39 @@ async fn a_python_grpcio_client_generated_from_the_proto_issues_a_certificate_op
     assert!(ok, "{text}");
 }
 
+/// `signet ra issue` arguments: a one-year certificate of `profile` for the CSR file `csr`
+/// named `subject`, with the request id, officer and RA reference of `(id, officer,
+/// reference)` and the current agreement, followed by `more`.
+fn ra_issue_args<'a>(
+    profile: &'a str,
+    csr: &'a std::path::Path,
+    subject: &'a str,
+    (id, officer, reference): (&'a str, &'a str, &'a str),
+    more: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec![
+        "issue",
+        "--profile",
+        profile,
+        "--csr",
+        csr.to_str().unwrap(),
+        "--subject",
+        subject,
+        "--validity",
+        "1",
+        "--request-id",
+        id,
+        "--officer",
+        officer,
+        "--ra-reference",
+        reference,
+        "--agreement-version",
+        common::ca::AGREEMENT,
+    ];
+    args.extend_from_slice(more);
+    args
+}
+
 #[test]
 fn signet_ra_issues_gets_lists_revokes_and_fetches_the_chain_and_prints_refusals_with_their_field()
 {
@@ -925,41 +934,22 @@ fn signet_ra_issues_gets_lists_revokes_and_fetches_the_chain_and_prints_refusals
             .env("SIGNET_RA_KEY", ca.tls.key("ra-one"))
             .env_remove("SIGNET_CONFIG")
             .env("RUST_LOG", "warn"));
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        (
-            o.status.success(),
-            String::from_utf8_lossy(&o.stdout).into_owned(),
-            text,
-        )
+        let (ok, text) = common::status::outcome(&o);
+        (ok, String::from_utf8_lossy(&o.stdout).into_owned(), text)
     };
     let cert = ca.dir.join("cli.pem");
-    let (ok, _, text) = ra(&[
-        "issue",
-        "--profile",
+    let (ok, _, text) = ra(&ra_issue_args(
         "server",
-        "--csr",
-        csr_path.to_str().unwrap(),
-        "--subject",
+        &csr_path,
         "CN=www.example.cn",
-        "--san",
-        "dns:www.example.cn",
-        "--validity",
-        "1",
-        "--request-id",
-        "cli-1",
-        "--officer",
-        "王芳",
-        "--ra-reference",
-        "CLI-1",
-        "--agreement-version",
-        common::ca::AGREEMENT,
-        "--out",
-        cert.to_str().unwrap(),
-    ]);
+        ("cli-1", "王芳", "CLI-1"),
+        &[
+            "--san",
+            "dns:www.example.cn",
+            "--out",
+            cert.to_str().unwrap(),
+        ],
+    ));
     assert!(ok, "{text}");
     let serial = text
         .split("issued serial ")
@@ -998,51 +988,25 @@ fn signet_ra_issues_gets_lists_revokes_and_fetches_the_chain_and_prints_refusals
     // A refusal: the gRPC code and the field at fault.
     let garbage = ca.dir.join("garbage.csr");
     std::fs::write(&garbage, b"garbage").unwrap();
-    let (ok, _, text) = ra(&[
-        "issue",
-        "--profile",
+    let (ok, _, text) = ra(&ra_issue_args(
         "server",
-        "--csr",
-        garbage.to_str().unwrap(),
-        "--subject",
+        &garbage,
         "CN=www.example.cn",
-        "--san",
-        "dns:www.example.cn",
-        "--validity",
-        "1",
-        "--request-id",
-        "cli-2",
-        "--officer",
-        "王芳",
-        "--ra-reference",
-        "CLI-2",
-        "--agreement-version",
-        common::ca::AGREEMENT,
-    ]);
+        ("cli-2", "王芳", "CLI-2"),
+        &["--san", "dns:www.example.cn"],
+    ));
     assert!(!ok, "{text}");
     assert!(
         text.contains("INVALID_ARGUMENT") && text.contains("field csr"),
         "{text}"
     );
-    let (ok, _, text) = ra(&[
-        "issue",
-        "--profile",
+    let (ok, _, text) = ra(&ra_issue_args(
         "device",
-        "--csr",
-        csr_path.to_str().unwrap(),
-        "--subject",
+        &csr_path,
         "CN=d",
-        "--validity",
-        "1",
-        "--request-id",
-        "cli-3",
-        "--officer",
-        "x",
-        "--ra-reference",
-        "y",
-        "--agreement-version",
-        common::ca::AGREEMENT,
-    ]);
+        ("cli-3", "x", "y"),
+        &[],
+    ));
     assert!(!ok && text.contains("PERMISSION_DENIED"), "{text}");
 }
 

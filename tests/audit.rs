@@ -13,19 +13,18 @@ use common::api::*;
 use common::ca::run;
 use signet::api::pb;
 
-fn signet(ca: &ApiCa, args: &[&str]) -> (bool, String) {
-    let o = run(Command::new(env!("CARGO_BIN_EXE_signet"))
-        .arg("--config")
-        .arg(&ca.config_path)
-        .args(args)
-        .env("RUST_LOG", "warn"));
-    (
-        o.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        ),
+/// `signet audit evidence` for the certificate `serial`, written to `out`.
+fn evidence(ca: &ApiCa, serial: &str, out: &Path) -> (bool, String) {
+    signet(
+        ca,
+        &[
+            "audit",
+            "evidence",
+            "--serial",
+            serial,
+            "--out",
+            out.to_str().unwrap(),
+        ],
     )
 }
 
@@ -51,11 +50,12 @@ async fn after_a_workload() -> (ApiCa, Vec<String>) {
         serials.push(serial);
     }
     c.revoke(pb::RevokeRequest {
-        request_id: "work-revoke".into(),
-        serial: serials[1].clone(),
-        reason: pb::RevocationReason::KeyCompromise as i32,
-        reported_at: None,
         comment: "lost token".into(),
+        ..revoke_request(
+            "work-revoke",
+            &serials[1],
+            pb::RevocationReason::KeyCompromise,
+        )
     })
     .await
     .expect("revoke");
@@ -170,17 +170,7 @@ async fn verify_passes_after_a_workload_and_names_the_first_edited_deleted_or_sw
 async fn the_evidence_bundle_checks_out_with_the_openssl_commands_of_its_readme() {
     let (ca, serials) = after_a_workload().await;
     let out = ca.dir.join("evidence");
-    let (ok, text) = signet(
-        &ca,
-        &[
-            "audit",
-            "evidence",
-            "--serial",
-            &serials[0],
-            "--out",
-            out.to_str().unwrap(),
-        ],
-    );
+    let (ok, text) = evidence(&ca, &serials[0], &out);
     assert!(ok, "{text}");
     for f in [
         "request.json",
@@ -286,17 +276,7 @@ async fn evidence_waits_for_a_checkpoint_and_signet_audit_checkpoint_signs_one()
         .unwrap_or_else(|| panic!("{text}"))
         .to_owned();
     let out = ca.dir.join("evidence-local");
-    let (ok, text) = signet(
-        &ca,
-        &[
-            "audit",
-            "evidence",
-            "--serial",
-            &serial,
-            "--out",
-            out.to_str().unwrap(),
-        ],
-    );
+    let (ok, text) = evidence(&ca, &serial, &out);
     assert!(
         !ok && text.contains("no signed checkpoint covers"),
         "{text}"
@@ -310,17 +290,7 @@ async fn evidence_waits_for_a_checkpoint_and_signet_audit_checkpoint_signs_one()
     );
     let (ok, text) = signet(&ca, &["audit", "checkpoint"]);
     assert!(ok && text.contains("already covered"), "{text}");
-    let (ok, text) = signet(
-        &ca,
-        &[
-            "audit",
-            "evidence",
-            "--serial",
-            &serial,
-            "--out",
-            out.to_str().unwrap(),
-        ],
-    );
+    let (ok, text) = evidence(&ca, &serial, &out);
     assert!(ok, "{text}");
     let request = std::fs::read_to_string(out.join("request.json")).unwrap();
     assert!(

@@ -66,15 +66,11 @@ fn sqlite(ca: &ApiCa, sql: &str) -> String {
     String::from_utf8_lossy(&o.stdout).trim().to_owned()
 }
 
-/// `signet` with `args` (after `--config` of `ca`).
-fn signet(ca: &ApiCa, args: &[&str]) -> (bool, String) {
-    let o = run(Command::new(env!("CARGO_BIN_EXE_signet"))
-        .arg("--config")
-        .arg(&ca.config_path)
-        .args(args)
-        .envs(ca.child_env.iter().map(|(k, v)| (k, v)))
-        .env("RUST_LOG", "warn"));
-    outcome(&o)
+/// `signet revoke` of `serial` for `reason`, with `more` options.
+fn signet_revoke(ca: &ApiCa, serial: &str, reason: &str, more: &[&str]) -> (bool, String) {
+    let mut args = vec!["revoke", "--serial", serial, "--reason", reason];
+    args.extend_from_slice(more);
+    signet(ca, &args)
 }
 
 /// `signet ra` as RA `name` against `d`.
@@ -91,14 +87,12 @@ async fn revoke(
     reason: pb::RevocationReason,
 ) -> pb::RevokeResponse {
     c.revoke(pb::RevokeRequest {
-        request_id: id.into(),
-        serial: serial.into(),
-        reason: reason as i32,
         reported_at: Some(prost_types::Timestamp {
             seconds: now_unix() - 600,
             nanos: 0,
         }),
         comment: "token reported lost".into(),
+        ..revoke_request(id, serial, reason)
     })
     .await
     .unwrap_or_else(|e| panic!("revoke {id}: {e:?}"))
@@ -339,42 +333,25 @@ async fn signet_revoke_on_the_command_line_reaches_ocsp_and_the_http_crl_within_
     let first = fetch_crl_numbered_above(&dir, &base, "crl-0.der", 0);
 
     // Bad input is refused, naming the flag or the problem, and changes nothing.
-    let (ok, out) = signet(&ca, &["revoke", "--serial", &serial, "--reason", "lost"]);
+    let (ok, out) = signet_revoke(&ca, &serial, "lost", &[]);
     assert!(!ok && out.contains("--reason"), "{out}");
-    let (ok, out) = signet(
-        &ca,
-        &["revoke", "--serial", "0abc", "--reason", "keyCompromise"],
-    );
+    let (ok, out) = signet_revoke(&ca, "0abc", "keyCompromise", &[]);
     assert!(
         !ok && out.contains("no certificate with serial 0abc"),
         "{out}"
     );
     let future = signet::ca::rfc3339(now_unix() + 3600);
-    let (ok, out) = signet(
-        &ca,
-        &[
-            "revoke",
-            "--serial",
-            &serial,
-            "--reason",
-            "keyCompromise",
-            "--reported-at",
-            &future,
-        ],
-    );
+    let (ok, out) = signet_revoke(&ca, &serial, "keyCompromise", &["--reported-at", &future]);
     assert!(!ok && out.contains("reported_at"), "{out}");
     assert_eq!(ocsp_status(&ocsp(&dir, &base, &leaf), &leaf), "good");
 
     // The operator revokes from another process while the daemon runs.
     let reported = signet::ca::rfc3339(now_unix() - 7200);
-    let (ok, out) = signet(
+    let (ok, out) = signet_revoke(
         &ca,
+        &serial,
+        "keyCompromise",
         &[
-            "revoke",
-            "--serial",
-            &serial,
-            "--reason",
-            "keyCompromise",
             "--reported-at",
             &reported,
             "--comment",
@@ -429,18 +406,11 @@ async fn signet_revoke_on_the_command_line_reaches_ocsp_and_the_http_crl_within_
 
     // `signet revoke --publish` signs fresh CRLs itself and prints them.
     let (second, _) = issue_server_ec(&mut c, &dir, "cli-b").await;
-    let (ok, out) = signet(
+    let (ok, out) = signet_revoke(
         &ca,
-        &[
-            "revoke",
-            "--serial",
-            &second,
-            "--reason",
-            "superseded",
-            "--request-id",
-            "op-2",
-            "--publish",
-        ],
+        &second,
+        "superseded",
+        &["--request-id", "op-2", "--publish"],
     );
     assert!(ok, "{out}");
     assert!(
@@ -449,18 +419,7 @@ async fn signet_revoke_on_the_command_line_reaches_ocsp_and_the_http_crl_within_
             && out.contains(", 2 entries"),
         "{out}"
     );
-    let (ok, again) = signet(
-        &ca,
-        &[
-            "revoke",
-            "--serial",
-            &second,
-            "--reason",
-            "superseded",
-            "--request-id",
-            "op-2",
-        ],
-    );
+    let (ok, again) = signet_revoke(&ca, &second, "superseded", &["--request-id", "op-2"]);
     assert!(ok, "{again}");
     assert!(
         !again.contains("already revoked"),

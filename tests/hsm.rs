@@ -27,6 +27,26 @@ fn open(hsm: &SoftHsm) -> Hsm {
 
 const MESSAGE: &[u8] = b"tbsCertificate stand-in: \xe5\xae\x81\xe6\xb4\xa5 CA test message";
 
+/// Sign MESSAGE with the key `label` under `alg` and check that openssl verifies the
+/// signature against `spki`; `what` says which call failed.
+async fn assert_signs_verifiably(
+    soft: &SoftHsm,
+    hsm: &Hsm,
+    label: &str,
+    spki: &spki::SubjectPublicKeyInfoOwned,
+    alg: SignatureAlgorithm,
+    what: &str,
+) {
+    let sig = hsm
+        .sign(label, alg, MESSAGE)
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        openssl_verifies(soft.dir.path(), spki, alg, MESSAGE, &sig),
+        "{what}: openssl rejects the {alg} signature"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_algorithm_signs_what_openssl_verifies() {
     let soft = softhsm();
@@ -144,17 +164,8 @@ async fn generate_key_refuses_a_label_already_in_use() {
     );
     // The refused call left the original key alone.
     let spki = hsm.public_key("ca-2026").await.unwrap();
-    let sig = hsm
-        .sign("ca-2026", SignatureAlgorithm::EcdsaSha256, MESSAGE)
-        .await
-        .unwrap();
-    assert!(openssl_verifies(
-        soft.dir.path(),
-        &spki,
-        SignatureAlgorithm::EcdsaSha256,
-        MESSAGE,
-        &sig
-    ));
+    let alg = SignatureAlgorithm::EcdsaSha256;
+    assert_signs_verifiably(&soft, &hsm, "ca-2026", &spki, alg, "the original key").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -255,17 +266,9 @@ async fn stale_sessions_are_replaced_and_the_signature_retried_once() {
         // The next call meets CKR_SESSION_HANDLE_INVALID on a logged-out token; the repair
         // drops every stale session, logs in again and retries on a fresh one.
         for _ in 0..3 {
-            let sig = hsm
-                .sign("ca", SignatureAlgorithm::EcdsaSha256, MESSAGE)
-                .await
-                .unwrap_or_else(|e| panic!("round {round}: {e}"));
-            assert!(openssl_verifies(
-                soft.dir.path(),
-                &spki,
-                SignatureAlgorithm::EcdsaSha256,
-                MESSAGE,
-                &sig
-            ));
+            let alg = SignatureAlgorithm::EcdsaSha256;
+            let what = format!("round {round}");
+            assert_signs_verifiably(&soft, &hsm, "ca", &spki, alg, &what).await;
         }
         assert!(hsm.is_available());
     }
@@ -280,17 +283,8 @@ async fn a_lost_login_is_restored_instead_of_reporting_the_key_missing() {
     // Logged out, the private key is invisible to C_FindObjects; the pool logs in again.
     assert!(hsm.key_exists("ca").await.unwrap());
     hsm.logout_for_test();
-    let sig = hsm
-        .sign("ca", SignatureAlgorithm::EcdsaSha384, MESSAGE)
-        .await
-        .unwrap();
-    assert!(openssl_verifies(
-        soft.dir.path(),
-        &spki,
-        SignatureAlgorithm::EcdsaSha384,
-        MESSAGE,
-        &sig
-    ));
+    let alg = SignatureAlgorithm::EcdsaSha384;
+    assert_signs_verifiably(&soft, &hsm, "ca", &spki, alg, "logged out").await;
     // A key that really is absent is still reported as absent.
     assert!(!hsm.key_exists("nope").await.unwrap());
 }
@@ -441,16 +435,7 @@ async fn a_replaced_key_is_found_again_instead_of_using_the_stale_handle() {
     // The pooled session that signed above still caches the old handle.
     let spki = hsm.generate_key("ca", KeyType::P256).await.unwrap();
     for _ in 0..4 {
-        let sig = hsm
-            .sign("ca", SignatureAlgorithm::EcdsaSha256, MESSAGE)
-            .await
-            .unwrap();
-        assert!(openssl_verifies(
-            soft.dir.path(),
-            &spki,
-            SignatureAlgorithm::EcdsaSha256,
-            MESSAGE,
-            &sig
-        ));
+        let alg = SignatureAlgorithm::EcdsaSha256;
+        assert_signs_verifiably(&soft, &hsm, "ca", &spki, alg, "the new key").await;
     }
 }

@@ -56,14 +56,22 @@ fn revocation(id: &str, serial: &str, reason: RevocationReason) -> RevokeRequest
     }
 }
 
-/// Issue a `server_renewable` certificate for a fresh P-256 key.
-async fn issue_renewable(t: &TestCa, id: &str) -> Issued {
+/// Issue a certificate of `profile` (`server` or `server_renewable`, with a server's names)
+/// as request `id`, for a fresh P-256 key.
+async fn issue_fresh(t: &TestCa, id: &str, profile: &str) -> Issued {
     let dir = t.dir.join(id);
     std::fs::create_dir_all(&dir).unwrap();
     let csr = make_csr(&dir, "p256");
     let mut req = request(id, "server", csr);
-    req.profile = "server_renewable".into();
+    req.profile = profile.into();
     t.ca.issue("ra-test", req).await.unwrap()
+}
+
+/// A CA with the `server_renewable` profile, and one such certificate issued as "first".
+async fn renewable_ca() -> (TestCa, Issued) {
+    let t = TestCa::new_with(RENEWABLE).await;
+    let old = issue_fresh(&t, "first", "server_renewable").await;
+    (t, old)
 }
 
 fn write_pem(dir: &Path, name: &str, der: &[u8]) -> PathBuf {
@@ -113,6 +121,14 @@ fn verify(t: &TestCa, issued: &Issued, path: &Path) {
     assert!(ok, "openssl verify: {text}");
 }
 
+/// Check that `e` refuses the request as invalid, naming `field`.
+fn assert_invalid(e: &CaError, field: &str) {
+    assert!(
+        matches!(e, CaError::Invalid { field: f, .. } if f == field),
+        "{e}"
+    );
+}
+
 fn utc_date(t: i64) -> String {
     der::DateTime::from_unix_duration(Duration::from_secs(t as u64))
         .unwrap()
@@ -122,8 +138,7 @@ fn utc_date(t: i64) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renewal_inside_the_window_keeps_names_profile_and_key_and_links_the_old_certificate() {
-    let t = TestCa::new_with(RENEWABLE).await;
-    let old = issue_renewable(&t, "first").await;
+    let (t, old) = renewable_ca().await;
     let new =
         t.ca.renew("ra-test", renewal("renew-1", &old.record.serial, None))
             .await
@@ -171,8 +186,7 @@ async fn renewal_inside_the_window_keeps_names_profile_and_key_and_links_the_old
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renewal_interrupted_before_commit_is_finished_by_a_retry_with_the_same_serial() {
-    let t = TestCa::new_with(RENEWABLE).await;
-    let old = issue_renewable(&t, "first").await;
+    let (t, old) = renewable_ca().await;
     let crashing: Arc<dyn Store> = Arc::new(CrashBeforeCommit(
         SqliteStore::open(&t.cfg.store_path()).unwrap(),
     ));
@@ -208,8 +222,7 @@ async fn renewal_interrupted_before_commit_is_finished_by_a_retry_with_the_same_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renewal_with_a_new_csr_certifies_the_new_key() {
-    let t = TestCa::new_with(RENEWABLE).await;
-    let old = issue_renewable(&t, "first").await;
+    let (t, old) = renewable_ca().await;
     let dir = t.dir.join("rekey");
     std::fs::create_dir_all(&dir).unwrap();
     let csr = make_csr(&dir, "rsa2048");
@@ -242,16 +255,12 @@ async fn renewal_with_a_new_csr_certifies_the_new_key() {
         )
         .await
         .unwrap_err();
-    assert!(
-        matches!(&e, CaError::Invalid { field, .. } if field == "csr"),
-        "{e}"
-    );
+    assert_invalid(&e, "csr");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renewal_retried_with_the_same_request_id_returns_the_same_certificate() {
-    let t = TestCa::new_with(RENEWABLE).await;
-    let old = issue_renewable(&t, "first").await;
+    let (t, old) = renewable_ca().await;
     let req = renewal("renew-1", &old.record.serial, None);
     let a = t.ca.renew("ra-test", req.clone()).await.unwrap();
     let b = t.ca.renew("ra-test", req.clone()).await.unwrap();
@@ -280,11 +289,7 @@ async fn renewal_retried_with_the_same_request_id_returns_the_same_certificate()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renewal_outside_the_window_fails_naming_the_date_the_window_opens() {
     let t = TestCa::new().await;
-    let csr = make_csr(&t.dir, "p256");
-    let old =
-        t.ca.issue("ra-test", request("first", "server", csr))
-            .await
-            .unwrap();
+    let old = issue_fresh(&t, "first", "server").await;
     let e =
         t.ca.renew("ra-test", renewal("renew-1", &old.record.serial, None))
             .await
@@ -300,8 +305,7 @@ async fn renewal_outside_the_window_fails_naming_the_date_the_window_opens() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renewing_a_revoked_unknown_or_stale_agreement_certificate_is_refused() {
-    let t = TestCa::new_with(RENEWABLE).await;
-    let old = issue_renewable(&t, "first").await;
+    let (t, old) = renewable_ca().await;
 
     let mut stale = renewal("renew-stale", &old.record.serial, None);
     stale.approval.agreement_version = "2020-01".into();
@@ -331,21 +335,14 @@ async fn renewing_a_revoked_unknown_or_stale_agreement_certificate_is_refused() 
         t.ca.renew("ra-test", renewal("renew-3", "not hex", None))
             .await
             .unwrap_err();
-    assert!(
-        matches!(&e, CaError::Invalid { field, .. } if field == "serial"),
-        "{e}"
-    );
+    assert_invalid(&e, "serial");
     assert_eq!(t.issued_count().await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revocation_shows_at_once_with_reason_report_time_comment_and_actor() {
     let t = TestCa::new().await;
-    let csr = make_csr(&t.dir, "p256");
-    let issued =
-        t.ca.issue("ra-test", request("first", "server", csr))
-            .await
-            .unwrap();
+    let issued = issue_fresh(&t, "first", "server").await;
     let before = now();
     let req = revocation(
         "rev-1",
@@ -427,18 +424,12 @@ async fn revoking_twice_is_idempotent_and_conflicting_or_bad_requests_are_refuse
     let mut future = revocation("rev-4", &b.record.serial, RevocationReason::KeyCompromise);
     future.reported_at = Some(now() + 86_400);
     let e = t.ca.revoke("ra-test", future).await.unwrap_err();
-    assert!(
-        matches!(&e, CaError::Invalid { field, .. } if field == "reported_at"),
-        "{e}"
-    );
+    assert_invalid(&e, "reported_at");
 
     let mut long = revocation("rev-5", &b.record.serial, RevocationReason::KeyCompromise);
     long.comment = "x".repeat(1001);
     let e = t.ca.revoke("ra-test", long).await.unwrap_err();
-    assert!(
-        matches!(&e, CaError::Invalid { field, .. } if field == "comment"),
-        "{e}"
-    );
+    assert_invalid(&e, "comment");
 
     // Certificate hold is recorded like any other reason.
     let hold =
@@ -653,16 +644,12 @@ async fn listing_pages_return_every_issued_certificate_once_and_filters_return_e
         t.ca.list(CertFilter::default(), Some("garbage".into()), 7)
             .await
             .unwrap_err();
-    assert!(
-        matches!(&e, CaError::Invalid { field, .. } if field == "page_token"),
-        "{e}"
-    );
+    assert_invalid(&e, "page_token");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_chain_verifies_after_renewals_and_revocations_and_names_them() {
-    let t = TestCa::new_with(RENEWABLE).await;
-    let old = issue_renewable(&t, "first").await;
+    let (t, old) = renewable_ca().await;
     let new =
         t.ca.renew("ra-test", renewal("renew-1", &old.record.serial, None))
             .await

@@ -99,11 +99,12 @@ async fn ocsp_answers_good_revoked_unknown_over_post_and_get_and_survives_garbag
 
     // Revoked, with the reason.
     c.revoke(pb::RevokeRequest {
-        request_id: "ocsp-revoke-1".into(),
-        serial: serial.clone(),
-        reason: pb::RevocationReason::KeyCompromise as i32,
-        reported_at: None,
         comment: "lost".into(),
+        ..revoke_request(
+            "ocsp-revoke-1",
+            &serial,
+            pb::RevocationReason::KeyCompromise,
+        )
     })
     .await
     .expect("revoke");
@@ -361,13 +362,11 @@ async fn a_delegated_responder_in_the_hsm_signs_and_kept_answers_end_at_a_revoca
     );
 
     // A revocation ends the kept answer at once: no wait for it to go stale.
-    c.revoke(pb::RevokeRequest {
-        request_id: "delegated-revoke".into(),
-        serial,
-        reason: pb::RevocationReason::Superseded as i32,
-        reported_at: None,
-        comment: String::new(),
-    })
+    c.revoke(revoke_request(
+        "delegated-revoke",
+        &serial,
+        pb::RevocationReason::Superseded,
+    ))
     .await
     .expect("revoke");
     let (ok, out) = ask(&["-no_nonce"]);

@@ -61,14 +61,16 @@ async fn a_revocation_reaches_the_crl_within_the_lag_and_openssl_gnutls_and_pkil
     let (revoked, revoked_pem) = issue_server_ec(&mut c, &dir, "crl-a").await;
     let (kept, kept_pem) = issue_server_ec(&mut c, &dir, "crl-b").await;
     c.revoke(pb::RevokeRequest {
-        request_id: "crl-revoke-1".into(),
-        serial: revoked.clone(),
-        reason: pb::RevocationReason::KeyCompromise as i32,
         reported_at: Some(prost_types::Timestamp {
             seconds: now_unix() - 3600,
             nanos: 0,
         }),
         comment: "lost laptop".into(),
+        ..revoke_request(
+            "crl-revoke-1",
+            &revoked,
+            pb::RevocationReason::KeyCompromise,
+        )
     })
     .await
     .expect("revoke");

@@ -15,16 +15,9 @@ use common::api::*;
 use common::ca::run;
 use signet::pki::tsp::tst_info_of;
 
+/// `openssl` with `args` in `dir`: whether it succeeded, and its output.
 fn sh(dir: &Path, args: &[&str]) -> (bool, String) {
-    let o = run(Command::new("openssl").args(args).current_dir(dir));
-    (
-        o.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        ),
-    )
+    common::status::openssl(args, dir)
 }
 
 /// Make a query for `data.txt` with `digest`, post it, and return the reply file name.

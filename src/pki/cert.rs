@@ -785,6 +785,31 @@ mod tests {
             .find(|e| e.extn_id == id)
     }
 
+    /// The issuer named "root" whose certificate is `cert`, signing with `key`'s default
+    /// algorithm.
+    fn root_issuer<'a>(cert: &'a Certificate, key: &SoftKey) -> IssuerRef<'a> {
+        IssuerRef {
+            name: "root",
+            cert,
+            signature: key.default_alg(),
+        }
+    }
+
+    /// `build_leaf_tbs` for `req` under `issuer` with a fresh random serial, valid from `start`.
+    fn leaf_tbs_at(
+        issuer: &IssuerRef,
+        req: &LeafRequest,
+        start: SystemTime,
+    ) -> Result<TbsCertificate, PkiError> {
+        build_leaf_tbs(
+            issuer,
+            &urls(),
+            req,
+            crate::pki::serial::random_serial(),
+            start,
+        )
+    }
+
     #[test]
     fn not_after_is_calendar_years_minus_one_second() {
         let cases = [
@@ -859,11 +884,7 @@ mod tests {
     fn leaf_carries_every_required_extension() {
         let ca_key = SoftKey::p256(13);
         let ca = root(&ca_key, "2026-01-01T00:00:00Z", 10);
-        let issuer = IssuerRef {
-            name: "root",
-            cert: &ca,
-            signature: ca_key.default_alg(),
-        };
+        let issuer = root_issuer(&ca, &ca_key);
         let leaf_key = SoftKey::rsa2048();
         let spki = leaf_key.spki();
         let p = profile(ProfileKind::Server);
@@ -983,14 +1004,7 @@ mod tests {
             key_type: KeyType::P256,
             validity_years: 2,
         };
-        let tbs = build_leaf_tbs(
-            &issuer,
-            &urls(),
-            &req,
-            crate::pki::serial::random_serial(),
-            at("2026-05-01T00:00:00Z"),
-        )
-        .unwrap();
+        let tbs = leaf_tbs_at(&issuer, &req, at("2026-05-01T00:00:00Z")).unwrap();
         assert!(tbs.subject().is_empty());
         let (crit, _) = tbs.get_extension::<SubjectAltName>().unwrap().unwrap();
         assert!(crit);
@@ -1000,11 +1014,7 @@ mod tests {
     fn leaf_outliving_its_issuer_or_lying_about_its_key_is_refused() {
         let ca_key = SoftKey::p256(17);
         let ca = root(&ca_key, "2026-01-01T00:00:00Z", 1);
-        let issuer = IssuerRef {
-            name: "root",
-            cert: &ca,
-            signature: ca_key.default_alg(),
-        };
+        let issuer = root_issuer(&ca, &ca_key);
         let spki = SoftKey::p256(18).spki();
         let p = profile(ProfileKind::Personal);
         let subject = SubjectSpec::parse("CN=张三").unwrap();
@@ -1016,24 +1026,10 @@ mod tests {
             key_type: KeyType::P256,
             validity_years: 1,
         };
-        let e = build_leaf_tbs(
-            &issuer,
-            &urls(),
-            &req,
-            crate::pki::serial::random_serial(),
-            at("2026-06-01T00:00:00Z"),
-        )
-        .unwrap_err();
+        let e = leaf_tbs_at(&issuer, &req, at("2026-06-01T00:00:00Z")).unwrap_err();
         assert!(e.to_string().starts_with("validity_years:"), "{e}");
         req.key_type = KeyType::P384;
-        let e = build_leaf_tbs(
-            &issuer,
-            &urls(),
-            &req,
-            crate::pki::serial::random_serial(),
-            at("2026-02-01T00:00:00Z"),
-        )
-        .unwrap_err();
+        let e = leaf_tbs_at(&issuer, &req, at("2026-02-01T00:00:00Z")).unwrap_err();
         assert!(e.to_string().starts_with("csr:"), "{e}");
         // An issuer algorithm that does not fit the issuer's key.
         let bad_issuer = IssuerRef {
@@ -1041,14 +1037,7 @@ mod tests {
             ..issuer
         };
         req.key_type = KeyType::P256;
-        let e = build_leaf_tbs(
-            &bad_issuer,
-            &urls(),
-            &req,
-            crate::pki::serial::random_serial(),
-            at("2026-02-01T00:00:00Z"),
-        )
-        .unwrap_err();
+        let e = leaf_tbs_at(&bad_issuer, &req, at("2026-02-01T00:00:00Z")).unwrap_err();
         assert!(e.to_string().starts_with("issuer:"), "{e}");
     }
 
@@ -1066,11 +1055,7 @@ mod tests {
             path_len,
             validity_years: 5,
         };
-        let issuer = IssuerRef {
-            name: "root",
-            cert: parent,
-            signature: parent_key.default_alg(),
-        };
+        let issuer = root_issuer(parent, parent_key);
         let tbs = build_ca_tbs(
             Some(&issuer),
             parent_key.default_alg(),
@@ -1127,11 +1112,7 @@ mod tests {
             key_type: KeyType::P256,
             validity_years: 1,
         };
-        let issuer = IssuerRef {
-            name: "root",
-            cert: &ca,
-            signature: ca_key.default_alg(),
-        };
+        let issuer = root_issuer(&ca, &ca_key);
         let t = at("2026-02-01T00:00:00Z");
         for (bytes, why) in [
             (&[0x01, 0x02][..], "at least 9"),
@@ -1147,28 +1128,14 @@ mod tests {
                 "{e}"
             );
         }
-        let leaf_tbs = build_leaf_tbs(
-            &issuer,
-            &urls(),
-            &req,
-            crate::pki::serial::random_serial(),
-            t,
-        )
-        .unwrap();
+        let leaf_tbs = leaf_tbs_at(&issuer, &req, t).unwrap();
         let leaf = sign(leaf_tbs, &ca_key, ca_key.default_alg());
         let not_a_ca = IssuerRef {
             name: "leaf",
             cert: &leaf,
             signature: SignatureAlgorithm::EcdsaSha256,
         };
-        let e = build_leaf_tbs(
-            &not_a_ca,
-            &urls(),
-            &req,
-            crate::pki::serial::random_serial(),
-            t,
-        )
-        .unwrap_err();
+        let e = leaf_tbs_at(&not_a_ca, &req, t).unwrap_err();
         assert!(e.to_string().contains("not a CA"), "{e}");
     }
 

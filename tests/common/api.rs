@@ -176,54 +176,41 @@ impl TlsMaterial {
     }
 
     fn key_and_csr(&self, name: &str, subject: &str) {
-        openssl(
-            &self.dir,
-            &[
-                "req",
-                "-new",
-                "-config",
-                "openssl.cnf",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                &format!("{name}.key"),
-                "-out",
-                &format!("{name}.csr"),
-                "-subj",
-                subject,
-            ],
-        );
+        self.new_p256_key(name, subject, &format!("{name}.csr"), &[]);
     }
 
     fn self_signed(&self, name: &str, subject: &str) {
-        openssl(
-            &self.dir,
-            &[
-                "req",
-                "-x509",
-                "-new",
-                "-config",
-                "openssl.cnf",
-                "-extensions",
-                "ca_ext",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                &format!("{name}.key"),
-                "-out",
-                &format!("{name}.pem"),
-                "-subj",
-                subject,
-                "-days",
-                "3650",
-            ],
+        self.new_p256_key(
+            name,
+            subject,
+            &format!("{name}.pem"),
+            &["-x509", "-extensions", "ca_ext", "-days", "3650"],
         );
+    }
+
+    /// `openssl req -new` making the P-256 key `name`.key and writing `out` for `subject`,
+    /// with `more` options (a CSR without them, a certificate with `-x509`).
+    fn new_p256_key(&self, name: &str, subject: &str, out: &str, more: &[&str]) {
+        let key = format!("{name}.key");
+        let mut args = vec![
+            "req",
+            "-new",
+            "-config",
+            "openssl.cnf",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            out,
+            "-subj",
+            subject,
+        ];
+        args.extend_from_slice(more);
+        openssl(&self.dir, &args);
     }
 
     fn signed(&self, name: &str, subject: &str, ca: &str, ext: &str) {
@@ -615,6 +602,28 @@ pub fn issue_request(id: &str, profile: &str, csr: Vec<u8>) -> pb::IssueRequest 
             agreement_version: AGREEMENT.into(),
         }),
     }
+}
+
+/// A revocation of `serial` for `reason` as request `id`, with no report time and no comment.
+pub fn revoke_request(id: &str, serial: &str, reason: pb::RevocationReason) -> pb::RevokeRequest {
+    pb::RevokeRequest {
+        request_id: id.into(),
+        serial: serial.into(),
+        reason: reason as i32,
+        reported_at: None,
+        comment: String::new(),
+    }
+}
+
+/// `signet` with `args` (after `--config` of `ca`).
+pub fn signet(ca: &ApiCa, args: &[&str]) -> (bool, String) {
+    let o = run(Command::new(env!("CARGO_BIN_EXE_signet"))
+        .arg("--config")
+        .arg(&ca.config_path)
+        .args(args)
+        .envs(ca.child_env.iter().map(|(k, v)| (k, v)))
+        .env("RUST_LOG", "warn"));
+    super::status::outcome(&o)
 }
 
 /// Rows in the certificates table that RAs asked for (not signet's own delegated OCSP
