@@ -188,22 +188,23 @@ impl CrlPublisher {
                 }
                 _ = tokio::time::sleep_until(wake) => {}
             }
-            if let Some(w) = self.watch().await {
+            let watched = self.watch().await.map(|w| {
                 if w.last_event > seen {
                     // Recorded by another process up to a poll ago: publish within what is
                     // left of the lag.
                     due.get_or_insert(Instant::now() + lag.saturating_sub(poll));
                 }
                 self.warn_late(&w.unpublished, &mut late);
-            }
+                w.last_event
+            });
             let now = Instant::now();
             if due.is_none_or(|d| d > now) && regular > now {
                 continue;
             }
-            let before = self.watch().await.map(|w| w.last_event);
+            // Everything up to what the watch just saw goes into this publication.
             match self.publish_all().await {
                 Ok(_) => {
-                    seen = before.unwrap_or(seen);
+                    seen = watched.unwrap_or(seen);
                     due = None;
                     regular = Instant::now() + interval;
                 }

@@ -43,6 +43,8 @@ pub struct Tsa {
     key_label: String,
     signature: SignatureAlgorithm,
     cert: Certificate,
+    /// The signingCertificateV2 attribute every token carries (made once from `cert`).
+    signing_certificate: x509_cert::attr::Attribute,
     cert_der: Vec<u8>,
     policy: ObjectIdentifier,
     accuracy: Accuracy,
@@ -76,7 +78,9 @@ impl Tsa {
         let policy = ObjectIdentifier::new(&t.policy_oid)
             .map_err(|e| CaError::FailedPrecondition(format!("tsa.policy_oid: {e}")))?;
         let last_ms = authority.store.tsa_last_time().await?.unwrap_or(0);
+        let signing_certificate = tsp::signing_certificate_attribute(&cert)?;
         let tsa = Tsa {
+            signing_certificate,
             authority,
             key_label: spec.key_label,
             signature: spec.signature,
@@ -189,7 +193,7 @@ impl Tsa {
             gen_time,
             accuracy: self.accuracy,
         };
-        let prepared = tsp::prepare_token(&content, &self.cert, self.signature)
+        let prepared = tsp::prepare_token(&content, &self.signing_certificate, self.signature)
             .map_err(|e| failure(e.into()))?;
         let signature = self
             .authority

@@ -28,8 +28,7 @@ pub const ID_PKIX_OCSP_NONCE: ObjectIdentifier =
     ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.1.2");
 /// id-sha1.
 pub const ID_SHA1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.14.3.2.26");
-/// id-sha256.
-pub const ID_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.1");
+pub use super::alg::oid::SHA256 as ID_SHA256;
 
 /// The largest request accepted, in bytes.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;

@@ -28,23 +28,12 @@ use super::PkiError;
 use super::alg::{Hash, SignatureAlgorithm};
 use super::verify::verify_signature;
 
-/// id-ct-TSTInfo.
-pub const ID_CT_TST_INFO: ObjectIdentifier =
-    ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.16.1.4");
-/// id-contentType (a signed attribute).
-pub const ID_CONTENT_TYPE: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.3");
-/// id-messageDigest (a signed attribute).
-pub const ID_MESSAGE_DIGEST: ObjectIdentifier =
-    ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.4");
-/// id-aa-signingCertificateV2 (RFC 5035, required in timestamp tokens by RFC 5816).
-pub const ID_AA_SIGNING_CERTIFICATE_V2: ObjectIdentifier =
-    ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.16.2.47");
-/// id-sha256.
-pub const ID_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.1");
-/// id-sha384.
-pub const ID_SHA384: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.2");
-/// id-sha512.
-pub const ID_SHA512: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.3");
+pub use super::alg::oid::{SHA256 as ID_SHA256, SHA384 as ID_SHA384, SHA512 as ID_SHA512};
+pub use const_oid::db::rfc3161::ID_CT_TST_INFO;
+pub use const_oid::db::rfc5911::{
+    ID_AA_SIGNING_CERTIFICATE_V_2 as ID_AA_SIGNING_CERTIFICATE_V2, ID_CONTENT_TYPE,
+    ID_MESSAGE_DIGEST,
+};
 
 /// The largest request accepted, in bytes (a request is an imprint, a nonce and a policy).
 pub const MAX_REQUEST_BYTES: usize = 16 * 1024;
@@ -326,10 +315,32 @@ fn attribute(oid: ObjectIdentifier, value: Any) -> Result<Attribute, PkiError> {
     })
 }
 
-/// Build the TSTInfo and the signed attributes for `tsa_cert` signing with `alg`.
+/// The ESS signingCertificateV2 attribute (RFC 5816) that binds every token to
+/// `tsa_cert`: the same for every token, so made once.
+pub fn signing_certificate_attribute(tsa_cert: &Certificate) -> Result<Attribute, PkiError> {
+    let cert_der = tsa_cert.to_der().map_err(enc)?;
+    let signing_cert = SigningCertificateV2 {
+        certs: vec![EssCertIdV2 {
+            cert_hash: OctetString::new(sha2::Sha256::digest(&cert_der).to_vec()).map_err(enc)?,
+            issuer_serial: Some(IssuerSerial {
+                issuer: vec![GeneralName::DirectoryName(
+                    tsa_cert.tbs_certificate().issuer().clone(),
+                )],
+                serial_number: tsa_cert.tbs_certificate().serial_number().clone(),
+            }),
+        }],
+    };
+    attribute(
+        ID_AA_SIGNING_CERTIFICATE_V2,
+        Any::encode_from(&signing_cert).map_err(enc)?,
+    )
+}
+
+/// Build the TSTInfo and the signed attributes (with the TSA's `signing_certificate`
+/// attribute) for a key signing with `alg`.
 pub fn prepare_token(
     content: &TokenContent,
-    tsa_cert: &Certificate,
+    signing_certificate: &Attribute,
     alg: SignatureAlgorithm,
 ) -> Result<PreparedToken, PkiError> {
     let hash = alg.hash().ok_or_else(|| {
@@ -348,18 +359,6 @@ pub fn prepare_token(
         nonce: content.request.nonce.clone(),
     };
     let tst_der = tst.to_der().map_err(enc)?;
-    let cert_der = tsa_cert.to_der().map_err(enc)?;
-    let signing_cert = SigningCertificateV2 {
-        certs: vec![EssCertIdV2 {
-            cert_hash: OctetString::new(sha2::Sha256::digest(&cert_der).to_vec()).map_err(enc)?,
-            issuer_serial: Some(IssuerSerial {
-                issuer: vec![GeneralName::DirectoryName(
-                    tsa_cert.tbs_certificate().issuer().clone(),
-                )],
-                serial_number: tsa_cert.tbs_certificate().serial_number().clone(),
-            }),
-        }],
-    };
     let attrs = vec![
         attribute(
             ID_CONTENT_TYPE,
@@ -370,10 +369,7 @@ pub fn prepare_token(
             Any::encode_from(&OctetString::new(hash.digest(&tst_der)).map_err(enc)?)
                 .map_err(enc)?,
         )?,
-        attribute(
-            ID_AA_SIGNING_CERTIFICATE_V2,
-            Any::encode_from(&signing_cert).map_err(enc)?,
-        )?,
+        signing_certificate.clone(),
     ];
     let signed_attrs = SetOfVec::try_from(attrs).map_err(enc)?;
     let signed_attrs_der = signed_attrs.to_der().map_err(enc)?;
