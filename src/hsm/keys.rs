@@ -2,6 +2,8 @@
 //! public key into a SubjectPublicKeyInfo, generating key pairs with every attribute set, and
 //! the raw-to-DER conversion of ECDSA signatures.
 
+use std::borrow::Cow;
+
 use cryptoki::error::Error as CkError;
 use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
@@ -64,7 +66,13 @@ pub(crate) fn find_private_key(session: &Session, label: &str) -> Result<FoundKe
     Ok(FoundKey { handle, kind })
 }
 
-fn key_kind(session: &Session, handle: ObjectHandle, label: &str) -> Result<KeyKind, Failure> {
+/// The family of the key `handle` (CKA_KEY_TYPE); `label` names it in the error for an
+/// unsupported type.
+pub(crate) fn key_kind(
+    session: &Session,
+    handle: ObjectHandle,
+    label: &str,
+) -> Result<KeyKind, Failure> {
     let attrs = ck(
         "C_GetAttributeValue",
         session.get_attributes(handle, &[AttributeType::KeyType]),
@@ -101,15 +109,12 @@ fn pss(hash: Hash) -> PkcsPssParams {
     }
 }
 
-/// Sign `message` with `key`. ECDSA hashes here and signs with CKM_ECDSA (SoftHSM 2.6 has
-/// no CKM_ECDSA_SHA256), then DER-encodes r||s; RSA and Ed25519 hand the message over whole.
-pub(crate) fn sign(
-    session: &Session,
+/// Refuse `alg` for a key of another family, before anything reaches the token.
+pub(crate) fn check_kind(
     label: &str,
     key: FoundKey,
     alg: SignatureAlgorithm,
-    message: &[u8],
-) -> Result<Vec<u8>, Failure> {
+) -> Result<(), Failure> {
     let wanted = match alg {
         SignatureAlgorithm::RsaPkcs1Sha256
         | SignatureAlgorithm::RsaPkcs1Sha384
@@ -125,36 +130,41 @@ pub(crate) fn sign(
             reason: format!("the key is a {:?} key", key.kind),
         }));
     }
-    let digest;
-    let (mechanism, data) = match alg {
-        SignatureAlgorithm::RsaPkcs1Sha256 => (Mechanism::Sha256RsaPkcs, message),
-        SignatureAlgorithm::RsaPkcs1Sha384 => (Mechanism::Sha384RsaPkcs, message),
-        SignatureAlgorithm::RsaPssSha256 => {
-            (Mechanism::Sha256RsaPkcsPss(pss(Hash::Sha256)), message)
-        }
-        SignatureAlgorithm::RsaPssSha384 => {
-            (Mechanism::Sha384RsaPkcsPss(pss(Hash::Sha384)), message)
-        }
+    Ok(())
+}
+
+/// The PKCS#11 mechanism for `alg` and the bytes to hand to C_Sign: the message itself,
+/// except for ECDSA, which is hashed here and signed with CKM_ECDSA (SoftHSM 2.6 has no
+/// CKM_ECDSA_SHA256).
+pub(crate) fn mechanism(
+    alg: SignatureAlgorithm,
+    message: &[u8],
+) -> (Mechanism<'static>, Cow<'_, [u8]>) {
+    match alg {
+        SignatureAlgorithm::RsaPkcs1Sha256 => (Mechanism::Sha256RsaPkcs, Cow::Borrowed(message)),
+        SignatureAlgorithm::RsaPkcs1Sha384 => (Mechanism::Sha384RsaPkcs, Cow::Borrowed(message)),
+        SignatureAlgorithm::RsaPssSha256 => (
+            Mechanism::Sha256RsaPkcsPss(pss(Hash::Sha256)),
+            Cow::Borrowed(message),
+        ),
+        SignatureAlgorithm::RsaPssSha384 => (
+            Mechanism::Sha384RsaPkcsPss(pss(Hash::Sha384)),
+            Cow::Borrowed(message),
+        ),
         SignatureAlgorithm::EcdsaSha256 | SignatureAlgorithm::EcdsaSha384 => {
             let hash = alg.hash().unwrap_or(Hash::Sha256);
-            digest = hash.digest(message);
-            (Mechanism::Ecdsa, digest.as_slice())
+            (Mechanism::Ecdsa, Cow::Owned(hash.digest(message)))
         }
         SignatureAlgorithm::Ed25519 => (
             Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)),
-            message,
+            Cow::Borrowed(message),
         ),
-    };
-    let raw = session
-        .sign(&mechanism, key.handle, data)
-        .map_err(|e| match e {
-            CkError::Pkcs11(rv, _) if is_mechanism_rv(rv) => Failure::Final(HsmError::Mechanism {
-                mechanism: alg.to_string(),
-                label: label.to_owned(),
-                reason: super::error::rv_name(rv),
-            }),
-            other => Failure::from_ck("C_Sign", other),
-        })?;
+    }
+}
+
+/// The signature as X.509 and CMS carry it, from what C_Sign returned: ECDSA's raw r||s
+/// DER-encoded, anything else as it is.
+pub(crate) fn finish_signature(alg: SignatureAlgorithm, raw: Vec<u8>) -> Result<Vec<u8>, Failure> {
     match alg {
         SignatureAlgorithm::EcdsaSha256 | SignatureAlgorithm::EcdsaSha384 => ecdsa_raw_to_der(&raw)
             .map_err(|reason| {
@@ -165,6 +175,30 @@ pub(crate) fn sign(
             }),
         _ => Ok(raw),
     }
+}
+
+/// Sign `message` with `key`: the key must be of `alg`'s family; the mechanism and the
+/// bytes signed are [`mechanism`]'s, the result [`finish_signature`]'s.
+pub(crate) fn sign(
+    session: &Session,
+    label: &str,
+    key: FoundKey,
+    alg: SignatureAlgorithm,
+    message: &[u8],
+) -> Result<Vec<u8>, Failure> {
+    check_kind(label, key, alg)?;
+    let (mechanism, data) = mechanism(alg, message);
+    let raw = session
+        .sign(&mechanism, key.handle, &data)
+        .map_err(|e| match e {
+            CkError::Pkcs11(rv, _) if is_mechanism_rv(rv) => Failure::Final(HsmError::Mechanism {
+                mechanism: alg.to_string(),
+                label: label.to_owned(),
+                reason: super::error::rv_name(rv),
+            }),
+            other => Failure::from_ck("C_Sign", other),
+        })?;
+    finish_signature(alg, raw)
 }
 
 /// Ecdsa-Sig-Value (RFC 3279 section 2.2.3).

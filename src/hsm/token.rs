@@ -15,8 +15,6 @@ use std::sync::Arc;
 
 use cryptoki::context::Pkcs11;
 use cryptoki::error::{Error as CkError, RvError};
-use cryptoki::mechanism::Mechanism;
-use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
 use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, SessionState, UserType};
 use cryptoki::slot::Slot;
@@ -24,7 +22,7 @@ use cryptoki::types::AuthPin;
 use spki::SubjectPublicKeyInfoOwned;
 
 use super::error::{Failure, HsmError};
-use super::keys::{self, FoundKey, KeyKind};
+use super::keys::{self, FoundKey};
 use super::module::Module;
 use super::pool::find_token;
 use super::uri::TokenSelector;
@@ -339,7 +337,7 @@ impl TokenSession<'_> {
         .iter()
         .any(|a| matches!(a, Attribute::AlwaysAuthenticate(true)));
         if always {
-            return self.sign_context_login(key, alg, message, pin);
+            return self.sign_context_login(&label, key, alg, message, pin);
         }
         match keys::sign(&self.session, &label, key, alg, message) {
             Err(Failure::Session(_)) if !self.user_logged_in() => {
@@ -367,25 +365,8 @@ impl TokenSession<'_> {
             .ok_or_else(|| HsmError::KeyNotFound {
                 label: format!("id {}", hex::encode(id)),
             })?;
-        let kind = match ck(
-            "C_GetAttributeValue",
-            self.session
-                .get_attributes(handle, &[AttributeType::KeyType]),
-        )?
-        .first()
-        {
-            Some(Attribute::KeyType(t)) if *t == cryptoki::object::KeyType::RSA => KeyKind::Rsa,
-            Some(Attribute::KeyType(t)) if *t == cryptoki::object::KeyType::EC => KeyKind::Ec,
-            Some(Attribute::KeyType(t)) if *t == cryptoki::object::KeyType::EC_EDWARDS => {
-                KeyKind::Ed25519
-            }
-            other => {
-                return Err(HsmError::InvalidKey {
-                    label: hex::encode(id),
-                    reason: format!("unsupported CKA_KEY_TYPE {other:?}"),
-                });
-            }
-        };
+        let kind =
+            keys::key_kind(&self.session, handle, &hex::encode(id)).map_err(Failure::into_error)?;
         Ok(FoundKey { handle, kind })
     }
 
@@ -394,31 +375,24 @@ impl TokenSession<'_> {
     /// C_Sign goes through the raw function list.
     fn sign_context_login(
         &self,
+        label: &str,
         key: FoundKey,
         alg: SignatureAlgorithm,
         message: &[u8],
         pin: &Secret,
     ) -> Result<Vec<u8>, HsmError> {
-        let digest;
-        let (mechanism, data): (Mechanism, &[u8]) = match alg {
-            SignatureAlgorithm::RsaPkcs1Sha256 => (Mechanism::Sha256RsaPkcs, message),
-            SignatureAlgorithm::RsaPkcs1Sha384 => (Mechanism::Sha384RsaPkcs, message),
-            SignatureAlgorithm::EcdsaSha256 | SignatureAlgorithm::EcdsaSha384 => {
-                digest = alg.hash().map(|h| h.digest(message)).unwrap_or_default();
-                (Mechanism::Ecdsa, digest.as_slice())
-            }
-            SignatureAlgorithm::Ed25519 => (
-                Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)),
-                message,
-            ),
-            other => {
-                return Err(HsmError::Mechanism {
-                    mechanism: other.to_string(),
-                    label: "subscriber key".into(),
-                    reason: "not offered for keys that demand a login per signature".into(),
-                });
-            }
-        };
+        if matches!(
+            alg,
+            SignatureAlgorithm::RsaPssSha256 | SignatureAlgorithm::RsaPssSha384
+        ) {
+            return Err(HsmError::Mechanism {
+                mechanism: alg.to_string(),
+                label: "subscriber key".into(),
+                reason: "not offered for keys that demand a login per signature".into(),
+            });
+        }
+        keys::check_kind(label, key, alg).map_err(Failure::into_error)?;
+        let (mechanism, data) = keys::mechanism(alg, message);
         ck("C_SignInit", self.session.sign_init(&mechanism, key.handle))?;
         login_as(&self.session, UserType::ContextSpecific, pin)?;
         // SAFETY: the module is the one this process already loaded (the loader hands back
@@ -448,22 +422,7 @@ impl TokenSession<'_> {
             out.truncate(len as usize);
             out
         };
-        match alg {
-            SignatureAlgorithm::EcdsaSha256 | SignatureAlgorithm::EcdsaSha384 => {
-                keys::ecdsa_raw_to_der(&raw).map_err(|rv| HsmError::Pkcs11 { op: "C_Sign", rv })
-            }
-            _ => Ok(raw),
-        }
-    }
-
-    /// The DER values of every certificate object on the token.
-    pub fn certificates(&self) -> Result<Vec<Vec<u8>>, HsmError> {
-        Ok(self
-            .objects()?
-            .into_iter()
-            .filter(|o| o.class == "certificate")
-            .map(|o| o.value)
-            .collect())
+        keys::finish_signature(alg, raw).map_err(Failure::into_error)
     }
 
     /// Write an X.509 certificate object (CKA_ID, CKA_LABEL, CKA_SUBJECT, CKA_ISSUER,

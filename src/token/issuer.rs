@@ -7,9 +7,12 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use tokio::sync::OnceCell;
+use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
 use crate::api::client::{self, ClientSettings};
+use crate::api::pb::certificate_authority_client::CertificateAuthorityClient;
 use crate::api::{convert, pb};
 use crate::ca::{Authority, CaError, IssueRequest, normalize_serial};
 use crate::store::CertStatus;
@@ -96,15 +99,31 @@ impl CertificateIssuer for InProcessIssuer {
     }
 }
 
-/// Issues through a central signet over gRPC with mutual TLS.
+/// Issues through a central signet over gRPC with mutual TLS. The connection is made on
+/// first use and shared by every later call (tonic reconnects it if it drops); a failed
+/// attempt is not kept, so the next call tries again.
 pub struct RemoteIssuer {
     settings: ClientSettings,
+    channel: OnceCell<Channel>,
 }
 
 impl RemoteIssuer {
     /// An issuer that connects with `settings` (the workstation's client certificate).
     pub fn new(settings: ClientSettings) -> RemoteIssuer {
-        RemoteIssuer { settings }
+        RemoteIssuer {
+            settings,
+            channel: OnceCell::new(),
+        }
+    }
+
+    /// A client over the shared channel, connecting first if this is the first call.
+    async fn ca(&self) -> Result<CertificateAuthorityClient<Channel>, IssueError> {
+        let channel = self
+            .channel
+            .get_or_try_init(|| client::connect(&self.settings))
+            .await
+            .map_err(|e| IssueError::Unavailable(e.to_string()))?;
+        Ok(CertificateAuthorityClient::new(channel.clone()))
     }
 }
 
@@ -142,9 +161,7 @@ fn from_status(s: &tonic::Status) -> IssueError {
 #[async_trait]
 impl CertificateIssuer for RemoteIssuer {
     async fn issue(&self, req: IssueRequest) -> Result<IssuedCert, IssueError> {
-        let mut ca = client::ca_client(&self.settings)
-            .await
-            .map_err(|e| IssueError::Unavailable(e.to_string()))?;
+        let mut ca = self.ca().await?;
         let answer = ca
             .issue(convert::issue_message(&req))
             .await
@@ -157,9 +174,7 @@ impl CertificateIssuer for RemoteIssuer {
     }
 
     async fn is_revoked(&self, serial: &str) -> Result<bool, IssueError> {
-        let mut ca = client::ca_client(&self.settings)
-            .await
-            .map_err(|e| IssueError::Unavailable(e.to_string()))?;
+        let mut ca = self.ca().await?;
         match ca
             .get_certificate(pb::GetCertificateRequest {
                 serial: serial.to_owned(),

@@ -293,7 +293,7 @@ fn summarize(obj: &TokenObject) -> Option<CertSummary> {
     let tbs = cert.tbs_certificate();
     Some(CertSummary {
         subject: tbs.subject().to_string(),
-        serial: hex::encode(tbs.serial_number().as_bytes()),
+        serial: crate::pki::serial::serial_hex(tbs.serial_number()),
         issuer: tbs.issuer().to_string(),
         not_after: tbs.validity().not_after.to_unix_duration().as_secs() as i64,
         label: obj.label.clone(),
@@ -302,26 +302,18 @@ fn summarize(obj: &TokenObject) -> Option<CertSummary> {
     })
 }
 
+/// Whether any basicConstraints extension that decodes says cA. (`get_extension` would
+/// refuse a certificate that repeats the extension; this keeps counting such a one as a CA
+/// if any of them says so.)
 fn is_ca(cert: &Certificate) -> bool {
-    use x509_cert::ext::pkix::BasicConstraints;
     cert.tbs_certificate()
-        .extensions()
-        .into_iter()
-        .flatten()
-        .filter(|e| e.extn_id == const_oid::db::rfc5280::ID_CE_BASIC_CONSTRAINTS)
-        .any(|e| BasicConstraints::from_der(e.extn_value.as_bytes()).is_ok_and(|b| b.ca))
+        .filter_extensions::<x509_cert::ext::pkix::BasicConstraints>()
+        .any(|b| b.is_ok_and(|(_, b)| b.ca))
 }
 
 /// CKA_ID for a CA certificate: SHA-1 of its public key, like the subscriber's.
 fn ca_key_id(cert: &Certificate) -> Vec<u8> {
-    use sha1::Digest as _;
-    sha1::Sha1::digest(
-        cert.tbs_certificate()
-            .subject_public_key_info()
-            .subject_public_key
-            .raw_bytes(),
-    )
-    .to_vec()
+    crate::pki::cert::key_identifier(cert.tbs_certificate().subject_public_key_info())
 }
 
 /// A label for a CA certificate on the token: its CN, cut to the label limit.
@@ -398,8 +390,9 @@ impl Workstation {
         Ok(())
     }
 
-    /// The module that holds the token with this serial.
-    async fn module_of(&self, serial: &str) -> Result<Arc<TokenModule>, TokenError> {
+    /// The module that holds the token with this serial, and what the token said about
+    /// itself when it was found.
+    async fn module_of(&self, serial: &str) -> Result<(Arc<TokenModule>, TokenInfo), TokenError> {
         Self::check_serial(serial)?;
         let modules = self.modules.clone();
         let wanted = serial.to_owned();
@@ -418,7 +411,7 @@ impl Workstation {
                             "names the CA's own HSM token, which the workstation never touches",
                         ));
                     }
-                    Ok(Some(_)) => return Ok(m),
+                    Ok(Some(info)) => return Ok((m, info)),
                     Ok(None) => last = format!("no slot of {} holds it", m.path().display()),
                     Err(e) => last = e.to_string(),
                 }
@@ -480,11 +473,13 @@ impl Workstation {
         serial: &str,
         user_pin: Option<Secret>,
     ) -> Result<Vec<TokenObject>, TokenError> {
-        if let Some(pin) = &user_pin {
-            self.check_pin("user_pin", pin)?;
-            self.login_check(serial, pin, "user_pin").await?;
-        }
-        let module = self.module_of(serial).await?;
+        let module = match &user_pin {
+            Some(pin) => {
+                self.check_pin("user_pin", pin)?;
+                self.login_check(serial, pin, "user_pin").await?
+            }
+            None => self.module_of(serial).await?.0,
+        };
         on_token(&module, serial, user_pin.as_ref(), |t| {
             let objects = t.objects();
             t.logout();
@@ -494,15 +489,21 @@ impl Workstation {
     }
 
     /// Log in with the user PIN once, counting a wrong PIN against signet's limit and
-    /// reporting the token's try flags; a good PIN resets the count.
-    async fn login_check(&self, serial: &str, pin: &Secret, field: &str) -> Result<(), TokenError> {
+    /// reporting the token's try flags; a good PIN resets the count. Returns the module that
+    /// holds the token, for the operation the check precedes.
+    async fn login_check(
+        &self,
+        serial: &str,
+        pin: &Secret,
+        field: &str,
+    ) -> Result<Arc<TokenModule>, TokenError> {
         let failures = self.store.pin_failures(serial).await?;
         if failures >= self.policy.max_pin_tries {
             return Err(TokenError::PinLocked {
                 serial: serial.to_owned(),
             });
         }
-        let module = self.module_of(serial).await?;
+        let (module, _) = self.module_of(serial).await?;
         let (s, p, m) = (serial.to_owned(), pin.clone(), module.clone());
         let outcome = blocking(move || {
             Ok(m.with_session(&s, |t| {
@@ -519,7 +520,7 @@ impl Workstation {
                 if failures > 0 {
                     self.store.reset_pin_failures(serial, None).await?;
                 }
-                Ok(())
+                Ok(module)
             }
             Err(HsmError::PinIncorrect) => {
                 let n = self.store.record_pin_failure(serial).await?;
@@ -566,11 +567,10 @@ impl Workstation {
                 format!("must be 1 to {MAX_LABEL} characters"),
             ));
         }
-        let module = self.module_of(serial).await?;
+        let (module, info) = self.module_of(serial).await?;
         let (s, m) = (serial.to_owned(), module.clone());
         let present = blocking(move || {
-            let info = m.find(&s).map_err(|e| from_hsm(&s, e))?;
-            if !info.is_some_and(|i| i.initialized) {
+            if !info.initialized {
                 return Ok(Vec::new());
             }
             m.with_session(&s, |t| t.objects())
@@ -669,8 +669,7 @@ impl Workstation {
         if old_pin.is_empty() {
             return Err(invalid("old_pin", "is required"));
         }
-        self.login_check(serial, old_pin, "old_pin").await?;
-        let module = self.module_of(serial).await?;
+        let module = self.login_check(serial, old_pin, "old_pin").await?;
         let (old, new) = (old_pin.clone(), new_pin.clone());
         on_token(&module, serial, Some(old_pin), move |t| {
             let r = t.set_pin(&old, &new);
@@ -695,7 +694,7 @@ impl Workstation {
             return Err(invalid("so_pin", "is required"));
         }
         self.check_pin("new_user_pin", new_user_pin)?;
-        let module = self.module_of(serial).await?;
+        let (module, _) = self.module_of(serial).await?;
         let (s, so, new) = (serial.to_owned(), so_pin.clone(), new_user_pin.clone());
         blocking(move || {
             module
@@ -787,14 +786,13 @@ impl Workstation {
                 return Err(TokenError::AlreadyExists(req.request_id.clone()));
             }
             Some(j) if j.state == TokenJobState::Written => {
-                return self.finish(j, &req.user_pin).await;
+                return self.finish(None, j, &req.user_pin).await;
             }
             Some(j) if j.state != TokenJobState::Abandoned => Some(j),
             _ => None,
         };
 
-        self.login_check(&serial, &req.user_pin, "user_pin").await?;
-        let module = self.module_of(&serial).await?;
+        let module = self.login_check(&serial, &req.user_pin, "user_pin").await?;
 
         let mut job = match job.take() {
             Some(j) => {
@@ -849,7 +847,7 @@ impl Workstation {
                 Err(IssueError::Unavailable(m)) => return Err(TokenError::Unavailable(m)),
             }
         }
-        self.finish(job, &req.user_pin).await
+        self.finish(Some(module), job, &req.user_pin).await
     }
 
     /// Generate the key pair, make and sign the CSR on the token, journal it.
@@ -926,8 +924,13 @@ impl Workstation {
 
     /// Write certificate and chain (skipping what is already there), prove the pair by
     /// signing a challenge on the token and checking it with the certificate, and mark the
-    /// journal entry written with its audit entry.
-    async fn finish(&self, mut job: TokenJob, pin: &Secret) -> Result<Personalized, TokenError> {
+    /// journal entry written with its audit entry. `module` is the token's, if already found.
+    async fn finish(
+        &self,
+        module: Option<Arc<TokenModule>>,
+        mut job: TokenJob,
+        pin: &Secret,
+    ) -> Result<Personalized, TokenError> {
         let cert_der = job.cert_der.clone().ok_or_else(|| {
             TokenError::Internal(format!("journal of {} has no certificate", job.request_id))
         })?;
@@ -948,7 +951,10 @@ impl Workstation {
         let mut challenge = vec![0u8; 32];
         getrandom::fill(&mut challenge)
             .map_err(|e| TokenError::Internal(format!("random challenge: {e}")))?;
-        let module = self.module_of(&job.token_serial).await?;
+        let module = match module {
+            Some(m) => m,
+            None => self.module_of(&job.token_serial).await?.0,
+        };
         let (p, j, c, chal) = (
             pin.clone(),
             job.clone(),
@@ -984,7 +990,7 @@ impl Workstation {
             ))
         })?;
         if job.state != TokenJobState::Written {
-            let serial_hex = hex::encode(cert.tbs_certificate().serial_number().as_bytes());
+            let serial_hex = crate::pki::serial::serial_hex(cert.tbs_certificate().serial_number());
             let audit = AuditEvent {
                 actor: self.actor.clone(),
                 action: "token.personalized".into(),
