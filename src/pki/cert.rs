@@ -288,28 +288,45 @@ fn validity(
 ) -> Result<Validity, PkiError> {
     let end = not_after(not_before, years)?;
     if let Some(issuer) = issuer {
-        let issuer_end = issuer
-            .cert
-            .tbs_certificate()
-            .validity()
-            .not_after
-            .to_system_time();
-        if end > issuer_end {
-            return Err(PkiError::invalid(
-                "validity_years",
-                format!(
-                    "a {years}-year certificate would expire {}, after its issuer {} ({})",
-                    fmt_time(end),
-                    issuer.name,
-                    fmt_time(issuer_end)
-                ),
-            ));
-        }
+        check_outlived_by(
+            issuer,
+            end,
+            "validity_years",
+            &format!("a {years}-year certificate"),
+        )?;
     }
     Ok(Validity::new(
         to_time(not_before, "not_before")?,
         to_time(end, "validity_years")?,
     ))
+}
+
+/// A certificate ending at `end` must not outlive its issuer; `what` names it in the error
+/// on `field`.
+fn check_outlived_by(
+    issuer: &IssuerRef,
+    end: SystemTime,
+    field: &str,
+    what: &str,
+) -> Result<(), PkiError> {
+    let issuer_end = issuer
+        .cert
+        .tbs_certificate()
+        .validity()
+        .not_after
+        .to_system_time();
+    if end > issuer_end {
+        return Err(PkiError::invalid(
+            field,
+            format!(
+                "{what} would expire {}, after its issuer {} ({})",
+                fmt_time(end),
+                issuer.name,
+                fmt_time(issuer_end)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn finish(tbs: TbsOut) -> Result<TbsCertificate, PkiError> {
@@ -536,18 +553,7 @@ pub fn build_ocsp_responder_tbs(
     }
     let not_before = whole_seconds(not_before)?;
     let end = not_before + req.lifetime;
-    let issuer_end = issuer_tbs.validity().not_after.to_system_time();
-    if end > issuer_end {
-        return Err(PkiError::invalid(
-            "lifetime",
-            format!(
-                "the responder certificate would expire {}, after its issuer {} ({})",
-                fmt_time(end),
-                issuer.name,
-                fmt_time(issuer_end)
-            ),
-        ));
-    }
+    check_outlived_by(issuer, end, "lifetime", "the responder certificate")?;
     let nocheck = Extension {
         extn_id: ID_PKIX_OCSP_NOCHECK,
         critical: false,
