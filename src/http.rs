@@ -79,7 +79,7 @@ impl Http {
         }
         if let Some(t) = &tsa {
             certs
-                .entry(crate::ca::ceremony::TSA.to_owned())
+                .entry(crate::ca::keys::TSA.to_owned())
                 .or_insert_with(|| Bytes::from(t.cert_der().to_vec()));
         }
         let chain_p7b = if all.is_empty() {

@@ -6,7 +6,6 @@
 
 pub mod api;
 pub mod audit;
-pub mod bench;
 pub mod ca;
 pub mod clock;
 pub mod config;

@@ -90,8 +90,13 @@ async fn desk() -> Desk {
         ..
     } = ca;
     let authority = Arc::new(ca);
-    let station = Workstation::from_config(&cfg, store.clone(), Some(authority.clone()))
-        .expect("workstation from [token]");
+    let station = Workstation::from_config(
+        &cfg,
+        store.clone(),
+        signet::api::remote_issuer::workstation_issuer(&cfg, Some(authority.clone()))
+            .expect("the in-process issuer"),
+    )
+    .expect("workstation from [token]");
     let serial = softhsm.token_serial(USB);
     Desk {
         db: cfg.store_path(),
@@ -720,7 +725,9 @@ async fn the_remote_issuer_personalises_through_a_second_signet_serve_over_mtls(
             &ca.softhsm.module,
         ))],
         journal.clone(),
-        Arc::new(signet::token::RemoteIssuer::new(daemon.settings("ra-one"))),
+        Arc::new(signet::api::remote_issuer::RemoteIssuer::new(
+            daemon.settings("ra-one"),
+        )),
         TokenPolicy {
             pin_min_len: 6,
             pin_max_len: 32,

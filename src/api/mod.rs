@@ -13,6 +13,7 @@ pub mod convert;
 pub mod error;
 pub mod identity;
 pub mod permissions;
+pub mod remote_issuer;
 pub mod service;
 pub mod tls;
 pub mod token_service;

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use super::{Authority, CaError};
 use crate::audit::{ChainBreak, ChainWalker, Checkpoint, checkpoint_text};
 use crate::config::Config;
-use crate::pki::csr::key_type_of;
+use crate::pki::verify::key_type_of;
 use crate::pki::verify::verify_signature;
 use crate::store::{Store, StoreError};
 

@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 
 use der::Decode;
 
-use super::ceremony;
+use super::keys;
 use super::{Authority, CaError};
 use crate::audit::{AuditEntry, Checkpoint};
-use crate::pki::csr::key_type_of;
+use crate::pki::verify::key_type_of;
 use crate::pki::{KeyType, pkcs7};
 
 /// What a bundle holds.
@@ -188,8 +188,7 @@ async fn audit_certificate(
     // Found by the key that signed (its request id is derived from that key); the reader
     // checks it again with `openssl dgst -verify` against the certificate's key.
     let (der, _, issuer) =
-        ceremony::service_certificate(authority.store(), ceremony::AUDIT, &spki, &cp.key_label)
-            .await?;
+        keys::service_certificate(authority.store(), keys::AUDIT, &spki, &cp.key_label).await?;
     let mut chain = authority.chain(&issuer);
     chain.pop();
     Ok((der, chain, key_type_of(&spki, "audit key")?))

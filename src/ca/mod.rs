@@ -7,6 +7,8 @@ pub mod ceremony;
 pub mod checkpoint;
 pub mod crl;
 pub mod evidence;
+pub mod issuer;
+pub mod keys;
 pub mod ocsp;
 mod renew;
 mod revoke;
@@ -31,7 +33,9 @@ use crate::clock::{now_seconds, unix};
 use crate::config::Config;
 use crate::hsm::{Hsm, HsmError};
 use crate::pki::cert::{self, IssuerRef, LeafRequest, Urls};
-use crate::pki::{KeyType, PkiError, Profile, San, SignatureAlgorithm, SubjectSpec, csr, serial};
+use crate::pki::{
+    KeyType, PkiError, Profile, San, SignatureAlgorithm, SubjectSpec, csr, serial, verify,
+};
 use crate::store::{
     BeginOutcome, CertFilter, CertPage, CertStatus, CertificateRecord, Store, StoreError,
 };
@@ -519,7 +523,7 @@ impl Authority {
     ) -> Result<Issued, CaError> {
         let shape = Shape::Leaf {
             profile,
-            key_type: csr::key_type_of(spki, "public key")?,
+            key_type: verify::key_type_of(spki, "public key")?,
             validity_years,
         };
         self.certify_own(actor, request_id, shape, issuer, subject, sans, spki)

@@ -496,7 +496,7 @@ pub async fn provision(
     issuers.sort_by(|a, b| a.name.cmp(&b.name));
     for issuer in issuers {
         let label = responder_key_label(&issuer.key_label);
-        super::ceremony::key_for(
+        super::keys::key_for(
             &label,
             cfg.ocsp.responder_key_type,
             &format!("ocsp:{}", issuer.name),

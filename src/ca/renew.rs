@@ -161,7 +161,7 @@ impl Authority {
                     CaError::Internal(format!("stored certificate {old_serial}: {e}"))
                 })?;
                 let spki = cert.tbs_certificate().subject_public_key_info().clone();
-                let key_type = csr::key_type_of(&spki, "csr")?;
+                let key_type = crate::pki::verify::key_type_of(&spki, "csr")?;
                 (spki, key_type, old.csr_der.clone())
             }
         };

@@ -140,7 +140,7 @@ async fn make_one(
     let key_id = hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(&spki_der)[..8]);
     let issued = authority
         .issue_infrastructure(
-            super::ceremony::ACTOR,
+            super::keys::ACTOR,
             &format!("{}:{key_id}", w.request_id),
             &profile,
             issuer,

@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use const_oid::ObjectIdentifier;
 use x509_cert::Certificate;
 
-use super::{Authority, CaError, ceremony};
+use super::{Authority, CaError, keys};
 use crate::config::Config;
 use crate::pki::SignatureAlgorithm;
 use crate::pki::tsp::{self, Accuracy, FailureInfo, Rejection, TokenContent};
@@ -73,8 +73,7 @@ impl Tsa {
         };
         let spki = authority.hsm.public_key(&spec.key_label).await?;
         let (cert_der, cert, _) =
-            ceremony::service_certificate(&authority.store, ceremony::TSA, &spki, &spec.key_label)
-                .await?;
+            keys::service_certificate(&authority.store, keys::TSA, &spki, &spec.key_label).await?;
         let policy = ObjectIdentifier::new(&t.policy_oid)
             .map_err(|e| CaError::FailedPrecondition(format!("tsa.policy_oid: {e}")))?;
         let last_ms = authority.store.tsa_last_time().await?.unwrap_or(0);

@@ -28,9 +28,9 @@ use x509_cert::time::{Time, Validity};
 
 use super::PkiError;
 use super::alg::{KeyType, SignatureAlgorithm};
-use super::csr::key_type_of;
 use super::name::{San, SubjectSpec};
 use super::profile::Profile;
+use super::verify::key_type_of;
 use super::verify::verify_signature;
 
 /// id-qt-unotice (RFC 5280 section 4.2.1.4).

@@ -2,15 +2,14 @@
 //! checked as proof of possession, and their key classified into a [`KeyType`] signet issues
 //! for. The subject and attributes of a CSR are ignored: the RA's verified data wins.
 
-use const_oid::ObjectIdentifier;
-use der::asn1::{AnyRef, BitString, Int, UintRef};
+use der::asn1::{AnyRef, BitString, Int};
 use der::{Decode, Encode, Reader, Sequence, SliceReader};
 use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 use x509_cert::request::CertReqInfo;
 
 use super::PkiError;
-use super::alg::{KeyType, oid};
-use super::verify::{oid_name, verify_signature};
+use super::alg::KeyType;
+use super::verify::{key_type_of, verify_signature};
 
 /// Largest CSR accepted, in bytes. A 4096-bit RSA request is under 2 KiB; anything near this
 /// limit is not a request signet would issue for.
@@ -34,13 +33,6 @@ struct RawCsr<'a> {
     info: AnyRef<'a>,
     algorithm: AlgorithmIdentifierOwned,
     signature: BitString,
-}
-
-/// RSAPublicKey (RFC 8017 appendix A.1.1).
-#[derive(Sequence)]
-struct RsaPublicKey<'a> {
-    modulus: UintRef<'a>,
-    public_exponent: UintRef<'a>,
 }
 
 fn bad_csr(problem: impl Into<String>) -> PkiError {
@@ -99,123 +91,6 @@ pub fn check_csr(der: &[u8]) -> Result<CheckedCsr, PkiError> {
     })
 }
 
-/// The [`KeyType`] of a SubjectPublicKeyInfo: RSA with a 2048-, 3072- or 4096-bit modulus and
-/// an odd exponent above 1, P-256 or P-384 (id-ecPublicKey with a named curve and an
-/// uncompressed point on the curve), or Ed25519. Errors name `field`.
-pub fn key_type_of(spki: &SubjectPublicKeyInfoOwned, field: &str) -> Result<KeyType, PkiError> {
-    let bad = |m: String| PkiError::invalid(field, m);
-    let key = spki
-        .subject_public_key
-        .as_bytes()
-        .ok_or_else(|| bad("public key BIT STRING has unused bits".into()))?;
-    match spki.algorithm.oid {
-        oid::RSA_ENCRYPTION => {
-            if !spki
-                .algorithm
-                .parameters
-                .as_ref()
-                .is_some_and(|p| p.is_null())
-            {
-                return Err(bad(
-                    "rsaEncryption parameters must be NULL (RFC 3279)".into()
-                ));
-            }
-            rsa_key_type(key).map_err(bad)
-        }
-        oid::EC_PUBLIC_KEY => {
-            let curve = spki
-                .algorithm
-                .parameters
-                .as_ref()
-                .and_then(|p| p.decode_as::<ObjectIdentifier>().ok())
-                .ok_or_else(|| {
-                    bad("EC key parameters must name a curve (namedCurve, RFC 5480)".into())
-                })?;
-            if key.first() != Some(&0x04) {
-                return Err(bad(
-                    "EC public key must be an uncompressed point (RFC 5480)".into(),
-                ));
-            }
-            match curve {
-                oid::SECP256R1 => p256::ecdsa::VerifyingKey::from_sec1_bytes(key)
-                    .map(|_| KeyType::P256)
-                    .map_err(|_| bad("P-256 public key is not a point on the curve".into())),
-                oid::SECP384R1 => p384::ecdsa::VerifyingKey::from_sec1_bytes(key)
-                    .map(|_| KeyType::P384)
-                    .map_err(|_| bad("P-384 public key is not a point on the curve".into())),
-                other => Err(bad(format!(
-                    "elliptic curve {} is not accepted (P-256 or P-384)",
-                    oid_name(&other)
-                ))),
-            }
-        }
-        oid::ED25519 => {
-            if spki.algorithm.parameters.is_some() {
-                return Err(bad(
-                    "Ed25519 key parameters must be absent (RFC 8410)".into()
-                ));
-            }
-            let bytes: &[u8; 32] = key.try_into().map_err(|_| {
-                bad(format!(
-                    "Ed25519 public key is {} bytes; 32 expected",
-                    key.len()
-                ))
-            })?;
-            let vk = ed25519_dalek::VerifyingKey::from_bytes(bytes)
-                .map_err(|_| bad("Ed25519 public key is not a valid point".into()))?;
-            if vk.is_weak() {
-                return Err(bad(
-                    "Ed25519 public key is a weak (small-order) point".into()
-                ));
-            }
-            Ok(KeyType::Ed25519)
-        }
-        other => Err(bad(format!(
-            "public key algorithm {} is not accepted (RSA, P-256, P-384 or Ed25519)",
-            oid_name(&other)
-        ))),
-    }
-}
-
-fn rsa_key_type(key: &[u8]) -> Result<KeyType, String> {
-    let rsa = RsaPublicKey::from_der(key).map_err(|e| format!("malformed RSA public key: {e}"))?;
-    let n = rsa.modulus.as_bytes();
-    let bits = match n.first() {
-        Some(&b) => n.len() * 8 - b.leading_zeros() as usize,
-        None => 0,
-    };
-    let key_type = match bits {
-        2048 => KeyType::Rsa2048,
-        3072 => KeyType::Rsa3072,
-        4096 => KeyType::Rsa4096,
-        b if b < 2048 => return Err(format!("RSA key of {b} bits; at least 2048 required")),
-        b => {
-            return Err(format!(
-                "RSA key of {b} bits; only 2048, 3072 and 4096 bits are accepted"
-            ));
-        }
-    };
-    if n.last().is_some_and(|b| b & 1 == 0) {
-        return Err("RSA modulus is even".into());
-    }
-    let e = rsa.public_exponent.as_bytes();
-    let e_odd = e.last().is_some_and(|b| b & 1 == 1);
-    if !e_odd || e == [1] {
-        return Err(format!(
-            "RSA public exponent 0x{} must be odd and greater than 1 (65537 is usual)",
-            hex::encode(e)
-        ));
-    }
-    // Verifiers (ring, RustCrypto, Go) refuse exponents of 2^33 and above.
-    if e.len() > 5 || (e.len() == 5 && e[0] > 1) {
-        return Err(format!(
-            "RSA public exponent 0x{} is too large (65537 is usual)",
-            hex::encode(e)
-        ));
-    }
-    Ok(key_type)
-}
-
 /// The DER CertificationRequestInfo (v1, no attributes) naming `subject` and `spki`: the
 /// bytes a key on a subscriber's token signs to prove possession.
 pub fn request_info(
@@ -253,8 +128,12 @@ pub fn assemble_request(
 mod tests {
     use super::*;
     use crate::pki::SignatureAlgorithm;
+    use crate::pki::alg::oid;
     use crate::pki::name::SubjectSpec;
     use crate::pki::soft_signer::SoftKey;
+    use crate::pki::verify::RsaPublicKey;
+    use const_oid::ObjectIdentifier;
+    use der::asn1::UintRef;
     use der::asn1::{Any, OctetString};
     use x509_cert::request::{CertReq, Version};
 

@@ -2,13 +2,13 @@
 //! CSRs and the check of every certificate the HSM has just signed before it leaves the CA.
 
 use const_oid::ObjectIdentifier;
+use der::asn1::UintRef;
 use der::{Decode, Encode, Sequence};
 use sha2::Digest;
 use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 
 use super::PkiError;
 use super::alg::{KeyType, oid};
-use super::csr::key_type_of;
 
 /// The hashes a signature algorithm may use (SHA-1 is deliberately absent).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -357,6 +357,130 @@ fn verify_pss(
             .verify(message, &sig)
             .is_ok(),
     }
+}
+
+/// RSAPublicKey (RFC 8017 appendix A.1.1).
+#[derive(Sequence)]
+pub(crate) struct RsaPublicKey<'a> {
+    pub(crate) modulus: UintRef<'a>,
+    pub(crate) public_exponent: UintRef<'a>,
+}
+
+/// The [`KeyType`] of a SubjectPublicKeyInfo: RSA with a 2048-, 3072- or 4096-bit modulus and
+/// an odd exponent above 1, P-256 or P-384 (id-ecPublicKey with a named curve and an
+/// uncompressed point on the curve), or Ed25519. Errors name `field`.
+pub fn key_type_of(spki: &SubjectPublicKeyInfoOwned, field: &str) -> Result<KeyType, PkiError> {
+    let bad = |m: String| PkiError::invalid(field, m);
+    let key = spki
+        .subject_public_key
+        .as_bytes()
+        .ok_or_else(|| bad("public key BIT STRING has unused bits".into()))?;
+    match spki.algorithm.oid {
+        oid::RSA_ENCRYPTION => {
+            if !spki
+                .algorithm
+                .parameters
+                .as_ref()
+                .is_some_and(|p| p.is_null())
+            {
+                return Err(bad(
+                    "rsaEncryption parameters must be NULL (RFC 3279)".into()
+                ));
+            }
+            rsa_key_type(key).map_err(bad)
+        }
+        oid::EC_PUBLIC_KEY => {
+            let curve = spki
+                .algorithm
+                .parameters
+                .as_ref()
+                .and_then(|p| p.decode_as::<ObjectIdentifier>().ok())
+                .ok_or_else(|| {
+                    bad("EC key parameters must name a curve (namedCurve, RFC 5480)".into())
+                })?;
+            if key.first() != Some(&0x04) {
+                return Err(bad(
+                    "EC public key must be an uncompressed point (RFC 5480)".into(),
+                ));
+            }
+            match curve {
+                oid::SECP256R1 => p256::ecdsa::VerifyingKey::from_sec1_bytes(key)
+                    .map(|_| KeyType::P256)
+                    .map_err(|_| bad("P-256 public key is not a point on the curve".into())),
+                oid::SECP384R1 => p384::ecdsa::VerifyingKey::from_sec1_bytes(key)
+                    .map(|_| KeyType::P384)
+                    .map_err(|_| bad("P-384 public key is not a point on the curve".into())),
+                other => Err(bad(format!(
+                    "elliptic curve {} is not accepted (P-256 or P-384)",
+                    oid_name(&other)
+                ))),
+            }
+        }
+        oid::ED25519 => {
+            if spki.algorithm.parameters.is_some() {
+                return Err(bad(
+                    "Ed25519 key parameters must be absent (RFC 8410)".into()
+                ));
+            }
+            let bytes: &[u8; 32] = key.try_into().map_err(|_| {
+                bad(format!(
+                    "Ed25519 public key is {} bytes; 32 expected",
+                    key.len()
+                ))
+            })?;
+            let vk = ed25519_dalek::VerifyingKey::from_bytes(bytes)
+                .map_err(|_| bad("Ed25519 public key is not a valid point".into()))?;
+            if vk.is_weak() {
+                return Err(bad(
+                    "Ed25519 public key is a weak (small-order) point".into()
+                ));
+            }
+            Ok(KeyType::Ed25519)
+        }
+        other => Err(bad(format!(
+            "public key algorithm {} is not accepted (RSA, P-256, P-384 or Ed25519)",
+            oid_name(&other)
+        ))),
+    }
+}
+
+fn rsa_key_type(key: &[u8]) -> Result<KeyType, String> {
+    let rsa = RsaPublicKey::from_der(key).map_err(|e| format!("malformed RSA public key: {e}"))?;
+    let n = rsa.modulus.as_bytes();
+    let bits = match n.first() {
+        Some(&b) => n.len() * 8 - b.leading_zeros() as usize,
+        None => 0,
+    };
+    let key_type = match bits {
+        2048 => KeyType::Rsa2048,
+        3072 => KeyType::Rsa3072,
+        4096 => KeyType::Rsa4096,
+        b if b < 2048 => return Err(format!("RSA key of {b} bits; at least 2048 required")),
+        b => {
+            return Err(format!(
+                "RSA key of {b} bits; only 2048, 3072 and 4096 bits are accepted"
+            ));
+        }
+    };
+    if n.last().is_some_and(|b| b & 1 == 0) {
+        return Err("RSA modulus is even".into());
+    }
+    let e = rsa.public_exponent.as_bytes();
+    let e_odd = e.last().is_some_and(|b| b & 1 == 1);
+    if !e_odd || e == [1] {
+        return Err(format!(
+            "RSA public exponent 0x{} must be odd and greater than 1 (65537 is usual)",
+            hex::encode(e)
+        ));
+    }
+    // Verifiers (ring, RustCrypto, Go) refuse exponents of 2^33 and above.
+    if e.len() > 5 || (e.len() == 5 && e[0] > 1) {
+        return Err(format!(
+            "RSA public exponent 0x{} is too large (65537 is usual)",
+            hex::encode(e)
+        ));
+    }
+    Ok(key_type)
 }
 
 #[cfg(test)]

@@ -14,8 +14,6 @@
 //! token serial itself and treats the PIN as locked at `max_pin_tries`; real tokens enforce
 //! their own counter as well, and signet honours their CKF_USER_PIN_LOCKED.
 
-pub mod issuer;
-
 use std::sync::Arc;
 
 use der::Decode;
@@ -30,7 +28,7 @@ use crate::pki::{KeyType, San, SubjectSpec, csr};
 use crate::secret::Secret;
 use crate::store::{Store, StoreError, TokenJob, TokenJobState};
 
-pub use issuer::{CertificateIssuer, InProcessIssuer, IssueError, IssuedCert, RemoteIssuer};
+pub use crate::ca::issuer::{CertificateIssuer, InProcessIssuer, IssueError, IssuedCert};
 
 /// What can go wrong at the workstation. Messages never contain a PIN.
 #[derive(Debug, thiserror::Error)]
@@ -945,7 +943,7 @@ impl Workstation {
                 "the CA's certificate does not certify the key on the token".into(),
             ));
         }
-        let key_type = crate::pki::csr::key_type_of(&spki, "certificate")
+        let key_type = crate::pki::verify::key_type_of(&spki, "certificate")
             .map_err(|e| TokenError::Internal(e.to_string()))?;
         let alg = key_type.default_signature_algorithm();
         let mut challenge = vec![0u8; 32];
@@ -1020,11 +1018,12 @@ impl Workstation {
 
 impl Workstation {
     /// The workstation `[token]` describes: its modules (through the process-wide module
-    /// registry), its policy, and its issuer (`authority` for `in-process`).
+    /// registry), its policy, and `issuer`, the CA that certifies its requests
+    /// (`crate::api::remote_issuer::workstation_issuer` picks it as `[token.issuer]` says).
     pub fn from_config(
         cfg: &crate::config::Config,
         store: Arc<dyn Store>,
-        authority: Option<Arc<crate::ca::Authority>>,
+        issuer: Arc<dyn CertificateIssuer>,
     ) -> Result<Workstation, TokenError> {
         let t = cfg.token.as_ref().ok_or_else(|| {
             TokenError::FailedPrecondition("the configuration has no [token] section".into())
@@ -1034,34 +1033,6 @@ impl Workstation {
             .iter()
             .map(|p| Arc::new(TokenModule::open(p)))
             .collect();
-        let issuer: Arc<dyn CertificateIssuer> = match t.issuer.kind.as_str() {
-            "remote" => {
-                let need = |v: &Option<std::path::PathBuf>, key: &str| {
-                    v.as_ref()
-                        .map(|p| cfg.resolve(p))
-                        .ok_or_else(|| invalid(key, "is required when kind = \"remote\""))
-                };
-                Arc::new(RemoteIssuer::new(crate::api::client::ClientSettings {
-                    endpoint: t.issuer.endpoint.clone().ok_or_else(|| {
-                        invalid(
-                            "token.issuer.endpoint",
-                            "is required when kind = \"remote\"",
-                        )
-                    })?,
-                    ca_cert: need(&t.issuer.ca_cert, "token.issuer.ca_cert")?,
-                    cert: need(&t.issuer.client_cert, "token.issuer.client_cert")?,
-                    key: need(&t.issuer.client_key, "token.issuer.client_key")?,
-                }))
-            }
-            _ => {
-                let authority = authority.ok_or_else(|| {
-                    TokenError::FailedPrecondition(
-                        "token.issuer.kind = \"in-process\" needs the CA in this process".into(),
-                    )
-                })?;
-                Arc::new(InProcessIssuer::new(authority, t.actor.clone()))
-            }
-        };
         let hsm_token = cfg
             .token_selector()
             .map_err(|e| TokenError::FailedPrecondition(e.to_string()))?;

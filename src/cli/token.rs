@@ -13,7 +13,7 @@ use signet::api::pb::token_service_client::TokenServiceClient;
 use signet::pki::pkcs7::pem_certificate;
 use signet::secret::Secret;
 
-use crate::ra_cmd::{ApprovalArgs, ConnArgs, san, subject_attrs, write_or_print};
+use super::ra::{ApprovalArgs, ConnArgs, san, subject_attrs, write_or_print};
 
 /// Connection flags of `signet token`, and the call to make.
 #[derive(clap::Args)]
@@ -205,7 +205,7 @@ fn date(t: &Option<prost_types::Timestamp>) -> String {
 
 /// Run `signet token ...`.
 pub fn run(a: TokenArgs, config: Option<&std::path::Path>) -> Result<(), String> {
-    let s = crate::ra_cmd::settings(&a.conn, config)?;
+    let s = super::ra::settings(&a.conn, config)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

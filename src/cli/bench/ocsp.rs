@@ -11,22 +11,22 @@ use x509_cert::Certificate;
 
 use signet::api::client::{ClientSettings, connect};
 use signet::api::pb::certificate_authority_client::CertificateAuthorityClient;
-use signet::bench::p256_csrs;
 use signet::ca::ocsp::responder_key_label;
 use signet::config::{Config, OcspSigner};
 use signet::pki::ocsp::{self, ID_SHA1, IssuerHashes, OcspResponse, OcspResponseStatus};
 
-use crate::bench_cmd::{
-    BenchArgs, Key, connections, issue_request, issuer_spec, load_http, measure, ms, print_raw,
-    run_id,
+use super::args::BenchArgs;
+use super::common::{
+    Key, connections, issue_request, issuer_spec, load_http, measure, ms, print_raw, run_id,
 };
-use crate::bench_http::{self, Conn};
+use super::http::{self, Conn};
+use super::raw::p256_csrs;
 
 /// Certificates issued for the run; requests pick among them.
 const CERTIFICATES: usize = 32;
 
 /// Run the OCSP benchmark against the daemon of `cfg`.
-pub fn run(cfg: Config, client: ClientSettings, a: &BenchArgs) -> Result<(), String> {
+pub(crate) fn run(cfg: Config, client: ClientSettings, a: &BenchArgs) -> Result<(), String> {
     let spec = issuer_spec(&cfg, a)?;
     let key = match cfg.ocsp.signer {
         OcspSigner::Delegated => Key {
@@ -38,7 +38,7 @@ pub fn run(cfg: Config, client: ClientSettings, a: &BenchArgs) -> Result<(), Str
             signature: spec.signature,
         },
     };
-    let addr = bench_http::address(&cfg, a.http.as_deref())?;
+    let addr = http::address(&cfg, a.http.as_deref())?;
     let agreement = cfg.ca.agreement_version.clone();
     let m = measure(&cfg, &key, a, || async {
         let requests = Arc::new(prepare(&client, a, &agreement, addr).await?);

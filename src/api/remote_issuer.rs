@@ -1,8 +1,7 @@
-//! Where a workstation's certificate requests go: one trait, two implementations. The
-//! in-process issuer hands the request to this process's [`Authority`] (the quick start, the
-//! tests); the remote issuer sends it to a central `signet serve` over gRPC with mutual TLS,
-//! authenticated by the workstation's own client certificate (production). Personalisation
-//! is the same code either way.
+//! The token workstation's remote issuer: certificate requests sent to a central `signet
+//! serve` over gRPC with mutual TLS, authenticated by the workstation's own client
+//! certificate, and the choice between it and the in-process issuer that `[token.issuer]`
+//! makes.
 
 use std::sync::Arc;
 
@@ -11,93 +10,13 @@ use tokio::sync::OnceCell;
 use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
-use crate::api::client::{self, ClientSettings};
-use crate::api::pb::certificate_authority_client::CertificateAuthorityClient;
-use crate::api::{convert, pb};
-use crate::ca::{Authority, CaError, IssueRequest, normalize_serial};
-use crate::store::CertStatus;
-
-/// A certificate as the CA returned it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct IssuedCert {
-    /// The certificate, DER.
-    pub cert_der: Vec<u8>,
-    /// The issuing CA's certificate and those above it up to the root, DER.
-    pub chain: Vec<Vec<u8>>,
-}
-
-/// How a request to the CA failed.
-#[derive(Debug, thiserror::Error)]
-pub enum IssueError {
-    /// The CA answered and refused: nothing was issued for this request.
-    #[error("the CA refused the request: {0}")]
-    Refused(CaError),
-    /// The CA could not be reached or did not answer; it may or may not have issued. The
-    /// same request (same id, same CSR) must be sent again.
-    #[error("the CA is unavailable: {0}")]
-    Unavailable(String),
-}
-
-/// The CA a workstation asks for certificates.
-#[async_trait]
-pub trait CertificateIssuer: Send + Sync {
-    /// Issue a certificate for `req`; the same request id and body always yield the same
-    /// certificate.
-    async fn issue(&self, req: IssueRequest) -> Result<IssuedCert, IssueError>;
-
-    /// Whether the CA has revoked the certificate with this serial (hex). A certificate the
-    /// CA does not know counts as not revoked.
-    async fn is_revoked(&self, serial: &str) -> Result<bool, IssueError>;
-}
-
-/// Issues through the [`Authority`] of this process, recording `actor` as the RA.
-pub struct InProcessIssuer {
-    authority: Arc<Authority>,
-    actor: String,
-}
-
-impl InProcessIssuer {
-    /// An issuer over `authority`; `actor` is the workstation's name in records and audit.
-    pub fn new(authority: Arc<Authority>, actor: impl Into<String>) -> InProcessIssuer {
-        InProcessIssuer {
-            authority,
-            actor: actor.into(),
-        }
-    }
-}
-
-fn from_ca(e: CaError) -> IssueError {
-    match e {
-        // An internal error may have happened after signing: the same request is safe to
-        // resend, a refusal would destroy a key whose certificate may exist.
-        CaError::Unavailable(m) | CaError::Internal(m) => IssueError::Unavailable(m),
-        other => IssueError::Refused(other),
-    }
-}
-
-#[async_trait]
-impl CertificateIssuer for InProcessIssuer {
-    async fn issue(&self, req: IssueRequest) -> Result<IssuedCert, IssueError> {
-        let issued = self
-            .authority
-            .issue(&self.actor, req)
-            .await
-            .map_err(from_ca)?;
-        Ok(IssuedCert {
-            cert_der: issued.cert_der,
-            chain: issued.chain,
-        })
-    }
-
-    async fn is_revoked(&self, serial: &str) -> Result<bool, IssueError> {
-        let serial = normalize_serial(serial).map_err(IssueError::Refused)?;
-        match self.authority.store().certificate(&serial).await {
-            Ok(Some(r)) => Ok(r.status == CertStatus::Revoked),
-            Ok(None) => Ok(false),
-            Err(e) => Err(from_ca(e.into())),
-        }
-    }
-}
+use super::client::{self, ClientSettings};
+use super::pb::certificate_authority_client::CertificateAuthorityClient;
+use super::{convert, pb};
+use crate::ca::issuer::{CertificateIssuer, InProcessIssuer, IssueError, IssuedCert};
+use crate::ca::{Authority, CaError, IssueRequest};
+use crate::config::Config;
+use crate::token::TokenError;
 
 /// Issues through a central signet over gRPC with mutual TLS. The connection is made on
 /// first use and shared by every later call (tonic reconnects it if it drops); a failed
@@ -194,4 +113,47 @@ impl CertificateIssuer for RemoteIssuer {
             Err(s) => Err(from_status(&s)),
         }
     }
+}
+
+/// The issuer `[token.issuer]` names: this process's `authority` (`kind = "in-process"`) or
+/// a central signet over mutual TLS (`kind = "remote"`, with its endpoint, CA certificate
+/// and the workstation's client certificate and key).
+pub fn workstation_issuer(
+    cfg: &Config,
+    authority: Option<Arc<Authority>>,
+) -> Result<Arc<dyn CertificateIssuer>, TokenError> {
+    let t = cfg.token.as_ref().ok_or_else(|| {
+        TokenError::FailedPrecondition("the configuration has no [token] section".into())
+    })?;
+    let invalid = |key: &str| TokenError::Invalid {
+        field: key.to_owned(),
+        problem: "is required when kind = \"remote\"".into(),
+    };
+    Ok(match t.issuer.kind.as_str() {
+        "remote" => {
+            let need = |v: &Option<std::path::PathBuf>, key: &str| {
+                v.as_ref()
+                    .map(|p| cfg.resolve(p))
+                    .ok_or_else(|| invalid(key))
+            };
+            Arc::new(RemoteIssuer::new(ClientSettings {
+                endpoint: t
+                    .issuer
+                    .endpoint
+                    .clone()
+                    .ok_or_else(|| invalid("token.issuer.endpoint"))?,
+                ca_cert: need(&t.issuer.ca_cert, "token.issuer.ca_cert")?,
+                cert: need(&t.issuer.client_cert, "token.issuer.client_cert")?,
+                key: need(&t.issuer.client_key, "token.issuer.client_key")?,
+            }))
+        }
+        _ => {
+            let authority = authority.ok_or_else(|| {
+                TokenError::FailedPrecondition(
+                    "token.issuer.kind = \"in-process\" needs the CA in this process".into(),
+                )
+            })?;
+            Arc::new(InProcessIssuer::new(authority, t.actor.clone()))
+        }
+    })
 }

@@ -11,14 +11,12 @@ use p256::pkcs8::EncodePublicKey;
 use x509_cert::name::Name;
 use x509_cert::request::{CertReq, CertReqInfo, Version};
 
-use crate::hsm::{Hsm, HsmError};
-use crate::pki::SignatureAlgorithm;
+use signet::hsm::{Hsm, HsmError};
+use signet::pki::SignatureAlgorithm;
 
 /// What the raw signing run measured.
 #[derive(Clone, Copy, Debug)]
 pub struct RawRate {
-    /// Signatures made.
-    pub signatures: u64,
     /// Signatures per second.
     pub per_second: f64,
 }
@@ -59,7 +57,6 @@ pub async fn raw_signing_rate(
     }
     let secs = start.elapsed().as_secs_f64();
     Ok(RawRate {
-        signatures,
         per_second: signatures as f64 / secs,
     })
 }
@@ -129,8 +126,8 @@ mod tests {
     #[test]
     fn made_csrs_pass_the_csr_checks() {
         for der in p256_csrs(3).unwrap() {
-            let c = crate::pki::csr::check_csr(&der).unwrap();
-            assert_eq!(c.key_type, crate::pki::KeyType::P256);
+            let c = signet::pki::csr::check_csr(&der).unwrap();
+            assert_eq!(c.key_type, signet::pki::KeyType::P256);
         }
     }
 

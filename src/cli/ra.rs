@@ -9,6 +9,8 @@ use signet::api::pb;
 use signet::config::Config;
 use signet::pki::pkcs7::{pem_certificate, pem_certificates};
 
+use super::common::read_csr;
+
 /// How to reach the daemon: flags, environment, or the `[api]` and `[[ra]]` of --config.
 /// Shared by `signet ra` and `signet bench`.
 #[derive(clap::Args)]
@@ -361,11 +363,7 @@ pub fn write_or_print(out: Option<&Path>, text: &str) -> Result<(), String> {
 }
 
 /// Run `signet ra ...`.
-pub fn run(
-    a: RaArgs,
-    config: Option<&Path>,
-    read_csr: fn(&Path) -> Result<Vec<u8>, String>,
-) -> Result<(), String> {
+pub fn run(a: RaArgs, config: Option<&Path>) -> Result<(), String> {
     let s = settings(&a.conn, config)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -1,0 +1,41 @@
+//! `signet bench`'s options: which mode, how long, how many callers, which issuer.
+
+/// What `signet bench` loads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// `Issue` calls over mutual-TLS gRPC.
+    Issue,
+    /// OCSP requests to `POST /ocsp`: kept answers, then freshly signed ones.
+    Ocsp,
+    /// Timestamp queries to `POST /tsa`.
+    Tsa,
+}
+
+/// `signet bench` options.
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// What to load.
+    #[arg(long, value_enum, default_value_t = Mode::Issue)]
+    pub(crate) mode: Mode,
+    /// OCSP and TSA modes: the daemon's HTTP address, host:port (default `[http] listen`).
+    #[arg(long)]
+    pub(crate) http: Option<String>,
+    /// Concurrent callers (in OCSP and TSA modes, each on a connection of its own).
+    #[arg(long, default_value_t = 32)]
+    pub(crate) concurrency: usize,
+    /// Seconds of load (in OCSP mode, per phase).
+    #[arg(long, default_value_t = 10)]
+    pub(crate) duration: u64,
+    /// Seconds of raw HSM signing before the load (and again after it).
+    #[arg(long, default_value_t = 5)]
+    pub(crate) raw_seconds: u64,
+    /// The issuer to load; its key (in OCSP mode, its responder's key) is measured raw.
+    #[arg(long, default_value = "issuing-rsa")]
+    pub(crate) issuer: String,
+    /// The profile requested (server: CN and a DNS SAN per request).
+    #[arg(long, default_value = "server")]
+    pub(crate) profile: String,
+    /// Connections to spread the gRPC callers over (an RA office usually has a few).
+    #[arg(long, default_value_t = 4)]
+    pub(crate) connections: usize,
+}

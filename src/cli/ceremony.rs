@@ -1,0 +1,59 @@
+//! `signet ceremony` and `signet check-config`: the key ceremony in the HSM and what a
+//! configuration defines.
+
+use signet::ca::ceremony;
+use signet::config::Config;
+
+use super::common::{open_parts, runtime};
+
+/// `signet ceremony`: generate the configured keys and certify the hierarchy.
+pub(crate) fn run(cfg: Config) -> Result<(), String> {
+    let parts = open_parts(cfg)?;
+    let rt = runtime()?;
+    let report = rt
+        .block_on(ceremony::run(&parts.cfg, &parts.hsm, &parts.store))
+        .map_err(|e| e.to_string())?;
+    print_report(&report);
+    parts.hsm.close();
+    Ok(())
+}
+
+/// `signet check-config`: the issuers and profiles a loaded configuration defines.
+pub(crate) fn check_config(cfg: &Config) -> Result<(), String> {
+    let specs = cfg.issuer_specs().map_err(|e| e.to_string())?;
+    for s in specs {
+        println!(
+            "issuer {} ({} key {:?}, {}){}",
+            s.name,
+            s.key_type,
+            s.key_label,
+            s.signature,
+            s.parent.map(|p| format!(" under {p}")).unwrap_or_default()
+        );
+    }
+    for (name, p) in cfg.profiles().map_err(|e| e.to_string())? {
+        println!(
+            "profile {name}: {} by {} for {:?} years",
+            p.kind,
+            p.issuers.join(", "),
+            p.validity_years
+        );
+    }
+    Ok(())
+}
+
+/// What the ceremony made and found, on standard error.
+pub(crate) fn print_report(r: &ceremony::CeremonyReport) {
+    for n in &r.created {
+        eprintln!("created issuer {n}");
+    }
+    for n in &r.existing {
+        eprintln!("issuer {n} already exists; left untouched");
+    }
+    for f in &r.files {
+        eprintln!("wrote {}", f.display());
+    }
+    for o in &r.responders {
+        eprintln!("OCSP responder of {o}");
+    }
+}

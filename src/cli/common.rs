@@ -1,0 +1,66 @@
+//! What the operator's commands share: the configuration, the HSM and store they open, a
+//! runtime to drive them, CSR files, and how a refusal reads on the terminal.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use signet::ca::CaError;
+use signet::config::Config;
+use signet::hsm::Hsm;
+use signet::store::{SqliteStore, Store};
+
+pub(crate) fn load_config(path: Option<&Path>) -> Result<Config, String> {
+    let path = path.ok_or("no configuration: pass --config FILE or set SIGNET_CONFIG")?;
+    Config::load(path).map_err(|e| e.to_string())
+}
+
+/// The HSM and store a command works with. The HSM is opened on this thread before the
+/// runtime starts, because opening it sets the module's environment variables.
+pub(crate) struct Parts {
+    pub(crate) cfg: Config,
+    pub(crate) hsm: Hsm,
+    pub(crate) store: Arc<dyn Store>,
+}
+
+pub(crate) fn open_parts(cfg: Config) -> Result<Parts, String> {
+    let settings = cfg.hsm_settings().map_err(|e| e.to_string())?;
+    let hsm = Hsm::open(settings).map_err(|e| format!("HSM: {e}"))?;
+    let store = SqliteStore::open(&cfg.store_path()).map_err(|e| e.to_string())?;
+    Ok(Parts {
+        cfg,
+        hsm,
+        store: Arc::new(store),
+    })
+}
+
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))
+}
+
+pub(crate) fn describe(e: CaError) -> String {
+    match &e {
+        CaError::Invalid { .. } => format!("invalid request: {e}"),
+        _ => e.to_string(),
+    }
+}
+
+pub(crate) fn read_csr(path: &Path) -> Result<Vec<u8>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("--csr {}: {e}", path.display()))?;
+    if bytes.starts_with(b"-----BEGIN") {
+        let text =
+            String::from_utf8(bytes).map_err(|_| "--csr: PEM file is not text".to_string())?;
+        let (label, der) =
+            der::pem::decode_vec(text.as_bytes()).map_err(|e| format!("--csr: bad PEM: {e}"))?;
+        if label != "CERTIFICATE REQUEST" && label != "NEW CERTIFICATE REQUEST" {
+            return Err(format!(
+                "--csr: PEM label {label:?} is not a CERTIFICATE REQUEST"
+            ));
+        }
+        Ok(der)
+    } else {
+        Ok(bytes)
+    }
+}

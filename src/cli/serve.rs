@@ -1,0 +1,290 @@
+//! `signet serve` and `signet quickstart`: the daemon (RA API, token service, status
+//! service, TSA, checkpoints) from start-up to a graceful stop, and the quick start's
+//! ceremony, demo CSR and first `signet ra` line before it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use signet::api::Api;
+use signet::audit::AuditEvent;
+use signet::ca::checkpoint::Checkpointer;
+use signet::ca::crl::CrlPublisher;
+use signet::ca::ocsp::OcspResponder;
+use signet::ca::tsa::Tsa;
+use signet::ca::{Authority, ceremony};
+use signet::config::Config;
+use signet::http::Http;
+
+use super::ceremony::print_report;
+use super::common::{Parts, describe, open_parts, runtime};
+
+/// `signet serve`: open the HSM (before the runtime: it sets the module's environment), the
+/// store and the authority, bind, announce the address, serve until a signal, let the calls
+/// in flight finish, then close the HSM.
+pub(crate) fn serve(cfg: Config) -> Result<(), String> {
+    if cfg.api.is_none() {
+        return Err(signet::api::ApiError::NotConfigured.to_string());
+    }
+    let parts = open_parts(cfg)?;
+    let rt = runtime()?;
+    serve_parts(parts, rt)
+}
+
+/// Serve with an open HSM and store on `rt`, until a signal; then close the HSM. One signal
+/// stops every server: it is fanned out through a watch channel.
+fn serve_parts(parts: Parts, rt: tokio::runtime::Runtime) -> Result<(), String> {
+    let result = rt.block_on(async {
+        let authority = Arc::new(
+            Authority::open(&parts.cfg, parts.hsm.clone(), parts.store.clone())
+                .await
+                .map_err(describe)?,
+        );
+        let mut api = Api::new(&parts.cfg, authority.clone())
+            .map_err(|e| e.to_string())?;
+        if parts.cfg.token.is_some() {
+            let issuer = signet::api::remote_issuer::workstation_issuer(
+                &parts.cfg,
+                Some(authority.clone()),
+            )
+            .map_err(|e| e.to_string())?;
+            let workstation =
+                signet::token::Workstation::from_config(&parts.cfg, parts.store.clone(), issuer)
+                    .map_err(|e| e.to_string())?;
+            api = api.with_token_service(Arc::new(workstation));
+            tracing::info!("token service enabled ([token])");
+        }
+        let tsa = Tsa::open(&parts.cfg, authority.clone())
+            .await
+            .map_err(describe)?
+            .map(Arc::new);
+        let checkpointer = Checkpointer::open(&parts.cfg, authority.clone())
+            .await
+            .map_err(describe)?
+            .map(Arc::new);
+        authority
+            .store()
+            .append_audit(AuditEvent::daemon(
+                "daemon.started",
+                "signet",
+                serde_json::json!({ "version": env!("CARGO_PKG_VERSION"), "pid": std::process::id() }),
+            ))
+            .await
+            .map_err(|e| e.to_string())?;
+        let listener = Api::bind(&parts.cfg).await.map_err(|e| e.to_string())?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| format!("listener address: {e}"))?;
+        // Handlers are installed before the address is announced, so a signal sent by
+        // whoever waits for the announcement always means a graceful stop.
+        let signal = shutdown_signal().map_err(|e| format!("cannot handle signals: {e}"))?;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            signal.await;
+            let _ = stop.send(true);
+        });
+        let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        if let Some(c) = &checkpointer {
+            tokio::spawn(c.clone().run(stopped.clone()));
+        }
+        let http = match &parts.cfg.http {
+            Some(_) => Some(
+                start_http(
+                    &parts,
+                    authority.clone(),
+                    tsa.clone(),
+                    stopped.clone(),
+                    until_stopped(stopped.clone()),
+                )
+                .await?,
+            ),
+            None => None,
+        };
+        tracing::info!(%addr, "serving the RA API");
+        println!("signet: serving RA API on {addr}");
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        let served = api
+            .run(listener, until_stopped(stopped))
+            .await
+            .map_err(|e| e.to_string());
+        if let Some(http) = http {
+            if served.is_err() {
+                http.abort();
+                return served;
+            }
+            http.await
+                .map_err(|e| format!("HTTP server: {e}"))?
+                .map_err(|e| e.to_string())?;
+        }
+        finish_audit(&authority, tsa.as_deref(), checkpointer.as_deref()).await;
+        served
+    });
+    // Signing calls abandoned at their deadline may still hold an HSM session: give the
+    // blocking pool a moment before the module is finalised.
+    rt.shutdown_timeout(std::time::Duration::from_secs(10));
+    parts.hsm.close();
+    if result.is_ok() {
+        tracing::info!("stopped");
+    }
+    result
+}
+
+/// At a graceful stop: record the TSA's latest time, write the stop entry (after the usage
+/// counts), and sign a checkpoint over it, so the log ends covered.
+async fn finish_audit(
+    authority: &Authority,
+    tsa: Option<&Tsa>,
+    checkpointer: Option<&Checkpointer>,
+) {
+    if let Some(t) = tsa
+        && let Err(e) = t.close().await
+    {
+        tracing::error!("recording the TSA's latest time: {e}");
+    }
+    let store = authority.store();
+    if let Err(e) = authority.flush_usage().await {
+        tracing::error!("writing usage counts: {e}");
+    }
+    let stop = AuditEvent::daemon(
+        "daemon.stopped",
+        "signet",
+        serde_json::json!({ "pid": std::process::id() }),
+    );
+    if let Err(e) = store.append_audit(stop).await {
+        tracing::error!("writing the stop entry: {e}");
+    }
+    if let Some(c) = checkpointer
+        && let Err(e) = c.checkpoint().await
+    {
+        tracing::error!("the shutdown checkpoint failed: {e}");
+    }
+}
+
+/// The status service: publish every issuer's CRL (so the first request finds one), keep
+/// them fresh in the background, and serve them over HTTP until `shutdown`.
+async fn start_http(
+    parts: &Parts,
+    authority: Arc<Authority>,
+    tsa: Option<Arc<Tsa>>,
+    stopped: tokio::sync::watch::Receiver<bool>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<tokio::task::JoinHandle<Result<(), signet::http::HttpError>>, String> {
+    let publisher = Arc::new(CrlPublisher::new(authority.clone(), &parts.cfg.crl));
+    publisher.publish_all().await.map_err(describe)?;
+    let stopped_ocsp = stopped.clone();
+    tokio::spawn(publisher.clone().run(stopped));
+    let ocsp = Arc::new(
+        OcspResponder::open(authority.clone(), &parts.cfg.ocsp)
+            .await
+            .map_err(describe)?,
+    );
+    tokio::spawn(ocsp.clone().maintain(stopped_ocsp));
+    let http = Http::new(authority, publisher, ocsp, tsa).map_err(|e| e.to_string())?;
+    let listener = Http::bind(&parts.cfg).await.map_err(|e| e.to_string())?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("HTTP listener address: {e}"))?;
+    tracing::info!(%addr, "serving CRLs and CA certificates over HTTP");
+    println!("signet: serving HTTP on {addr}");
+    Ok(tokio::spawn(http.run(listener, shutdown)))
+}
+
+/// Completes on SIGTERM or SIGINT.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM"),
+            _ = int.recv() => tracing::info!("SIGINT"),
+        }
+    })
+}
+
+/// The quick start: ceremony (if not done yet, including the TLS material of the RA API),
+/// a demo subscriber CSR, the `signet ra` line that issues a first certificate, then the
+/// daemon itself.
+pub(crate) fn quickstart(cfg: Config) -> Result<(), String> {
+    if cfg.api.is_none() {
+        return Err(signet::api::ApiError::NotConfigured.to_string());
+    }
+    let parts = open_parts(cfg)?;
+    let rt = runtime()?;
+    let report = rt
+        .block_on(ceremony::run(&parts.cfg, &parts.hsm, &parts.store))
+        .map_err(|e| e.to_string())?;
+    print_report(&report);
+    let work = parts
+        .cfg
+        .store_path()
+        .parent()
+        .map(|p| p.join("quickstart"))
+        .unwrap_or_else(|| PathBuf::from("quickstart"));
+    std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+    let csr = work.join("subscriber.csr");
+    if !csr.exists() {
+        // The subscriber's key is made by the subscriber's own tool, never by the CA.
+        let status = std::process::Command::new("openssl")
+            .args([
+                "req",
+                "-new",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+            ])
+            .arg("-keyout")
+            .arg(work.join("subscriber.key"))
+            .arg("-out")
+            .arg(&csr)
+            .args([
+                "-subj",
+                "/CN=ignored (signet takes the subject from the RA)",
+            ])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .map_err(|e| format!("running openssl to make a demo CSR: {e}"))?;
+        if !status.success() {
+            return Err("openssl could not make the demo CSR".into());
+        }
+    }
+    let config = std::env::args()
+        .skip_while(|a| a != "--config" && a != "-c")
+        .nth(1)
+        .unwrap_or_else(|| "hsm-config/softhsm.toml".into());
+    let out = parts.cfg.output_dir();
+    let root = parts
+        .cfg
+        .issuer_specs()
+        .ok()
+        .and_then(|s| s.into_iter().find(|i| i.parent.is_none()))
+        .map(|i| i.name)
+        .unwrap_or_else(|| "root".into());
+    eprintln!(
+        "\nThe CA is ready. From another terminal, issue a first certificate as RA office {ra}:\n\n  \
+         cargo run -q -- --config {config} ra issue --profile organization --csr {csr} \\\n    \
+         --subject 'C=CN, O=宁津县精神卫生中心, organizationIdentifier={code}, CN=宁津县精神卫生中心' \\\n    \
+         --validity 1 --request-id first-1 --officer 王芳 --ra-reference QS-0001 \\\n    \
+         --agreement-version {agreement} --out {work}/first.pem\n\n\
+         and check it:  openssl verify -CAfile {root} -untrusted {chain} {work}/first.pem\n",
+        ra = parts
+            .cfg
+            .ras
+            .first()
+            .map(|r| r.name.as_str())
+            .unwrap_or("(none configured)"),
+        csr = csr.display(),
+        code = QUICKSTART_CREDIT_CODE,
+        agreement = parts.cfg.ca.agreement_version,
+        work = work.display(),
+        root = out.join(format!("{root}.pem")).display(),
+        chain = out.join("chain.pem").display(),
+    );
+    serve_parts(parts, rt)
+}
+
+/// A unified social credit code with a valid check character, for the demo organisation.
+const QUICKSTART_CREDIT_CODE: &str = "12371422MB2850001N";
