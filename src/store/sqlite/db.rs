@@ -1,0 +1,185 @@
+//! The SQLite store's connection and its database thread: opening the file, the pragmas that
+//! make every commit durable, and group commit (the calls that arrive while one commit is on
+//! its way to disk share the next transaction, each in a savepoint of its own).
+
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use rusqlite::Connection;
+use tokio::sync::oneshot;
+
+use super::error::unavailable;
+use super::schema::migrate;
+use crate::store::error::StoreError;
+
+/// The SQLite store. All work goes to one database thread that owns the connection and
+/// commits in groups: the calls that arrive while one commit is on its way to disk are run
+/// in the next transaction, each inside a savepoint of its own, and share one fsync. Every
+/// caller is answered only after the commit that holds its work is durable.
+#[derive(Clone)]
+pub struct SqliteStore {
+    jobs: mpsc::Sender<Box<dyn Job>>,
+}
+
+/// Largest number of calls sharing one commit.
+const MAX_GROUP: usize = 128;
+
+/// A call waiting for the database thread.
+trait Job: Send {
+    /// Run inside the open transaction (in a savepoint of its own).
+    fn run(&mut self, conn: &Connection);
+    /// Deliver the result once the transaction's fate is known.
+    fn finish(self: Box<Self>, committed: Result<(), String>);
+}
+
+struct Call<T, F> {
+    context: &'static str,
+    work: Option<F>,
+    result: Option<Result<T, StoreError>>,
+    reply: oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<T, F> Job for Call<T, F>
+where
+    T: Send,
+    F: FnOnce(&Connection) -> Result<T, StoreError> + Send,
+{
+    fn run(&mut self, conn: &Connection) {
+        let Some(work) = self.work.take() else {
+            return;
+        };
+        let result = match conn.execute_batch("SAVEPOINT call") {
+            Err(e) => Err(unavailable(self.context)(e)),
+            Ok(()) => {
+                let r = work(conn);
+                // A failed call leaves nothing behind; the others in the group go on.
+                let end = if r.is_ok() {
+                    "RELEASE call"
+                } else {
+                    "ROLLBACK TO call; RELEASE call"
+                };
+                match conn.execute_batch(end) {
+                    Ok(()) => r,
+                    Err(e) => Err(unavailable(self.context)(e)),
+                }
+            }
+        };
+        self.result = Some(result);
+    }
+
+    fn finish(self: Box<Self>, committed: Result<(), String>) {
+        let context = self.context;
+        let result = match (committed, self.result) {
+            (Ok(()), Some(r)) => r,
+            (Err(message), Some(Ok(_))) => Err(StoreError::Unavailable { context, message }),
+            (_, Some(Err(e))) => Err(e),
+            (_, None) => Err(StoreError::Unavailable {
+                context,
+                message: "the call was never run".into(),
+            }),
+        };
+        // The caller may have given up (deadline); its result is then simply dropped.
+        let _ = self.reply.send(result);
+    }
+}
+
+/// The database thread: take a call, gather those already waiting, run them all in one
+/// transaction, commit once, answer all.
+fn database_thread(conn: Connection, jobs: mpsc::Receiver<Box<dyn Job>>) {
+    while let Ok(first) = jobs.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match jobs.try_recv() {
+                Ok(j) => group.push(j),
+                Err(_) => break,
+            }
+        }
+        let committed = match conn.execute_batch("BEGIN IMMEDIATE") {
+            Err(e) => Err(e.to_string()),
+            Ok(()) => {
+                for j in &mut group {
+                    j.run(&conn);
+                }
+                conn.execute_batch("COMMIT").map_err(|e| {
+                    let _ = conn.execute_batch("ROLLBACK");
+                    e.to_string()
+                })
+            }
+        };
+        for j in group {
+            j.finish(committed.clone());
+        }
+    }
+}
+
+impl SqliteStore {
+    /// Open (creating if needed) the database at `path` and bring its schema up to date.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable {
+                context: "creating the database directory",
+                message: format!("{}: {e}", dir.display()),
+            })?;
+        }
+        let conn = Connection::open(path).map_err(unavailable("opening the database"))?;
+        Self::setup(conn)
+    }
+
+    /// An in-memory database, for unit tests.
+    pub fn open_in_memory() -> Result<SqliteStore, StoreError> {
+        let conn = Connection::open_in_memory().map_err(unavailable("opening the database"))?;
+        Self::setup(conn)
+    }
+
+    pub(super) fn setup(mut conn: Connection) -> Result<SqliteStore, StoreError> {
+        let ctx = "configuring the database";
+        conn.busy_timeout(Duration::from_secs(10))
+            .map_err(unavailable(ctx))?;
+        // WAL with synchronous=FULL: every commit is fsynced before it returns.
+        conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0))
+            .map_err(unavailable(ctx))?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(unavailable(ctx))?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(unavailable(ctx))?;
+        migrate(&mut conn)?;
+        let (jobs, queue) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("signet-sqlite".into())
+            .spawn(move || database_thread(conn, queue))
+            .map_err(|e| StoreError::Unavailable {
+                context: "starting the database thread",
+                message: e.to_string(),
+            })?;
+        Ok(SqliteStore { jobs })
+    }
+
+    /// Run `f` on the database thread, inside the next group transaction; answer once that
+    /// transaction is committed (or with the error that kept it from being).
+    pub(super) async fn run<T, F>(&self, context: &'static str, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let call = Call {
+            context,
+            work: Some(f),
+            result: None,
+            reply,
+        };
+        self.jobs
+            .send(Box::new(call))
+            .map_err(|_| StoreError::Unavailable {
+                context,
+                message: "the database thread has stopped".into(),
+            })?;
+        answer.await.map_err(|_| StoreError::Unavailable {
+            context,
+            message: "the database thread dropped the call".into(),
+        })?
+    }
+}

@@ -1,0 +1,253 @@
+//! The embedded SQLite store: one file, WAL journal, `synchronous=FULL` so a commit is on disk
+//! before the caller answers; schema migrations keyed by `PRAGMA user_version`. Calls run on
+//! tokio's blocking pool, never on the async executor.
+//!
+//! One file per concern holds the queries (`certificates`, `revocation`, `crl`, `keys`,
+//! `tokens`, `audit`, `tsa`); `db` owns the connection and the database thread, `schema` the
+//! migrations. The trait implementation below only hands each call to its concern.
+
+mod audit;
+mod certificates;
+mod crl;
+mod db;
+mod error;
+mod keys;
+mod revocation;
+mod schema;
+#[cfg(test)]
+mod test_support;
+mod tokens;
+mod tsa;
+
+use async_trait::async_trait;
+
+use crate::audit::{AuditEntry, AuditEvent, Checkpoint};
+use crate::store::Store;
+use crate::store::certificates::{BeginOutcome, CertFilter, CertPage, CertificateRecord};
+use crate::store::crl::{CrlRecord, CrlRevocation};
+use crate::store::error::StoreError;
+use crate::store::keys::{CaKeyRecord, IssuerRecord};
+use crate::store::revocation::{
+    ReleaseOutcome, ReleaseRecord, RevocationEvent, RevocationWatch, RevokeOutcome, RevokeRecord,
+};
+use crate::store::tokens::TokenJob;
+
+pub use db::SqliteStore;
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn record_ca_key(&self, key: CaKeyRecord, audit: AuditEvent) -> Result<(), StoreError> {
+        keys::record_ca_key(self, key, audit).await
+    }
+
+    async fn ca_key(&self, label: &str) -> Result<Option<CaKeyRecord>, StoreError> {
+        keys::ca_key(self, label).await
+    }
+
+    async fn record_issuer(
+        &self,
+        issuer: IssuerRecord,
+        audit: AuditEvent,
+    ) -> Result<(), StoreError> {
+        keys::record_issuer(self, issuer, audit).await
+    }
+
+    async fn issuers(&self) -> Result<Vec<IssuerRecord>, StoreError> {
+        keys::issuers(self).await
+    }
+
+    async fn begin_issuance(&self, p: CertificateRecord) -> Result<BeginOutcome, StoreError> {
+        certificates::begin_issuance(self, p).await
+    }
+
+    async fn complete_issuance(
+        &self,
+        serial: &str,
+        cert_der: &[u8],
+        issued_at: i64,
+        audit: AuditEvent,
+    ) -> Result<CertificateRecord, StoreError> {
+        certificates::complete_issuance(self, serial, cert_der, issued_at, audit).await
+    }
+
+    async fn certificate(&self, serial: &str) -> Result<Option<CertificateRecord>, StoreError> {
+        certificates::certificate(self, serial).await
+    }
+
+    async fn certificate_by_request(
+        &self,
+        ra: &str,
+        request_id: &str,
+    ) -> Result<Option<CertificateRecord>, StoreError> {
+        certificates::certificate_by_request(self, ra, request_id).await
+    }
+
+    async fn revoke(
+        &self,
+        rev: RevokeRecord,
+        audit: AuditEvent,
+    ) -> Result<RevokeOutcome, StoreError> {
+        revocation::revoke(self, rev, audit).await
+    }
+
+    async fn release_hold(
+        &self,
+        rel: ReleaseRecord,
+        audit: AuditEvent,
+    ) -> Result<ReleaseOutcome, StoreError> {
+        revocation::release_hold(self, rel, audit).await
+    }
+
+    async fn revocation_history(&self, serial: &str) -> Result<Vec<RevocationEvent>, StoreError> {
+        revocation::revocation_history(self, serial).await
+    }
+
+    async fn revocation_watch(&self, at: i64) -> Result<RevocationWatch, StoreError> {
+        revocation::revocation_watch(self, at).await
+    }
+
+    async fn list_certificates(
+        &self,
+        filter: CertFilter,
+        page_token: Option<String>,
+        page_size: usize,
+    ) -> Result<CertPage, StoreError> {
+        certificates::list_certificates(self, filter, page_token, page_size).await
+    }
+
+    async fn count_certificates(&self) -> Result<u64, StoreError> {
+        certificates::count_certificates(self).await
+    }
+
+    async fn next_crl_number(&self, issuer: &str) -> Result<u64, StoreError> {
+        crl::next_crl_number(self, issuer).await
+    }
+
+    async fn record_crl(
+        &self,
+        crl: CrlRecord,
+        serials: Vec<String>,
+        audit: AuditEvent,
+    ) -> Result<(), StoreError> {
+        crl::record_crl(self, crl, serials, audit).await
+    }
+
+    async fn latest_crl(&self, issuer: &str) -> Result<Option<CrlRecord>, StoreError> {
+        crl::latest_crl(self, issuer).await
+    }
+
+    async fn revoked_for_crl(
+        &self,
+        issuer: &str,
+        at: i64,
+    ) -> Result<Vec<CrlRevocation>, StoreError> {
+        crl::revoked_for_crl(self, issuer, at).await
+    }
+
+    async fn token_job(&self, request_id: &str) -> Result<Option<TokenJob>, StoreError> {
+        tokens::token_job(self, request_id).await
+    }
+
+    async fn save_token_job(
+        &self,
+        job: TokenJob,
+        audit: Option<AuditEvent>,
+    ) -> Result<(), StoreError> {
+        tokens::save_token_job(self, job, audit).await
+    }
+
+    async fn pin_failures(&self, token_serial: &str) -> Result<u32, StoreError> {
+        tokens::pin_failures(self, token_serial).await
+    }
+
+    async fn record_pin_failure(&self, token_serial: &str) -> Result<u32, StoreError> {
+        tokens::record_pin_failure(self, token_serial).await
+    }
+
+    async fn reset_pin_failures(
+        &self,
+        token_serial: &str,
+        audit: Option<AuditEvent>,
+    ) -> Result<(), StoreError> {
+        tokens::reset_pin_failures(self, token_serial, audit).await
+    }
+
+    async fn append_audit(&self, event: AuditEvent) -> Result<AuditEntry, StoreError> {
+        audit::append_audit(self, event).await
+    }
+
+    async fn audit_entries(&self, from: i64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        audit::audit_entries(self, from, limit).await
+    }
+
+    async fn last_audit_entry(&self) -> Result<Option<AuditEntry>, StoreError> {
+        audit::last_audit_entry(self).await
+    }
+
+    async fn first_audit_seq_for(&self, object: &str) -> Result<Option<i64>, StoreError> {
+        audit::first_audit_seq_for(self, object).await
+    }
+
+    async fn record_checkpoint(&self, cp: Checkpoint) -> Result<(), StoreError> {
+        audit::record_checkpoint(self, cp).await
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
+        audit::checkpoints(self).await
+    }
+
+    async fn last_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
+        audit::last_checkpoint(self).await
+    }
+
+    async fn reserve_tsa_serials(&self, count: u64, now_ms: i64) -> Result<u64, StoreError> {
+        tsa::reserve_tsa_serials(self, count, now_ms).await
+    }
+
+    async fn note_tsa_time(&self, at_ms: i64) -> Result<(), StoreError> {
+        tsa::note_tsa_time(self, at_ms).await
+    }
+
+    async fn tsa_last_time(&self) -> Result<Option<i64>, StoreError> {
+        tsa::tsa_last_time(self).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    // Here rather than in schema.rs: it opens the store through db.rs, which uses schema.rs.
+    use rusqlite::Connection;
+
+    use crate::store::Store;
+    use crate::store::revocation::RevokeOutcome;
+    use crate::store::sqlite::db::SqliteStore;
+    use crate::store::sqlite::schema::MIGRATIONS;
+    use crate::store::sqlite::test_support::{event, revocation};
+
+    #[tokio::test]
+    async fn a_version_1_database_migrates_and_keeps_its_certificates() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute_batch(
+            "INSERT INTO ca_keys VALUES ('k', 'p256', x'01', 1);
+             INSERT INTO issuers VALUES ('ec', NULL, 'k', 'ecdsa-sha256', '01', x'02', 1);
+             INSERT INTO certificates (serial, issuer, ra, request_id, request_digest, profile, \
+               subject, request_json, csr_der, tbs_der, cert_der, status, not_before, not_after, \
+               created_at, issued_at) \
+             VALUES ('aa', 'ec', 'ra-1', 'r1', 'd', 'server', 'CN=x', '{}', x'03', x'04', x'05', \
+               'valid', 10, 20, 10, 11);",
+        )
+        .unwrap();
+        let s = SqliteStore::setup(conn).unwrap();
+        let rec = s.certificate("aa").await.unwrap().unwrap();
+        assert_eq!(rec.renewed_from, None);
+        assert_eq!(rec.revocation, None);
+        assert!(matches!(
+            s.revoke(revocation("aa", "r1", "x"), event("certificate.revoked"))
+                .await
+                .unwrap(),
+            RevokeOutcome::Revoked(_)
+        ));
+    }
+}
