@@ -1,0 +1,182 @@
+//! `[api]` and `[[ra]]`: the RA API listener, and the RA offices allowed to call it.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::error::{ConfigError, invalid, is_simple_name};
+use crate::pki::SubjectSpec;
+
+/// `[api]`: the RA API over gRPC with mutual TLS.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Address to listen on, e.g. `127.0.0.1:8443`. There is no plaintext listener.
+    pub listen: std::net::SocketAddr,
+    /// The daemon's TLS certificate chain (PEM, leaf first). The ceremony writes it if missing.
+    pub server_cert: PathBuf,
+    /// The daemon's TLS private key (PKCS#8 PEM, mode 0600). The ceremony writes it if missing.
+    pub server_key: PathBuf,
+    /// Names the ceremony puts in the server certificate: DNS names or IP addresses.
+    pub server_names: Vec<String>,
+    /// The issuing CA that certifies the server certificate and RA client certificates.
+    pub tls_issuer: String,
+    /// PEM files of the CA certificates trusted to have issued RA client certificates.
+    pub client_ca: Vec<PathBuf>,
+    /// Deadline applied to a call that carries none, in milliseconds.
+    #[serde(default = "default_deadline_ms")]
+    pub default_deadline_ms: u64,
+    /// Calls served at once; further calls wait.
+    #[serde(default = "default_max_concurrent")]
+    pub max_concurrent_requests: usize,
+}
+
+fn default_deadline_ms() -> u64 {
+    30_000
+}
+fn default_max_concurrent() -> usize {
+    256
+}
+
+impl ApiConfig {
+    /// The listener's own settings. Its `tls_issuer` is checked against the hierarchy and
+    /// the profiles by the whole configuration.
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if self.server_names.is_empty() {
+            return Err(invalid(
+                "api.server_names",
+                "list at least one DNS name or IP address",
+            ));
+        }
+        for (i, n) in self.server_names.iter().enumerate() {
+            server_name_san(n).map_err(|e| invalid(format!("api.server_names[{i}]"), e))?;
+        }
+        if self.client_ca.is_empty() {
+            return Err(invalid(
+                "api.client_ca",
+                "list the CA certificates that issue RA client certificates",
+            ));
+        }
+        if self.default_deadline_ms == 0 {
+            return Err(invalid("api.default_deadline_ms", "must be above 0"));
+        }
+        if !(1..=100_000).contains(&self.max_concurrent_requests) {
+            return Err(invalid(
+                "api.max_concurrent_requests",
+                "must be 1 to 100000",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The RA offices, checked: unique names, a way to match each one's client certificate,
+/// operations granted, client certificate and key given together. `profile_problem` says what
+/// is wrong with an RA naming a profile (one that is not configured), which only the whole
+/// configuration knows.
+pub(super) fn validate_ras(
+    ras: &[RaConfig],
+    profile_problem: impl Fn(&str) -> Result<(), String>,
+) -> Result<(), ConfigError> {
+    let mut ra_names = HashMap::new();
+    for (i, ra) in ras.iter().enumerate() {
+        let key = |f: &str| format!("ra[{i}].{f}");
+        if !is_simple_name(&ra.name) {
+            return Err(invalid(
+                key("name"),
+                format!("{:?}: use 1 to 64 letters, digits, '-' or '_'", ra.name),
+            ));
+        }
+        if ra_names.insert(ra.name.clone(), i).is_some() {
+            return Err(invalid(key("name"), format!("{:?} is used twice", ra.name)));
+        }
+        if ra.subject.is_none() && ra.spki_sha256.is_none() {
+            return Err(invalid(
+                key("subject"),
+                "give subject or spki_sha256 (or both) to match the RA's client certificate",
+            ));
+        }
+        if let Some(sub) = &ra.subject {
+            SubjectSpec::parse(sub).map_err(|e| invalid(key("subject"), e.to_string()))?;
+        }
+        if let Some(pin) = &ra.spki_sha256
+            && (pin.len() != 64 || !pin.chars().all(|c| c.is_ascii_hexdigit()))
+        {
+            return Err(invalid(
+                key("spki_sha256"),
+                "must be 64 hex digits (SHA-256 of the DER SubjectPublicKeyInfo)",
+            ));
+        }
+        if ra.operations.is_empty() {
+            return Err(invalid(
+                key("operations"),
+                "list the operations this RA may call",
+            ));
+        }
+        for p in &ra.profiles {
+            profile_problem(p).map_err(|problem| invalid(key("profiles"), problem))?;
+        }
+        if ra.client_cert.is_some() != ra.client_key.is_some() {
+            return Err(invalid(
+                key("client_key"),
+                "give both client_cert and client_key, or neither",
+            ));
+        }
+        if ra.client_cert.is_some() && ra.subject.is_none() {
+            return Err(invalid(
+                key("subject"),
+                "the ceremony needs the subject to put in the client certificate",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A server name as a SAN: an IP address literal, else a DNS name.
+pub fn server_name_san(n: &str) -> Result<crate::pki::San, String> {
+    let san = match n.parse::<std::net::IpAddr>() {
+        Ok(ip) => crate::pki::San::Ip(ip),
+        Err(_) => crate::pki::San::Dns(n.to_owned()),
+    };
+    san.checked("server_names").map_err(|e| e.to_string())
+}
+
+/// An operation an RA may be granted.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum RaOperation {
+    /// `Issue`.
+    Issue,
+    /// `Renew`.
+    Renew,
+    /// `Revoke` and `ReleaseHold`.
+    Revoke,
+    /// `GetCertificate`, `ListCertificates`, `GetCaChain`.
+    Read,
+    /// The token workstation's `TokenService` (list, initialise, personalise, PINs, read).
+    Token,
+}
+
+/// `[[ra]]`: one RA office.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RaConfig {
+    /// The RA's name, recorded as the actor of everything it does.
+    pub name: String,
+    /// Match client certificates whose subject has exactly these attributes, written as
+    /// `CN=..., O=..., C=CN`.
+    pub subject: Option<String>,
+    /// Match client certificates whose SubjectPublicKeyInfo has this SHA-256 (hex).
+    pub spki_sha256: Option<String>,
+    /// Profiles this RA may issue, renew, revoke and read.
+    pub profiles: Vec<String>,
+    /// Operations this RA may call.
+    pub operations: Vec<RaOperation>,
+    /// Where the ceremony writes this RA's client certificate (PEM), if the CA makes it.
+    pub client_cert: Option<PathBuf>,
+    /// Where the ceremony writes this RA's client key (PKCS#8 PEM, mode 0600).
+    pub client_key: Option<PathBuf>,
+}

@@ -1,0 +1,130 @@
+//! `[token]`: the token personalisation workstation, the PKCS#11 modules serving subscribers'
+//! tokens, and the CA that certifies their keys.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::error::{ConfigError, invalid, is_simple_name};
+use crate::pki::KeyType;
+
+/// `[token]`: the token personalisation workstation.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// The workstation's name: the RA recorded for in-process issuance and the actor of
+    /// its audit entries.
+    pub actor: String,
+    /// The PKCS#11 modules that serve subscribers' tokens (OpenSC, a vendor's library;
+    /// SoftHSM in the quick start), searched in order for a token by serial.
+    pub modules: Vec<TokenModuleConfig>,
+    /// Shortest user PIN accepted.
+    #[serde(default = "default_pin_min")]
+    pub pin_min_len: usize,
+    /// Longest user PIN accepted.
+    #[serde(default = "default_pin_max")]
+    pub pin_max_len: usize,
+    /// Wrong user PINs before signet treats the PIN as locked (tokens count on their own
+    /// too; SoftHSM never locks).
+    #[serde(default = "default_max_pin_tries")]
+    pub max_pin_tries: u32,
+    /// Key algorithms allowed for subscriber keys.
+    #[serde(default = "default_token_key_types")]
+    pub key_types: Vec<KeyType>,
+    /// Where CSRs go.
+    pub issuer: TokenIssuerConfig,
+}
+
+fn default_pin_min() -> usize {
+    6
+}
+fn default_pin_max() -> usize {
+    32
+}
+fn default_max_pin_tries() -> u32 {
+    5
+}
+fn default_token_key_types() -> Vec<KeyType> {
+    vec![KeyType::Rsa2048, KeyType::P256, KeyType::P384]
+}
+
+impl TokenConfig {
+    /// The actor's name, at least one module, PIN rules that make sense, and an issuer kind
+    /// with what it needs.
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if !is_simple_name(&self.actor) {
+            return Err(invalid(
+                "token.actor",
+                "must be a name of letters, digits, '-' and '_'",
+            ));
+        }
+        if self.modules.is_empty() {
+            return Err(invalid("token.modules", "list at least one PKCS#11 module"));
+        }
+        if self.pin_min_len < 4 || self.pin_max_len < self.pin_min_len || self.pin_max_len > 255 {
+            return Err(invalid(
+                "token.pin_min_len",
+                "PIN lengths must satisfy 4 <= pin_min_len <= pin_max_len <= 255",
+            ));
+        }
+        if !(1..=100).contains(&self.max_pin_tries) {
+            return Err(invalid("token.max_pin_tries", "must be between 1 and 100"));
+        }
+        if self.key_types.is_empty() {
+            return Err(invalid("token.key_types", "list at least one key type"));
+        }
+        match self.issuer.kind.as_str() {
+            "in-process" => {}
+            "remote" => {
+                for (key, v) in [
+                    ("endpoint", self.issuer.endpoint.is_some()),
+                    ("ca_cert", self.issuer.ca_cert.is_some()),
+                    ("client_cert", self.issuer.client_cert.is_some()),
+                    ("client_key", self.issuer.client_key.is_some()),
+                ] {
+                    if !v {
+                        return Err(invalid(
+                            format!("token.issuer.{key}"),
+                            "is required when kind = \"remote\"",
+                        ));
+                    }
+                }
+            }
+            other => {
+                return Err(invalid(
+                    "token.issuer.kind",
+                    format!("{other:?} is neither \"in-process\" nor \"remote\""),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `[[token.modules]]`: one PKCS#11 module for tokens.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenModuleConfig {
+    /// Path of the module (shared library).
+    pub path: PathBuf,
+    /// Environment variables the module reads at load time, as in `[hsm]`.
+    #[serde(default)]
+    pub module_env: BTreeMap<String, String>,
+}
+
+/// `[token.issuer]`: the CA that certifies tokens' keys.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenIssuerConfig {
+    /// `in-process` (this process's authority) or `remote` (a central signet over mTLS).
+    pub kind: String,
+    /// Remote: `https://host:port` of the central signet.
+    pub endpoint: Option<String>,
+    /// Remote: PEM of the CA that issued the central signet's server certificate.
+    pub ca_cert: Option<PathBuf>,
+    /// Remote: the workstation's client certificate (PEM).
+    pub client_cert: Option<PathBuf>,
+    /// Remote: the workstation's client key (PKCS#8 PEM).
+    pub client_key: Option<PathBuf>,
+}
