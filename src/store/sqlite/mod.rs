@@ -1,6 +1,6 @@
 //! The embedded SQLite store: one file, WAL journal, `synchronous=FULL` so a commit is on disk
 //! before the caller answers; schema migrations keyed by `PRAGMA user_version`. Calls run on
-//! tokio's blocking pool, never on the async executor.
+//! one database thread of their own (`signet-sqlite`, in `db`), never on the async executor.
 //!
 //! One file per concern holds the queries (`certificates`, `revocation`, `crl`, `keys`,
 //! `tokens`, `audit`, `tsa`); `db` owns the connection and the database thread, `schema` the
