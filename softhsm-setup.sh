@@ -65,7 +65,8 @@ Options
                       Default: \$SIGNET_SOFTHSM_DIR if set, else <project root>/var/softhsm
                       (currently ${PROJECT_ROOT}/var/softhsm).
   --with-test-tools   Also install what the test suite needs, each only when missing:
-                      Debian packages openssl gnutls-bin sqlite3 protobuf-compiler;
+                      Debian packages openssl gnutls-bin sqlite3 protobuf-compiler
+                      faketime strace (clock steps and fault injection in the tests);
                       Python packages pkilint grpcio grpcio-tools (python3 -m pip install,
                       only if 'import pkilint, grpc, grpc_tools' fails);
                       cargo-nextest (cargo install cargo-nextest --locked, only if
@@ -157,6 +158,9 @@ if [[ $WITH_TEST_TOOLS == 1 ]]; then
     command -v certtool >/dev/null 2>&1 || missing+=(gnutls-bin)
     command -v sqlite3 >/dev/null 2>&1 || missing+=(sqlite3)
     command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
+    command -v faketime >/dev/null 2>&1 || missing+=(faketime)
+    deb_installed libfaketime || missing+=(libfaketime)
+    command -v strace >/dev/null 2>&1 || missing+=(strace)
     command -v python3 >/dev/null 2>&1 || missing+=(python3)
 fi
 apt_install "${missing[@]}"
