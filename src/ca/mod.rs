@@ -376,9 +376,14 @@ impl Authority {
     /// no signing going on; a failed probe starts its reconnection) and the store, each
     /// within `limit`, and keep the result for [`Authority::health`].
     pub async fn probe_health(&self, limit: std::time::Duration) -> Health {
+        // The store must both read and write: a full disk fails every issuance while reads
+        // still work.
         let store = matches!(
             tokio::time::timeout(limit, self.store.issuers()).await,
             Ok(Ok(_))
+        ) && matches!(
+            tokio::time::timeout(limit, self.store.probe_write()).await,
+            Ok(Ok(()))
         );
         let hsm = self.hsm.is_available()
             && match self.issuers.values().next() {

@@ -35,6 +35,12 @@ pub use tokens::{TokenJob, TokenJobState};
 /// Durable storage for a CA.
 #[async_trait]
 pub trait Store: Send + Sync {
+    /// Whether the store can write now: fails (as `Unavailable`) while writes fail, as they
+    /// do when the file system is full or the disk returns I/O errors. Cheap while writes
+    /// succeed; while they fail, and after a quiet spell, it tries a small durable write of
+    /// its own, so it also notices when writing works again.
+    async fn probe_write(&self) -> Result<(), StoreError>;
+
     /// Record a key the ceremony generated. Fails with `Duplicate` if the label is known.
     async fn record_ca_key(&self, key: CaKeyRecord, audit: AuditEvent) -> Result<(), StoreError>;
 

@@ -16,6 +16,9 @@ pub struct CrashBeforeCommit(pub SqliteStore);
 
 #[async_trait]
 impl Store for CrashBeforeCommit {
+    async fn probe_write(&self) -> Result<(), StoreError> {
+        self.0.probe_write().await
+    }
     async fn record_ca_key(&self, k: CaKeyRecord, a: AuditEvent) -> Result<(), StoreError> {
         self.0.record_ca_key(k, a).await
     }

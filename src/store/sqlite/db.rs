@@ -3,7 +3,8 @@
 //! its way to disk share the next transaction, each in a savepoint of its own).
 
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use rusqlite::Connection;
@@ -11,6 +12,7 @@ use tokio::sync::oneshot;
 
 use super::error::unavailable;
 use super::schema::migrate;
+use crate::clock::unix_now;
 use crate::store::error::StoreError;
 
 /// The SQLite store. All work goes to one database thread that owns the connection and
@@ -20,6 +22,39 @@ use crate::store::error::StoreError;
 #[derive(Clone)]
 pub struct SqliteStore {
     jobs: mpsc::Sender<Box<dyn Job>>,
+    writes: Arc<WriteState>,
+}
+
+/// What the database thread last saw of writing: whether its latest transaction (or a call
+/// in it) failed to reach the disk, and when one last did. Health reads it without I/O.
+#[derive(Default)]
+pub(super) struct WriteState {
+    failed: AtomicBool,
+    last_ok: AtomicI64,
+}
+
+impl WriteState {
+    /// Whether the latest group failed to write (a commit error, or a call refused as
+    /// unavailable, as a full disk or an I/O error makes it).
+    pub(super) fn failing(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
+    /// Unix seconds of the latest commit that reached the disk (0: none since start).
+    pub(super) fn last_ok(&self) -> i64 {
+        self.last_ok.load(Ordering::Acquire)
+    }
+
+    /// The outcome of one group: a failure always counts; a success only when the group
+    /// wrote something (a group of reads commits nothing and proves nothing about writing).
+    fn record(&self, ok: bool, wrote: bool) {
+        if !ok {
+            self.failed.store(true, Ordering::Release);
+        } else if wrote {
+            self.last_ok.store(unix_now(), Ordering::Release);
+            self.failed.store(false, Ordering::Release);
+        }
+    }
 }
 
 /// Largest number of calls sharing one commit.
@@ -27,8 +62,9 @@ const MAX_GROUP: usize = 128;
 
 /// A call waiting for the database thread.
 trait Job: Send {
-    /// Run inside the open transaction (in a savepoint of its own).
-    fn run(&mut self, conn: &Connection);
+    /// Run inside the open transaction (in a savepoint of its own); false when the work
+    /// failed as unavailable (the store could not do it, as opposed to refusing it).
+    fn run(&mut self, conn: &Connection) -> bool;
     /// Deliver the result once the transaction's fate is known.
     fn finish(self: Box<Self>, committed: Result<(), String>);
 }
@@ -45,9 +81,9 @@ where
     T: Send,
     F: FnOnce(&Connection) -> Result<T, StoreError> + Send,
 {
-    fn run(&mut self, conn: &Connection) {
+    fn run(&mut self, conn: &Connection) -> bool {
         let Some(work) = self.work.take() else {
-            return;
+            return true;
         };
         let result = match conn.execute_batch("SAVEPOINT call") {
             Err(e) => Err(unavailable(self.context)(e)),
@@ -65,7 +101,9 @@ where
                 }
             }
         };
+        let wrote = !matches!(result, Err(StoreError::Unavailable { .. }));
         self.result = Some(result);
+        wrote
     }
 
     fn finish(self: Box<Self>, committed: Result<(), String>) {
@@ -86,7 +124,7 @@ where
 
 /// The database thread: take a call, gather those already waiting, run them all in one
 /// transaction, commit once, answer all.
-fn database_thread(conn: Connection, jobs: mpsc::Receiver<Box<dyn Job>>) {
+fn database_thread(conn: Connection, jobs: mpsc::Receiver<Box<dyn Job>>, writes: Arc<WriteState>) {
     while let Ok(first) = jobs.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -95,11 +133,13 @@ fn database_thread(conn: Connection, jobs: mpsc::Receiver<Box<dyn Job>>) {
                 Err(_) => break,
             }
         }
+        let mut all_ran = true;
+        let changes_before = conn.total_changes();
         let committed = match conn.execute_batch("BEGIN IMMEDIATE") {
             Err(e) => Err(e.to_string()),
             Ok(()) => {
                 for j in &mut group {
-                    j.run(&conn);
+                    all_ran &= j.run(&conn);
                 }
                 conn.execute_batch("COMMIT").map_err(|e| {
                     let _ = conn.execute_batch("ROLLBACK");
@@ -107,6 +147,10 @@ fn database_thread(conn: Connection, jobs: mpsc::Receiver<Box<dyn Job>>) {
                 })
             }
         };
+        writes.record(
+            committed.is_ok() && all_ran,
+            conn.total_changes() > changes_before,
+        );
         for j in group {
             j.finish(committed.clone());
         }
@@ -147,14 +191,21 @@ impl SqliteStore {
             .map_err(unavailable(ctx))?;
         migrate(&mut conn)?;
         let (jobs, queue) = mpsc::channel();
+        let writes = Arc::new(WriteState::default());
+        let thread_writes = writes.clone();
         std::thread::Builder::new()
             .name("signet-sqlite".into())
-            .spawn(move || database_thread(conn, queue))
+            .spawn(move || database_thread(conn, queue, thread_writes))
             .map_err(|e| StoreError::Unavailable {
                 context: "starting the database thread",
                 message: e.to_string(),
             })?;
-        Ok(SqliteStore { jobs })
+        Ok(SqliteStore { jobs, writes })
+    }
+
+    /// What the database thread last saw of writing.
+    pub(super) fn writes(&self) -> &WriteState {
+        &self.writes
     }
 
     /// Run `f` on the database thread, inside the next group transaction; answer once that

@@ -11,6 +11,7 @@ mod certificates;
 mod crl;
 mod db;
 mod error;
+mod health;
 mod keys;
 mod revocation;
 mod schema;
@@ -36,6 +37,10 @@ pub use db::SqliteStore;
 
 #[async_trait]
 impl Store for SqliteStore {
+    async fn probe_write(&self) -> Result<(), StoreError> {
+        health::probe_write(self).await
+    }
+
     async fn record_ca_key(&self, key: CaKeyRecord, audit: AuditEvent) -> Result<(), StoreError> {
         keys::record_ca_key(self, key, audit).await
     }

@@ -180,6 +180,18 @@ CREATE TABLE tsa_state (
 CREATE INDEX audit_log_by_object ON audit_log (object, seq);
 "#;
 
+/// Store health (migration 7): one row the health probe rewrites with a padding blob, so a
+/// probe needs fresh space in the write-ahead log as an issuance does, and fails when the
+/// file system is full.
+const V7_STORE_PROBE: &str = r#"
+CREATE TABLE store_probe (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    at          INTEGER NOT NULL,
+    padding     BLOB NOT NULL
+);
+INSERT INTO store_probe (id, at, padding) VALUES (1, 0, x'');
+"#;
+
 /// Schema migrations, applied in order; `user_version` counts those applied. Never edit one
 /// that has shipped: databases out there have run it. Add a new one at the end.
 pub(super) const MIGRATIONS: &[&str] = &[
@@ -189,6 +201,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     V4_HOLD_AND_RELEASE,
     V5_TOKEN_PERSONALISATION,
     V6_TIMESTAMPS_AND_EVIDENCE,
+    V7_STORE_PROBE,
 ];
 
 /// Bring the schema up to date: each migration `user_version` says the database has not

@@ -1,0 +1,36 @@
+//! Whether the SQLite store can write: the database thread's record of its latest commit,
+//! and a probe write when that failed or is old, so health turns NOT_SERVING while the disk
+//! is full (or fails) and recovers once a write succeeds again.
+
+use rusqlite::params;
+
+use super::db::SqliteStore;
+use super::error::unavailable;
+use crate::clock::unix_now;
+use crate::store::error::StoreError;
+
+/// A successful commit younger than this answers the probe without writing.
+const QUIET_SECONDS: i64 = 10;
+
+/// Bytes the probe writes: a few pages, about what an issuance adds (certificate row, audit
+/// entry and their index entries), so a probe that fits means an issuance would too.
+const PROBE_BYTES: usize = 16 * 1024;
+
+/// Answer from the latest commit while it succeeded recently; otherwise write the probe row
+/// (through the same group commit as every call, fsync included) and answer with that.
+pub(super) async fn probe_write(store: &SqliteStore) -> Result<(), StoreError> {
+    let writes = store.writes();
+    if !writes.failing() && unix_now() - writes.last_ok() < QUIET_SECONDS {
+        return Ok(());
+    }
+    store
+        .run("probing whether the store can write", |conn| {
+            conn.execute(
+                "UPDATE store_probe SET at = ?1, padding = zeroblob(?2) WHERE id = 1",
+                params![unix_now(), PROBE_BYTES as i64],
+            )
+            .map_err(unavailable("probing whether the store can write"))?;
+            Ok(())
+        })
+        .await
+}
