@@ -24,7 +24,7 @@ readonly MODULE_CANDIDATES=(
 
 usage() {
     cat <<EOF
-Usage: ./softhsm-setup.sh [--dir DIR] [--with-test-tools] [--quiet] [--help]
+Usage: ./softhsm-setup.sh [--dir DIR] [--with-test-tools] [--backup] [--quiet] [--help]
 
 Prepares SoftHSM2 for signet, then prints shell lines to eval:
 
@@ -71,6 +71,13 @@ Options
                       only if 'import pkilint, grpc, grpc_tools' fails);
                       cargo-nextest (cargo install cargo-nextest --locked, only if
                       'cargo nextest --version' fails).
+  --backup            Also copy the token directory (every token, the CA's keys included) to
+                      DIR/backup/manual-<Unix time>/ and print where. Run it after a key
+                      ceremony made outside the quick start (the quick start keeps its own
+                      copy, DIR/backup/ceremony-<Unix time>/). SoftHSM 2.6 rewrites a
+                      token's file in place at every login: a process killed at that moment
+                      leaves it empty and the token gone; the copy brings it back (stop
+                      signet, copy the token's folder back into DIR/tokens/).
   --quiet             No progress messages; output of installers is shown only if they fail.
   -h, --help          This text.
 
@@ -87,6 +94,7 @@ exec 3>&1 1>&2
 
 QUIET=0
 WITH_TEST_TOOLS=0
+BACKUP=0
 DIR="${SIGNET_SOFTHSM_DIR:-$PROJECT_ROOT/var/softhsm}"
 
 say() { [[ $QUIET == 1 ]] || printf 'softhsm-setup: %s\n' "$*"; }
@@ -97,6 +105,7 @@ while [[ $# -gt 0 ]]; do
         --dir) [[ $# -ge 2 && -n $2 ]] || die "--dir needs a directory"; DIR="$2"; shift 2 ;;
         --dir=*) DIR="${1#--dir=}"; [[ -n $DIR ]] || die "--dir needs a directory"; shift ;;
         --with-test-tools) WITH_TEST_TOOLS=1; shift ;;
+        --backup) BACKUP=1; shift ;;
         --quiet|-q) QUIET=1; shift ;;
         --help|-h) usage >&3; exit 0 ;;
         *) usage; die "unknown argument: $1" ;;
@@ -355,6 +364,15 @@ done
 # ---------------------------------------------------------------------------------------
 # Environment for eval
 # ---------------------------------------------------------------------------------------
+
+if [[ $BACKUP == 1 ]]; then
+    COPY="$DIR/backup/manual-$(date +%s)"
+    [[ ! -e $COPY ]] || die "$COPY already exists; run again in a second"
+    mkdir -p "$DIR/backup"
+    cp -a "$TOKENS" "$COPY"
+    sync -f "$COPY" 2>/dev/null || sync
+    say "token directory $TOKENS copied to $COPY"
+fi
 
 say "done: $DIR (eval this script's output to use it)"
 {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use signet::ca::CaError;
 use signet::config::Config;
-use signet::hsm::Hsm;
+use signet::hsm::{Hsm, softhsm};
 use signet::store::{SqliteStore, Store};
 
 pub(crate) fn load_config(path: Option<&Path>) -> Result<Config, String> {
@@ -24,7 +24,8 @@ pub(crate) struct Parts {
 
 pub(crate) fn open_parts(cfg: Config) -> Result<Parts, String> {
     let settings = cfg.hsm_settings().map_err(|e| e.to_string())?;
-    let hsm = Hsm::open(settings).map_err(|e| format!("HSM: {e}"))?;
+    let module = settings.module.clone();
+    let hsm = Hsm::open(settings).map_err(|e| format!("HSM: {e}{}", softhsm_hint(&module)))?;
     let store = SqliteStore::open(&cfg.store_path()).map_err(|e| e.to_string())?;
     Ok(Parts {
         cfg,
@@ -63,4 +64,36 @@ pub(crate) fn read_csr(path: &Path) -> Result<Vec<u8>, String> {
     } else {
         Ok(bytes)
     }
+}
+
+/// When SoftHSM lost a token to a kill during its login rewrite (an empty `token.object`),
+/// say so and where the quick start keeps its copy; otherwise nothing.
+fn softhsm_hint(module: &Path) -> String {
+    if !softhsm::is_softhsm(module) {
+        return String::new();
+    }
+    let Some(tokens) = softhsm::token_dir() else {
+        return String::new();
+    };
+    let emptied = softhsm::emptied_tokens(&tokens);
+    if emptied.is_empty() {
+        return String::new();
+    }
+    let files: Vec<String> = emptied.iter().map(|p| p.display().to_string()).collect();
+    format!(
+        "\nSoftHSM left {} empty: a process was killed while SoftHSM rewrote the token at \
+         login, and that token is gone. Restore the token directory {} from the copy the \
+         quick start keeps under {} (see docs/softhsm.md).",
+        files.join(", "),
+        tokens.display(),
+        backup_root(&tokens).display()
+    )
+}
+
+/// Where copies of a SoftHSM token directory go: `backup/` beside it.
+pub(crate) fn backup_root(tokens: &Path) -> std::path::PathBuf {
+    tokens
+        .parent()
+        .map(|p| p.join("backup"))
+        .unwrap_or_else(|| std::path::PathBuf::from("backup"))
 }

@@ -13,10 +13,11 @@ use signet::ca::ocsp::OcspResponder;
 use signet::ca::tsa::Tsa;
 use signet::ca::{Authority, ceremony};
 use signet::config::Config;
+use signet::hsm::softhsm;
 use signet::http::Http;
 
 use super::ceremony::print_report;
-use super::common::{Parts, describe, open_parts, runtime};
+use super::common::{Parts, backup_root, describe, open_parts, runtime};
 
 /// `signet serve`: open the HSM (before the runtime: it sets the module's environment), the
 /// store and the authority, bind, announce the address, serve until a signal, let the calls
@@ -216,6 +217,7 @@ pub(crate) fn quickstart(cfg: Config) -> Result<(), String> {
         .block_on(ceremony::run(&parts.cfg, &parts.hsm, &parts.store))
         .map_err(|e| e.to_string())?;
     print_report(&report);
+    back_up_softhsm(&parts.cfg, !report.created.is_empty())?;
     let work = parts
         .cfg
         .store_path()
@@ -288,3 +290,34 @@ pub(crate) fn quickstart(cfg: Config) -> Result<(), String> {
 
 /// A unified social credit code with a valid check character, for the demo organisation.
 const QUICKSTART_CREDIT_CODE: &str = "12371422MB2850001N";
+
+/// On SoftHSM, keep a copy of the token directory once the ceremony has made keys (`made`),
+/// or when no copy exists yet, and say where: SoftHSM can lose a token to a kill during its
+/// login (see [`softhsm`]), and the copy is then the only way back to the CA keys.
+fn back_up_softhsm(cfg: &Config, made: bool) -> Result<(), String> {
+    if !softhsm::is_softhsm(&cfg.hsm.module) {
+        return Ok(());
+    }
+    let Some(tokens) = softhsm::token_dir() else {
+        return Ok(());
+    };
+    let root = backup_root(&tokens);
+    let have_one = std::fs::read_dir(&root).is_ok_and(|mut d| d.next().is_some());
+    if have_one && !made {
+        eprintln!(
+            "SoftHSM token directory: copies kept under {}",
+            root.display()
+        );
+        return Ok(());
+    }
+    let name = format!("ceremony-{}", signet::clock::unix_now());
+    let copy = softhsm::backup_tokens(&tokens, &root, &name)
+        .map_err(|e| format!("backing up the SoftHSM token directory: {e}"))?;
+    eprintln!(
+        "SoftHSM token directory {} copied to {} (restore it from there if SoftHSM ever \
+         loses a token; see docs/softhsm.md)",
+        tokens.display(),
+        copy.display()
+    );
+    Ok(())
+}

@@ -28,6 +28,7 @@ mod error;
 mod keys;
 mod module;
 mod pool;
+pub mod softhsm;
 pub mod token;
 mod uri;
 
