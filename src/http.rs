@@ -5,25 +5,37 @@
 //! an OCSPResponse with malformedRequest and HTTP 200. Handlers only translate: CRLs come
 //! from the publisher's memory, certificates are encoded once at start, and health is the
 //! authority's latest probe, so no request for them waits for the HSM or the store.
+//!
+//! The port is public, so connections are bounded ([`Limits`], from `[http]`): a request
+//! head must arrive within a deadline of connecting or of the previous response (silent
+//! sockets, dribbled headers and idle keep-alive connections are closed), a whole request
+//! within another, each endpoint reads a body of its own size at most, and only so many
+//! connections are served at once.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
 
 use crate::ca::Authority;
 use crate::ca::crl::CrlPublisher;
 use crate::ca::ocsp::OcspResponder;
 use crate::ca::tsa::Tsa;
-use crate::config::Config;
+use crate::config::{Config, HttpConfig};
 
 /// Why the HTTP service could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -42,9 +54,6 @@ pub enum HttpError {
     /// The chain could not be encoded.
     #[error("encoding the CA chain: {0}")]
     Chain(String),
-    /// The server failed.
-    #[error("HTTP server: {0}")]
-    Serve(std::io::Error),
 }
 
 /// What the handlers read.
@@ -57,9 +66,32 @@ struct Shared {
     chain_p7b: Bytes,
 }
 
+/// How the status service bounds its connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// A complete request head within this long of connecting or of the previous response.
+    pub header_timeout: Duration,
+    /// A whole request, body included, read and answered within this long.
+    pub request_timeout: Duration,
+    /// Connections served at once.
+    pub max_connections: usize,
+}
+
+impl Limits {
+    /// The limits `[http]` sets.
+    pub fn from_config(h: &HttpConfig) -> Limits {
+        Limits {
+            header_timeout: Duration::from_secs(h.header_timeout_seconds),
+            request_timeout: Duration::from_secs(h.request_timeout_seconds),
+            max_connections: h.max_connections,
+        }
+    }
+}
+
 /// A configured, not yet running, status service.
 pub struct Http {
     shared: Arc<Shared>,
+    limits: Limits,
 }
 
 impl Http {
@@ -90,6 +122,11 @@ impl Http {
             )
         };
         Ok(Http {
+            limits: Limits {
+                header_timeout: Duration::from_secs(10),
+                request_timeout: Duration::from_secs(30),
+                max_connections: 1024,
+            },
             shared: Arc::new(Shared {
                 ocsp,
                 tsa,
@@ -109,29 +146,119 @@ impl Http {
             .map_err(|source| HttpError::Bind { addr, source })
     }
 
-    /// The routes: each handler only translates a path into bytes already in memory.
+    /// Bound connections and requests as `limits` says.
+    pub fn with_limits(mut self, limits: Limits) -> Http {
+        self.limits = limits;
+        self
+    }
+
+    /// The routes: each handler only translates a path into bytes already in memory. A
+    /// body is read only by the POST endpoints, each up to the size its requests may have.
     fn router(&self) -> Router {
+        let ocsp =
+            post(ocsp_post).layer(DefaultBodyLimit::max(crate::pki::ocsp::MAX_REQUEST_BYTES));
+        let tsa = post(tsa_post).layer(DefaultBodyLimit::max(crate::pki::tsp::MAX_REQUEST_BYTES));
         Router::new()
             .route("/crl/{file}", get(crl))
             .route("/ca/{file}", get(ca_file))
             .route("/healthz", get(healthz))
-            .route("/ocsp", post(ocsp_post))
+            .route("/ocsp", ocsp)
             .route("/ocsp/{*request}", get(ocsp_get))
-            .route("/tsa", post(tsa_post))
-            .layer(DefaultBodyLimit::max(crate::pki::ocsp::MAX_REQUEST_BYTES))
+            .route("/tsa", tsa)
+            .layer(axum::middleware::from_fn_with_state(
+                self.limits.request_timeout,
+                request_deadline,
+            ))
             .with_state(self.shared.clone())
     }
 
-    /// Serve on `listener` until `shutdown` completes, then finish requests in flight.
+    /// Serve on `listener` until `shutdown` completes, then let requests in flight finish
+    /// (for at most the request timeout).
     pub async fn run(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), HttpError> {
-        axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown)
+        let router = self.router();
+        let limits = self.limits;
+        let permits = Arc::new(Semaphore::new(limits.max_connections));
+        let (stop, stopping) = watch::channel(false);
+        let mut conns = JoinSet::new();
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            // A connection over the cap waits in the kernel's queue until one closes.
+            let permit = tokio::select! {
+                _ = &mut shutdown => break,
+                p = permits.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+            };
+            let (stream, peer) = tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of descriptors, say: back off instead of spinning.
+                        tracing::warn!("HTTP accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let service = TowerToHyperService::new(router.clone());
+            let mut stopping = stopping.clone();
+            conns.spawn(async move {
+                let _permit = permit;
+                let mut builder = hyper::server::conn::http1::Builder::new();
+                builder
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(limits.header_timeout)
+                    .keep_alive(true);
+                let mut conn =
+                    std::pin::pin!(builder.serve_connection(TokioIo::new(stream), service));
+                let mut asked = false;
+                loop {
+                    tokio::select! {
+                        done = conn.as_mut() => {
+                            if let Err(e) = done {
+                                tracing::debug!(%peer, "HTTP connection closed: {e}");
+                            }
+                            break;
+                        }
+                        _ = stopping.changed(), if !asked => {
+                            asked = true;
+                            conn.as_mut().graceful_shutdown();
+                        }
+                    }
+                }
+            });
+            while conns.try_join_next().is_some() {}
+        }
+        let _ = stop.send(true);
+        let drain = async { while conns.join_next().await.is_some() {} };
+        if tokio::time::timeout(limits.request_timeout, drain)
             .await
-            .map_err(HttpError::Serve)
+            .is_err()
+        {
+            tracing::warn!("HTTP requests still running at the stop deadline were cut off");
+            conns.abort_all();
+        }
+        Ok(())
+    }
+}
+
+/// Answer 408 (and close the connection) when a request, body included, takes longer than
+/// `deadline`: a client that trickles a body does not hold a task for ever.
+async fn request_deadline(State(deadline): State<Duration>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(deadline, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => (
+            StatusCode::REQUEST_TIMEOUT,
+            [(header::CONNECTION, "close")],
+            "the request took too long\n",
+        )
+            .into_response(),
     }
 }
 

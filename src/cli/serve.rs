@@ -181,7 +181,15 @@ async fn start_http(
             .map_err(describe)?,
     );
     tokio::spawn(ocsp.clone().maintain(stopped_ocsp));
-    let http = Http::new(authority, publisher, ocsp, tsa).map_err(|e| e.to_string())?;
+    let limits = parts
+        .cfg
+        .http
+        .as_ref()
+        .map(signet::http::Limits::from_config)
+        .ok_or("the configuration has no [http] section")?;
+    let http = Http::new(authority, publisher, ocsp, tsa)
+        .map_err(|e| e.to_string())?
+        .with_limits(limits);
     let listener = Http::bind(&parts.cfg).await.map_err(|e| e.to_string())?;
     let addr = listener
         .local_addr()

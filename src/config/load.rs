@@ -111,6 +111,9 @@ impl Config {
         if let Some(t) = &self.token {
             t.validate()?;
         }
+        if let Some(h) = &self.http {
+            h.validate()?;
+        }
 
         // [[issuer]]
         let specs = self.issuer_specs()?;

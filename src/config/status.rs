@@ -13,6 +13,44 @@ use crate::pki::KeyType;
 pub struct HttpConfig {
     /// Address to listen on, e.g. `127.0.0.1:8080` (port 0 picks a free port).
     pub listen: std::net::SocketAddr,
+    /// A connection must deliver a complete request head (request line and headers) within
+    /// this many seconds of connecting or of its previous response, or it is closed: this
+    /// ends silent sockets, dribbled headers and idle keep-alive connections alike.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout_seconds: u64,
+    /// A request, body included, must be read and answered within this many seconds, or it
+    /// gets 408 and its connection is closed.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_seconds: u64,
+    /// Connections served at once; more wait in the kernel's accept queue until one closes.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+fn default_header_timeout() -> u64 {
+    10
+}
+fn default_request_timeout() -> u64 {
+    30
+}
+fn default_max_connections() -> usize {
+    1024
+}
+
+impl HttpConfig {
+    /// Timeouts and the connection cap within bounds.
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=300).contains(&self.header_timeout_seconds) {
+            return Err(invalid("http.header_timeout_seconds", "must be 1 to 300"));
+        }
+        if !(1..=600).contains(&self.request_timeout_seconds) {
+            return Err(invalid("http.request_timeout_seconds", "must be 1 to 600"));
+        }
+        if !(1..=65_536).contains(&self.max_connections) {
+            return Err(invalid("http.max_connections", "must be 1 to 65536"));
+        }
+        Ok(())
+    }
 }
 
 /// `[crl]`: CRL publication.
