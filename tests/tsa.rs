@@ -402,23 +402,12 @@ async fn signet_bench_measures_timestamps_and_issuance_beside_the_raw_hsm_rate()
     assert!(text.contains("errors            0"), "{text}");
 }
 
-/// genTime as OpenSSL prints it ("Time stamp: Nov 12 10:33:00 2026 GMT") of the reply
-/// `file` in `dir`, as (year, month, day, hour, minute, second), which orders like time.
+/// genTime as OpenSSL prints it of the reply `file` in `dir`, as (year, month, day, hour,
+/// minute, second), which orders like time.
 fn openssl_gen_time(dir: &Path, file: &str) -> (u32, u32, u32, u32, u32, u32) {
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
     let (ok, text) = sh(dir, &["ts", "-reply", "-in", file, "-text"]);
     assert!(ok && text.contains("Status: Granted."), "{text}");
-    let line = text
-        .lines()
-        .find_map(|l| l.strip_prefix("Time stamp: "))
-        .unwrap_or_else(|| panic!("{text}"));
-    let f: Vec<&str> = line.split_whitespace().collect();
-    let month = MONTHS.iter().position(|m| *m == f[0]).expect("month") as u32 + 1;
-    let hms: Vec<u32> = f[2].split(['.', ':']).map(|x| x.parse().unwrap()).collect();
-    let day = f[1].parse().unwrap();
-    (f[3].parse().unwrap(), month, day, hms[0], hms[1], hms[2])
+    common::status::openssl_date_after(&text, "Time stamp: ")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
