@@ -689,7 +689,8 @@ async fn renew_revoke_get_and_list_through_the_api_respect_each_ras_profiles() {
     assert_eq!(e.code(), Code::NotFound, "{e:?}");
 
     // Revocation with reason, report time and comment; revoking again says so.
-    let reported = common::api::now_unix() - 3600;
+    // Reported now: a report may not predate the certificate, issued moments ago.
+    let reported = common::api::now_unix();
     let r = one
         .revoke(pb::RevokeRequest {
             reported_at: Some(prost_types::Timestamp {
@@ -971,6 +972,8 @@ fn signet_ra_issues_gets_lists_revokes_and_fetches_the_chain_and_prints_refusals
         "{text}"
     );
     assert!(std::fs::metadata(&p7b).unwrap().len() > 0);
+    // Now, written in Beijing time (not before the certificate's notBefore).
+    let reported_now_in_beijing = signet::ca::rfc3339(now_unix() + 8 * 3600).replace('Z', "+08:00");
     let (ok, out, text) = ra(&[
         "revoke",
         "--serial",
@@ -980,7 +983,7 @@ fn signet_ra_issues_gets_lists_revokes_and_fetches_the_chain_and_prints_refusals
         "--request-id",
         "cli-r1",
         "--reported-at",
-        "2026-01-02T03:04:05+08:00",
+        &reported_now_in_beijing,
     ]);
     assert!(ok && out.contains("revoked"), "{text}");
     let (ok, out, text) = ra(&["get", "--serial", &serial]);
@@ -1070,4 +1073,113 @@ async fn health_goes_not_serving_while_the_hsm_is_gone_and_back_when_it_returns(
     c.issue(retried)
         .await
         .expect("the same request succeeds once the HSM is back");
+}
+
+/// notBefore of the certificate `pem` as Unix seconds, read by `openssl x509 -dateopt
+/// iso_8601` and turned into seconds by `date`.
+fn not_before(pem: &std::path::Path) -> i64 {
+    let o = run(Command::new("openssl")
+        .args([
+            "x509",
+            "-noout",
+            "-startdate",
+            "-dateopt",
+            "iso_8601",
+            "-in",
+        ])
+        .arg(pem));
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let iso = text
+        .trim()
+        .strip_prefix("notBefore=")
+        .unwrap_or_else(|| panic!("{text}"));
+    let o = run(Command::new("date").args(["-u", "+%s", "-d", iso]));
+    String::from_utf8_lossy(&o.stdout).trim().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_and_report_times_are_never_before_the_certificates_not_before() {
+    let ca = ApiCa::new();
+    let status_of = |s: &tonic::Status, code: Code| {
+        assert_eq!(s.code(), code, "{s:?}");
+        s.message().to_owned()
+    };
+    // Issued by a daemon whose clock runs an hour ahead: notBefore is an hour from now.
+    let mut ahead = Daemon::start_with_clock(&ca, "+1h");
+    let mut c = ahead.client("ra-one").await;
+    let (future, future_pem) = issue_server_ec(&mut c, &ca.dir, "ahead-1").await;
+    drop(c);
+    ahead.signal("TERM");
+    assert!(ahead.wait(Duration::from_secs(30)).success());
+    assert!(not_before(&future_pem) > now_unix() + 3000);
+
+    // With the right clock, the CA's clock reads before that notBefore: refused, naming the
+    // clock, and nothing recorded.
+    let d = Daemon::start(&ca);
+    let mut c = d.client("ra-one").await;
+    let e = c
+        .revoke(revoke_request(
+            "early-1",
+            &future,
+            pb::RevocationReason::KeyCompromise,
+        ))
+        .await
+        .unwrap_err();
+    let m = status_of(&e, Code::FailedPrecondition);
+    assert!(m.contains("clock") && m.contains("notBefore"), "{m}");
+    let got = c
+        .get_certificate(pb::GetCertificateRequest {
+            serial: future.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.status, pb::CertificateStatus::Valid as i32);
+    let o = run(Command::new("sqlite3")
+        .arg(ca.dir.join("signet.db"))
+        .arg(format!(
+            "SELECT count(*) FROM revocation_events WHERE serial = '{}'",
+            signet::ca::normalize_serial(&future).unwrap()
+        )));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "0");
+
+    // A report time before notBefore, or in the future, is bad input naming reported_at.
+    let (serial, pem) = issue_server_ec(&mut c, &ca.dir, "now-1").await;
+    let start = not_before(&pem);
+    let at = |seconds: i64| prost_types::Timestamp { seconds, nanos: 0 };
+    for (id, t) in [("r-early", start - 60), ("r-future", now_unix() + 86_400)] {
+        let e = c
+            .revoke(pb::RevokeRequest {
+                reported_at: Some(at(t)),
+                ..revoke_request(id, &serial, pb::RevocationReason::KeyCompromise)
+            })
+            .await
+            .unwrap_err();
+        status_of(&e, Code::InvalidArgument);
+        assert_eq!(
+            e.get_details_bad_request()
+                .expect("BadRequest")
+                .field_violations[0]
+                .field,
+            "reported_at",
+            "{e:?}"
+        );
+    }
+    // At notBefore itself: revoked, with that invalidity date.
+    let r = c
+        .revoke(pb::RevokeRequest {
+            reported_at: Some(at(start)),
+            ..revoke_request("r-ok", &serial, pb::RevocationReason::KeyCompromise)
+        })
+        .await
+        .expect("revoke")
+        .into_inner();
+    assert_eq!(r.status, pb::CertificateStatus::Revoked as i32);
+    let got = c
+        .get_certificate(pb::GetCertificateRequest { serial })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.reported_at.map(|t| t.seconds), Some(start));
+    assert!(got.revoked_at.is_some_and(|t| t.seconds >= start));
 }

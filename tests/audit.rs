@@ -300,3 +300,66 @@ async fn evidence_waits_for_a_checkpoint_and_signet_audit_checkpoint_signs_one()
     let (ok, text) = signet(&ca, &["audit", "verify"]);
     assert!(ok && text.contains("the newest entry is covered"), "{text}");
 }
+
+/// The sequence number the newest checkpoint covers and that of the newest entry with
+/// `action`, read with sqlite3.
+fn covered_and_newest(ca: &ApiCa, action: &str) -> (i64, i64) {
+    let db = ca.dir.join("signet.db");
+    let covered = sqlite(&db, "SELECT coalesce(max(seq), 0) FROM audit_checkpoints");
+    let newest = sqlite(
+        &db,
+        &format!("SELECT coalesce(max(seq), 0) FROM audit_log WHERE action = '{action}'"),
+    );
+    (covered.parse().unwrap(), newest.parse().unwrap())
+}
+
+/// Wait (at most 15 s) until a checkpoint covers the newest `daemon.started` entry.
+fn wait_for_start_checkpoint(ca: &ApiCa) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (covered, started) = covered_and_newest(ca, "daemon.started");
+        if started > 0 && covered >= started {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint covers the start (entry {started}); the newest covers {covered}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_starting_after_the_interval_signs_a_checkpoint_at_once_also_after_a_kill() {
+    // The interval is an hour (TSA_AND_AUDIT).
+    let ca = ApiCa::with_http(TSA_AND_AUDIT);
+    // No checkpoint yet: the first start signs one at once.
+    let mut d = Daemon::start(&ca);
+    wait_for_start_checkpoint(&ca);
+    let mut c = d.client("ra-one").await;
+    issue_server_ec(&mut c, &ca.dir, "before-kill").await;
+    drop(c);
+    d.signal("KILL");
+    d.wait(Duration::from_secs(30));
+    // More entries while it is down: the operator publishes CRLs.
+    let (ok, out) = signet(&ca, &["crl"]);
+    assert!(ok, "{out}");
+    let (ok, out) = signet(&ca, &["audit", "verify"]);
+    assert!(ok && out.contains("after it not yet"), "{out}");
+    let (_, crl_entry) = covered_and_newest(&ca, "crl.signed");
+
+    // Two hours later (libfaketime): the latest checkpoint is older than the interval, so
+    // the daemon signs one at start, covering the killed run's and the operator's entries.
+    let _d2 = Daemon::start_with_clock(&ca, "+2h");
+    wait_for_start_checkpoint(&ca);
+    let (covered, _) = covered_and_newest(&ca, "daemon.started");
+    assert!(covered > crl_entry, "{covered} <= {crl_entry}");
+    let (ok, out) = signet(&ca, &["audit", "verify"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(&format!(
+            "entries 1 to {covered} covered by a signed checkpoint"
+        )) || out.contains("the newest entry is covered"),
+        "{out}"
+    );
+}

@@ -79,18 +79,24 @@ fn signet_ra(d: &Daemon, name: &str, args: &[&str]) -> (bool, String) {
     outcome(&o)
 }
 
-/// Revoke `serial` for `reason` as request `id`, reported ten minutes ago; the CA's answer.
+/// Revoke `serial` for `reason` as request `id`, reported at the certificate's notBefore (the
+/// earliest a report may be); the CA's answer.
 async fn revoke(
     c: &mut CertificateAuthorityClient<Channel>,
     id: &str,
     serial: &str,
     reason: pb::RevocationReason,
 ) -> pb::RevokeResponse {
+    let not_before = c
+        .get_certificate(pb::GetCertificateRequest {
+            serial: serial.into(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("get {serial}: {e:?}"))
+        .into_inner()
+        .not_before;
     c.revoke(pb::RevokeRequest {
-        reported_at: Some(prost_types::Timestamp {
-            seconds: now_unix() - 600,
-            nanos: 0,
-        }),
+        reported_at: not_before,
         comment: "token reported lost".into(),
         ..revoke_request(id, serial, reason)
     })
@@ -131,6 +137,8 @@ async fn a_hold_is_revoked_in_ocsp_and_the_crl_and_its_release_makes_it_good_and
         "good"
     );
     let first = fetch_crl_numbered_above(&dir, &base, "crl-0.der", 0);
+    // A second on, so the report (at notBefore) and the record of the hold differ.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
 
     // Hold: OCSP says revoked with reason certificateHold within a second.
     let r = revoke(
@@ -345,8 +353,16 @@ async fn signet_revoke_on_the_command_line_reaches_ocsp_and_the_http_crl_within_
     assert!(!ok && out.contains("reported_at"), "{out}");
     assert_eq!(ocsp_status(&ocsp(&dir, &base, &leaf), &leaf), "good");
 
+    // A report before the certificate existed is refused too.
+    let early = signet::ca::rfc3339(now_unix() - 7200);
+    let (ok, out) = signet_revoke(&ca, &serial, "keyCompromise", &["--reported-at", &early]);
+    assert!(
+        !ok && out.contains("reported_at") && out.contains("notBefore"),
+        "{out}"
+    );
+
     // The operator revokes from another process while the daemon runs.
-    let reported = signet::ca::rfc3339(now_unix() - 7200);
+    let reported = signet::ca::rfc3339(now_unix());
     let (ok, out) = signet_revoke(
         &ca,
         &serial,

@@ -51,7 +51,8 @@ fn revocation(id: &str, serial: &str, reason: RevocationReason) -> RevokeRequest
         request_id: id.into(),
         serial: serial.into(),
         reason,
-        reported_at: Some(now() - 3600),
+        // Reported now: a report may not predate the certificate, issued moments ago.
+        reported_at: Some(now()),
         comment: "申请人报告USB令牌丢失 / token reported lost".into(),
     }
 }
@@ -424,6 +425,10 @@ async fn revoking_twice_is_idempotent_and_conflicting_or_bad_requests_are_refuse
     let mut future = revocation("rev-4", &b.record.serial, RevocationReason::KeyCompromise);
     future.reported_at = Some(now() + 86_400);
     let e = t.ca.revoke("ra-test", future).await.unwrap_err();
+    assert_invalid(&e, "reported_at");
+    let mut early = revocation("rev-4b", &b.record.serial, RevocationReason::KeyCompromise);
+    early.reported_at = Some(b.record.not_before - 1);
+    let e = t.ca.revoke("ra-test", early).await.unwrap_err();
     assert_invalid(&e, "reported_at");
 
     let mut long = revocation("rev-5", &b.record.serial, RevocationReason::KeyCompromise);

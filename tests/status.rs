@@ -56,13 +56,13 @@ async fn a_revocation_reaches_the_crl_within_the_lag_and_openssl_gnutls_and_pkil
     );
     assert!(ok && out.contains("verify OK"), "{out}");
 
-    // Two certificates; one revoked for key compromise, reported an hour ago.
+    // Two certificates; one revoked for key compromise, reported just after it was issued.
     let mut c = d.client("ra-one").await;
     let (revoked, revoked_pem) = issue_server_ec(&mut c, &dir, "crl-a").await;
     let (kept, kept_pem) = issue_server_ec(&mut c, &dir, "crl-b").await;
     c.revoke(pb::RevokeRequest {
         reported_at: Some(prost_types::Timestamp {
-            seconds: now_unix() - 3600,
+            seconds: now_unix(),
             nanos: 0,
         }),
         comment: "lost laptop".into(),
@@ -243,4 +243,115 @@ fn signet_crl_publishes_every_issuer_or_one_with_growing_numbers() {
         &dir,
     );
     assert!(ok && out.contains("verify OK"), "{out}");
+}
+
+/// thisUpdate (`Last Update`, as OpenSSL prints it) and number of the DER CRL `der` in `dir`.
+fn crl_last_update(dir: &Path, der: &str) -> ((u32, u32, u32, u32, u32, u32), u64) {
+    let (ok, text) = openssl(
+        &["crl", "-inform", "DER", "-in", der, "-noout", "-text"],
+        dir,
+    );
+    assert!(ok, "{text}");
+    (
+        common::status::openssl_date_after(&text, "Last Update: "),
+        common::status::crl_number(dir, der),
+    )
+}
+
+/// `/healthz` of `base`: the HTTP status and the body.
+fn healthz(base: &str, dir: &Path) -> (u16, String) {
+    let out = dir.join("healthz.txt");
+    let (code, _) = fetch(&format!("{base}/healthz"), &out);
+    (code, std::fs::read_to_string(out).unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clock_stepped_back_never_yields_an_earlier_crl_and_degrades_health_until_it_catches_up()
+{
+    let ca = ApiCa::with_http("[crl]\nlag_seconds = 1\ninterval_seconds = 2\n");
+    let mut d = Daemon::start(&ca);
+    let base = d.http.clone().expect("HTTP announced");
+    let dir = ca.dir.join("status");
+    std::fs::create_dir_all(&dir).unwrap();
+    let first = fetch_crl_numbered_above(&dir, &base, "crl-1.der", 0);
+    let (first_update, _) = crl_last_update(&dir, "crl-1.der");
+    assert_eq!(healthz(&base, &dir).0, 200);
+    d.signal("TERM");
+    assert!(d.wait(Duration::from_secs(30)).success());
+    // The number of the latest CRL recorded, read by sqlite3.
+    let newest = || {
+        let o = run(Command::new("sqlite3")
+            .arg(ca.dir.join("signet.db"))
+            .arg("SELECT max(number) FROM crls WHERE issuer = 'issuing-ec'"));
+        assert!(o.status.success());
+        String::from_utf8_lossy(&o.stdout)
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+    };
+    let recorded = newest();
+    assert!(recorded >= first);
+
+    // An hour behind: the daemon starts, but serves the latest recorded CRL, publishes none
+    // (its retries come every 2 s) and reports why.
+    let d2 = Daemon::start_with_clock(&ca, "-1h");
+    let base2 = d2.http.clone().expect("HTTP announced");
+    for i in 0..4 {
+        let name = format!("behind-{i}.der");
+        let (code, _) = fetch(&format!("{base2}/crl/issuing-ec.crl"), &dir.join(&name));
+        assert_eq!(code, 200);
+        let (update, number) = crl_last_update(&dir, &name);
+        assert!(
+            update >= first_update,
+            "{update:?} is before {first_update:?}"
+        );
+        assert_eq!(number, recorded);
+        let (code, text) = healthz(&base2, &dir);
+        assert!(
+            code == 503 && text.contains("degraded: crl: ") && text.contains("issuing-ec"),
+            "{code} {text}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    assert_eq!(
+        newest(),
+        recorded,
+        "a CRL was recorded with the clock behind"
+    );
+    // The operator's `signet crl` on the same clock refuses too, naming the clock.
+    let o = run(Command::new(env!("CARGO_BIN_EXE_signet"))
+        .arg("--config")
+        .arg(&ca.config_path)
+        .arg("crl")
+        .env("LD_PRELOAD", LIBFAKETIME)
+        .env("FAKETIME", "-1h")
+        .env("RUST_LOG", "warn"));
+    let (ok, out) = common::status::outcome(&o);
+    assert!(!ok && out.contains("system clock"), "{out}");
+    drop(d2);
+    assert_eq!(newest(), recorded);
+
+    // A clock eight seconds behind catches up: a fresh CRL, no earlier than the last one,
+    // and health recovers.
+    let mut d3 = Daemon::start(&ca);
+    let base3 = d3.http.clone().expect("HTTP announced");
+    let before = fetch_crl_numbered_above(&dir, &base3, "crl-3.der", recorded);
+    let (before_update, _) = crl_last_update(&dir, "crl-3.der");
+    d3.signal("TERM");
+    assert!(d3.wait(Duration::from_secs(30)).success());
+    let d4 = Daemon::start_with_clock(&ca, "-8s");
+    let base4 = d4.http.clone().expect("HTTP announced");
+    let (code, text) = healthz(&base4, &dir);
+    assert!(
+        code == 503 && text.contains("degraded: crl: "),
+        "{code} {text}"
+    );
+    let after = fetch_crl_numbered_above(&dir, &base4, "crl-4.der", newest());
+    assert!(after > before);
+    let (after_update, _) = crl_last_update(&dir, "crl-4.der");
+    assert!(
+        after_update >= before_update,
+        "{after_update:?} < {before_update:?}"
+    );
+    assert_eq!(healthz(&base4, &dir).0, 200);
 }

@@ -401,3 +401,137 @@ async fn signet_bench_measures_timestamps_and_issuance_beside_the_raw_hsm_rate()
     assert!(text.contains("issued            "), "{text}");
     assert!(text.contains("errors            0"), "{text}");
 }
+
+/// genTime as OpenSSL prints it of the reply `file` in `dir`, as (year, month, day, hour,
+/// minute, second), which orders like time.
+fn openssl_gen_time(dir: &Path, file: &str) -> (u32, u32, u32, u32, u32, u32) {
+    let (ok, text) = sh(dir, &["ts", "-reply", "-in", file, "-text"]);
+    assert!(ok && text.contains("Status: Granted."), "{text}");
+    common::status::openssl_date_after(&text, "Time stamp: ")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_kill_and_a_clock_set_back_the_tsa_waits_and_never_stamps_earlier() {
+    // A short window, so the wait after the crash is short too.
+    let ca = ApiCa::with_http(&TSA_AND_AUDIT.replace(
+        "accuracy_seconds = 1\n",
+        "accuracy_seconds = 1\ntime_window_seconds = 2\n",
+    ));
+    let mut d = Daemon::start(&ca);
+    let base = d.http.clone().expect("http");
+    let dir = ca.dir.join("ts");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("data.txt"), "x").unwrap();
+    let (ok, out) = sh(
+        &dir,
+        &[
+            "ts", "-query", "-data", "data.txt", "-sha256", "-out", "q.tsq",
+        ],
+    );
+    assert!(ok, "{out}");
+    let body = std::fs::read(dir.join("q.tsq")).unwrap();
+
+    // Stamp for ten seconds, a few tokens at a time (fewer than a serial block, so no block
+    // reservation records a time after the first), then kill the daemon: no graceful stop
+    // records anything.
+    let started = std::time::Instant::now();
+    let mut latest = Duration::ZERO;
+    let mut tokens = 0;
+    while started.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+        for r in post_many(&base, &body, 5) {
+            let t = tst_info_of(&r).expect("a granted token").gen_time;
+            if t.to_unix_duration() >= latest {
+                latest = t.to_unix_duration();
+                std::fs::write(dir.join("latest-before.tsr"), &r).unwrap();
+            }
+            tokens += 1;
+        }
+    }
+    d.signal("KILL");
+    d.wait(Duration::from_secs(30));
+
+    // The clock now reads six seconds behind: earlier than the latest token.
+    let d2 = Daemon::start_with_clock(&ca, "-6s");
+    let base2 = d2.http.clone().expect("http");
+    let reply = query(&dir, &base2, "refused", "-sha256", true, true);
+    let (_, text) = sh(&dir, &["ts", "-reply", "-in", &reply, "-text"]);
+    assert!(
+        text.contains("Status: Rejected") && text.contains("time source"),
+        "right after the restart (latest token {latest:?}, {tokens} tokens): {text}"
+    );
+    let o = run(Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}"])
+        .arg(format!("{base2}/healthz")));
+    let health = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        health.ends_with("503") && health.contains("degraded: tsa: "),
+        "{health}"
+    );
+    // NOT_SERVING for the TSA; the RA API is unaffected.
+    assert_eq!(grpc_health(&d2, signet::api::TSA_HEALTH_NAME).await, 2);
+
+    // Refused until the clock passes the recorded ceiling; then every token is at least as
+    // late as every token before the kill.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut n = 0;
+    let first = loop {
+        n += 1;
+        let name = format!("after-{n}");
+        let reply = query(&dir, &base2, &name, "-sha256", true, true);
+        let (_, text) = sh(&dir, &["ts", "-reply", "-in", &reply, "-text"]);
+        if text.contains("Status: Granted.") {
+            break reply;
+        }
+        assert!(
+            text.contains("Status: Rejected") && text.contains("time source"),
+            "{text}"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the TSA still refuses after 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert!(
+        openssl_gen_time(&dir, &first) >= openssl_gen_time(&dir, "latest-before.tsr"),
+        "a token after the restart is earlier than one before it"
+    );
+    let (ok, out) = sh(
+        &dir,
+        &[
+            "ts",
+            "-verify",
+            "-queryfile",
+            &format!("after-{n}.tsq"),
+            "-in",
+            &first,
+            "-CAfile",
+            ca.dir.join("ca/root.pem").to_str().unwrap(),
+            "-untrusted",
+            ca.dir.join("ca/tsa.pem").to_str().unwrap(),
+        ],
+    );
+    assert!(ok && out.contains("Verification: OK"), "{out}");
+    for r in post_many(&base2, &body, 200) {
+        let t = tst_info_of(&r).expect("a granted token").gen_time;
+        assert!(
+            t.to_unix_duration() >= latest,
+            "{t:?} is earlier than {latest:?}"
+        );
+    }
+    // Healthy again (gRPC health follows within its probe interval).
+    let o = run(Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}"])
+        .arg(format!("{base2}/healthz")));
+    let health = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(health.ends_with("200"), "{health}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while grpc_health(&d2, signet::api::TSA_HEALTH_NAME).await != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the TSA stays NOT_SERVING"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

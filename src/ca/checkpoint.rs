@@ -1,7 +1,10 @@
 //! Audit checkpoints and verification: every `checkpoint_interval_seconds` and at shutdown
 //! the usage counts are appended and the newest entry's sequence number and hash are signed
 //! by the audit key in the HSM; `signet audit verify` walks the whole chain and every
-//! checkpoint and names the first entry where either breaks.
+//! checkpoint and names the first entry where either breaks. The interval runs from the
+//! latest recorded checkpoint, not from the start of the process: a daemon that starts when
+//! the latest is older than the interval (or with none) signs one at once, so one that
+//! restarts, or is killed, more often than the interval still checkpoints.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -109,19 +112,49 @@ impl Checkpointer {
         Ok(Some(cp))
     }
 
-    /// Checkpoint every interval until `shutdown` turns true. (The shutdown checkpoint is
-    /// the caller's, after the last entries are written.)
+    /// Checkpoint every interval until `shutdown` turns true, the first one at once if the
+    /// latest recorded checkpoint is older than the interval (or there is none), otherwise
+    /// when the interval since it has passed. (The shutdown checkpoint is the caller's,
+    /// after the last entries are written.)
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let last = match self.authority.store.last_checkpoint().await {
+            Ok(c) => c.map(|c| c.at),
+            Err(e) => {
+                tracing::warn!("reading the latest audit checkpoint: {e}; checkpointing now");
+                None
+            }
+        };
+        let mut wait = first_wait(last, crate::clock::unix_now(), self.interval);
+        if !wait.is_zero() {
+            tracing::debug!(
+                seconds = wait.as_secs(),
+                "the latest audit checkpoint is recent; the next is due in {} s",
+                wait.as_secs()
+            );
+        }
         loop {
             tokio::select! {
                 _ = shutdown.wait_for(|stop| *stop) => return,
-                _ = tokio::time::sleep(self.interval) => {}
+                _ = tokio::time::sleep(wait) => {}
             }
             if let Err(e) = self.checkpoint().await {
                 tracing::error!("audit checkpoint failed: {e}");
             }
+            wait = self.interval;
         }
     }
+}
+
+/// How long after start the first checkpoint is due, given when the latest recorded one was
+/// signed (`last_at`, Unix seconds) and the clock (`now`): at once if there is none or it is
+/// at least `interval` old; otherwise what is left of the interval (never more than the
+/// interval, even when the clock reads earlier than the latest checkpoint).
+fn first_wait(last_at: Option<i64>, now: i64, interval: Duration) -> Duration {
+    let Some(at) = last_at else {
+        return Duration::ZERO;
+    };
+    let age = Duration::from_secs(u64::try_from(now.saturating_sub(at)).unwrap_or(0));
+    interval.saturating_sub(age)
 }
 
 /// The public key the ceremony recorded under `label`.
@@ -220,4 +253,29 @@ pub async fn verify_log(store: &dyn Store) -> Result<Result<VerifyReport, ChainB
         checkpoints: checkpoints.len(),
         covered_to: checkpoints.last().map(|c| c.seq),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_checkpoint_is_due_an_interval_after_the_latest_recorded_one() {
+        let hour = Duration::from_secs(3600);
+        assert_eq!(first_wait(None, 10_000, hour), Duration::ZERO);
+        assert_eq!(
+            first_wait(Some(10_000 - 3600), 10_000, hour),
+            Duration::ZERO
+        );
+        assert_eq!(
+            first_wait(Some(10_000 - 7200), 10_000, hour),
+            Duration::ZERO
+        );
+        assert_eq!(
+            first_wait(Some(10_000 - 600), 10_000, hour),
+            Duration::from_secs(3000)
+        );
+        // A checkpoint from the clock's future: a whole interval, no more.
+        assert_eq!(first_wait(Some(20_000), 10_000, hour), hour);
+    }
 }

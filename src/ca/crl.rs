@@ -4,8 +4,13 @@
 //! background task regenerates within `lag_seconds` of a revocation, hold or release (also
 //! one made by another process on the same store, found by polling) and at least every
 //! `interval_seconds`, and warns about any revocation not published within the lag.
+//!
+//! thisUpdate never goes back: while the clock reads earlier than the thisUpdate of an
+//! issuer's latest recorded CRL (a clock stepped back), nothing is published for it, its
+//! latest CRL is served instead, and health reports [`HEALTH_COMPONENT`] degraded until a
+//! publication succeeds again.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -21,6 +26,9 @@ use crate::store::{CrlRecord, RevocationWatch, UnpublishedRevocation};
 
 /// After a failed publication, try again this soon (or at the interval, if shorter).
 const RETRY: Duration = Duration::from_secs(30);
+
+/// The component name under which a clock behind the latest CRL is reported.
+pub const HEALTH_COMPONENT: &str = "crl";
 
 /// What one publication produced.
 #[derive(Clone, Debug)]
@@ -42,6 +50,9 @@ pub struct CrlPublisher {
     authority: Arc<Authority>,
     settings: CrlConfig,
     latest: RwLock<HashMap<String, Bytes>>,
+    /// Issuers not published because the clock reads earlier than their latest CRL's
+    /// thisUpdate (issuer -> why).
+    behind: std::sync::Mutex<BTreeMap<String, String>>,
 }
 
 impl CrlPublisher {
@@ -51,6 +62,7 @@ impl CrlPublisher {
             authority,
             settings: settings.clone(),
             latest: RwLock::new(HashMap::new()),
+            behind: std::sync::Mutex::default(),
         }
     }
 
@@ -63,7 +75,9 @@ impl CrlPublisher {
             .cloned()
     }
 
-    /// Publish a fresh CRL for `issuer`.
+    /// Publish a fresh CRL for `issuer`. Refused with FailedPrecondition, and the issuer's
+    /// latest recorded CRL served instead, while the clock reads earlier than that CRL's
+    /// thisUpdate.
     pub async fn publish(&self, issuer: &str) -> Result<PublishedCrl, CaError> {
         let a = &self.authority;
         let iss = a
@@ -71,6 +85,11 @@ impl CrlPublisher {
             .get(issuer)
             .ok_or_else(|| CaError::NotFound(format!("no loaded issuer {issuer:?}")))?;
         let now = super::now_seconds();
+        if let Some(prev) = a.store.latest_crl(issuer).await?
+            && unix(now) < prev.this_update
+        {
+            return Err(self.clock_behind(issuer, prev, unix(now)));
+        }
         let revoked = a.store.revoked_for_crl(issuer, unix(now)).await?;
         let entries = revoked
             .iter()
@@ -131,6 +150,7 @@ impl CrlPublisher {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(issuer.to_owned(), Bytes::from(der));
         tracing::info!(issuer, number, entries = entries.len(), "CRL published");
+        self.set_behind(issuer, None);
         Ok(PublishedCrl {
             issuer: issuer.to_owned(),
             number,
@@ -138,6 +158,73 @@ impl CrlPublisher {
             next_update: unix(next_update),
             entries: entries.len(),
         })
+    }
+
+    /// The clock reads `now`, earlier than thisUpdate of `prev`, the latest CRL recorded for
+    /// `issuer`: a new CRL would claim to be older than one relying parties may already
+    /// hold. Keep serving `prev`, report the publisher degraded, and say why.
+    fn clock_behind(&self, issuer: &str, prev: CrlRecord, now: i64) -> CaError {
+        let why = format!(
+            "the system clock reads {}, earlier than thisUpdate {} of CRL number {} of {issuer}; no CRL of {issuer} is published until the clock passes it, and CRL number {} is served meanwhile",
+            super::rfc3339(now),
+            super::rfc3339(prev.this_update),
+            prev.number,
+            prev.number,
+        );
+        self.latest
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(issuer.to_owned(), Bytes::from(prev.der));
+        self.set_behind(issuer, Some(why.clone()));
+        CaError::FailedPrecondition(why)
+    }
+
+    /// Record whether `issuer` is held back by the clock (with why) and report the
+    /// publisher's health from every issuer's.
+    fn set_behind(&self, issuer: &str, why: Option<String>) {
+        let mut behind = self
+            .behind
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let changed = match why {
+            Some(w) => behind.insert(issuer.to_owned(), w).is_none(),
+            None => behind.remove(issuer).is_some(),
+        };
+        if !changed {
+            return;
+        }
+        if behind.contains_key(issuer) {
+            tracing::error!(issuer, "CRL: {}", behind[issuer]);
+        } else {
+            tracing::info!(issuer, "CRL: the clock has caught up; publishing again");
+        }
+        let summary =
+            (!behind.is_empty()).then(|| behind.values().cloned().collect::<Vec<_>>().join("; "));
+        self.authority.set_degraded(HEALTH_COMPONENT, summary);
+    }
+
+    /// Publish every issuer's CRL at start-up, so the first request finds one. An issuer
+    /// whose latest recorded CRL is later than the clock serves that CRL instead (and the
+    /// publisher is degraded until the clock catches up); any other failure is returned.
+    pub async fn publish_at_start(&self) -> Result<Vec<PublishedCrl>, CaError> {
+        let mut names: Vec<String> = self.authority.issuers().map(|i| i.name.clone()).collect();
+        names.sort();
+        let mut done = Vec::with_capacity(names.len());
+        for name in names {
+            match self.publish(&name).await {
+                Ok(p) => done.push(p),
+                Err(_) if self.is_behind(&name) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(done)
+    }
+
+    fn is_behind(&self, issuer: &str) -> bool {
+        self.behind
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains_key(issuer)
     }
 
     /// Publish a fresh CRL for every loaded issuer, in name order. Every issuer is tried;

@@ -30,7 +30,8 @@ pub struct RevokeRequest {
     pub serial: String,
     /// The RFC 5280 reason.
     pub reason: RevocationReason,
-    /// When the subscriber reported it (Unix seconds); not in the future.
+    /// When the subscriber reported it (Unix seconds); not in the future, and not before
+    /// the certificate's notBefore.
     pub reported_at: Option<i64>,
     /// The RA's note (at most 1000 characters), kept as the CA's record.
     pub comment: String,
@@ -68,6 +69,9 @@ impl Authority {
                     ),
                 ));
             }
+        }
+        if let Some(cert) = self.store.certificate(&serial).await? {
+            check_times(&serial, cert.not_before, req.reported_at, now)?;
         }
         let digest = revoke_digest(&req, &serial)?;
         let detail = serde_json::json!({
@@ -215,6 +219,46 @@ pub struct ReleaseHoldRequest {
     pub comment: String,
 }
 
+/// The times of a revocation of the certificate `serial`, valid from `not_before`, requested
+/// with `reported_at` while the CA's clock reads `now`: neither may be before the certificate
+/// existed.
+///
+/// A `reported_at` before notBefore claims the certificate became invalid before it was
+/// valid: bad input, refused naming the field. A clock before notBefore means the CA's clock
+/// is behind the one that signed the certificate; the revocation is refused rather than dated
+/// at notBefore. An auditor reads revocationDate as the moment the CA recorded the
+/// revocation, taken from its clock: a clamped date would be a time nobody observed, and
+/// would hide the broken clock that the CRLs, OCSP answers and audit entries of the same
+/// moment also depend on. Refused, the RA retries with the same request id once the clock is
+/// right, and the time recorded is then true.
+fn check_times(
+    serial: &str,
+    not_before: i64,
+    reported_at: Option<i64>,
+    now: i64,
+) -> Result<(), CaError> {
+    if let Some(t) = reported_at
+        && t < not_before
+    {
+        return Err(invalid(
+            "reported_at",
+            format!(
+                "{} is before the certificate's notBefore {}; give the time the subscriber reported it, not earlier than the certificate's validity",
+                super::rfc3339(t),
+                super::rfc3339(not_before)
+            ),
+        ));
+    }
+    if now < not_before {
+        return Err(CaError::FailedPrecondition(format!(
+            "the CA's clock reads {}, before the notBefore {} of certificate {serial}: the clock is behind, and a revocation dated before the certificate's validity is not recorded; retry once the clock is right",
+            super::rfc3339(now),
+            super::rfc3339(not_before)
+        )));
+    }
+    Ok(())
+}
+
 fn check_comment(comment: &str) -> Result<(), CaError> {
     let comment_len = comment.chars().count();
     if comment_len > MAX_COMMENT {
@@ -248,4 +292,30 @@ fn revoke_digest(req: &RevokeRequest, serial: &str) -> Result<String, CaError> {
     body.request_id.clear();
     body.serial = serial.to_owned();
     super::tagged_digest(b"signet-revoke-v1\0", &body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field(e: CaError) -> String {
+        match e {
+            CaError::Invalid { field, .. } => field,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn times_before_the_certificate_existed_are_refused() {
+        assert!(check_times("01", 100, None, 100).is_ok());
+        assert!(check_times("01", 100, Some(100), 150).is_ok());
+        assert_eq!(
+            field(check_times("01", 100, Some(99), 150).unwrap_err()),
+            "reported_at"
+        );
+        match check_times("01", 100, None, 99) {
+            Err(CaError::FailedPrecondition(m)) => assert!(m.contains("clock"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -162,8 +162,9 @@ async fn finish_audit(
     }
 }
 
-/// The status service: publish every issuer's CRL (so the first request finds one), keep
-/// them fresh in the background, and serve them over HTTP until `shutdown`.
+/// The status service: publish every issuer's CRL (so the first request finds one; with the
+/// clock behind an issuer's latest CRL, that one), keep them fresh in the background, and
+/// serve them over HTTP until `shutdown`.
 async fn start_http(
     parts: &Parts,
     authority: Arc<Authority>,
@@ -172,7 +173,7 @@ async fn start_http(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<tokio::task::JoinHandle<Result<(), signet::http::HttpError>>, String> {
     let publisher = Arc::new(CrlPublisher::new(authority.clone(), &parts.cfg.crl));
-    publisher.publish_all().await.map_err(describe)?;
+    publisher.publish_at_start().await.map_err(describe)?;
     let stopped_ocsp = stopped.clone();
     tokio::spawn(publisher.clone().run(stopped));
     let ocsp = Arc::new(

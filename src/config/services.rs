@@ -34,6 +34,11 @@ pub struct TsaConfig {
     /// The accuracy stated in tokens: milliseconds part, 0 to 999.
     #[serde(default)]
     pub accuracy_millis: u32,
+    /// How far ahead of the clock the TSA's time ceiling is written, in seconds: one store
+    /// write per window at most, and after a crash the TSA waits (timeNotAvailable) until
+    /// the clock passes the ceiling, at most this long when the clock is right.
+    #[serde(default = "default_time_window")]
+    pub time_window_seconds: u64,
 }
 
 impl TsaConfig {
@@ -53,6 +58,9 @@ impl TsaConfig {
                 "tsa.accuracy_seconds",
                 "state a non-zero accuracy (accuracy_seconds or accuracy_millis)",
             ));
+        }
+        if !(1..=300).contains(&self.time_window_seconds) {
+            return Err(invalid("tsa.time_window_seconds", "must be 1 to 300"));
         }
         Ok(())
     }
@@ -100,6 +108,9 @@ fn default_service_validity() -> u32 {
 }
 fn default_accuracy_seconds() -> u32 {
     1
+}
+fn default_time_window() -> u64 {
+    10
 }
 fn default_audit_key_type() -> KeyType {
     KeyType::P256

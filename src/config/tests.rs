@@ -85,8 +85,13 @@ fn tsa_and_audit_settings_default_and_are_checked_by_key() {
     let c = load(&format!("{GOOD}{TSA}")).unwrap();
     let t = c.tsa.as_ref().unwrap();
     assert_eq!(
-        (t.accuracy_seconds, t.accuracy_millis, t.validity_years),
-        (1, 0, 2)
+        (
+            t.accuracy_seconds,
+            t.accuracy_millis,
+            t.validity_years,
+            t.time_window_seconds
+        ),
+        (1, 0, 2, 10)
     );
     assert_eq!(c.audit.as_ref().unwrap().checkpoint_interval_seconds, 3600);
     assert_eq!(c.audit_key().unwrap().unwrap().key_type, KeyType::P256);
@@ -140,6 +145,16 @@ fn tsa_and_audit_settings_default_and_are_checked_by_key() {
             "policy_oid = \"1.3.6.1.4.1.99999.2.1\"",
             "policy_oid = \"1.3.6.1.4.1.99999.2.1\"\naccuracy_seconds = 0",
             "tsa.accuracy_seconds:",
+        ),
+        (
+            "policy_oid = \"1.3.6.1.4.1.99999.2.1\"",
+            "policy_oid = \"1.3.6.1.4.1.99999.2.1\"\ntime_window_seconds = 0",
+            "tsa.time_window_seconds:",
+        ),
+        (
+            "policy_oid = \"1.3.6.1.4.1.99999.2.1\"",
+            "policy_oid = \"1.3.6.1.4.1.99999.2.1\"\ntime_window_seconds = 301",
+            "tsa.time_window_seconds:",
         ),
     ] {
         let text = format!("{GOOD}{}", TSA.replacen(from, to, 1));

@@ -199,14 +199,24 @@ pub trait Store: Send + Sync {
     async fn last_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError>;
 
     /// Reserve `count` timestamp serial numbers, durably: the first of a block that is never
-    /// handed out again, whatever happens to this process. Also raises the recorded time of
-    /// the TSA's latest token to `now_ms` (Unix milliseconds) if that is later.
-    async fn reserve_tsa_serials(&self, count: u64, now_ms: i64) -> Result<u64, StoreError>;
+    /// handed out again, whatever happens to this process. Also raises the TSA's time
+    /// ceiling (see [`Store::note_tsa_time`]) to `ceiling_ms` if that is later, in the same
+    /// write.
+    async fn reserve_tsa_serials(&self, count: u64, ceiling_ms: i64) -> Result<u64, StoreError>;
 
-    /// Raise the recorded time of the TSA's latest token to `at_ms` if that is later (at
-    /// shutdown, so the next start can tell whether the clock went backwards).
-    async fn note_tsa_time(&self, at_ms: i64) -> Result<(), StoreError>;
+    /// Raise the TSA's time ceiling to `ceiling_ms` (Unix milliseconds) if that is later,
+    /// durably. The TSA writes it ahead of use, before it stamps a token later than the
+    /// ceiling it wrote last, so no token is ever later than the stored ceiling: after a
+    /// crash, the ceiling is the time the clock must reach before the TSA signs again.
+    async fn note_tsa_time(&self, ceiling_ms: i64) -> Result<(), StoreError>;
 
-    /// The recorded time of the TSA's latest token, Unix milliseconds.
+    /// At a graceful stop: lower the TSA's time ceiling from `ceiling_ms` (the one this
+    /// process wrote last) to `latest_ms`, the time of its latest token, so the next start
+    /// need not wait for the clock to pass a ceiling no token reached. Changes nothing and
+    /// returns false when the stored ceiling is no longer `ceiling_ms` (another process
+    /// raised it) or `latest_ms` is not below it.
+    async fn settle_tsa_time(&self, ceiling_ms: i64, latest_ms: i64) -> Result<bool, StoreError>;
+
+    /// The TSA's time ceiling, Unix milliseconds: no token issued so far is later.
     async fn tsa_last_time(&self) -> Result<Option<i64>, StoreError>;
 }

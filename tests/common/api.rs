@@ -408,9 +408,16 @@ fn http_section(tail: &str) -> String {
     format!("\n[http]\nlisten = \"127.0.0.1:0\"\n{tail}")
 }
 
+/// libfaketime, preloaded into a daemon to step its clock (`Daemon::start_with_clock`).
+pub const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
 /// `signet serve` as a child process. Killed (SIGKILL) on drop if still running.
 pub struct Daemon {
     child: Option<Child>,
+    /// Its process id, kept after it exits.
+    pid: u32,
+    /// Started under libfaketime, which leaves its shared memory behind when killed.
+    faketime: bool,
     /// `https://127.0.0.1:PORT`.
     pub endpoint: String,
     /// The port it listens on.
@@ -428,6 +435,31 @@ impl Daemon {
     /// Start the daemon on `ca`'s configuration and wait (at most 60 s) until it announces
     /// its address.
     pub fn start(ca: &ApiCa) -> Daemon {
+        Self::start_with_env(ca, &[])
+    }
+
+    /// As [`Daemon::start`], with the daemon's clock `offset` from the real one (libfaketime's
+    /// relative form: "-8s", "+2h"); its clock runs on at the real pace from there. Monotonic
+    /// time is left alone, so timers and deadlines behave.
+    pub fn start_with_clock(ca: &ApiCa, offset: &str) -> Daemon {
+        assert!(
+            Path::new(LIBFAKETIME).exists(),
+            "{LIBFAKETIME} is missing: run ./softhsm-setup.sh --with-test-tools"
+        );
+        let mut d = Self::start_with_env(
+            ca,
+            &[
+                ("LD_PRELOAD", LIBFAKETIME),
+                ("FAKETIME", offset),
+                ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+            ],
+        );
+        d.faketime = true;
+        d
+    }
+
+    /// As [`Daemon::start`], with `env` added to the daemon's environment.
+    pub fn start_with_env(ca: &ApiCa, env: &[(&str, &str)]) -> Daemon {
         static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let log = ca.dir.join(format!("daemon-{n}.log"));
@@ -436,6 +468,7 @@ impl Daemon {
             .arg(&ca.config_path)
             .arg("serve")
             .envs(ca.child_env.iter().map(|(k, v)| (k, v)))
+            .envs(env.iter().copied())
             .env("RUST_LOG", "signet=debug,info")
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -478,6 +511,8 @@ impl Daemon {
             .and_then(|p| p.parse().ok())
             .expect("port in the announcement");
         Daemon {
+            pid: child.id(),
+            faketime: false,
             child: Some(child),
             endpoint: format!("https://127.0.0.1:{port}"),
             port,
@@ -522,9 +557,19 @@ impl Daemon {
             .unwrap_or_else(|e| panic!("connect as {name}: {e}"))
     }
 
-    /// The process id.
+    /// The process id (while it runs).
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    /// After the process has exited: remove what libfaketime leaves in /dev/shm when its
+    /// process is killed, so a later process with the same id does not trip over it.
+    fn exited(&mut self) {
+        self.child = None;
+        if self.faketime {
+            let _ = std::fs::remove_file(format!("/dev/shm/faketime_shm_{}", self.pid));
+            let _ = std::fs::remove_file(format!("/dev/shm/sem.faketime_sem_{}", self.pid));
+        }
     }
 
     /// Send a signal by name (TERM, KILL, INT).
@@ -541,7 +586,7 @@ impl Daemon {
         let child = self.child.as_mut().expect("running");
         loop {
             if let Some(status) = child.try_wait().expect("try_wait") {
-                self.child = None;
+                self.exited();
                 return status;
             }
             assert!(
@@ -564,6 +609,7 @@ impl Drop for Daemon {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+            self.exited();
         }
     }
 }

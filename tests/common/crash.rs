@@ -142,6 +142,9 @@ impl Store for CrashBeforeCommit {
     async fn note_tsa_time(&self, t: i64) -> Result<(), StoreError> {
         self.0.note_tsa_time(t).await
     }
+    async fn settle_tsa_time(&self, c: i64, t: i64) -> Result<bool, StoreError> {
+        self.0.settle_tsa_time(c, t).await
+    }
     async fn tsa_last_time(&self) -> Result<Option<i64>, StoreError> {
         self.0.tsa_last_time().await
     }

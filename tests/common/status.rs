@@ -135,3 +135,39 @@ pub fn ask_ocsp(dir: &Path, url: &str, issuer: &str, extra: &[&str]) -> (bool, S
     args.extend_from_slice(extra);
     openssl(&args, dir)
 }
+
+/// A time as OpenSSL prints it ("Nov 12 10:33:00 2026 GMT", "Nov  2 10:33:00.5 2026 GMT")
+/// as (year, month, day, hour, minute, second), which orders like time.
+pub fn openssl_date(text: &str) -> (u32, u32, u32, u32, u32, u32) {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let f: Vec<&str> = text.split_whitespace().collect();
+    assert!(f.len() >= 4, "not an OpenSSL date: {text:?}");
+    let month = MONTHS
+        .iter()
+        .position(|m| *m == f[0])
+        .unwrap_or_else(|| panic!("month in {text:?}")) as u32
+        + 1;
+    let hms: Vec<u32> = f[2]
+        .split(':')
+        .map(|x| x.split('.').next().unwrap_or(x).parse().unwrap())
+        .collect();
+    (
+        f[3].parse().unwrap(),
+        month,
+        f[1].parse().unwrap(),
+        hms[0],
+        hms[1],
+        hms[2],
+    )
+}
+
+/// The date OpenSSL prints after `label` (e.g. "Last Update: ") in `text`.
+pub fn openssl_date_after(text: &str, label: &str) -> (u32, u32, u32, u32, u32, u32) {
+    let line = text
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix(label))
+        .unwrap_or_else(|| panic!("no {label:?} in {text}"));
+    openssl_date(line)
+}

@@ -205,12 +205,16 @@ impl Store for SqliteStore {
         audit::last_checkpoint(self).await
     }
 
-    async fn reserve_tsa_serials(&self, count: u64, now_ms: i64) -> Result<u64, StoreError> {
-        tsa::reserve_tsa_serials(self, count, now_ms).await
+    async fn reserve_tsa_serials(&self, count: u64, ceiling_ms: i64) -> Result<u64, StoreError> {
+        tsa::reserve_tsa_serials(self, count, ceiling_ms).await
     }
 
-    async fn note_tsa_time(&self, at_ms: i64) -> Result<(), StoreError> {
-        tsa::note_tsa_time(self, at_ms).await
+    async fn note_tsa_time(&self, ceiling_ms: i64) -> Result<(), StoreError> {
+        tsa::note_tsa_time(self, ceiling_ms).await
+    }
+
+    async fn settle_tsa_time(&self, ceiling_ms: i64, latest_ms: i64) -> Result<bool, StoreError> {
+        tsa::settle_tsa_time(self, ceiling_ms, latest_ms).await
     }
 
     async fn tsa_last_time(&self) -> Result<Option<i64>, StoreError> {
