@@ -262,3 +262,12 @@ fn a_pin_written_inline_is_not_a_key() {
     let e = err(&GOOD.replace(r#"pin_env = "SIGNET_HSM_PIN""#, r#"pin = "1234""#));
     assert!(e.contains("unknown field") && e.contains("pin"), "{e}");
 }
+
+#[test]
+fn hsm_call_timeout_defaults_and_is_checked_by_key() {
+    assert_eq!(load(GOOD).unwrap().hsm.call_timeout_ms, 10_000);
+    for bad in ["0", "99", "600001"] {
+        let e = err(&GOOD.replace("[store]", &format!("call_timeout_ms = {bad}\n\n[store]")));
+        assert!(e.starts_with("hsm.call_timeout_ms"), "{e}");
+    }
+}

@@ -1,0 +1,149 @@
+//! The daemon against an HSM that stops answering (`signet serve` as a child process,
+//! SoftHSM behind a `p11-kit server` the test freezes with SIGSTOP): calls give up with
+//! UNAVAILABLE at `[hsm] call_timeout_ms`, health turns NOT_SERVING, and signing resumes at
+//! full pool size after SIGCONT.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::api::*;
+use tonic::Code;
+use tonic_health::pb::health_check_response::ServingStatus;
+
+/// The `[hsm] call_timeout_ms` of these tests.
+const CALL_TIMEOUT: Duration = Duration::from_millis(2000);
+/// The `[hsm] pool_size` of the test configuration.
+const POOL_SIZE: usize = 2;
+
+/// A fresh P-256 CSR (DER) under `dir`, distinct per `tag`.
+fn csr(dir: &Path, tag: &str) -> Vec<u8> {
+    let d = dir.join(format!("csr-{tag}"));
+    std::fs::create_dir_all(&d).unwrap();
+    common::ca::make_csr(&d, "p256")
+}
+
+/// The daemon's health for the RA service, polled until it is `want` (at most `limit`).
+async fn wait_health(d: &Daemon, want: ServingStatus, limit: Duration) -> bool {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let channel = signet::api::client::connect(&d.settings("ra-one"))
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel);
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Ok(Ok(r)) = tokio::time::timeout(
+            Duration::from_secs(2),
+            health.check(HealthCheckRequest {
+                service: "signet.v1.CertificateAuthority".into(),
+            }),
+        )
+        .await
+            && r.into_inner().status == want as i32
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_hsm_fails_calls_within_the_call_timeout_and_signing_resumes_at_full_pool_size() {
+    let ca = ApiCa::behind_p11kit_with("call_timeout_ms = 2000", "", None);
+    let server = ca.p11kit.as_ref().expect("p11-kit server");
+    let d = Daemon::start(&ca);
+    assert!(
+        wait_health(&d, ServingStatus::Serving, Duration::from_secs(10)).await,
+        "{}",
+        d.log_text()
+    );
+    let mut c = d.client("ra-one").await;
+    c.issue(issue_request("fz-0", "server", csr(&ca.dir, "0")))
+        .await
+        .expect("issue while the HSM answers");
+
+    // The HSM stops answering without closing its connection: a PKCS#11 call blocks.
+    server.freeze();
+    let frozen = issue_request("fz-1", "server", csr(&ca.dir, "1"));
+    let started = Instant::now();
+    let e = tokio::time::timeout(Duration::from_secs(20), c.issue(frozen.clone()))
+        .await
+        .unwrap_or_else(|_| panic!("Issue hung with the HSM frozen:\n{}", d.log_text()))
+        .unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}\n{}", d.log_text());
+    assert!(!e.message().contains("CKR_"), "HSM internals leaked: {e:?}");
+    assert!(
+        took < CALL_TIMEOUT + Duration::from_secs(3),
+        "UNAVAILABLE came after {took:?}, call_timeout is {CALL_TIMEOUT:?}"
+    );
+    assert!(
+        wait_health(&d, ServingStatus::NotServing, Duration::from_secs(10)).await,
+        "{}",
+        d.log_text()
+    );
+    // Reported unavailable, later calls fail at once instead of each waiting it out.
+    let started = Instant::now();
+    let e = c
+        .issue(issue_request("fz-2", "server", csr(&ca.dir, "2")))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    assert!(
+        started.elapsed() < CALL_TIMEOUT,
+        "a call waited {:?} while the HSM was known to be unavailable",
+        started.elapsed()
+    );
+    let log = d.log_text();
+    assert!(
+        log.contains("did not answer within"),
+        "no log line about the timed-out call:\n{log}"
+    );
+
+    // SIGCONT: the stuck calls return, their sessions are thrown away, the HSM comes back.
+    server.thaw();
+    assert!(
+        wait_health(&d, ServingStatus::Serving, Duration::from_secs(30)).await,
+        "{}",
+        d.log_text()
+    );
+    tokio::time::timeout(Duration::from_secs(20), c.issue(frozen))
+        .await
+        .expect("the retry hung")
+        .expect("the request that timed out succeeds on retry");
+    // No session or permit leaked: more calls in a row than the pool has sessions, then
+    // twice the pool size at once.
+    for i in 0..3 * POOL_SIZE {
+        tokio::time::timeout(
+            Duration::from_secs(20),
+            c.issue(issue_request(
+                &format!("fz-seq-{i}"),
+                "server",
+                csr(&ca.dir, &format!("seq-{i}")),
+            )),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("call {i} after the thaw hung:\n{}", d.log_text()))
+        .unwrap_or_else(|e| panic!("call {i} after the thaw: {e:?}"));
+    }
+    let mut tasks = Vec::new();
+    for i in 0..2 * POOL_SIZE {
+        let mut c = c.clone();
+        let req = issue_request(
+            &format!("fz-par-{i}"),
+            "server",
+            csr(&ca.dir, &format!("par-{i}")),
+        );
+        tasks.push(tokio::spawn(async move {
+            tokio::time::timeout(Duration::from_secs(20), c.issue(req)).await
+        }));
+    }
+    for t in tasks {
+        t.await
+            .unwrap()
+            .expect("a concurrent call after the thaw hung")
+            .expect("a concurrent call after the thaw");
+    }
+}
