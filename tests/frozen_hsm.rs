@@ -1,7 +1,8 @@
 //! The daemon against an HSM that stops answering (`signet serve` as a child process,
 //! SoftHSM behind a `p11-kit server` the test freezes with SIGSTOP): calls give up with
-//! UNAVAILABLE at `[hsm] call_timeout_ms`, health turns NOT_SERVING, and signing resumes at
-//! full pool size after SIGCONT.
+//! UNAVAILABLE at `[hsm] call_timeout_ms` and signing resumes at full pool size after
+//! SIGCONT; SIGTERM ends the daemon within `[api] shutdown_grace_seconds` and the audit log
+//! still verifies.
 
 mod common;
 
@@ -146,4 +147,61 @@ async fn a_frozen_hsm_fails_calls_within_the_call_timeout_and_signing_resumes_at
             .expect("a concurrent call after the thaw hung")
             .expect("a concurrent call after the thaw");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_a_frozen_hsm_exits_within_the_grace_period_and_the_audit_log_verifies() {
+    let ca = ApiCa::behind_p11kit_with(
+        "call_timeout_ms = 2000",
+        "shutdown_grace_seconds = 5",
+        Some(TSA_AND_AUDIT),
+    );
+    let server = ca.p11kit.as_ref().expect("p11-kit server");
+    let mut d = Daemon::start(&ca);
+    let mut c = d.client("ra-one").await;
+    c.issue(issue_request("st-0", "server", csr(&ca.dir, "0")))
+        .await
+        .expect("issue while the HSM answers");
+
+    server.freeze();
+    // A call in flight when the signal comes.
+    let in_flight = {
+        let mut c = c.clone();
+        let req = issue_request("st-1", "server", csr(&ca.dir, "1"));
+        tokio::spawn(async move { c.issue(req).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    d.signal("TERM");
+    // Grace plus a few seconds; the helper fails the test if the daemon is still running.
+    let status = d.wait(Duration::from_secs(5 + 5));
+    let took = started.elapsed();
+    let log = d.log_text();
+    let answered = tokio::time::timeout(Duration::from_secs(5), in_flight)
+        .await
+        .expect("the call in flight was never answered")
+        .unwrap();
+    assert!(
+        answered.is_err_and(|e| e.code() == Code::Unavailable),
+        "{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("ERROR") && l.contains("shutdown checkpoint was skipped")),
+        "no ERROR line about the skipped checkpoint:\n{log}"
+    );
+    // Not a clean stop: the log is not covered by a final checkpoint.
+    assert_eq!(status.code(), Some(1), "{status} after {took:?}\n{log}");
+
+    // With the HSM answering again, the log (stop entry included) verifies.
+    server.thaw();
+    let (ok, out) = signet(&ca, &["audit", "verify"]);
+    assert!(ok && out.contains("audit log OK"), "{out}");
+    let db = ca.dir.join("signet.db");
+    let o = common::ca::run(
+        std::process::Command::new("sqlite3")
+            .arg(&db)
+            .arg("SELECT action FROM audit_log ORDER BY seq DESC LIMIT 1"),
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "daemon.stopped");
 }
