@@ -1,8 +1,9 @@
-//! The daemon against an HSM that stops answering (`signet serve` as a child process,
-//! SoftHSM behind a `p11-kit server` the test freezes with SIGSTOP): calls give up with
-//! UNAVAILABLE at `[hsm] call_timeout_ms` and signing resumes at full pool size after
-//! SIGCONT; SIGTERM ends the daemon within `[api] shutdown_grace_seconds` and the audit log
-//! still verifies.
+//! The daemon against an HSM that stops answering or goes away (`signet serve` as a child
+//! process, SoftHSM behind a `p11-kit server` the test freezes with SIGSTOP or kills): calls
+//! give up with UNAVAILABLE at `[hsm] call_timeout_ms` and signing resumes at full pool size
+//! after SIGCONT; SIGTERM ends the daemon within `[api] shutdown_grace_seconds` and the audit
+//! log still verifies; and a revocation made while the HSM was gone reaches the HTTP CRL
+//! within seconds of its return.
 
 mod common;
 
@@ -10,6 +11,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::api::*;
+use common::status::{fetch, openssl};
+use signet::api::pb;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
@@ -204,4 +207,58 @@ async fn sigterm_with_a_frozen_hsm_exits_within_the_grace_period_and_the_audit_l
             .arg("SELECT action FROM audit_log ORDER BY seq DESC LIMIT 1"),
     );
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "daemon.stopped");
+}
+
+/// `openssl crl -text` of the DER CRL `der` in `dir`.
+fn crl_text(dir: &Path, der: &str) -> String {
+    let (ok, out) = openssl(
+        &["crl", "-inform", "DER", "-in", der, "-noout", "-text"],
+        dir,
+    );
+    assert!(ok, "{out}");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_made_while_the_hsm_was_gone_is_in_the_http_crl_seconds_after_it_returns() {
+    let mut ca = ApiCa::with_http_behind_p11kit("[crl]\nlag_seconds = 2\n");
+    let d = Daemon::start(&ca);
+    let base = d.http.clone().expect("HTTP announced");
+    let dir = ca.dir.join("outage");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut c = d.client("ra-one").await;
+    let (serial, _) = issue_server_ec(&mut c, &dir, "out-a").await;
+
+    ca.p11kit.as_mut().expect("p11-kit server").kill();
+    c.revoke(revoke_request(
+        "out-revoke",
+        &serial,
+        pb::RevocationReason::KeyCompromise,
+    ))
+    .await
+    .expect("the store takes the revocation without the HSM");
+    // Let the lag pass and publication fail (more than once) while the HSM is gone.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !d.log_text().contains("CRL publication failed") {
+        assert!(Instant::now() < deadline, "{}", d.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(4));
+
+    ca.p11kit.as_mut().unwrap().restart();
+    let back = Instant::now();
+    let wanted = format!("Serial Number: {}", serial.to_uppercase());
+    loop {
+        let (code, _) = fetch(&format!("{base}/crl/issuing-ec.crl"), &dir.join("now.crl"));
+        assert_eq!(code, 200);
+        if crl_text(&dir, "now.crl").contains(&wanted) {
+            break;
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(10),
+            "no CRL listing {serial} 10 s after the HSM returned:\n{}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
