@@ -32,6 +32,11 @@
 //! keys are there again. Hence recovery here always finalises and re-initialises, treats
 //! "token not found" during recovery as "not back yet", and finalises again before the next
 //! attempt.
+//!
+//! A frozen server (its process group stopped with SIGSTOP, what `tests/frozen_hsm.rs`
+//! does) is the other case: calls block in the client until SIGCONT, then complete as if
+//! nothing happened; C_CloseSession and C_Finalize block too. Hence the call timeout above,
+//! and a close at shutdown that is given up on (`Hsm::close_within`).
 
 mod call;
 mod error;
