@@ -439,3 +439,73 @@ async fn a_replaced_key_is_found_again_instead_of_using_the_stale_handle() {
         assert_signs_verifiably(&soft, &hsm, "ca", &spki, alg, "the new key").await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_to_a_frozen_hsm_give_up_at_the_call_timeout_and_the_pool_is_whole_after_the_thaw() {
+    let soft = softhsm();
+    let server = P11KitServer::start(&soft, "pkcs11:token=signet-ca");
+    common::set_env("P11_KIT_SERVER_ADDRESS", server.address());
+    let mut settings = soft.settings(LABEL, PIN);
+    settings.module = common::P11KIT_CLIENT_MODULE.into();
+    settings.call_timeout = Duration::from_millis(1000);
+    let pool_size = settings.pool_size;
+    let hsm = tokio::task::spawn_blocking(move || Hsm::open(settings))
+        .await
+        .unwrap()
+        .expect("open through p11-kit");
+    let spki = hsm.generate_key("ca", KeyType::P256).await.unwrap();
+    let alg = SignatureAlgorithm::EcdsaSha256;
+    let mut availability = hsm.availability();
+    assert!(*availability.borrow_and_update());
+
+    // Twice as many calls as sessions: some hang in C_Sign, the others queue for a session.
+    server.freeze();
+    let started = Instant::now();
+    let calls: Vec<_> = (0..2 * pool_size)
+        .map(|_| {
+            let hsm = hsm.clone();
+            tokio::spawn(async move {
+                tokio::time::timeout(Duration::from_secs(10), hsm.sign("ca", alg, MESSAGE)).await
+            })
+        })
+        .collect();
+    for c in calls {
+        let e = c
+            .await
+            .unwrap()
+            .expect("a call hung past the call timeout")
+            .unwrap_err();
+        assert!(e.is_unavailable(), "{e}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(3000),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(!hsm.is_available());
+    assert!(!*availability.borrow_and_update());
+
+    // After SIGCONT the reconnect gets through and says so; every session can sign at once.
+    server.thaw();
+    tokio::time::timeout(Duration::from_secs(30), availability.wait_for(|up| *up))
+        .await
+        .expect("the HSM was not available again 30 s after the thaw")
+        .unwrap();
+    let calls: Vec<_> = (0..3 * pool_size)
+        .map(|_| {
+            let hsm = hsm.clone();
+            tokio::spawn(async move {
+                tokio::time::timeout(Duration::from_secs(10), hsm.sign("ca", alg, MESSAGE)).await
+            })
+        })
+        .collect();
+    for c in calls {
+        let sig = c
+            .await
+            .unwrap()
+            .expect("a call after the thaw hung")
+            .expect("a call after the thaw");
+        assert!(openssl_verifies(soft.dir.path(), &spki, alg, MESSAGE, &sig));
+    }
+    assert!(hsm.close_within(Duration::from_secs(10)));
+}

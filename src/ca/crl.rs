@@ -24,8 +24,11 @@ use crate::config::CrlConfig;
 use crate::pki::crl::{self as pki_crl, CrlContent, CrlEntry};
 use crate::store::{CrlRecord, RevocationWatch, UnpublishedRevocation};
 
-/// After a failed publication, try again this soon (or at the interval, if shorter).
-const RETRY: Duration = Duration::from_secs(30);
+/// After a failed publication, try again this soon, then twice as late each time up to
+/// the lag (and [`RETRY_MAX`]); at once when the HSM becomes available again.
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+/// The longest wait between attempts after failed publications.
+const RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// The component name under which a clock behind the latest CRL is reported.
 pub const HEALTH_COMPONENT: &str = "crl";
@@ -254,8 +257,12 @@ impl CrlPublisher {
     /// `interval_seconds`. Changes made by another process on the same store (`signet
     /// revoke`) are noticed by polling the store every [`poll_period`]; a revocation that no
     /// published CRL lists `lag_seconds` after it was recorded is logged as a warning, once.
+    /// A failed publication is retried after [`retry_delay`] (1 s, doubling up to the lag)
+    /// and at once when the HSM becomes available again, so a revocation waits at most the
+    /// lag plus one retry after the HSM is back.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let revocations = self.authority.revocations();
+        let mut hsm_up = self.authority.hsm.availability();
         let lag = Duration::from_secs(self.settings.lag_seconds);
         let interval = Duration::from_secs(self.settings.interval_seconds);
         let poll = poll_period(lag);
@@ -263,6 +270,9 @@ impl CrlPublisher {
         let mut regular = Instant::now() + interval;
         let mut due: Option<Instant> = None;
         let mut late = HashSet::new();
+        // Publications failed in a row (0: the last one succeeded).
+        let mut failures = 0u32;
+        let mut watching_hsm = true;
         loop {
             let wake = due
                 .map_or(regular, |d| d.min(regular))
@@ -270,8 +280,25 @@ impl CrlPublisher {
             tokio::select! {
                 _ = shutdown.wait_for(|stop| *stop) => return,
                 _ = revocations.notified() => {
-                    due.get_or_insert(Instant::now() + lag);
+                    // Within the lag, or sooner if a retry is already due sooner.
+                    let within_lag = Instant::now() + lag;
+                    due = Some(due.map_or(within_lag, |d| d.min(within_lag)));
                     continue;
+                }
+                changed = hsm_up.changed(), if failures > 0 && watching_hsm => {
+                    if changed.is_err() {
+                        // No HSM left to watch: retries keep to their delays.
+                        watching_hsm = false;
+                        continue;
+                    }
+                    if !*hsm_up.borrow_and_update() {
+                        continue;
+                    }
+                    // The HSM is back: retry what failed now, not at the next retry.
+                    tracing::info!("HSM available again; retrying CRL publication");
+                    let now = Instant::now();
+                    due = due.map(|d| d.min(now));
+                    regular = regular.min(now);
                 }
                 _ = tokio::time::sleep_until(wake) => {}
             }
@@ -289,16 +316,20 @@ impl CrlPublisher {
                 continue;
             }
             // Everything up to what the watch just saw goes into this publication.
+            // Availability changes before this attempt say nothing about its outcome.
+            hsm_up.borrow_and_update();
             match self.publish_all().await {
                 Ok(_) => {
                     seen = watched.unwrap_or(seen);
                     due = None;
                     regular = Instant::now() + interval;
+                    failures = 0;
                 }
                 Err(_) => {
-                    // Keep `due` set: a revocation still waits, so try again at the next poll
-                    // after RETRY; regular publication retries sooner too.
-                    let retry = Instant::now() + interval.min(RETRY);
+                    // Keep `due` set: a revocation still waits, so try again after the
+                    // retry delay (or when the HSM is back); regular publication too.
+                    failures = failures.saturating_add(1);
+                    let retry = Instant::now() + interval.min(retry_delay(failures, lag));
                     due = due.map(|_| retry);
                     regular = retry;
                 }
@@ -343,6 +374,15 @@ impl CrlPublisher {
     }
 }
 
+/// How long to wait after the `failures`-th failed publication in a row: 1 s, doubling each
+/// time, up to the lag (at least 1 s) and never above 30 s.
+pub fn retry_delay(failures: u32, lag: Duration) -> Duration {
+    let cap = lag.clamp(RETRY_FIRST, RETRY_MAX);
+    RETRY_FIRST
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
+        .min(cap)
+}
+
 /// How often the publisher polls the store for revocations made by other processes: a
 /// quarter of the lag, between 200 ms and 5 s.
 pub fn poll_period(lag: Duration) -> Duration {
@@ -352,6 +392,25 @@ pub fn poll_period(lag: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failed_publications_are_retried_after_1_s_doubling_up_to_the_lag() {
+        let lag = Duration::from_secs(60);
+        let delays: Vec<u64> = (1..=7).map(|n| retry_delay(n, lag).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 30, 30]);
+        assert_eq!(
+            retry_delay(3, Duration::from_secs(2)),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            retry_delay(1, Duration::from_secs(1)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            retry_delay(u32::MAX, Duration::from_secs(5)),
+            Duration::from_secs(5)
+        );
+    }
 
     #[test]
     fn the_store_is_polled_at_a_quarter_of_the_lag_between_200_ms_and_5_s() {

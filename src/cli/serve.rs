@@ -3,7 +3,8 @@
 //! ceremony, demo CSR and first `signet ra` line before it.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use signet::api::Api;
 use signet::audit::AuditEvent;
@@ -31,9 +32,56 @@ pub(crate) fn serve(cfg: Config) -> Result<(), String> {
     serve_parts(parts, rt)
 }
 
+/// The end of the grace period a stop may take: `[api] shutdown_grace_seconds` after the
+/// signal (or after the first look, if the servers ended without one).
+#[derive(Clone)]
+struct StopClock {
+    grace: Duration,
+    deadline: Arc<OnceLock<Instant>>,
+}
+
+impl StopClock {
+    fn new(grace: Duration) -> StopClock {
+        StopClock {
+            grace,
+            deadline: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// The stop begins now.
+    fn start(&self) {
+        let _ = self.deadline.set(Instant::now() + self.grace);
+    }
+
+    fn deadline(&self) -> Instant {
+        *self.deadline.get_or_init(|| Instant::now() + self.grace)
+    }
+
+    fn remaining(&self) -> Duration {
+        self.deadline().saturating_duration_since(Instant::now())
+    }
+
+    /// Completes once the stop has begun and its grace period has run out.
+    async fn over(self, mut stopped: tokio::sync::watch::Receiver<bool>) {
+        let _ = stopped.wait_for(|stop| *stop).await;
+        tokio::time::sleep_until(self.deadline().into()).await;
+    }
+}
+
 /// Serve with an open HSM and store on `rt`, until a signal; then close the HSM. One signal
-/// stops every server: it is fanned out through a watch channel.
+/// stops every server: it is fanned out through a watch channel. The whole stop, from the
+/// signal to closing the HSM, is bounded by `[api] shutdown_grace_seconds`: whatever is not
+/// done by then (calls in flight, the audit log's stop entry and checkpoint, C_Finalize) is
+/// skipped with an ERROR line, and the stop is reported as not clean (exit status 1).
 fn serve_parts(parts: Parts, rt: tokio::runtime::Runtime) -> Result<(), String> {
+    let clock = StopClock::new(Duration::from_secs(
+        parts
+            .cfg
+            .api
+            .as_ref()
+            .map_or(30, |a| a.shutdown_grace_seconds),
+    ));
+    let mut unclean: Vec<String> = Vec::new();
     let result = rt.block_on(async {
         let authority = Arc::new(
             Authority::open(&parts.cfg, parts.hsm.clone(), parts.store.clone())
@@ -79,8 +127,10 @@ fn serve_parts(parts: Parts, rt: tokio::runtime::Runtime) -> Result<(), String> 
         // whoever waits for the announcement always means a graceful stop.
         let signal = shutdown_signal().map_err(|e| format!("cannot handle signals: {e}"))?;
         let (stop, stopped) = tokio::sync::watch::channel(false);
+        let signalled = clock.clone();
         tokio::spawn(async move {
             signal.await;
+            signalled.start();
             let _ = stop.send(true);
         });
         let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -105,61 +155,129 @@ fn serve_parts(parts: Parts, rt: tokio::runtime::Runtime) -> Result<(), String> 
         tracing::info!(%addr, "serving the RA API");
         println!("signet: serving RA API on {addr}");
         let _ = std::io::Write::flush(&mut std::io::stdout());
-        let served = api
-            .run(listener, until_stopped(stopped))
-            .await
-            .map_err(|e| e.to_string());
-        if let Some(http) = http {
+        let served = tokio::select! {
+            served = api.run(listener, until_stopped(stopped.clone())) => {
+                served.map_err(|e| e.to_string())
+            }
+            () = clock.clone().over(stopped.clone()) => {
+                tracing::error!(
+                    grace_seconds = clock.grace.as_secs(),
+                    "RA API calls still in flight at the end of the grace period are abandoned"
+                );
+                unclean.push("RA API calls were abandoned".to_owned());
+                Ok(())
+            }
+        };
+        if let Some(mut http) = http {
             if served.is_err() {
                 http.abort();
                 return served;
             }
-            http.await
-                .map_err(|e| format!("HTTP server: {e}"))?
-                .map_err(|e| e.to_string())?;
+            tokio::select! {
+                ended = &mut http => {
+                    ended
+                        .map_err(|e| format!("HTTP server: {e}"))?
+                        .map_err(|e| e.to_string())?;
+                }
+                () = clock.clone().over(stopped.clone()) => {
+                    http.abort();
+                    tracing::error!(
+                        grace_seconds = clock.grace.as_secs(),
+                        "HTTP requests still in flight at the end of the grace period are abandoned"
+                    );
+                    unclean.push("HTTP requests were abandoned".to_owned());
+                }
+            }
         }
-        finish_audit(&authority, tsa.as_deref(), checkpointer.as_deref()).await;
+        unclean.extend(
+            finish_audit(
+                &authority,
+                tsa.as_deref(),
+                checkpointer.as_deref(),
+                clock.deadline(),
+            )
+            .await,
+        );
         served
     });
-    // Signing calls abandoned at their deadline may still hold an HSM session: give the
-    // blocking pool a moment before the module is finalised.
-    rt.shutdown_timeout(std::time::Duration::from_secs(10));
-    parts.hsm.close();
-    if result.is_ok() {
-        tracing::info!("stopped");
+    // Operations abandoned at their call timeout may still hold an HSM session: give the
+    // blocking pool a moment (within the grace period) before the module is finalised.
+    rt.shutdown_timeout(clock.remaining().min(Duration::from_secs(10)));
+    // C_CloseSession and C_Finalize hang with a hung HSM: they run on a thread of their
+    // own, abandoned at the end of the grace period (with half a second at least).
+    if !parts
+        .hsm
+        .close_within(clock.remaining().max(Duration::from_millis(500)))
+    {
+        tracing::error!(
+            "the HSM did not close (C_CloseSession, C_Finalize) within the grace period; exiting without it"
+        );
+        unclean.push("the HSM was not closed".to_owned());
     }
-    result
+    match result {
+        Ok(()) if unclean.is_empty() => {
+            tracing::info!("stopped");
+            Ok(())
+        }
+        Ok(()) => Err(format!("stopped, but not cleanly: {}", unclean.join("; "))),
+        Err(e) => Err(e),
+    }
 }
 
 /// At a graceful stop: record the TSA's latest time, write the stop entry (after the usage
-/// counts), and sign a checkpoint over it, so the log ends covered.
+/// counts), and sign a checkpoint over it, so the log ends covered. Each step must be done
+/// by `deadline`; one that fails or is not is logged as an ERROR and returned.
 async fn finish_audit(
     authority: &Authority,
     tsa: Option<&Tsa>,
     checkpointer: Option<&Checkpointer>,
-) {
-    if let Some(t) = tsa
-        && let Err(e) = t.close().await
-    {
-        tracing::error!("recording the TSA's latest time: {e}");
+    deadline: Instant,
+) -> Vec<String> {
+    let deadline = tokio::time::Instant::from_std(deadline);
+    let mut failed = Vec::new();
+    let mut step = |what: &str, outcome: Option<String>| {
+        if let Some(problem) = outcome {
+            tracing::error!("{what}: {problem}");
+            failed.push(what.to_owned());
+        }
+    };
+    let late = || "the grace period ran out".to_owned();
+    if let Some(t) = tsa {
+        let r = tokio::time::timeout_at(deadline, t.close()).await;
+        step(
+            "recording the TSA's latest time",
+            r.map_or_else(|_| Some(late()), |r| r.err().map(|e| e.to_string())),
+        );
     }
     let store = authority.store();
-    if let Err(e) = authority.flush_usage().await {
-        tracing::error!("writing usage counts: {e}");
-    }
+    let r = tokio::time::timeout_at(deadline, authority.flush_usage()).await;
+    step(
+        "writing usage counts",
+        r.map_or_else(|_| Some(late()), |r| r.err().map(|e| e.to_string())),
+    );
     let stop = AuditEvent::daemon(
         "daemon.stopped",
         "signet",
         serde_json::json!({ "pid": std::process::id() }),
     );
-    if let Err(e) = store.append_audit(stop).await {
-        tracing::error!("writing the stop entry: {e}");
+    let r = tokio::time::timeout_at(deadline, store.append_audit(stop)).await;
+    step(
+        "writing the stop entry",
+        r.map_or_else(|_| Some(late()), |r| r.err().map(|e| e.to_string())),
+    );
+    if let Some(c) = checkpointer {
+        // Skipped when the HSM cannot sign in time: the log then ends with entries no
+        // checkpoint covers, which the next start-up or periodic checkpoint covers.
+        let r = tokio::time::timeout_at(deadline, c.checkpoint()).await;
+        step(
+            "the shutdown checkpoint was skipped",
+            r.map_or_else(
+                |_| Some("the HSM did not sign within the grace period".to_owned()),
+                |r| r.err().map(|e| e.to_string()),
+            ),
+        );
     }
-    if let Some(c) = checkpointer
-        && let Err(e) = c.checkpoint().await
-    {
-        tracing::error!("the shutdown checkpoint failed: {e}");
-    }
+    failed
 }
 
 /// The status service: publish every issuer's CRL (so the first request finds one; with the

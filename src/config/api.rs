@@ -30,6 +30,11 @@ pub struct ApiConfig {
     /// Calls served at once; further calls wait.
     #[serde(default = "default_max_concurrent")]
     pub max_concurrent_requests: usize,
+    /// How long `signet serve` may take to stop after SIGTERM or SIGINT, in seconds: calls
+    /// in flight, the stop entry and checkpoint of the audit log, closing the HSM. What is
+    /// not done by then is skipped, and the process exits with status 1.
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace_seconds: u64,
 }
 
 fn default_deadline_ms() -> u64 {
@@ -37,6 +42,9 @@ fn default_deadline_ms() -> u64 {
 }
 fn default_max_concurrent() -> usize {
     256
+}
+fn default_shutdown_grace() -> u64 {
+    30
 }
 
 impl ApiConfig {
@@ -66,6 +74,9 @@ impl ApiConfig {
                 "api.max_concurrent_requests",
                 "must be 1 to 100000",
             ));
+        }
+        if !(1..=3600).contains(&self.shutdown_grace_seconds) {
+            return Err(invalid("api.shutdown_grace_seconds", "must be 1 to 3600"));
         }
         Ok(())
     }

@@ -38,6 +38,12 @@ pub struct HsmConfig {
     /// Longest back-off delay between reconnection attempts, in milliseconds.
     #[serde(default = "default_reconnect_max_ms")]
     pub reconnect_max_ms: u64,
+    /// The longest wait for a free signing session, and separately for one PKCS#11 call,
+    /// in milliseconds (key generation may take at least a minute). A call that overruns it
+    /// fails with UNAVAILABLE, its session is abandoned and the HSM is reported unavailable
+    /// until a reconnect succeeds.
+    #[serde(default = "default_call_timeout_ms")]
+    pub call_timeout_ms: u64,
 }
 
 fn default_pool_size() -> usize {
@@ -47,6 +53,9 @@ fn default_reconnect_initial_ms() -> u64 {
     250
 }
 fn default_reconnect_max_ms() -> u64 {
+    10_000
+}
+fn default_call_timeout_ms() -> u64 {
     10_000
 }
 
@@ -78,6 +87,12 @@ impl HsmConfig {
             return Err(invalid(
                 "hsm.reconnect_max_ms",
                 "must be at least reconnect_initial_ms, which must be above 0",
+            ));
+        }
+        if !(100..=600_000).contains(&self.call_timeout_ms) {
+            return Err(invalid(
+                "hsm.call_timeout_ms",
+                "must be 100 to 600000 (0.1 s to 10 min)",
             ));
         }
         Ok(())

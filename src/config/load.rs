@@ -259,6 +259,7 @@ impl Config {
             pool_size: self.hsm.pool_size,
             reconnect_initial: Duration::from_millis(self.hsm.reconnect_initial_ms),
             reconnect_max: Duration::from_millis(self.hsm.reconnect_max_ms),
+            call_timeout: Duration::from_millis(self.hsm.call_timeout_ms),
         })
     }
 

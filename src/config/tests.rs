@@ -277,3 +277,40 @@ fn a_pin_written_inline_is_not_a_key() {
     let e = err(&GOOD.replace(r#"pin_env = "SIGNET_HSM_PIN""#, r#"pin = "1234""#));
     assert!(e.contains("unknown field") && e.contains("pin"), "{e}");
 }
+
+#[test]
+fn hsm_call_timeout_defaults_and_is_checked_by_key() {
+    assert_eq!(load(GOOD).unwrap().hsm.call_timeout_ms, 10_000);
+    for bad in ["0", "99", "600001"] {
+        let e = err(&GOOD.replace("[store]", &format!("call_timeout_ms = {bad}\n\n[store]")));
+        assert!(e.starts_with("hsm.call_timeout_ms"), "{e}");
+    }
+}
+
+#[test]
+fn shutdown_grace_defaults_and_is_checked_by_key() {
+    const API: &str = r#"
+[[issuer]]
+name = "issuing-tls"
+parent = "root"
+key_label = "tls-key"
+key_type = "p256"
+subject = { CN = "Signet TLS CA" }
+validity_years = 10
+path_len = 0
+
+[api]
+listen = "127.0.0.1:8443"
+server_cert = "tls/server.pem"
+server_key = "tls/server.key"
+server_names = ["127.0.0.1"]
+tls_issuer = "issuing-tls"
+client_ca = ["ca/issuing-tls.pem"]
+"#;
+    let c = load(&format!("{GOOD}{API}")).unwrap();
+    assert_eq!(c.api.as_ref().unwrap().shutdown_grace_seconds, 30);
+    for bad in ["0", "3601"] {
+        let e = err(&format!("{GOOD}{API}shutdown_grace_seconds = {bad}\n"));
+        assert!(e.starts_with("api.shutdown_grace_seconds"), "{e}");
+    }
+}

@@ -8,6 +8,15 @@
 //! background thread with exponential backoff, while calls fail fast with
 //! [`HsmError::Unavailable`]; anything else is returned as it is.
 //!
+//! An HSM can also stop answering without failing (a network HSM whose peer froze): its
+//! calls then block. The wait for a session permit and the operation itself are each bounded
+//! by the call timeout (`call.rs`). An operation that overruns it is abandoned: the caller
+//! gets [`HsmError::Unavailable`], the HSM is reported unavailable and reconnected like a
+//! lost device, and when the stuck thread finally returns, its session is discarded rather
+//! than pooled. That thread keeps its permit and its read guard on the module until then,
+//! so at most `pool_size` threads can hang, the reconnect's C_Finalize waits for them, and
+//! once it is through every permit is back: signing resumes at full pool size.
+//!
 //! The module's context is shared by every `Hsm` on it in the process (`module.rs`), so a
 //! device-class failure seen by one finalises it for all; the others notice the new
 //! generation on their next call and reconnect the same way.
@@ -23,7 +32,13 @@
 //! keys are there again. Hence recovery here always finalises and re-initialises, treats
 //! "token not found" during recovery as "not back yet", and finalises again before the next
 //! attempt.
+//!
+//! A frozen server (its process group stopped with SIGSTOP, what `tests/frozen_hsm.rs`
+//! does) is the other case: calls block in the client until SIGCONT, then complete as if
+//! nothing happened; C_CloseSession and C_Finalize block too. Hence the call timeout above,
+//! and a close at shutdown that is given up on (`Hsm::close_within`).
 
+mod call;
 mod error;
 mod keys;
 mod module;
@@ -38,11 +53,12 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use spki::SubjectPublicKeyInfoOwned;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 pub use error::HsmError;
 pub use uri::TokenSelector;
 
+use call::{Call, Deadline};
 use error::Failure;
 use module::Module;
 use pool::{Live, Worker};
@@ -65,6 +81,11 @@ pub struct HsmSettings {
     pub reconnect_initial: Duration,
     /// The longest wait between reconnection attempts.
     pub reconnect_max: Duration,
+    /// The longest wait for a free session, and separately for one PKCS#11 operation (for
+    /// key generation, at least a minute). A call that waits longer fails with
+    /// [`HsmError::Unavailable`]; an operation that overruns it also marks the HSM
+    /// unavailable and starts a reconnect.
+    pub call_timeout: Duration,
 }
 
 /// A handle on the HSM. Cheap to clone; the last clone dropped closes the sessions and
@@ -87,12 +108,16 @@ struct Inner {
     reconnect_initial: Duration,
     /// Longest reconnect delay.
     reconnect_max: Duration,
+    /// The bound on the wait for a session and on one operation.
+    call_timeout: Duration,
     /// One permit per pooled session: bounds the blocking work in flight.
     permits: Arc<Semaphore>,
     /// The token's sessions, `None` while the device is unavailable or after close.
     live: Mutex<Option<Live>>,
     /// False from a device-class failure until the reconnect succeeds.
     available: AtomicBool,
+    /// `available`, for those who wait for it to change (see [`Hsm::availability`]).
+    availability: watch::Sender<bool>,
     /// Set once by close(); nothing is reopened afterwards.
     closed: AtomicBool,
     /// True while a reconnect thread runs (at most one).
@@ -105,6 +130,11 @@ struct Inner {
 
 /// The shortest wait between reconnection attempts, whatever the settings say.
 const MIN_RECONNECT_DELAY: Duration = Duration::from_millis(10);
+/// The shortest call timeout, whatever the settings say.
+const MIN_CALL_TIMEOUT: Duration = Duration::from_millis(10);
+/// The shortest bound on generating a key pair: an RSA-4096 key takes seconds, and more on
+/// a busy HSM, so key generation may run this long even with a shorter call timeout.
+const MIN_KEY_GENERATION_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -139,9 +169,11 @@ impl Hsm {
                 .reconnect_max
                 .max(settings.reconnect_initial)
                 .max(MIN_RECONNECT_DELAY),
+            call_timeout: settings.call_timeout.max(MIN_CALL_TIMEOUT),
             permits: Arc::new(Semaphore::new(pool_size)),
             live: Mutex::new(None),
             available: AtomicBool::new(false),
+            availability: watch::Sender::new(false),
             closed: AtomicBool::new(false),
             recovering: AtomicBool::new(false),
             down_reason: Mutex::new("not connected yet".into()),
@@ -150,7 +182,7 @@ impl Hsm {
         match inner.connect() {
             Ok(live) => {
                 *lock(&inner.live) = Some(live);
-                inner.available.store(true, Ordering::SeqCst);
+                inner.set_available(true);
                 tracing::info!(
                     module = %inner.module.path().display(),
                     token = %inner.token,
@@ -176,8 +208,8 @@ impl Hsm {
     ) -> Result<Vec<u8>, HsmError> {
         let label = key_label.to_owned();
         let message = message.to_vec();
-        self.blocking(move |inner| {
-            inner.run(|w| {
+        self.blocking(self.inner.call_timeout, move |inner, call| {
+            inner.run(call, |w| {
                 let key = w.private_key(&label)?;
                 keys::sign(&w.session, &label, key, alg, &message)
             })
@@ -188,16 +220,18 @@ impl Hsm {
     /// The public key of the key pair labelled `key_label`.
     pub async fn public_key(&self, key_label: &str) -> Result<SubjectPublicKeyInfoOwned, HsmError> {
         let label = key_label.to_owned();
-        self.blocking(move |inner| inner.run(|w| keys::public_key(&w.session, &label)))
-            .await
+        self.blocking(self.inner.call_timeout, move |inner, call| {
+            inner.run(call, |w| keys::public_key(&w.session, &label))
+        })
+        .await
     }
 
     /// Whether a private key with this label exists on the token.
     pub async fn key_exists(&self, key_label: &str) -> Result<bool, HsmError> {
         let label = key_label.to_owned();
-        self.blocking(move |inner| {
+        self.blocking(self.inner.call_timeout, move |inner, call| {
             // KeyNotFound passes through run(), which tells a lost login from a missing key.
-            match inner.run(|w| w.find_private_key(&label).map(|_| true)) {
+            match inner.run(call, |w| w.find_private_key(&label).map(|_| true)) {
                 Err(HsmError::KeyNotFound { .. }) => Ok(false),
                 other => other,
             }
@@ -213,8 +247,11 @@ impl Hsm {
         key_type: KeyType,
     ) -> Result<SubjectPublicKeyInfoOwned, HsmError> {
         let label = key_label.to_owned();
-        self.blocking(move |inner| inner.run(|w| keys::generate(&w.session, &label, key_type)))
-            .await
+        let limit = self.inner.call_timeout.max(MIN_KEY_GENERATION_TIMEOUT);
+        self.blocking(limit, move |inner, call| {
+            inner.run(call, |w| keys::generate(&w.session, &label, key_type))
+        })
+        .await
     }
 
     /// True while the module is initialised and the token reachable; false while recovering.
@@ -222,11 +259,39 @@ impl Hsm {
         self.inner.available.load(Ordering::SeqCst) && !self.inner.closed.load(Ordering::SeqCst)
     }
 
+    /// A watch of [`Hsm::is_available`]: it turns false when a failure or a call overrunning
+    /// its timeout takes the HSM down (and at close), and true when the reconnect succeeds.
+    pub fn availability(&self) -> watch::Receiver<bool> {
+        self.inner.availability.subscribe()
+    }
+
     /// Close the sessions and, if no other `Hsm` uses the module, finalise it. Later calls
     /// return [`HsmError::Closed`]. Also happens when the last clone is dropped. Makes a few
-    /// quick blocking PKCS#11 calls (C_CloseSession, C_Finalize).
+    /// blocking PKCS#11 calls (C_CloseSession, C_Finalize), which wait for operations still
+    /// running and hang with a hung HSM: see [`Hsm::close_within`].
     pub fn close(&self) {
         self.inner.close();
+    }
+
+    /// [`Hsm::close`] on a thread of its own, waiting at most `limit` for it. Returns false
+    /// if it did not finish in time (an operation or C_Finalize hangs): the thread is then
+    /// abandoned, and calls made meanwhile already get [`HsmError::Closed`].
+    pub fn close_within(&self, limit: Duration) -> bool {
+        let (done, finished) = std::sync::mpsc::channel();
+        let inner = Arc::clone(&self.inner);
+        let spawned = std::thread::Builder::new()
+            .name("signet-hsm-close".into())
+            .spawn(move || {
+                inner.close();
+                let _ = done.send(());
+            });
+        match spawned {
+            Ok(_) => finished.recv_timeout(limit).is_ok(),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start a thread to close the HSM");
+                false
+            }
+        }
     }
 
     /// Close every session of the token underneath the pool (raw `C_CloseAllSessions`), so
@@ -266,32 +331,107 @@ impl Hsm {
         }
     }
 
-    /// Run `f` on the blocking pool under a semaphore permit. Fails fast, without waiting
-    /// for a permit, while the HSM is unavailable.
-    async fn blocking<T, F>(&self, f: F) -> Result<T, HsmError>
+    /// Run `f` on the blocking pool under a semaphore permit: the wait for the permit is
+    /// bounded by the call timeout, `f` itself by `limit`. Fails fast, without waiting for a
+    /// permit, while the HSM is unavailable.
+    async fn blocking<T, F>(&self, limit: Duration, f: F) -> Result<T, HsmError>
     where
         T: Send + 'static,
-        F: FnOnce(&Inner) -> Result<T, HsmError> + Send + 'static,
+        F: FnOnce(&Inner, &Call) -> Result<T, HsmError> + Send + 'static,
     {
         self.inner.check_usable()?;
-        let permit = Arc::clone(&self.inner.permits)
-            .acquire_owned()
-            .await
-            .map_err(|_| HsmError::Closed)?;
-        let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || {
+        let permit = self.inner.session_permit().await?;
+        let call = Arc::new(Call::default());
+        let (inner, on_thread) = (Arc::clone(&self.inner), Arc::clone(&call));
+        let handle = tokio::task::spawn_blocking(move || {
+            // Held until the thread returns, even when the caller gave up on it long before.
             let _permit = permit;
-            f(&inner)
-        })
-        .await
-        .map_err(|e| HsmError::Pkcs11 {
-            op: "blocking task",
-            rv: e.to_string(),
-        })?
+            let result = f(&inner, &on_thread);
+            on_thread.finish();
+            result
+        });
+        let inner = Arc::clone(&self.inner);
+        let deadline = tokio::time::Instant::now() + limit;
+        Deadline::new(handle, deadline, move || inner.overran(&call, limit))
+            .wait()
+            .await?
     }
 }
 
 impl Inner {
+    /// Set `available` (and its watch); returns what it was.
+    fn set_available(&self, up: bool) -> bool {
+        let was = self.available.swap(up, Ordering::SeqCst);
+        self.availability
+            .send_if_modified(|v| std::mem::replace(v, up) != up);
+        was
+    }
+
+    /// A session permit, waiting at most the call timeout, and no longer than the HSM stays
+    /// available.
+    async fn session_permit(&self) -> Result<OwnedSemaphorePermit, HsmError> {
+        match Arc::clone(&self.permits).try_acquire_owned() {
+            Ok(permit) => return Ok(permit),
+            Err(tokio::sync::TryAcquireError::Closed) => return Err(HsmError::Closed),
+            Err(tokio::sync::TryAcquireError::NoPermits) => {}
+        }
+        let mut availability = self.availability.subscribe();
+        tokio::select! {
+            permit = Arc::clone(&self.permits).acquire_owned() => {
+                let permit = permit.map_err(|_| HsmError::Closed)?;
+                // The HSM may have gone down while this call queued.
+                self.check_usable().map(|()| permit)
+            }
+            _ = availability.wait_for(|up| !*up) => {
+                Err(self.check_usable().err().unwrap_or_else(|| HsmError::Unavailable {
+                    reason: "the HSM went away while the call waited for a session".into(),
+                }))
+            }
+            () = tokio::time::sleep(self.call_timeout) => {
+                tracing::warn!(
+                    timeout_ms = self.call_timeout.as_millis(),
+                    "no HSM session became free within the call timeout"
+                );
+                Err(HsmError::Unavailable {
+                    reason: format!(
+                        "no HSM session became free within {} ms",
+                        self.call_timeout.as_millis()
+                    ),
+                })
+            }
+        }
+    }
+
+    /// An operation overran the call timeout. Unless it finished at that very moment, it is
+    /// abandoned: the HSM is reported unavailable and reconnected. Runs on the async side,
+    /// so it takes no lock a stuck PKCS#11 call may hold.
+    fn overran(&self, call: &Call, limit: Duration) -> HsmError {
+        let ms = limit.as_millis();
+        if !call.abandon() {
+            return HsmError::Unavailable {
+                reason: format!("the HSM answered only after the call timeout ({ms} ms)"),
+            };
+        }
+        let reason = format!("a call to the HSM did not answer within {ms} ms");
+        if self.closed.load(Ordering::SeqCst) {
+            return HsmError::Unavailable { reason };
+        }
+        *lock(&self.down_reason) = reason.clone();
+        if self.set_available(false) {
+            tracing::error!(
+                timeout_ms = ms,
+                "an HSM call did not answer within {ms} ms: its session is abandoned, the HSM is reported unavailable and reconnected in the background"
+            );
+        } else {
+            tracing::warn!(
+                timeout_ms = ms,
+                "another HSM call did not answer within {ms} ms"
+            );
+        }
+        self.start_recovery(call.generation());
+        HsmError::Unavailable { reason }
+    }
+
     fn check_usable(&self) -> Result<(), HsmError> {
         if self.closed.load(Ordering::SeqCst) {
             return Err(HsmError::Closed);
@@ -315,10 +455,21 @@ impl Inner {
     }
 
     /// Run one operation on a pooled session: retry once on a fresh session after a
-    /// session-class failure, go into recovery after a device-class one.
-    fn run<T>(&self, op: impl Fn(&mut Worker) -> Result<T, Failure>) -> Result<T, HsmError> {
+    /// session-class failure, go into recovery after a device-class one. The session goes
+    /// back to the pool only if `call` was not abandoned meanwhile.
+    fn run<T>(
+        &self,
+        call: &Call,
+        op: impl Fn(&mut Worker) -> Result<T, Failure>,
+    ) -> Result<T, HsmError> {
         self.check_usable()?;
         let module = self.module.read();
+        if call.is_abandoned() {
+            // Given up on while waiting for the module: nobody waits for the answer.
+            return Err(HsmError::Unavailable {
+                reason: "the call was abandoned at its timeout".into(),
+            });
+        }
         let (mut worker, generation) = {
             let mut live = lock(&self.live);
             let Some(l) = live.as_mut() else {
@@ -326,6 +477,7 @@ impl Inner {
                 return self.check_usable().and(Err(HsmError::Closed));
             };
             let generation = l.generation();
+            call.set_generation(generation);
             if module.pkcs11.is_none() || module.generation != generation {
                 drop(live);
                 drop(module);
@@ -358,10 +510,10 @@ impl Inner {
             }
             match outcome {
                 Ok(v) => {
-                    self.checkin(worker);
+                    self.give_back(call, worker);
                     return Ok(v);
                 }
-                Err(Failure::Session(e)) if !retried => {
+                Err(Failure::Session(e)) if !retried && !call.is_abandoned() => {
                     retried = true;
                     tracing::warn!(error = %e, "HSM session, handle or login went stale; replacing the session and retrying once");
                     let replaced = {
@@ -395,16 +547,23 @@ impl Inner {
                     return Err(self.outage(generation, reason));
                 }
                 Err(f) => {
-                    self.checkin(worker);
+                    self.give_back(call, worker);
                     return Err(f.into_error());
                 }
             }
         }
     }
 
-    fn checkin(&self, worker: Worker) {
-        if let Some(l) = lock(&self.live).as_mut() {
+    /// Return a worker after an operation: to the pool, or, if the caller gave up on the
+    /// operation at its timeout, closed and thrown away (its session hung once).
+    fn give_back(&self, call: &Call, worker: Worker) {
+        let mut live = lock(&self.live);
+        let Some(l) = live.as_mut() else { return };
+        if call.finish() {
             l.checkin(worker);
+        } else {
+            tracing::debug!("an abandoned HSM call returned; its session is discarded");
+            l.discard(worker);
         }
     }
 
@@ -427,14 +586,16 @@ impl Inner {
             return HsmError::Unavailable { reason };
         }
         *lock(&self.down_reason) = reason.clone();
-        if self.available.swap(false, Ordering::SeqCst) {
+        if self.set_available(false) {
             tracing::warn!(%reason, "HSM unavailable; reconnecting in the background");
         }
-        self.start_recovery(generation);
+        self.start_recovery(Some(generation));
         HsmError::Unavailable { reason }
     }
 
-    fn start_recovery(&self, generation: u64) {
+    /// Make sure a reconnect thread runs, tearing down `generation` (or, if unknown, the
+    /// module's current one) first.
+    fn start_recovery(&self, generation: Option<u64>) {
         if self.closed.load(Ordering::SeqCst) || self.recovering.swap(true, Ordering::SeqCst) {
             return;
         }
@@ -474,7 +635,7 @@ impl Inner {
         if self.closed.swap(true, Ordering::SeqCst) {
             return;
         }
-        self.available.store(false, Ordering::SeqCst);
+        self.set_available(false);
         self.permits.close();
         let live = lock(&self.live).take();
         if let Some(live) = live {
@@ -492,11 +653,15 @@ impl Drop for Inner {
 }
 
 /// Reconnect with exponential backoff until the token is back, the `Hsm` is closed or
-/// dropped, or the token refuses the PIN (retrying would lock it).
-fn reconnect_loop(me: Weak<Inner>, failed_generation: u64) {
-    let mut generation = failed_generation;
-    let mut delay = match me.upgrade() {
-        Some(inner) => inner.reconnect_initial,
+/// dropped, or the token refuses the PIN (retrying would lock it). `failed_generation` is
+/// the context to tear down first; `None` (a call that hung before it knew) means the
+/// current one, which waits for every operation still running in it.
+fn reconnect_loop(me: Weak<Inner>, failed_generation: Option<u64>) {
+    let (mut generation, mut delay) = match me.upgrade() {
+        Some(inner) => (
+            failed_generation.unwrap_or_else(|| inner.module.read().generation),
+            inner.reconnect_initial,
+        ),
         None => return,
     };
     let started = Instant::now();
@@ -521,7 +686,7 @@ fn reconnect_loop(me: Weak<Inner>, failed_generation: u64) {
                     return;
                 }
                 inner.recovering.store(false, Ordering::SeqCst);
-                inner.available.store(true, Ordering::SeqCst);
+                inner.set_available(true);
                 tracing::warn!(
                     attempt,
                     after = ?started.elapsed(),

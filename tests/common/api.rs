@@ -308,7 +308,19 @@ impl ApiCa {
         Self::build("", &http_section(tail), true)
     }
 
+    /// With the HSM reached through a `p11-kit server` the test can kill or freeze, extra
+    /// `[hsm]` and `[api]` lines, and the status service (followed by `http_tail`) when
+    /// `http_tail` is given.
+    pub fn behind_p11kit_with(hsm: &str, api: &str, http_tail: Option<&str>) -> ApiCa {
+        let tail = http_tail.map(http_section).unwrap_or_default();
+        Self::build_with(hsm, api, &tail, true)
+    }
+
     fn build(extra: &str, tail: &str, via_p11kit: bool) -> ApiCa {
+        Self::build_with("", extra, tail, via_p11kit)
+    }
+
+    fn build_with(hsm: &str, extra: &str, tail: &str, via_p11kit: bool) -> ApiCa {
         let softhsm = SoftHsm::new(&[("signet-ca", SO_PIN, USER_PIN)]);
         let (p11kit, child_env) = if via_p11kit {
             let server = super::P11KitServer::start(&softhsm, "pkcs11:token=signet-ca");
@@ -323,10 +335,12 @@ impl ApiCa {
         let pin_file = softhsm.pin_file(USER_PIN);
         // Personal certificates may be renewed at once (a year's certificate is always
         // inside a 366-day window); the others keep the 90-day default.
-        let mut text = config_text(&softhsm, &dir, &pin_file).replace(
-            "[profiles.personal]\n",
-            "[profiles.personal]\nrenewal_window_days = 366\n",
-        );
+        let mut text = config_text(&softhsm, &dir, &pin_file)
+            .replace(
+                "[profiles.personal]\n",
+                "[profiles.personal]\nrenewal_window_days = 366\n",
+            )
+            .replace("\n[store]\n", &format!("{hsm}\n\n[store]\n"));
         text.push_str(&format!(
             r#"
 [[issuer]]

@@ -161,6 +161,7 @@ impl SoftHsm {
             pool_size: 2,
             reconnect_initial: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(1),
+            call_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -227,6 +228,32 @@ impl P11KitServer {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Freeze the server and every `p11-kit-remote` it forked (SIGSTOP to the process
+    /// group): a network HSM that stops answering without closing its connections, so
+    /// PKCS#11 calls through it block instead of failing.
+    pub fn freeze(&self) {
+        self.signal_group("STOP");
+    }
+
+    /// Let a frozen server run again (SIGCONT to the process group).
+    pub fn thaw(&self) {
+        self.signal_group("CONT");
+    }
+
+    fn signal_group(&self, sig: &str) {
+        let child = self.child.as_ref().expect("p11-kit server running");
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg("--")
+            .arg(format!("-{}", child.id()))
+            .status()
+            .expect("run kill");
+        assert!(
+            status.success(),
+            "kill -{sig} of the p11-kit server's group"
+        );
     }
 
     /// Kill the server and every `p11-kit-remote` it forked (SIGKILL to the process group).
