@@ -308,7 +308,22 @@ impl ApiCa {
         Self::build("", &http_section(tail), true)
     }
 
+    /// As [`ApiCa::new`], with the configuration text passed through `edit` before the
+    /// ceremony reads it (to set a key of `[ca]` or of a profile).
+    pub fn with_edit(edit: &dyn Fn(String) -> String) -> ApiCa {
+        Self::build_edited("", "", false, edit)
+    }
+
     fn build(extra: &str, tail: &str, via_p11kit: bool) -> ApiCa {
+        Self::build_edited(extra, tail, via_p11kit, &|t| t)
+    }
+
+    fn build_edited(
+        extra: &str,
+        tail: &str,
+        via_p11kit: bool,
+        edit: &dyn Fn(String) -> String,
+    ) -> ApiCa {
         let softhsm = SoftHsm::new(&[("signet-ca", SO_PIN, USER_PIN)]);
         let (p11kit, child_env) = if via_p11kit {
             let server = super::P11KitServer::start(&softhsm, "pkcs11:token=signet-ca");
@@ -380,7 +395,7 @@ operations = ["read"]
             );
         }
         let config_path = dir.join("signet.toml");
-        std::fs::write(&config_path, text).unwrap();
+        std::fs::write(&config_path, edit(text)).unwrap();
         let out = run(Command::new(env!("CARGO_BIN_EXE_signet"))
             .arg("--config")
             .arg(&config_path)
