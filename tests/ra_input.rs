@@ -471,3 +471,53 @@ async fn an_ra_may_not_revoke_for_ca_or_aa_compromise_but_the_operator_may() {
     assert!(!ok, "{out}");
     assert!(out.contains("ra[1].name"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_service_refuses_a_request_id_with_an_invisible_character_naming_the_code_point()
+{
+    let ca = ApiCa::new();
+    // desk-one may also use the token service; the workstation personalises in-process.
+    let text = std::fs::read_to_string(&ca.config_path).unwrap().replacen(
+        r#"operations = ["issue", "renew", "revoke", "read"]"#,
+        r#"operations = ["issue", "renew", "revoke", "read", "token"]"#,
+        1,
+    ) + &format!(
+        "\n[token]\nactor = \"workstation-1\"\nmodules = [{{ path = \"{}\" }}]\n\n[token.issuer]\nkind = \"in-process\"\n",
+        ca.softhsm.module.display()
+    );
+    std::fs::write(&ca.config_path, text).unwrap();
+    let d = Daemon::start(&ca);
+    let channel = signet::api::client::connect(&d.settings("ra-one"))
+        .await
+        .expect("connect");
+    let mut t = pb::token_service_client::TokenServiceClient::new(channel);
+    let names = issue_request("tok", "personal", Vec::new());
+    for (id, want) in [
+        (
+            "tok-\u{202E}1",
+            "U+202E RIGHT-TO-LEFT OVERRIDE (format character)",
+        ),
+        (
+            "tok-\u{2066}2",
+            "U+2066 LEFT-TO-RIGHT ISOLATE (format character)",
+        ),
+    ] {
+        let e = t
+            .personalize(pb::PersonalizeRequest {
+                token_serial: "0123456789abcdef".into(),
+                user_pin: "135790".into(),
+                key_algorithm: pb::KeyAlgorithm::P256 as i32,
+                profile: "personal".into(),
+                issuer: String::new(),
+                subject: names.subject.clone(),
+                sans: names.sans.clone(),
+                validity_years: 1,
+                request_id: id.into(),
+                approval: names.approval.clone(),
+                label: "key-1".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_refused(&e, "request_id", want);
+    }
+}
