@@ -248,6 +248,7 @@ fn profile(kind: ProfileKind) -> Profile {
         liability,
         key_types: KeyType::ALL.to_vec(),
         issuers: vec!["issuing-rsa".into(), "issuing-ec".into()],
+        allow_wildcards: kind.wildcards_by_default(),
     }
 }
 

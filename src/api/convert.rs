@@ -86,6 +86,7 @@ pub fn sans(names: &[pb::SubjectAltName]) -> Result<Vec<San>, Refusal> {
             Some(Name::Email(e)) => (format!("sans[{i}].email"), San::Email(e.clone())),
             Some(Name::Ip(ip)) => {
                 let field = format!("sans[{i}].ip");
+                crate::pki::text::check_chars(ip).map_err(|m| Refusal::field(&field, m))?;
                 let addr = ip.parse().map_err(|_| {
                     Refusal::field(&field, format!("{ip:?} is not an IPv4 or IPv6 address"))
                 })?;

@@ -197,6 +197,7 @@ async fn certify_service(
         liability: None,
         key_types: vec![spec.key_type],
         issuers: vec![spec.issuer.clone()],
+        allow_wildcards: false,
     };
     let issued = authority
         .issue_infrastructure(

@@ -233,6 +233,8 @@ pub struct Authority {
     profiles: BTreeMap<String, Profile>,
     urls: Urls,
     agreement_version: String,
+    /// The RSA public exponents subscribers' keys may have (`[ca] rsa_exponent`).
+    rsa_exponent: verify::RsaExponent,
     /// Woken by every revocation, so the CRL publisher can regenerate.
     revocations: Arc<tokio::sync::Notify>,
     /// Counts of frequent signatures, written to the audit log once per period.
@@ -315,6 +317,10 @@ impl Authority {
                 base: cfg.public_base_url(),
             },
             agreement_version: cfg.ca.agreement_version.clone(),
+            rsa_exponent: cfg
+                .ca
+                .rsa_exponent_rule()
+                .map_err(|e| CaError::FailedPrecondition(e.to_string()))?,
             revocations: Arc::new(tokio::sync::Notify::new()),
             usage: Arc::new(crate::audit::UsageCounter::new(crate::clock::unix_now())),
             degraded: Arc::default(),
@@ -806,6 +812,7 @@ impl Authority {
             s.clone().checked(&format!("sans[{i}]"))?;
         }
         let csr = csr::check_csr(&req.csr)?;
+        verify::check_rsa_exponent(&csr.spki, self.rsa_exponent, "csr")?;
         profile.check_request(&req.subject, &req.sans, req.validity_years, csr.key_type)?;
         Ok(Checked {
             profile,
@@ -898,10 +905,9 @@ fn check_text(field: &str, v: &str, max: usize) -> Result<(), CaError> {
             ),
         ));
     }
-    if v.chars().any(char::is_control) {
-        return Err(invalid(field, "contains control characters"));
-    }
-    Ok(())
+    // Request ids and approval fields end up in logs, the audit log and evidence bundles,
+    // where an invisible or bidirectional character would make them read as something else.
+    crate::pki::text::check_chars(v).map_err(|m| invalid(field, m))
 }
 
 /// SHA-256 over the canonical JSON of the request (everything but the id): a retry with the

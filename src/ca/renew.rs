@@ -165,6 +165,18 @@ impl Authority {
                 (spki, key_type, old.csr_der.clone())
             }
         };
+        // A key certified before the CA's exponent rule was tightened is not certified again.
+        crate::pki::verify::check_rsa_exponent(&spki, self.rsa_exponent, "csr").map_err(
+            |e| match (e, &req.csr) {
+                (crate::pki::PkiError::Invalid { field, problem }, None) => CaError::Invalid {
+                    field,
+                    problem: format!(
+                        "the certificate's key: {problem}; renew with a new key (a csr)"
+                    ),
+                },
+                (e, _) => e.into(),
+            },
+        )?;
         let validity_years = req.validity_years.unwrap_or(recorded.validity_years);
         profile.check_request(&recorded.subject, &recorded.sans, validity_years, key_type)?;
 

@@ -53,6 +53,13 @@ impl Authority {
     /// changes nothing and says so.
     pub async fn revoke(&self, ra: &str, req: RevokeRequest) -> Result<Revoked, CaError> {
         check_text("request_id", &req.request_id, MAX_REQUEST_ID)?;
+        // The operator is the CA; an RA speaks for subscribers and may not declare a CA
+        // compromise.
+        if ra != crate::audit::ACTOR_OPERATOR
+            && let Some(why) = req.reason.ra_refusal()
+        {
+            return Err(invalid("reason", why));
+        }
         let serial = normalize_serial(&req.serial)?;
         check_comment(&req.comment)?;
         let now = crate::clock::unix_now();

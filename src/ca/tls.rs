@@ -131,6 +131,7 @@ async fn make_one(
         liability: None,
         key_types: vec![KeyType::P256],
         issuers: vec![issuer.to_owned()],
+        allow_wildcards: false,
     };
     // One request id per key: a later run that makes a new key (after the files were
     // removed) certifies it anew.

@@ -99,6 +99,18 @@ pub(super) fn validate_ras(
                 format!("{:?}: use 1 to 64 letters, digits, '-' or '_'", ra.name),
             ));
         }
+        // The audit log's own actors: an RA named like them would read as the CA itself, and
+        // the operator may give reasons (cACompromise) that no RA may.
+        if RESERVED_ACTORS.contains(&ra.name.as_str()) {
+            return Err(invalid(
+                key("name"),
+                format!(
+                    "{:?} is the audit log's name for signet itself ({}); choose another",
+                    ra.name,
+                    RESERVED_ACTORS.join(", ")
+                ),
+            ));
+        }
         if ra_names.insert(ra.name.clone(), i).is_some() {
             return Err(invalid(key("name"), format!("{:?} is used twice", ra.name)));
         }
@@ -143,6 +155,10 @@ pub(super) fn validate_ras(
     }
     Ok(())
 }
+
+/// Actor names the audit log gives signet itself (the operator's commands, the ceremony,
+/// the daemon), which no RA may take.
+const RESERVED_ACTORS: [&str; 3] = ["operator", "ceremony", "daemon"];
 
 /// A server name as a SAN: an IP address literal, else a DNS name.
 pub fn server_name_san(n: &str) -> Result<crate::pki::San, String> {

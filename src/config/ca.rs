@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::error::{ConfigError, invalid, is_simple_name};
+use crate::pki::verify::RsaExponent;
 use crate::pki::{KeyType, SignatureAlgorithm, SubjectSpec};
 
 /// `[ca]`: settings that apply to every issuer and profile.
@@ -21,6 +22,9 @@ pub struct CaConfig {
     pub agreement_version: String,
     /// Where the ceremony writes CA certificates and the certs-only `.p7b`.
     pub output_dir: PathBuf,
+    /// The RSA public exponents subscribers' keys may have: `"65537"` (the default) or
+    /// `"odd-at-least-65537"`.
+    pub rsa_exponent: Option<String>,
 }
 
 impl CaConfig {
@@ -46,7 +50,16 @@ impl CaConfig {
                 "must be 1 to 64 characters",
             ));
         }
+        self.rsa_exponent_rule()?;
         Ok(())
+    }
+
+    /// The rule for subscribers' RSA exponents (`rsa_exponent`), 65537 when not configured.
+    pub fn rsa_exponent_rule(&self) -> Result<RsaExponent, ConfigError> {
+        self.rsa_exponent
+            .as_deref()
+            .map_or(Ok(RsaExponent::default()), str::parse)
+            .map_err(|problem| invalid("ca.rsa_exponent", problem))
     }
 }
 

@@ -27,6 +27,8 @@ pub struct ProfileConfig {
     /// Subscriber key types accepted.
     #[serde(default = "default_key_types")]
     pub key_types: Vec<KeyType>,
+    /// Whether a dNSName SAN may be a wildcard; by default only for the server kind.
+    pub allow_wildcards: Option<bool>,
 }
 
 fn default_validities() -> Vec<u32> {
@@ -89,7 +91,19 @@ impl ProfileConfig {
         if self.key_types.is_empty() {
             return Err(invalid(key("key_types"), "list at least one key type"));
         }
+        if self.allow_wildcards == Some(true) && !self.kind.takes_dns_names() {
+            return Err(invalid(
+                key("allow_wildcards"),
+                format!(
+                    "the {} kind takes no dns: SANs, so it has no wildcards to allow",
+                    self.kind
+                ),
+            ));
+        }
         Ok(Profile {
+            allow_wildcards: self
+                .allow_wildcards
+                .unwrap_or_else(|| self.kind.wildcards_by_default()),
             name: name.to_owned(),
             kind: self.kind,
             validity_years: self.validity_years.clone(),

@@ -314,3 +314,35 @@ client_ca = ["ca/issuing-tls.pem"]
         assert!(e.starts_with("api.shutdown_grace_seconds"), "{e}");
     }
 }
+
+#[test]
+fn rsa_exponent_and_wildcards_default_and_are_checked_by_key() {
+    use crate::pki::verify::RsaExponent;
+    let c = load(GOOD).unwrap();
+    assert_eq!(c.ca.rsa_exponent_rule().unwrap(), RsaExponent::F4);
+    assert!(c.profiles().unwrap()["server"].allow_wildcards);
+    let odd = GOOD.replace(
+        "output_dir = \"ca\"",
+        "output_dir = \"ca\"\nrsa_exponent = \"odd-at-least-65537\"",
+    );
+    let c = load(&odd).unwrap();
+    assert_eq!(
+        c.ca.rsa_exponent_rule().unwrap(),
+        RsaExponent::OddAtLeast65537
+    );
+    let e = err(&GOOD.replace(
+        "output_dir = \"ca\"",
+        "output_dir = \"ca\"\nrsa_exponent = \"3\"",
+    ));
+    assert!(e.starts_with("ca.rsa_exponent:"), "{e}");
+    let off = GOOD.replace(
+        "liability = \"100,000 CNY\"",
+        "liability = \"100,000 CNY\"\nallow_wildcards = false",
+    );
+    assert!(!load(&off).unwrap().profiles().unwrap()["server"].allow_wildcards);
+    let personal = format!(
+        "{GOOD}\n[profiles.personal]\nkind = \"personal\"\nissuers = [\"issuing-ec\"]\npolicy_oid = \"1.3.6.1.4.1.99999.1.1\"\nallow_wildcards = true\n"
+    );
+    let e = err(&personal);
+    assert!(e.starts_with("profiles.personal.allow_wildcards:"), "{e}");
+}

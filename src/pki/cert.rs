@@ -781,6 +781,7 @@ mod tests {
             liability: Some("500,000 CNY".into()),
             key_types: KeyType::ALL.to_vec(),
             issuers: vec!["root".into()],
+            allow_wildcards: kind.wildcards_by_default(),
         }
     }
 

@@ -271,6 +271,39 @@ mod tests {
         assert!(
             problem(key_type_of(&rsa_spki(2048, &[1, 0, 0]), "csr").unwrap_err()).contains("odd")
         );
+        // The CA's exponent rule for subscribers: 65537 by default, or any odd one from it.
+        use crate::pki::verify::{RsaExponent, check_rsa_exponent};
+        for (exp, f4, odd) in [
+            (&[1u8, 0, 1][..], true, true),
+            (&[3][..], false, false),
+            (&[1, 0, 3][..], false, true),
+            (&[1, 0, 0, 1][..], false, true),
+            (&[0xff, 0xff][..], false, false),
+        ] {
+            let spki = rsa_spki(2048, exp);
+            assert_eq!(
+                check_rsa_exponent(&spki, RsaExponent::F4, "csr").is_ok(),
+                f4,
+                "{exp:?}"
+            );
+            assert_eq!(
+                check_rsa_exponent(&spki, RsaExponent::OddAtLeast65537, "csr").is_ok(),
+                odd,
+                "{exp:?}"
+            );
+        }
+        let p =
+            problem(check_rsa_exponent(&rsa_spki(2048, &[3]), RsaExponent::F4, "csr").unwrap_err());
+        assert!(
+            p.starts_with("RSA public exponent 3 is not accepted"),
+            "{p}"
+        );
+        check_rsa_exponent(&SoftKey::p256(1).spki(), RsaExponent::F4, "csr").unwrap();
+        assert_eq!(
+            "odd-at-least-65537".parse(),
+            Ok(RsaExponent::OddAtLeast65537)
+        );
+        assert!("3".parse::<RsaExponent>().is_err());
         let mut absent = rsa_spki(2048, &e);
         absent.algorithm.parameters = None;
         assert!(problem(key_type_of(&absent, "csr").unwrap_err()).contains("NULL"));

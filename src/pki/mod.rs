@@ -6,12 +6,14 @@ pub mod alg;
 pub mod cert;
 pub mod crl;
 pub mod csr;
+pub mod dns;
 pub mod name;
 pub mod ocsp;
 pub mod pkcs7;
 pub mod profile;
 pub mod revocation;
 pub mod serial;
+pub mod text;
 pub mod tsp;
 pub mod verify;
 

@@ -15,6 +15,8 @@ use x509_cert::ext::pkix::name::GeneralName;
 use x509_cert::name::{Name, RdnSequence, RelativeDistinguishedName};
 
 use super::PkiError;
+use super::dns::check_dns_name;
+use super::text::check_chars;
 
 /// A subject attribute signet accepts. The declaration order is the order in which
 /// attributes appear in an issued name (most general first, commonName last).
@@ -285,9 +287,7 @@ fn check_value(attr: Attr, v: &str) -> Result<(), PkiError> {
             ),
         ));
     }
-    if v.chars().any(|c| c.is_control()) {
-        return Err(PkiError::invalid(field(), "contains control characters"));
-    }
+    check_chars(v).map_err(|m| PkiError::invalid(field(), m))?;
     if v.trim() != v {
         return Err(PkiError::invalid(
             field(),
@@ -375,7 +375,9 @@ pub fn credit_code_check_char(first17: &str) -> Option<char> {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(tag = "type", content = "value", rename_all = "lowercase")]
 pub enum San {
-    /// dNSName: an ASCII host name (IDNs in their xn-- form); `*.` allowed as the first label.
+    /// dNSName: an ASCII host name, internationalised labels as IDNA 2008 A-labels (xn--);
+    /// `*` allowed as the whole first label, never directly over a public suffix (whether a
+    /// profile takes wildcards at all is the profile's rule).
     Dns(String),
     /// iPAddress: IPv4 or IPv6.
     Ip(IpAddr),
@@ -387,7 +389,7 @@ impl San {
     /// Check the value and build the SAN. `field` names it in errors (`sans[2]`).
     pub fn checked(self, field: &str) -> Result<San, PkiError> {
         match &self {
-            San::Dns(d) => check_dns_name(d).map_err(|m| PkiError::invalid(field, m))?,
+            San::Dns(d) => check_dns_name(d, true).map_err(|m| PkiError::invalid(field, m))?,
             San::Email(e) => check_email(e).map_err(|m| PkiError::invalid(field, m))?,
             San::Ip(_) => {}
         }
@@ -456,45 +458,8 @@ impl FromStr for San {
     }
 }
 
-fn check_dns_name(d: &str) -> Result<(), String> {
-    if d.is_empty() || d.len() > 253 {
-        return Err(format!(
-            "DNS name must be 1 to 253 characters, got {}",
-            d.len()
-        ));
-    }
-    if !d.is_ascii() {
-        return Err(format!(
-            "DNS name {d:?} is not ASCII; give internationalised names in their xn-- form"
-        ));
-    }
-    let labels: Vec<&str> = d.split('.').collect();
-    if labels.len() < 2 {
-        return Err(format!("DNS name {d:?} must have at least two labels"));
-    }
-    for (i, label) in labels.iter().enumerate() {
-        if i == 0 && *label == "*" {
-            continue;
-        }
-        let ok = !label.is_empty()
-            && label.len() <= 63
-            && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-            && !label.starts_with('-')
-            && !label.ends_with('-');
-        if !ok {
-            return Err(format!("DNS name {d:?} has an invalid label {label:?}"));
-        }
-    }
-    if labels
-        .last()
-        .is_some_and(|tld| tld.chars().all(|c| c.is_ascii_digit()))
-    {
-        return Err(format!("DNS name {d:?} looks like an IP address; use ip:"));
-    }
-    Ok(())
-}
-
 fn check_email(e: &str) -> Result<(), String> {
+    check_chars(e)?;
     let (local, domain) = e
         .rsplit_once('@')
         .ok_or_else(|| format!("e-mail address {e:?} has no @"))?;
@@ -512,7 +477,7 @@ fn check_email(e: &str) -> Result<(), String> {
             "e-mail address {e:?} must be plain ASCII without spaces"
         ));
     }
-    check_dns_name(domain).map_err(|m| format!("e-mail address {e:?}: {m}"))
+    check_dns_name(domain, false).map_err(|m| format!("e-mail address {e:?}: {m}"))
 }
 
 #[cfg(test)]

@@ -156,6 +156,19 @@ impl ProfileKind {
         }
     }
 
+    /// Whether a profile of this kind takes wildcard dNSNames unless configured otherwise:
+    /// only the server kind. Chinese CAs sell wildcard (通配符) SSL certificates as server
+    /// certificates; a payment gateway names the hosts its 500,000 CNY liability covers, and
+    /// a device certificate names one device.
+    pub fn wildcards_by_default(self) -> bool {
+        self == ProfileKind::Server
+    }
+
+    /// Whether the kind takes dNSName SANs at all (and so may be configured to take wildcards).
+    pub fn takes_dns_names(self) -> bool {
+        self.san_allowed(&San::Dns(String::new()))
+    }
+
     /// Which SAN types the kind accepts.
     fn san_allowed(self, san: &San) -> bool {
         matches!(
@@ -273,6 +286,9 @@ pub struct Profile {
     pub key_types: Vec<KeyType>,
     /// Issuers (by name) allowed to sign this profile; the first is the default.
     pub issuers: Vec<String>,
+    /// Whether a dNSName SAN may be a wildcard (`*.example.cn`; leftmost label only, never
+    /// directly over a public suffix).
+    pub allow_wildcards: bool,
 }
 
 impl Profile {
@@ -312,6 +328,20 @@ impl Profile {
                 ),
             ));
         }
+        if !self.allow_wildcards
+            && let Some((i, san)) = sans
+                .iter()
+                .enumerate()
+                .find(|(_, s)| matches!(s, San::Dns(d) if super::dns::is_wildcard(d)))
+        {
+            return Err(PkiError::invalid(
+                format!("sans[{i}]"),
+                format!(
+                    "{san} is a wildcard, which profile {} does not allow (allow_wildcards = false)",
+                    self.name
+                ),
+            ));
+        }
         self.kind.check_names(subject, sans)
     }
 }
@@ -330,6 +360,7 @@ mod tests {
             liability: None,
             key_types: KeyType::ALL.to_vec(),
             issuers: vec!["issuing-ec".into()],
+            allow_wildcards: kind.wildcards_by_default(),
         }
     }
 
@@ -418,6 +449,40 @@ mod tests {
                 .key_usage(KeyType::P256)
                 .contains(&KeyUsages::NonRepudiation)
         );
+    }
+
+    #[test]
+    fn wildcards_only_where_the_profile_allows_them() {
+        let wild = [San::Dns("*.example.cn".into())];
+        let server = profile(ProfileKind::Server);
+        server
+            .check_request(&subj(&[]), &wild, 1, KeyType::P256)
+            .unwrap();
+        let mut no = server.clone();
+        no.allow_wildcards = false;
+        let e = no
+            .check_request(&subj(&[]), &wild, 1, KeyType::P256)
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("sans[0]: dns:*.example.cn is a wildcard"),
+            "{e}"
+        );
+        let pay = profile(ProfileKind::PaymentGateway);
+        let e = pay
+            .check_request(
+                &subj(&[("O", "示例支付有限公司"), ("CN", "pay.example.cn")]),
+                &[
+                    San::Dns("pay.example.cn".into()),
+                    San::Dns("*.example.cn".into()),
+                ],
+                1,
+                KeyType::P256,
+            )
+            .unwrap_err();
+        assert!(e.to_string().starts_with("sans[1]:"), "{e}");
+        assert!(ProfileKind::Device.takes_dns_names());
+        assert!(!ProfileKind::Personal.takes_dns_names());
     }
 
     #[test]

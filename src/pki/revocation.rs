@@ -83,6 +83,27 @@ impl RevocationReason {
     }
 }
 
+impl RevocationReason {
+    /// Why an RA may not give this reason for a subscriber's certificate, or `None` when it
+    /// may. cACompromise and aACompromise say that an authority's key is compromised: only
+    /// the CA itself knows and declares that (the operator's `signet revoke`), never an RA
+    /// speaking for a subscriber.
+    pub fn ra_refusal(self) -> Option<String> {
+        let authority = match self {
+            RevocationReason::CaCompromise => "the issuing CA's key",
+            RevocationReason::AaCompromise => "an attribute authority's key",
+            _ => return None,
+        };
+        Some(format!(
+            "{} says {authority} is compromised, which only the CA declares (signet revoke, as \
+             the operator); a subscriber's certificate is revoked for keyCompromise, \
+             affiliationChanged, superseded, cessationOfOperation, privilegeWithdrawn, \
+             certificateHold or unspecified",
+            self.name()
+        ))
+    }
+}
+
 impl fmt::Display for RevocationReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
@@ -124,6 +145,26 @@ mod tests {
         assert_eq!(RevocationReason::KeyCompromise.code(), 1);
         assert_eq!(RevocationReason::AaCompromise.code(), 10);
         assert_eq!(RevocationReason::CaCompromise.name(), "cACompromise");
+    }
+
+    #[test]
+    fn only_the_authority_compromise_reasons_are_refused_to_ras() {
+        let refused: Vec<_> = RevocationReason::ALL
+            .into_iter()
+            .filter(|r| r.ra_refusal().is_some())
+            .collect();
+        assert_eq!(
+            refused,
+            [
+                RevocationReason::CaCompromise,
+                RevocationReason::AaCompromise
+            ]
+        );
+        let why = RevocationReason::CaCompromise.ra_refusal().unwrap();
+        assert!(
+            why.starts_with("cACompromise says the issuing CA's key"),
+            "{why}"
+        );
     }
 
     #[test]

@@ -444,6 +444,80 @@ pub fn key_type_of(spki: &SubjectPublicKeyInfoOwned, field: &str) -> Result<KeyT
     }
 }
 
+/// Which RSA public exponents a subscriber's key may have (`[ca] rsa_exponent`). Keys made
+/// for signet itself (CA, OCSP, TSA, audit) are generated with 65537 and are not checked
+/// against it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RsaExponent {
+    /// Exactly 65537 (F4), what every mainstream key generator makes: the default.
+    #[default]
+    F4,
+    /// Any odd exponent of at least 65537 (and below 2^33, what verifiers accept), for a CA
+    /// whose subscribers' tokens make keys with other large exponents.
+    OddAtLeast65537,
+}
+
+impl RsaExponent {
+    /// The configuration value: `65537` or `odd-at-least-65537`.
+    pub fn name(self) -> &'static str {
+        match self {
+            RsaExponent::F4 => "65537",
+            RsaExponent::OddAtLeast65537 => "odd-at-least-65537",
+        }
+    }
+}
+
+impl std::str::FromStr for RsaExponent {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<RsaExponent, String> {
+        match s {
+            "65537" => Ok(RsaExponent::F4),
+            "odd-at-least-65537" => Ok(RsaExponent::OddAtLeast65537),
+            other => Err(format!(
+                "{other:?} is not an exponent rule (\"65537\" or \"odd-at-least-65537\")"
+            )),
+        }
+    }
+}
+
+/// Check a subscriber key's RSA public exponent against `rule`; other key types pass. The key
+/// has passed [`key_type_of`]. Errors name `field`.
+pub fn check_rsa_exponent(
+    spki: &SubjectPublicKeyInfoOwned,
+    rule: RsaExponent,
+    field: &str,
+) -> Result<(), PkiError> {
+    if spki.algorithm.oid != oid::RSA_ENCRYPTION {
+        return Ok(());
+    }
+    let bad = |m: String| PkiError::invalid(field, m);
+    let key = spki
+        .subject_public_key
+        .as_bytes()
+        .ok_or_else(|| bad("public key BIT STRING has unused bits".into()))?;
+    let rsa =
+        RsaPublicKey::from_der(key).map_err(|e| bad(format!("malformed RSA public key: {e}")))?;
+    let e = rsa.public_exponent.as_bytes().iter().fold(0u64, |acc, b| {
+        acc.saturating_mul(256).saturating_add(u64::from(*b))
+    });
+    let ok = match rule {
+        RsaExponent::F4 => e == 65_537,
+        RsaExponent::OddAtLeast65537 => e >= 65_537 && e % 2 == 1,
+    };
+    if ok {
+        return Ok(());
+    }
+    Err(bad(format!(
+        "RSA public exponent {e} is not accepted: this CA requires {} (generate the key with \
+         the usual exponent 65537)",
+        match rule {
+            RsaExponent::F4 => "65537",
+            RsaExponent::OddAtLeast65537 => "an odd exponent of at least 65537",
+        }
+    )))
+}
+
 fn rsa_key_type(key: &[u8]) -> Result<KeyType, String> {
     let rsa = RsaPublicKey::from_der(key).map_err(|e| format!("malformed RSA public key: {e}"))?;
     let n = rsa.modulus.as_bytes();

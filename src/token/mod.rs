@@ -746,12 +746,13 @@ impl Workstation {
     /// request id: a retry finishes what a failure left and answers with the same result.
     pub async fn personalize(&self, req: PersonalizeRequest) -> Result<Personalized, TokenError> {
         let rid = req.request_id.trim();
-        if rid.is_empty() || rid.len() > MAX_REQUEST_ID || rid.chars().any(char::is_control) {
+        if rid.is_empty() || rid.len() > MAX_REQUEST_ID {
             return Err(invalid(
                 "request_id",
                 format!("must be 1 to {MAX_REQUEST_ID} printable characters"),
             ));
         }
+        crate::pki::text::check_chars(&req.request_id).map_err(|m| invalid("request_id", m))?;
         Self::check_serial(&req.token_serial)?;
         self.check_pin("user_pin", &req.user_pin)?;
         if !self.policy.key_types.contains(&req.key_type) {
@@ -776,6 +777,7 @@ impl Workstation {
                 format!("must be at most {} printable characters", MAX_LABEL * 2),
             ));
         }
+        crate::pki::text::check_chars(&label).map_err(|m| invalid("label", m))?;
         let digest = Self::request_digest(&req, &label);
         let serial = req.token_serial.clone();
 

@@ -313,14 +313,26 @@ impl ApiCa {
     /// `http_tail` is given.
     pub fn behind_p11kit_with(hsm: &str, api: &str, http_tail: Option<&str>) -> ApiCa {
         let tail = http_tail.map(http_section).unwrap_or_default();
-        Self::build_with(hsm, api, &tail, true)
+        Self::build_with(hsm, api, &tail, true, &|t| t)
+    }
+
+    /// As [`ApiCa::new`], with the configuration text passed through `edit` before the
+    /// ceremony reads it (to set a key of `[ca]` or of a profile).
+    pub fn with_edit(edit: &dyn Fn(String) -> String) -> ApiCa {
+        Self::build_with("", "", "", false, edit)
     }
 
     fn build(extra: &str, tail: &str, via_p11kit: bool) -> ApiCa {
-        Self::build_with("", extra, tail, via_p11kit)
+        Self::build_with("", extra, tail, via_p11kit, &|t| t)
     }
 
-    fn build_with(hsm: &str, extra: &str, tail: &str, via_p11kit: bool) -> ApiCa {
+    fn build_with(
+        hsm: &str,
+        extra: &str,
+        tail: &str,
+        via_p11kit: bool,
+        edit: &dyn Fn(String) -> String,
+    ) -> ApiCa {
         let softhsm = SoftHsm::new(&[("signet-ca", SO_PIN, USER_PIN)]);
         let (p11kit, child_env) = if via_p11kit {
             let server = super::P11KitServer::start(&softhsm, "pkcs11:token=signet-ca");
@@ -394,7 +406,7 @@ operations = ["read"]
             );
         }
         let config_path = dir.join("signet.toml");
-        std::fs::write(&config_path, text).unwrap();
+        std::fs::write(&config_path, edit(text)).unwrap();
         let out = run(Command::new(env!("CARGO_BIN_EXE_signet"))
             .arg("--config")
             .arg(&config_path)
