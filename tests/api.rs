@@ -336,6 +336,210 @@ async fn invalid_arguments_carry_a_bad_request_naming_the_field() {
     assert_eq!(count_rows(&ca), 0);
 }
 
+/// The fields a refusal's BadRequest names, in order; the code must be INVALID_ARGUMENT.
+fn violated_fields(s: &tonic::Status) -> Vec<String> {
+    assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+    s.get_details_bad_request()
+        .expect("BadRequest detail")
+        .field_violations
+        .into_iter()
+        .map(|v| v.field)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bad_field_of_a_request_is_named_in_one_bad_request() {
+    let ca = ApiCa::new();
+    let d = Daemon::start(&ca);
+    let mut c = d.client("ra-one").await;
+    // Five fields wrong at once: two the API layer finds converting the message, three the
+    // authority finds validating it.
+    let mut req = issue_request("many-1", "server", b"garbage".to_vec());
+    req.subject.push(pb::SubjectAttribute {
+        r#type: "XX".into(),
+        value: "y".into(),
+    });
+    req.sans[1] = pb::SubjectAltName {
+        name: Some(pb::subject_alt_name::Name::Ip("not-an-ip".into())),
+    };
+    req.validity_years = 5;
+    if let Some(a) = req.approval.as_mut() {
+        a.officer.clear();
+    }
+    let e = c.issue(req).await.unwrap_err();
+    let fields: BTreeSet<String> = violated_fields(&e).into_iter().collect();
+    let want: BTreeSet<String> = [
+        "subject[1].type",
+        "sans[1].ip",
+        "approval.officer",
+        "csr",
+        "validity_years",
+    ]
+    .map(String::from)
+    .into();
+    assert_eq!(fields, want, "{e:?}");
+    assert!(e.message().contains("validity_years"), "{e:?}");
+
+    // The same when every problem is the authority's to find.
+    let mut req = issue_request("", "server", b"garbage".to_vec());
+    req.validity_years = 3;
+    req.issuer = "issuing-tls".into();
+    let e = c.issue(req).await.unwrap_err();
+    assert_eq!(
+        violated_fields(&e),
+        ["request_id", "issuer", "csr", "validity_years"],
+        "{e:?}"
+    );
+
+    // Revocation, renewal and listing name every bad field too.
+    let e = c
+        .revoke(pb::RevokeRequest {
+            reported_at: Some(prost_types::Timestamp {
+                seconds: 0,
+                nanos: -1,
+            }),
+            ..revoke_request("", "not hex", pb::RevocationReason::RemoveFromCrl)
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        violated_fields(&e),
+        ["reason", "reported_at", "request_id", "serial"],
+        "{e:?}"
+    );
+    let e = c
+        .renew(pb::RenewRequest {
+            request_id: "r\u{7}".into(),
+            serial: String::new(),
+            csr: Vec::new(),
+            validity_years: None,
+            approval: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        violated_fields(&e),
+        ["approval", "request_id", "serial"],
+        "{e:?}"
+    );
+    let e = c
+        .list_certificates(pb::ListCertificatesRequest {
+            status: 42,
+            page_size: 5000,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violated_fields(&e), ["status", "page_size"], "{e:?}");
+    assert_eq!(count_rows(&ca), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_profile_is_invalid_argument_and_a_profile_not_granted_is_permission_denied() {
+    let ca = ApiCa::new();
+    let d = Daemon::start(&ca);
+    let mut one = d.client("ra-one").await;
+    let mut req = issue_request("prof-1", "server", csr(&ca.dir, "prof"));
+    req.profile = "vip".into();
+    let e = one.issue(req.clone()).await.unwrap_err();
+    assert_eq!(violated_fields(&e), ["profile"], "{e:?}");
+    // It names what the RA may use instead, and no more.
+    assert!(
+        e.message().contains("organization, personal, server") && !e.message().contains("device"),
+        "{e:?}"
+    );
+    // With the request's other problems.
+    req.approval = None;
+    let e = one.issue(req.clone()).await.unwrap_err();
+    assert_eq!(violated_fields(&e), ["approval", "profile"], "{e:?}");
+    req.profile.clear();
+    let e = one.issue(req).await.unwrap_err();
+    assert_eq!(violated_fields(&e), ["approval", "profile"], "{e:?}");
+    // A listing filtered by a profile that does not exist.
+    let e = one
+        .list_certificates(pb::ListCertificatesRequest {
+            profile: "vip".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violated_fields(&e), ["profile"], "{e:?}");
+    // A configured profile this RA was not granted stays PERMISSION_DENIED, bad fields or not.
+    let mut req = issue_request("prof-2", "device", b"garbage".to_vec());
+    req.approval = None;
+    let e = one.issue(req).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    let e = one
+        .list_certificates(pb::ListCertificatesRequest {
+            profile: "device".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert_eq!(count_rows(&ca), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_chosen_text_is_escaped_in_the_log_and_denied_ras_are_named() {
+    let ca = ApiCa::new();
+    let d = Daemon::start(&ca);
+    let mut one = d.client("ra-one").await;
+    // A right-to-left override would reverse the rest of the line on a terminal; an escape
+    // sequence would colour it; a newline would forge a line of its own.
+    let id = "evil\u{202e}gpj.exe\u{1b}[31mred\nINFO forged";
+    let e = one
+        .issue(issue_request(id, "server", csr(&ca.dir, "evil")))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    // A refused Revoke and a PERMISSION_DENIED are logged with the id as well.
+    let e = one
+        .revoke(revoke_request(id, "01", pb::RevocationReason::Superseded))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    let mut auditor = d.client("auditor").await;
+    let e = auditor
+        .issue(issue_request(id, "server", csr(&ca.dir, "evil2")))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    let e = one
+        .issue(issue_request("den-1", "device", csr(&ca.dir, "den")))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+
+    let log = d.log_text();
+    let escaped = "evil\\u{202e}gpj.exe\\u{1b}[31mred\\u{a}INFO forged";
+    assert!(log.matches(escaped).count() >= 3, "{log}");
+    for raw in ['\u{202e}', '\u{1b}'] {
+        assert!(!log.contains(raw), "raw {raw:?} in the log:\n{log}");
+    }
+    assert!(
+        !log.lines().any(|l| l.starts_with("INFO forged")),
+        "a forged line:\n{log}"
+    );
+    // PERMISSION_DENIED names the RA whose certificate matched: for the operation it lacks
+    // and for the profile it lacks.
+    let denied: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("PERMISSION_DENIED"))
+        .collect();
+    assert!(
+        denied.iter().any(|l| l.contains("ra=auditor")),
+        "{denied:#?}"
+    );
+    assert!(
+        denied
+            .iter()
+            .any(|l| l.contains("ra=desk-one") && l.contains("den-1")),
+        "{denied:#?}"
+    );
+    assert!(!denied.iter().any(|l| l.contains("ra=-")), "{denied:#?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thirty_two_callers_retrying_eight_request_ids_get_one_certificate_per_id() {
     // Two calls at a time: the others wait for a slot rather than fail.
