@@ -198,7 +198,8 @@ async fn call_with(d: &Daemon, identity: Option<(&str, &str)>) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn handshake_fails_without_a_client_certificate_or_with_a_foreign_or_expired_one() {
+async fn handshake_fails_without_a_client_certificate_or_with_a_foreign_expired_or_server_only_one_and_is_logged()
+ {
     let ca = ApiCa::new();
     let d = Daemon::start(&ca);
     let t = &ca.tls;
@@ -219,7 +220,18 @@ async fn handshake_fails_without_a_client_certificate_or_with_a_foreign_or_expir
         )),
     )
     .await;
-    eprintln!("no certificate: {none}\nforeign: {foreign}\nexpired: {expired}");
+    // A certificate for servers only (extendedKeyUsage serverAuth), from the trusted CA.
+    let server_only = call_with(
+        &d,
+        Some((
+            t.pem("server").to_str().unwrap(),
+            t.key("server").to_str().unwrap(),
+        )),
+    )
+    .await;
+    eprintln!(
+        "no certificate: {none}\nforeign: {foreign}\nexpired: {expired}\nserver only: {server_only}"
+    );
     // When the client reads rustls' alert before the connection closes, it says why.
     for (got, alert) in [
         (&none, "CertificateRequired"),
@@ -231,6 +243,36 @@ async fn handshake_fails_without_a_client_certificate_or_with_a_foreign_or_expir
             "expected {alert}: {got}"
         );
     }
+    // Each refusal leaves one log line with the peer's address and rustls' reason; the
+    // same refusal from the same address again within 10 s leaves none.
+    for _ in 0..3 {
+        call_with(&d, None).await;
+    }
+    let reasons = [
+        "no client certificate",
+        "client certificate from an unknown CA",
+        "client certificate expired",
+        "certificate not for client authentication",
+    ];
+    let refusals = |log: &str| -> Vec<String> {
+        log.lines()
+            .filter(|l| l.contains("TLS handshake refused"))
+            .map(str::to_owned)
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut lines = refusals(&d.log_text());
+    while lines.len() < reasons.len() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        lines = refusals(&d.log_text());
+    }
+    eprintln!("{lines:#?}");
+    for reason in reasons {
+        let with: Vec<&String> = lines.iter().filter(|l| l.contains(reason)).collect();
+        assert_eq!(with.len(), 1, "{reason}: {lines:#?}");
+        assert!(with[0].contains("peer=127.0.0.1:"), "{}", with[0]);
+    }
+    assert_eq!(lines.len(), reasons.len(), "{lines:#?}");
     // The daemon saw the handshakes fail; it never got as far as identifying an RA.
     let log = d.log_text();
     assert!(!log.contains("is not a configured RA"), "{log}");
@@ -1212,6 +1254,123 @@ fn signet_ra_issues_gets_lists_revokes_and_fetches_the_chain_and_prints_refusals
         &[],
     ));
     assert!(!ok && text.contains("PERMISSION_DENIED"), "{text}");
+}
+
+/// The outcome of one raw call: the code's name, the message and the fields its BadRequest
+/// detail names.
+struct RawOutcome {
+    code: String,
+    message: String,
+    fields: Vec<String>,
+}
+
+/// Send each `(method, payload)` as the raw bytes of a request message from Python's grpcio
+/// (its generic unary call: no generated code, no serializer), as RA `who`.
+fn raw_calls(ca: &ApiCa, d: &Daemon, who: &str, calls: serde_json::Value) -> Vec<RawOutcome> {
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let input = ca.dir.join("raw-calls.json");
+    std::fs::write(&input, calls.to_string()).unwrap();
+    let o = run(Command::new("python3")
+        .arg(manifest.join("tests/tools/raw_grpc.py"))
+        .arg("--target")
+        .arg(format!("127.0.0.1:{}", d.port))
+        .arg("--root")
+        .arg(ca.tls.pem("root"))
+        .arg("--cert")
+        .arg(ca.tls.pem(who))
+        .arg("--key")
+        .arg(ca.tls.key(who))
+        .stdin(std::fs::File::open(&input).unwrap()));
+    assert!(
+        o.status.success(),
+        "raw_grpc.py: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let out: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    out.into_iter()
+        .map(|v| {
+            let text = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
+            let details = hex::decode(text("status_details_hex")).unwrap();
+            let fields = tonic::Status::with_details(Code::Unknown, "", details.into())
+                .get_details_bad_request()
+                .map(|b| b.field_violations.into_iter().map(|f| f.field).collect())
+                .unwrap_or_default();
+            RawOutcome {
+                code: text("code"),
+                message: text("details"),
+                fields,
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn malformed_messages_are_invalid_argument_and_oversized_ones_resource_exhausted() {
+    let ca = ApiCa::new();
+    let d = Daemon::start(&ca);
+    const ISSUE: &str = "/signet.v1.CertificateAuthority/Issue";
+    // Field 4 (csr, bytes) of 5,000,000 bytes: the tag, the length as a varint, the bytes.
+    let mut big_prefix = vec![0x22];
+    prost::encoding::encode_varint(5_000_000, &mut big_prefix);
+    let calls = serde_json::json!([
+        // request_id (field 1) holding bytes that are not UTF-8
+        {"method": ISSUE, "hex": "0a02fffe"},
+        // request_id promises 10 bytes, 3 follow: the message is cut short
+        {"method": ISSUE, "hex": "0a0a616263"},
+        // request_id sent as a varint: the wrong wire type
+        {"method": ISSUE, "hex": "0801"},
+        // approval (field 8) whose officer (field 1) is not UTF-8
+        {"method": ISSUE, "hex": "42040a02fffe"},
+        // a tag with wire type 7, which does not exist
+        {"method": ISSUE, "hex": "0f"},
+        // over the 4 MiB limit
+        {"method": ISSUE, "hex": hex::encode(&big_prefix), "repeat": ["00", 5_000_000]},
+        // health and reflection sit behind the same listener
+        {"method": "/grpc.health.v1.Health/Check", "hex": "0a02fffe"},
+        // a well-formed message still works
+        {"method": "/signet.v1.CertificateAuthority/GetCaChain", "hex": ""},
+    ]);
+    let got = raw_calls(&ca, &d, "ra-one", calls);
+    let summary: Vec<(&str, Vec<String>)> = got
+        .iter()
+        .map(|o| (o.code.as_str(), o.fields.clone()))
+        .collect();
+    let f = |s: &str| vec![s.to_owned()];
+    assert_eq!(
+        summary,
+        [
+            ("INVALID_ARGUMENT", f("request_id")),
+            ("INVALID_ARGUMENT", f("request_id")),
+            ("INVALID_ARGUMENT", f("request_id")),
+            ("INVALID_ARGUMENT", f("approval.officer")),
+            ("INVALID_ARGUMENT", f("")),
+            ("RESOURCE_EXHAUSTED", vec![]),
+            ("INVALID_ARGUMENT", f("service")),
+            ("OK", vec![]),
+        ],
+        "{:#?}",
+        got.iter()
+            .map(|o| format!("{} {}", o.code, o.message))
+            .collect::<Vec<_>>()
+    );
+    assert!(got[0].message.contains("not UTF-8"), "{}", got[0].message);
+    assert!(got[5].message.contains("4194304"), "{}", got[5].message);
+    // Each refusal is logged as a call of the RA whose certificate it came with.
+    let log = d.log_text();
+    let refused: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("does not decode") || l.contains("RESOURCE_EXHAUSTED"))
+        .collect();
+    eprintln!("{refused:#?}");
+    assert_eq!(refused.len(), 7, "{log}");
+    assert!(
+        refused
+            .iter()
+            .all(|l| l.contains("ra=desk-one") && l.contains("peer=127.0.0.1:")),
+        "{refused:#?}"
+    );
+    assert!(!log.contains("INTERNAL"), "{log}");
+    assert_eq!(count_rows(&ca), 0);
 }
 
 /// The daemon's health for the RA service, polled until it is `want` (at most `limit`).
