@@ -5,9 +5,10 @@
 //! There is no plaintext listener.
 //!
 //! signet accepts the connections itself ([`incoming`]) rather than leaving the handshake
-//! to tonic, so that a refused handshake is logged: the peer's address and the reason
-//! rustls gives, at most one line per address and reason every [`REFUSAL_LOG_WINDOW`],
-//! with the count of the refusals in between. Established connections reach tonic as
+//! to tonic, so that a refused handshake is logged (WARN; DEBUG for a connection closed
+//! before it completed, as TCP health checks do): the peer's address and the reason rustls
+//! gives, at most one line per address and reason every [`REFUSAL_LOG_WINDOW`], with the
+//! count of the refusals in between. Established connections reach tonic as
 //! `tokio_rustls` streams, so a call still sees its peer's certificates and address.
 
 use std::collections::HashMap;
@@ -190,14 +191,28 @@ pub fn incoming(
     (ReceiverStream::new(rx), task)
 }
 
+/// Why a connection closed before it said anything TLS: TCP health checks and port probes
+/// do this all day, so it is logged at DEBUG only.
+const CLOSED: &str = "connection closed during the handshake";
+
 fn log_refusal(peer: SocketAddr, reason: &Refused, suppressed: u64) {
-    tracing::warn!(
-        peer = %peer,
-        reason = reason.kind,
-        error = %Escaped(&reason.detail),
-        suppressed,
-        "TLS handshake refused"
-    );
+    if reason.kind == CLOSED {
+        tracing::debug!(
+            peer = %peer,
+            reason = reason.kind,
+            error = %Escaped(&reason.detail),
+            suppressed,
+            "TLS handshake refused"
+        );
+    } else {
+        tracing::warn!(
+            peer = %peer,
+            reason = reason.kind,
+            error = %Escaped(&reason.detail),
+            suppressed,
+            "TLS handshake refused"
+        );
+    }
 }
 
 /// Why a handshake failed: a short class (the rate limit's key, stable across versions)
@@ -231,7 +246,7 @@ impl Refused {
             Some(rustls::Error::AlertReceived(_)) => "client sent an alert",
             Some(rustls::Error::NoApplicationProtocol) => "client does not offer HTTP/2",
             Some(_) => "TLS protocol error",
-            None => "connection closed during the handshake",
+            None => CLOSED,
         };
         Refused { kind, detail }
     }
