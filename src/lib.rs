@@ -9,6 +9,7 @@ pub mod audit;
 pub mod ca;
 pub mod clock;
 pub mod config;
+pub mod escape;
 pub mod hsm;
 pub mod http;
 pub mod pki;

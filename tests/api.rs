@@ -198,7 +198,8 @@ async fn call_with(d: &Daemon, identity: Option<(&str, &str)>) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn handshake_fails_without_a_client_certificate_or_with_a_foreign_or_expired_one() {
+async fn handshake_fails_without_a_client_certificate_or_with_a_foreign_expired_or_server_only_one_and_is_logged()
+ {
     let ca = ApiCa::new();
     let d = Daemon::start(&ca);
     let t = &ca.tls;
@@ -219,7 +220,18 @@ async fn handshake_fails_without_a_client_certificate_or_with_a_foreign_or_expir
         )),
     )
     .await;
-    eprintln!("no certificate: {none}\nforeign: {foreign}\nexpired: {expired}");
+    // A certificate for servers only (extendedKeyUsage serverAuth), from the trusted CA.
+    let server_only = call_with(
+        &d,
+        Some((
+            t.pem("server").to_str().unwrap(),
+            t.key("server").to_str().unwrap(),
+        )),
+    )
+    .await;
+    eprintln!(
+        "no certificate: {none}\nforeign: {foreign}\nexpired: {expired}\nserver only: {server_only}"
+    );
     // When the client reads rustls' alert before the connection closes, it says why.
     for (got, alert) in [
         (&none, "CertificateRequired"),
@@ -231,6 +243,36 @@ async fn handshake_fails_without_a_client_certificate_or_with_a_foreign_or_expir
             "expected {alert}: {got}"
         );
     }
+    // Each refusal leaves one log line with the peer's address and rustls' reason; the
+    // same refusal from the same address again within 10 s leaves none.
+    for _ in 0..3 {
+        call_with(&d, None).await;
+    }
+    let reasons = [
+        "no client certificate",
+        "client certificate from an unknown CA",
+        "client certificate expired",
+        "certificate not for client authentication",
+    ];
+    let refusals = |log: &str| -> Vec<String> {
+        log.lines()
+            .filter(|l| l.contains("TLS handshake refused"))
+            .map(str::to_owned)
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut lines = refusals(&d.log_text());
+    while lines.len() < reasons.len() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        lines = refusals(&d.log_text());
+    }
+    eprintln!("{lines:#?}");
+    for reason in reasons {
+        let with: Vec<&String> = lines.iter().filter(|l| l.contains(reason)).collect();
+        assert_eq!(with.len(), 1, "{reason}: {lines:#?}");
+        assert!(with[0].contains("peer=127.0.0.1:"), "{}", with[0]);
+    }
+    assert_eq!(lines.len(), reasons.len(), "{lines:#?}");
     // The daemon saw the handshakes fail; it never got as far as identifying an RA.
     let log = d.log_text();
     assert!(!log.contains("is not a configured RA"), "{log}");
@@ -334,6 +376,208 @@ async fn invalid_arguments_carry_a_bad_request_naming_the_field() {
     let e = c.issue(req).await.unwrap_err();
     assert_eq!(field_of(&e), "approval");
     assert_eq!(count_rows(&ca), 0);
+}
+
+/// The fields a refusal's BadRequest names, in order; the code must be INVALID_ARGUMENT.
+fn violated_fields(s: &tonic::Status) -> Vec<String> {
+    assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+    s.get_details_bad_request()
+        .expect("BadRequest detail")
+        .field_violations
+        .into_iter()
+        .map(|v| v.field)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bad_field_of_a_request_is_named_in_one_bad_request() {
+    let ca = ApiCa::new();
+    let d = Daemon::start(&ca);
+    let mut c = d.client("ra-one").await;
+    // Five fields wrong at once: two the API layer finds converting the message, three the
+    // authority finds validating it.
+    let mut req = issue_request("many-1", "server", b"garbage".to_vec());
+    req.subject.push(pb::SubjectAttribute {
+        r#type: "XX".into(),
+        value: "y".into(),
+    });
+    req.sans[1] = pb::SubjectAltName {
+        name: Some(pb::subject_alt_name::Name::Ip("not-an-ip".into())),
+    };
+    req.validity_years = 5;
+    if let Some(a) = req.approval.as_mut() {
+        a.officer.clear();
+    }
+    let e = c.issue(req).await.unwrap_err();
+    let fields: BTreeSet<String> = violated_fields(&e).into_iter().collect();
+    let want: BTreeSet<String> = [
+        "subject[1].type",
+        "sans[1].ip",
+        "approval.officer",
+        "csr",
+        "validity_years",
+    ]
+    .map(String::from)
+    .into();
+    assert_eq!(fields, want, "{e:?}");
+    assert!(e.message().contains("validity_years"), "{e:?}");
+
+    // The same when every problem is the authority's to find.
+    let mut req = issue_request("", "server", b"garbage".to_vec());
+    req.validity_years = 3;
+    req.issuer = "issuing-tls".into();
+    let e = c.issue(req).await.unwrap_err();
+    assert_eq!(
+        violated_fields(&e),
+        ["request_id", "issuer", "csr", "validity_years"],
+        "{e:?}"
+    );
+
+    // Revocation, renewal and listing name every bad field too.
+    let e = c
+        .revoke(pb::RevokeRequest {
+            reported_at: Some(prost_types::Timestamp {
+                seconds: 0,
+                nanos: -1,
+            }),
+            ..revoke_request("", "not hex", pb::RevocationReason::RemoveFromCrl)
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        violated_fields(&e),
+        ["reason", "reported_at", "request_id", "serial"],
+        "{e:?}"
+    );
+    let e = c
+        .renew(pb::RenewRequest {
+            request_id: "r\u{7}".into(),
+            serial: String::new(),
+            csr: Vec::new(),
+            validity_years: None,
+            approval: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        violated_fields(&e),
+        ["approval", "request_id", "serial"],
+        "{e:?}"
+    );
+    let e = c
+        .list_certificates(pb::ListCertificatesRequest {
+            status: 42,
+            page_size: 5000,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violated_fields(&e), ["status", "page_size"], "{e:?}");
+    assert_eq!(count_rows(&ca), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_profile_is_invalid_argument_and_a_profile_not_granted_is_permission_denied() {
+    let ca = ApiCa::new();
+    let d = Daemon::start(&ca);
+    let mut one = d.client("ra-one").await;
+    let mut req = issue_request("prof-1", "server", csr(&ca.dir, "prof"));
+    req.profile = "vip".into();
+    let e = one.issue(req.clone()).await.unwrap_err();
+    assert_eq!(violated_fields(&e), ["profile"], "{e:?}");
+    // It names what the RA may use instead, and no more.
+    assert!(
+        e.message().contains("organization, personal, server") && !e.message().contains("device"),
+        "{e:?}"
+    );
+    // With the request's other problems.
+    req.approval = None;
+    let e = one.issue(req.clone()).await.unwrap_err();
+    assert_eq!(violated_fields(&e), ["approval", "profile"], "{e:?}");
+    req.profile.clear();
+    let e = one.issue(req).await.unwrap_err();
+    assert_eq!(violated_fields(&e), ["approval", "profile"], "{e:?}");
+    // A listing filtered by a profile that does not exist.
+    let e = one
+        .list_certificates(pb::ListCertificatesRequest {
+            profile: "vip".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violated_fields(&e), ["profile"], "{e:?}");
+    // A configured profile this RA was not granted stays PERMISSION_DENIED, bad fields or not.
+    let mut req = issue_request("prof-2", "device", b"garbage".to_vec());
+    req.approval = None;
+    let e = one.issue(req).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    let e = one
+        .list_certificates(pb::ListCertificatesRequest {
+            profile: "device".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert_eq!(count_rows(&ca), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_chosen_text_is_escaped_in_the_log_and_denied_ras_are_named() {
+    let ca = ApiCa::new();
+    let d = Daemon::start(&ca);
+    let mut one = d.client("ra-one").await;
+    // A right-to-left override would reverse the rest of the line on a terminal; an escape
+    // sequence would colour it; a newline would forge a line of its own.
+    let id = "evil\u{202e}gpj.exe\u{1b}[31mred\nINFO forged";
+    let e = one
+        .issue(issue_request(id, "server", csr(&ca.dir, "evil")))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    // A refused Revoke and a PERMISSION_DENIED are logged with the id as well.
+    one.revoke(revoke_request(id, "01", pb::RevocationReason::Superseded))
+        .await
+        .unwrap_err();
+    let mut auditor = d.client("auditor").await;
+    let e = auditor
+        .issue(issue_request(id, "server", csr(&ca.dir, "evil2")))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    let e = one
+        .issue(issue_request("den-1", "device", csr(&ca.dir, "den")))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+
+    let log = d.log_text();
+    let escaped = "evil\\u{202e}gpj.exe\\u{1b}[31mred\\u{a}INFO forged";
+    assert!(log.matches(escaped).count() >= 3, "{log}");
+    for raw in ['\u{202e}', '\u{1b}'] {
+        assert!(!log.contains(raw), "raw {raw:?} in the log:\n{log}");
+    }
+    assert!(
+        !log.lines().any(|l| l.starts_with("INFO forged")),
+        "a forged line:\n{log}"
+    );
+    // PERMISSION_DENIED names the RA whose certificate matched: for the operation it lacks
+    // and for the profile it lacks.
+    let denied: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("PERMISSION_DENIED"))
+        .collect();
+    assert!(
+        denied.iter().any(|l| l.contains("ra=auditor")),
+        "{denied:#?}"
+    );
+    assert!(
+        denied
+            .iter()
+            .any(|l| l.contains("ra=desk-one") && l.contains("den-1")),
+        "{denied:#?}"
+    );
+    assert!(!denied.iter().any(|l| l.contains("ra=-")), "{denied:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1011,6 +1255,123 @@ fn signet_ra_issues_gets_lists_revokes_and_fetches_the_chain_and_prints_refusals
         &[],
     ));
     assert!(!ok && text.contains("PERMISSION_DENIED"), "{text}");
+}
+
+/// The outcome of one raw call: the code's name, the message and the fields its BadRequest
+/// detail names.
+struct RawOutcome {
+    code: String,
+    message: String,
+    fields: Vec<String>,
+}
+
+/// Send each `(method, payload)` as the raw bytes of a request message from Python's grpcio
+/// (its generic unary call: no generated code, no serializer), as RA `who`.
+fn raw_calls(ca: &ApiCa, d: &Daemon, who: &str, calls: serde_json::Value) -> Vec<RawOutcome> {
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let input = ca.dir.join("raw-calls.json");
+    std::fs::write(&input, calls.to_string()).unwrap();
+    let o = run(Command::new("python3")
+        .arg(manifest.join("tests/tools/raw_grpc.py"))
+        .arg("--target")
+        .arg(format!("127.0.0.1:{}", d.port))
+        .arg("--root")
+        .arg(ca.tls.pem("root"))
+        .arg("--cert")
+        .arg(ca.tls.pem(who))
+        .arg("--key")
+        .arg(ca.tls.key(who))
+        .stdin(std::fs::File::open(&input).unwrap()));
+    assert!(
+        o.status.success(),
+        "raw_grpc.py: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let out: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    out.into_iter()
+        .map(|v| {
+            let text = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
+            let details = hex::decode(text("status_details_hex")).unwrap();
+            let fields = tonic::Status::with_details(Code::Unknown, "", details.into())
+                .get_details_bad_request()
+                .map(|b| b.field_violations.into_iter().map(|f| f.field).collect())
+                .unwrap_or_default();
+            RawOutcome {
+                code: text("code"),
+                message: text("details"),
+                fields,
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn malformed_messages_are_invalid_argument_and_oversized_ones_resource_exhausted() {
+    let ca = ApiCa::new();
+    let d = Daemon::start(&ca);
+    const ISSUE: &str = "/signet.v1.CertificateAuthority/Issue";
+    // Field 4 (csr, bytes) of 5,000,000 bytes: the tag, the length as a varint, the bytes.
+    let mut big_prefix = vec![0x22];
+    prost::encoding::encode_varint(5_000_000, &mut big_prefix);
+    let calls = serde_json::json!([
+        // request_id (field 1) holding bytes that are not UTF-8
+        {"method": ISSUE, "hex": "0a02fffe"},
+        // request_id promises 10 bytes, 3 follow: the message is cut short
+        {"method": ISSUE, "hex": "0a0a616263"},
+        // request_id sent as a varint: the wrong wire type
+        {"method": ISSUE, "hex": "0801"},
+        // approval (field 8) whose officer (field 1) is not UTF-8
+        {"method": ISSUE, "hex": "42040a02fffe"},
+        // a tag with wire type 7, which does not exist
+        {"method": ISSUE, "hex": "0f"},
+        // over the 4 MiB limit
+        {"method": ISSUE, "hex": hex::encode(&big_prefix), "repeat": ["00", 5_000_000]},
+        // health and reflection sit behind the same listener
+        {"method": "/grpc.health.v1.Health/Check", "hex": "0a02fffe"},
+        // a well-formed message still works
+        {"method": "/signet.v1.CertificateAuthority/GetCaChain", "hex": ""},
+    ]);
+    let got = raw_calls(&ca, &d, "ra-one", calls);
+    let summary: Vec<(&str, Vec<String>)> = got
+        .iter()
+        .map(|o| (o.code.as_str(), o.fields.clone()))
+        .collect();
+    let f = |s: &str| vec![s.to_owned()];
+    assert_eq!(
+        summary,
+        [
+            ("INVALID_ARGUMENT", f("request_id")),
+            ("INVALID_ARGUMENT", f("request_id")),
+            ("INVALID_ARGUMENT", f("request_id")),
+            ("INVALID_ARGUMENT", f("approval.officer")),
+            ("INVALID_ARGUMENT", f("")),
+            ("RESOURCE_EXHAUSTED", vec![]),
+            ("INVALID_ARGUMENT", f("service")),
+            ("OK", vec![]),
+        ],
+        "{:#?}",
+        got.iter()
+            .map(|o| format!("{} {}", o.code, o.message))
+            .collect::<Vec<_>>()
+    );
+    assert!(got[0].message.contains("not UTF-8"), "{}", got[0].message);
+    assert!(got[5].message.contains("4194304"), "{}", got[5].message);
+    // Each refusal is logged as a call of the RA whose certificate it came with.
+    let log = d.log_text();
+    let refused: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("does not decode") || l.contains("RESOURCE_EXHAUSTED"))
+        .collect();
+    eprintln!("{refused:#?}");
+    assert_eq!(refused.len(), 7, "{log}");
+    assert!(
+        refused
+            .iter()
+            .all(|l| l.contains("ra=desk-one") && l.contains("peer=127.0.0.1:")),
+        "{refused:#?}"
+    );
+    assert!(!log.contains("INTERNAL"), "{log}");
+    assert_eq!(count_rows(&ca), 0);
 }
 
 /// The daemon's health for the RA service, polled until it is `want` (at most `limit`).

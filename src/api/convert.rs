@@ -3,11 +3,13 @@
 //! it; everything that needs the CA's knowledge (profiles, validity, CSR) is left to the
 //! authority, which names its fields the same way.
 
+use std::collections::BTreeSet;
+
 use prost_types::Timestamp;
 
 use super::error::Refusal;
 use super::pb;
-use crate::ca::{self, Issued, Revoked};
+use crate::ca::{self, CaError, Issued, Revoked, Violation};
 use crate::pki::{RevocationReason, San, SubjectSpec};
 use crate::store::{
     CertFilter, CertPage, CertStatus, CertificateRecord, RevocationEvent, RevocationEventKind,
@@ -22,27 +24,52 @@ pub fn timestamp(unix: i64) -> Timestamp {
 }
 
 /// A protobuf Timestamp as Unix seconds (fractions dropped); refuses out-of-range values.
-pub fn unix_seconds(field: &str, t: &Timestamp) -> Result<i64, Refusal> {
+pub fn unix_seconds(field: &str, t: &Timestamp) -> Result<i64, Violation> {
     if !(0..1_000_000_000).contains(&t.nanos) {
-        return Err(Refusal::field(field, "nanos must be 0 to 999999999"));
+        return Err(Violation::new(field, "nanos must be 0 to 999999999"));
     }
     // 0001-01-01 to 9999-12-31, the range of google.protobuf.Timestamp.
     if !(-62_135_596_800..=253_402_300_799).contains(&t.seconds) {
-        return Err(Refusal::field(field, "is outside years 1 to 9999"));
+        return Err(Violation::new(field, "is outside years 1 to 9999"));
     }
     Ok(t.seconds)
 }
 
-/// The subject attributes, each checked on its own so an error names its index.
-pub fn subject(attrs: &[pb::SubjectAttribute]) -> Result<SubjectSpec, Refusal> {
+/// Refuse a request when converting it (`bad`) or the authority's own checks of its fields
+/// (`checked`) found problems, naming every field at fault: the conversion's problems
+/// first, then the authority's on fields whose conversion went through (a field whose
+/// conversion failed was judged on an incomplete stand-in, so its problems there are left
+/// out).
+pub fn refuse_if(bad: Vec<Violation>, checked: Vec<Violation>) -> Result<(), Refusal> {
+    let roots: BTreeSet<String> = bad.iter().map(|v| v.root().to_owned()).collect();
+    let mut all = bad;
+    all.extend(checked.into_iter().filter(|v| !roots.contains(v.root())));
+    match CaError::from_violations(all) {
+        Some(e) => Err(Refusal::Ca(e)),
+        None => Ok(()),
+    }
+}
+
+/// The problems of an authority's check, when it found problems with fields.
+pub fn violations_of(checked: Result<(), CaError>) -> Vec<Violation> {
+    checked
+        .err()
+        .and_then(|e| e.into_violations().ok())
+        .unwrap_or_default()
+}
+
+/// The subject attributes, each checked on its own so a problem names its index; the
+/// attributes that pass make up the subject, the problems go onto `bad`.
+pub fn subject_into(attrs: &[pb::SubjectAttribute], bad: &mut Vec<Violation>) -> SubjectSpec {
     let mut seen: Vec<&str> = Vec::with_capacity(attrs.len());
+    let mut good: Vec<(&str, &str)> = Vec::with_capacity(attrs.len());
     for (i, a) in attrs.iter().enumerate() {
         if crate::pki::Attr::from_short_name(&a.r#type).is_none() {
             let known: Vec<&str> = crate::pki::Attr::ALL
                 .iter()
                 .map(|a| a.short_name())
                 .collect();
-            return Err(Refusal::field(
+            bad.push(Violation::new(
                 format!("subject[{i}].type"),
                 format!(
                     "unknown attribute type {:?} (allowed: {})",
@@ -50,77 +77,120 @@ pub fn subject(attrs: &[pb::SubjectAttribute]) -> Result<SubjectSpec, Refusal> {
                     known.join(", ")
                 ),
             ));
+            continue;
         }
         if seen.contains(&a.r#type.as_str()) {
-            return Err(Refusal::field(
+            bad.push(Violation::new(
                 format!("subject[{i}].type"),
                 format!("{} is given more than once", a.r#type),
             ));
+            continue;
         }
         seen.push(&a.r#type);
-        SubjectSpec::from_pairs([(&a.r#type, &a.value)]).map_err(|e| {
-            let problem = match e {
-                crate::pki::PkiError::Invalid { problem, .. } => problem,
-                other => other.to_string(),
-            };
-            Refusal::field(format!("subject[{i}].value"), problem)
-        })?;
+        match SubjectSpec::from_pairs([(&a.r#type, &a.value)]) {
+            Ok(_) => good.push((&a.r#type, &a.value)),
+            Err(e) => {
+                let problem = match e {
+                    crate::pki::PkiError::Invalid { problem, .. } => problem,
+                    other => other.to_string(),
+                };
+                bad.push(Violation::new(format!("subject[{i}].value"), problem));
+            }
+        }
     }
-    SubjectSpec::from_pairs(attrs.iter().map(|a| (&a.r#type, &a.value)))
-        .map_err(|e| Refusal::field("subject", e.to_string()))
+    SubjectSpec::from_pairs(good).unwrap_or_else(|e| {
+        bad.push(Violation::new("subject", e.to_string()));
+        SubjectSpec::default()
+    })
 }
 
-/// The subject alternative names, each checked on its own.
-pub fn sans(names: &[pb::SubjectAltName]) -> Result<Vec<San>, Refusal> {
+/// The subject attributes, refused with every problem named.
+pub fn subject(attrs: &[pb::SubjectAttribute]) -> Result<SubjectSpec, Refusal> {
+    let mut bad = Vec::new();
+    let s = subject_into(attrs, &mut bad);
+    refuse_if(bad, Vec::new())?;
+    Ok(s)
+}
+
+/// The subject alternative names, each checked on its own; the names that pass are
+/// returned, the problems go onto `bad`.
+pub fn sans_into(names: &[pb::SubjectAltName], bad: &mut Vec<Violation>) -> Vec<San> {
     use pb::subject_alt_name::Name;
     let mut out = Vec::with_capacity(names.len());
     for (i, n) in names.iter().enumerate() {
         let (field, san) = match &n.name {
             None => {
-                return Err(Refusal::field(
+                bad.push(Violation::new(
                     format!("sans[{i}]"),
                     "set one of dns, ip, email",
                 ));
+                continue;
             }
             Some(Name::Dns(d)) => (format!("sans[{i}].dns"), San::Dns(d.clone())),
             Some(Name::Email(e)) => (format!("sans[{i}].email"), San::Email(e.clone())),
             Some(Name::Ip(ip)) => {
                 let field = format!("sans[{i}].ip");
-                crate::pki::text::check_chars(ip).map_err(|m| Refusal::field(&field, m))?;
-                let addr = ip.parse().map_err(|_| {
-                    Refusal::field(&field, format!("{ip:?} is not an IPv4 or IPv6 address"))
-                })?;
-                (field, San::Ip(addr))
+                if let Err(m) = crate::pki::text::check_chars(ip) {
+                    bad.push(Violation::new(field, m));
+                    continue;
+                }
+                match ip.parse() {
+                    Ok(addr) => (field, San::Ip(addr)),
+                    Err(_) => {
+                        bad.push(Violation::new(
+                            field,
+                            format!("{ip:?} is not an IPv4 or IPv6 address"),
+                        ));
+                        continue;
+                    }
+                }
             }
         };
-        let san = san.checked(&field).map_err(|e| match e {
-            crate::pki::PkiError::Invalid { field, problem } => Refusal::field(field, problem),
-            other => Refusal::field(&field, other.to_string()),
-        })?;
-        out.push(san);
+        match san.checked(&field) {
+            Ok(san) => out.push(san),
+            Err(crate::pki::PkiError::Invalid { field, problem }) => {
+                bad.push(Violation::new(field, problem));
+            }
+            Err(other) => bad.push(Violation::new(field, other.to_string())),
+        }
     }
-    Ok(out)
+    out
 }
 
-/// The approval evidence; required.
-pub fn approval(a: Option<pb::Approval>) -> Result<ca::Approval, Refusal> {
-    let a = a.ok_or_else(|| Refusal::field("approval", "is required"))?;
-    Ok(ca::Approval {
+/// The subject alternative names, refused with every problem named.
+pub fn sans(names: &[pb::SubjectAltName]) -> Result<Vec<San>, Refusal> {
+    let mut bad = Vec::new();
+    let s = sans_into(names, &mut bad);
+    refuse_if(bad, Vec::new())?;
+    Ok(s)
+}
+
+/// The approval evidence; required (a missing one stands in as empty, its problem onto
+/// `bad`).
+pub fn approval_into(a: Option<pb::Approval>, bad: &mut Vec<Violation>) -> ca::Approval {
+    let a = a.unwrap_or_else(|| {
+        bad.push(Violation::new("approval", "is required"));
+        pb::Approval::default()
+    });
+    ca::Approval {
         officer: a.officer,
         ra_reference: a.ra_reference,
         agreement_version: a.agreement_version,
-    })
+    }
 }
 
-/// An Issue message as the authority's request.
-pub fn issue_request(m: pb::IssueRequest) -> Result<ca::IssueRequest, Refusal> {
-    let subject = subject(&m.subject)?;
-    let sans = sans(&m.sans)?;
-    let approval = approval(m.approval)?;
+/// An Issue message as the authority's request, and every problem the conversion found
+/// (problems that need the CA's knowledge, such as profiles, validity and the CSR, are the
+/// authority's to find).
+pub fn issue_request(m: pb::IssueRequest) -> (ca::IssueRequest, Vec<Violation>) {
+    let mut bad = Vec::new();
+    let subject = subject_into(&m.subject, &mut bad);
+    let sans = sans_into(&m.sans, &mut bad);
+    let approval = approval_into(m.approval, &mut bad);
     if m.csr.is_empty() {
-        return Err(Refusal::field("csr", "is required (a DER PKCS#10 request)"));
+        bad.push(Violation::new("csr", "is required (a DER PKCS#10 request)"));
     }
-    Ok(ca::IssueRequest {
+    let req = ca::IssueRequest {
         request_id: m.request_id,
         profile: m.profile,
         issuer: Some(m.issuer).filter(|i| !i.is_empty()),
@@ -129,7 +199,8 @@ pub fn issue_request(m: pb::IssueRequest) -> Result<ca::IssueRequest, Refusal> {
         sans,
         validity_years: m.validity_years,
         approval,
-    })
+    };
+    (req, bad)
 }
 
 /// The authority's request as an Issue message: what a workstation sends a remote CA.
@@ -180,16 +251,18 @@ pub fn issue_response(i: Issued) -> pb::IssueResponse {
     }
 }
 
-/// A Renew message as the authority's request.
-pub fn renew_request(m: pb::RenewRequest) -> Result<ca::RenewRequest, Refusal> {
-    let approval = approval(m.approval)?;
-    Ok(ca::RenewRequest {
+/// A Renew message as the authority's request, and the conversion's problems.
+pub fn renew_request(m: pb::RenewRequest) -> (ca::RenewRequest, Vec<Violation>) {
+    let mut bad = Vec::new();
+    let approval = approval_into(m.approval, &mut bad);
+    let req = ca::RenewRequest {
         request_id: m.request_id,
         serial: m.serial,
         csr: Some(m.csr).filter(|c| !c.is_empty()),
         validity_years: m.validity_years,
         approval,
-    })
+    };
+    (req, bad)
 }
 
 /// The answer to Renew.
@@ -205,12 +278,12 @@ pub fn renew_response(i: Issued) -> pb::RenewResponse {
 }
 
 /// A proto reason as the RFC 5280 reason; removeFromCRL and unknown values are refused.
-pub fn reason(v: i32) -> Result<RevocationReason, Refusal> {
+pub fn reason(v: i32) -> Result<RevocationReason, Violation> {
     u8::try_from(v)
         .ok()
         .and_then(RevocationReason::from_code)
         .ok_or_else(|| {
-            Refusal::field(
+            Violation::new(
                 "reason",
                 format!(
                     "{v} is not a reason a revocation can give (removeFromCRL only releases a hold)"
@@ -224,19 +297,33 @@ pub fn reason_value(r: RevocationReason) -> i32 {
     i32::from(r.code())
 }
 
-/// A Revoke message as the authority's request.
-pub fn revoke_request(m: pb::RevokeRequest) -> Result<ca::RevokeRequest, Refusal> {
-    Ok(ca::RevokeRequest {
-        reason: reason(m.reason)?,
-        reported_at: m
-            .reported_at
-            .as_ref()
-            .map(|t| unix_seconds("reported_at", t))
-            .transpose()?,
+/// A Revoke message as the authority's request, and the conversion's problems.
+pub fn revoke_request(m: pb::RevokeRequest) -> (ca::RevokeRequest, Vec<Violation>) {
+    let mut bad = Vec::new();
+    let reason = reason(m.reason).unwrap_or_else(|v| {
+        bad.push(v);
+        RevocationReason::Unspecified
+    });
+    let reported_at = match m
+        .reported_at
+        .as_ref()
+        .map(|t| unix_seconds("reported_at", t))
+    {
+        Some(Err(v)) => {
+            bad.push(v);
+            None
+        }
+        Some(Ok(t)) => Some(t),
+        None => None,
+    };
+    let req = ca::RevokeRequest {
+        reason,
+        reported_at,
         request_id: m.request_id,
         serial: m.serial,
         comment: m.comment,
-    })
+    };
+    (req, bad)
 }
 
 /// The proto status of a stored status.
@@ -334,25 +421,27 @@ pub fn certificate_response(
 const MAX_PAGE: u32 = 1000;
 const DEFAULT_PAGE: u32 = 100;
 
-/// A ListCertificates message as a filter, page token and page size. The caller narrows
-/// the filter to the profiles the RA may see.
+/// A ListCertificates message as a filter, page token and page size, and the conversion's
+/// problems. The caller narrows the filter to the profiles the RA may see.
 pub fn list_request(
     m: pb::ListCertificatesRequest,
-) -> Result<(CertFilter, Option<String>, usize), Refusal> {
+) -> ((CertFilter, Option<String>, usize), Vec<Violation>) {
+    let mut bad = Vec::new();
     let status = match pb::CertificateStatus::try_from(m.status) {
         Ok(pb::CertificateStatus::Unspecified) => None,
         Ok(pb::CertificateStatus::Pending) => Some(CertStatus::Pending),
         Ok(pb::CertificateStatus::Valid) => Some(CertStatus::Valid),
         Ok(pb::CertificateStatus::Revoked) => Some(CertStatus::Revoked),
         Err(_) => {
-            return Err(Refusal::field(
+            bad.push(Violation::new(
                 "status",
                 format!("{} is not a certificate status", m.status),
             ));
+            None
         }
     };
     if m.page_size > MAX_PAGE {
-        return Err(Refusal::field(
+        bad.push(Violation::new(
             "page_size",
             format!("at most {MAX_PAGE} per page"),
         ));
@@ -360,7 +449,19 @@ pub fn list_request(
     let size = if m.page_size == 0 {
         DEFAULT_PAGE
     } else {
-        m.page_size
+        m.page_size.min(MAX_PAGE)
+    };
+    let expiring_before = match m
+        .expiring_before
+        .as_ref()
+        .map(|t| unix_seconds("expiring_before", t))
+    {
+        Some(Err(v)) => {
+            bad.push(v);
+            None
+        }
+        Some(Ok(t)) => Some(t),
+        None => None,
     };
     let nonempty = |s: String| Some(s).filter(|s| !s.is_empty());
     let filter = CertFilter {
@@ -369,14 +470,10 @@ pub fn list_request(
         profile: nonempty(m.profile),
         ra: nonempty(m.ra),
         subject_contains: nonempty(m.subject_contains),
-        expiring_before: m
-            .expiring_before
-            .as_ref()
-            .map(|t| unix_seconds("expiring_before", t))
-            .transpose()?,
+        expiring_before,
         issuer: None,
     };
-    Ok((filter, nonempty(m.page_token), size as usize))
+    ((filter, nonempty(m.page_token), size as usize), bad)
 }
 
 /// A listing entry.
@@ -419,8 +516,15 @@ mod tests {
     }
 
     fn field_of(r: Refusal) -> String {
+        fields_of(r).remove(0)
+    }
+
+    fn fields_of(r: Refusal) -> Vec<String> {
         match r {
-            Refusal::InvalidField { field, .. } => field,
+            Refusal::Ca(e) => match e.into_violations() {
+                Ok(v) => v.into_iter().map(|v| v.field).collect(),
+                Err(other) => panic!("not a field error: {other}"),
+            },
             other => panic!("not a field error: {other}"),
         }
     }
@@ -452,5 +556,57 @@ mod tests {
         assert_eq!(field_of(e), "sans[1].ip");
         let e = sans(&[pb::SubjectAltName { name: None }]).unwrap_err();
         assert_eq!(field_of(e), "sans[0]");
+    }
+
+    #[test]
+    fn a_message_is_converted_whole_and_every_problem_is_named() {
+        use pb::subject_alt_name::Name;
+        let m = pb::IssueRequest {
+            request_id: "r-1".into(),
+            profile: "server".into(),
+            subject: vec![
+                attr("XX", "a"),
+                attr("CN", "ok.example.cn"),
+                attr("C", "China"),
+            ],
+            sans: vec![
+                pb::SubjectAltName {
+                    name: Some(Name::Ip("nope".into())),
+                },
+                pb::SubjectAltName {
+                    name: Some(Name::Dns("ok.example.cn".into())),
+                },
+                pb::SubjectAltName { name: None },
+            ],
+            ..Default::default()
+        };
+        let (req, bad) = issue_request(m);
+        let fields: Vec<&str> = bad.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "subject[0].type",
+                "subject[2].value",
+                "sans[0].ip",
+                "sans[2]",
+                "approval",
+                "csr"
+            ]
+        );
+        // What did convert is kept, for the authority to judge the rest.
+        assert_eq!(req.subject.to_string(), "CN=ok.example.cn");
+        assert_eq!(req.sans, [San::Dns("ok.example.cn".into())]);
+    }
+
+    #[test]
+    fn the_authoritys_problems_with_fields_that_failed_to_convert_are_left_out() {
+        let converted = vec![Violation::new("subject[0].type", "unknown")];
+        let checked = vec![
+            Violation::new("subject.CN", "is required"),
+            Violation::new("validity_years", "3 is not allowed"),
+        ];
+        let e = refuse_if(converted, checked).unwrap_err();
+        assert_eq!(fields_of(e), ["subject[0].type", "validity_years"]);
+        assert!(refuse_if(Vec::new(), Vec::new()).is_ok());
     }
 }

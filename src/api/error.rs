@@ -1,12 +1,15 @@
 //! The one place where what went wrong becomes a gRPC status: [`CaError`] for the
-//! authority's answers, [`Refusal`] for what the API layer itself refuses (permission,
-//! malformed messages, deadlines). Clients see codes and CA-authored messages, never HSM
-//! internals or database text: those are logged here and replaced by a generic message.
+//! authority's answers (and for malformed fields, which the API layer reports the same way),
+//! [`Refusal`] for what the API layer itself refuses (permission, deadlines). Clients see
+//! codes and CA-authored messages, never HSM internals or database text: those are logged
+//! here and replaced by a generic message. INVALID_ARGUMENT carries a `google.rpc.BadRequest`
+//! with one field violation per problem of the request.
 
 use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, StatusExt};
+use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 
-use crate::ca::CaError;
+use crate::ca::{CaError, Violation};
+use crate::escape::Escaped;
 use crate::token::TokenError;
 
 /// Why the API layer refused a call before or around the authority.
@@ -16,19 +19,11 @@ pub enum Refusal {
     /// profile.
     #[error("{0}")]
     PermissionDenied(String),
-    /// A message field that does not convert to the domain type; `field` is the proto path,
-    /// e.g. `subject[2].type`.
-    #[error("{field}: {problem}")]
-    InvalidField {
-        /// The proto field path.
-        field: String,
-        /// What is wrong with it.
-        problem: String,
-    },
     /// The call's deadline (its grpc-timeout, or the configured default) passed.
     #[error("the deadline of {0} ms passed before the call completed")]
     DeadlineExceeded(u128),
-    /// The authority answered with an error.
+    /// The authority answered with an error, or a field of the message does not convert
+    /// ([`CaError::Invalid`], naming the proto path of each field, e.g. `subject[2].type`).
     #[error(transparent)]
     Ca(#[from] CaError),
     /// The token workstation answered with an error.
@@ -39,10 +34,11 @@ pub enum Refusal {
 impl Refusal {
     /// A malformed field.
     pub fn field(field: impl Into<String>, problem: impl Into<String>) -> Refusal {
-        Refusal::InvalidField {
+        Refusal::Ca(CaError::Invalid {
             field: field.into(),
             problem: problem.into(),
-        }
+            also: Vec::new(),
+        })
     }
 
     /// Permission denied with this message.
@@ -74,19 +70,88 @@ pub fn code_name(code: Code) -> &'static str {
     }
 }
 
-fn bad_request(field: &str, problem: &str) -> Status {
+/// Longest problem text sent back, in bytes: problems quote what the client sent, and a
+/// status travels in HTTP/2 trailers, which clients limit (gRPC C-core: 8 KiB in all).
+const MAX_PROBLEM: usize = 240;
+/// Most bytes of field violations in one BadRequest; the rest are counted in the message.
+const MAX_DETAILS: usize = 4096;
+/// Longest status message, in bytes, before the "and N more" note.
+const MAX_MESSAGE: usize = 600;
+
+/// `text` cut to at most `max` bytes at a character boundary, marked with "…" when cut.
+fn clip(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+/// INVALID_ARGUMENT naming every field at fault: one BadRequest field violation per
+/// problem (as many as fit in [`MAX_DETAILS`]), and a message listing them.
+fn bad_request(violations: &[Violation]) -> Status {
+    let mut details = Vec::new();
+    let mut size = 0;
+    for v in violations {
+        let problem = clip(&v.problem, MAX_PROBLEM);
+        let field = clip(&v.field, MAX_PROBLEM);
+        size += field.len() + problem.len();
+        if size > MAX_DETAILS && !details.is_empty() {
+            break;
+        }
+        details.push(FieldViolation::new(field, problem));
+    }
+    let mut message = String::new();
+    let mut listed = 0;
+    for v in violations {
+        let next = format!(
+            "{}{}: {}",
+            if listed == 0 { "" } else { "; " },
+            clip(&v.field, MAX_PROBLEM),
+            clip(&v.problem, MAX_PROBLEM)
+        );
+        if listed > 0 && message.len() + next.len() > MAX_MESSAGE {
+            break;
+        }
+        message.push_str(&next);
+        listed += 1;
+    }
+    if listed < violations.len() {
+        message.push_str(&format!(
+            " (and {} more problems{})",
+            violations.len() - listed,
+            if details.len() > listed {
+                "; the BadRequest detail lists more"
+            } else {
+                ""
+            }
+        ));
+    }
+    if details.len() < violations.len() {
+        tracing::debug!(
+            listed = details.len(),
+            found = violations.len(),
+            "BadRequest detail cut to fit a status"
+        );
+    }
     Status::with_error_details(
         Code::InvalidArgument,
-        format!("{field}: {problem}"),
-        ErrorDetails::with_bad_request_violation(field, problem),
+        message,
+        ErrorDetails::with_bad_request(details),
     )
+}
+
+fn bad_field(field: &str, problem: &str) -> Status {
+    bad_request(&[Violation::new(field, problem)])
 }
 
 impl From<Refusal> for Status {
     fn from(r: Refusal) -> Status {
         match r {
             Refusal::PermissionDenied(m) => Status::permission_denied(m),
-            Refusal::InvalidField { field, problem } => bad_request(&field, &problem),
             Refusal::DeadlineExceeded(_) => Status::deadline_exceeded(r.to_string()),
             Refusal::Ca(e) => ca_status(e),
             Refusal::Token(e) => token_status(e),
@@ -98,7 +163,7 @@ impl From<Refusal> for Status {
 /// the tries left), a locked PIN names `UnblockPin`, an absent token is UNAVAILABLE.
 fn token_status(e: TokenError) -> Status {
     match e {
-        TokenError::Invalid { field, problem } => bad_request(&field, &problem),
+        TokenError::Invalid { field, problem } => bad_field(&field, &problem),
         e @ TokenError::WrongPin { .. } => {
             let field = match &e {
                 TokenError::WrongPin { field, .. } => field.clone(),
@@ -109,7 +174,7 @@ fn token_status(e: TokenError) -> Status {
                 .strip_prefix(&format!("{field}: "))
                 .unwrap_or(&message)
                 .to_owned();
-            bad_request(&field, &problem)
+            bad_field(&field, &problem)
         }
         e @ TokenError::PinLocked { .. } => Status::failed_precondition(e.to_string()),
         TokenError::FailedPrecondition(m) => Status::failed_precondition(m),
@@ -127,13 +192,13 @@ fn token_status(e: TokenError) -> Status {
             )
         }
         TokenError::Unavailable(detail) => {
-            tracing::warn!(%detail, "answering UNAVAILABLE");
+            tracing::warn!(detail = %Escaped(&detail), "answering UNAVAILABLE");
             Status::unavailable(
                 "the CA or the store is temporarily unavailable; retry with the same request_id",
             )
         }
         TokenError::Internal(detail) => {
-            tracing::error!(%detail, "internal error");
+            tracing::error!(detail = %Escaped(&detail), "internal error");
             Status::internal("internal error; the operator has the details in the log")
         }
     }
@@ -142,16 +207,19 @@ fn token_status(e: TokenError) -> Status {
 /// Map an authority error to the status a client sees.
 fn ca_status(e: CaError) -> Status {
     match e {
-        CaError::Invalid { field, problem } => bad_request(&field, &problem),
+        e @ CaError::Invalid { .. } => match e.into_violations() {
+            Ok(all) => bad_request(&all),
+            Err(other) => ca_status(other),
+        },
         CaError::FailedPrecondition(m) => Status::failed_precondition(m),
         e @ CaError::AlreadyExists { .. } => Status::already_exists(e.to_string()),
         CaError::NotFound(m) => Status::not_found(m),
         CaError::Unavailable(detail) => {
-            tracing::warn!(%detail, "answering UNAVAILABLE");
+            tracing::warn!(detail = %Escaped(&detail), "answering UNAVAILABLE");
             Status::unavailable("the CA is temporarily unavailable; retry with the same request_id")
         }
         CaError::Internal(detail) => {
-            tracing::error!(%detail, "internal error");
+            tracing::error!(detail = %Escaped(&detail), "internal error");
             Status::internal("internal error; the CA operator has the details in the log")
         }
     }
@@ -163,15 +231,53 @@ mod tests {
 
     #[test]
     fn invalid_carries_a_bad_request_naming_the_field() {
-        let s: Status = Refusal::Ca(CaError::Invalid {
-            field: "csr".into(),
-            problem: "not DER".into(),
-        })
-        .into();
+        let s: Status = Refusal::field("csr", "not DER").into();
         assert_eq!(s.code(), Code::InvalidArgument);
+        assert_eq!(s.message(), "csr: not DER");
         let br = s.get_details_bad_request().expect("BadRequest detail");
         assert_eq!(br.field_violations[0].field, "csr");
         assert_eq!(br.field_violations[0].description, "not DER");
+    }
+
+    #[test]
+    fn every_violation_becomes_a_field_violation() {
+        let all = vec![
+            Violation::new("request_id", "is required"),
+            Violation::new("subject[1].type", "unknown attribute type \"XX\""),
+            Violation::new("csr", "not DER"),
+        ];
+        let s: Status = Refusal::Ca(CaError::from_violations(all).unwrap()).into();
+        assert_eq!(s.code(), Code::InvalidArgument);
+        let fields: Vec<String> = s
+            .get_details_bad_request()
+            .expect("BadRequest detail")
+            .field_violations
+            .into_iter()
+            .map(|v| v.field)
+            .collect();
+        assert_eq!(fields, ["request_id", "subject[1].type", "csr"]);
+        assert!(s.message().contains("; csr: not DER"), "{}", s.message());
+    }
+
+    #[test]
+    fn a_status_stays_small_however_much_the_client_sent() {
+        let huge = "x".repeat(100_000);
+        let all: Vec<Violation> = (0..500)
+            .map(|i| Violation::new(format!("sans[{i}]"), format!("{huge:?} is bad")))
+            .collect();
+        let s: Status = Refusal::Ca(CaError::from_violations(all).unwrap()).into();
+        assert!(s.message().len() < 1000, "{}", s.message().len());
+        assert!(s.message().contains("more problems"), "{}", s.message());
+        let br = s.get_details_bad_request().expect("BadRequest detail");
+        let size: usize = br
+            .field_violations
+            .iter()
+            .map(|v| v.field.len() + v.description.len())
+            .sum();
+        assert!(size <= MAX_DETAILS + MAX_PROBLEM * 2, "{size}");
+        assert!(br.field_violations.len() > 1);
+        assert!(br.field_violations[0].description.ends_with('…'));
+        assert_eq!(clip("名名名", 7), "名…");
     }
 
     #[test]

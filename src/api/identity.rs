@@ -31,10 +31,12 @@ pub struct Ra {
     pub operations: BTreeSet<RaOperation>,
 }
 
-/// The configured RAs.
+/// The configured RAs, and the names of the configured profiles (to tell a profile that
+/// does not exist from one an RA was not granted).
 #[derive(Debug, Default)]
 pub struct RaDirectory {
     ras: Vec<Arc<Ra>>,
+    pub(super) profiles: BTreeSet<String>,
 }
 
 /// A certificate's subject as (OID, value) pairs, sorted, with the value decoded as text;
@@ -112,7 +114,10 @@ impl RaDirectory {
                 operations: rc.operations.iter().copied().collect(),
             }));
         }
-        Ok(RaDirectory { ras })
+        Ok(RaDirectory {
+            ras,
+            profiles: cfg.profiles.keys().cloned().collect(),
+        })
     }
 
     /// The RA presenting `peer_certs` (leaf first, as rustls verified it).

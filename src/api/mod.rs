@@ -17,6 +17,7 @@ pub mod remote_issuer;
 pub mod service;
 pub mod tls;
 pub mod token_service;
+pub mod wire;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -24,8 +25,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Server, ServerTlsConfig};
+use tokio_rustls::rustls::ServerConfig;
+use tonic::transport::Server;
 use tonic_health::ServingStatus;
 
 use crate::ca::Authority;
@@ -87,7 +88,9 @@ pub enum ApiError {
 
 /// A configured, not yet running, RA API.
 pub struct Api {
-    tls: ServerTlsConfig,
+    tls: Arc<ServerConfig>,
+    /// The configured RAs, to name callers in the log lines of refusals made on the wire.
+    ras: Arc<identity::RaDirectory>,
     service: service::CaService,
     authority: Arc<Authority>,
     /// The token service, served beside the RA API when `[token]` is configured.
@@ -102,12 +105,13 @@ impl Api {
         let ras = Arc::new(identity::RaDirectory::from_config(cfg)?);
         let service = service::CaService::new(
             authority.clone(),
-            ras,
+            ras.clone(),
             api.max_concurrent_requests,
             Duration::from_millis(api.default_deadline_ms),
         );
         Ok(Api {
             tls,
+            ras,
             service,
             authority,
             token: None,
@@ -160,28 +164,30 @@ impl Api {
                 .set_service_status(TOKEN_SERVICE_NAME, ServingStatus::Serving)
                 .await;
         }
+        // signet completes the TLS handshakes itself, so refused ones are logged.
+        let (incoming, acceptor) = tls::incoming(listener, self.tls);
+        let stop_accepting = acceptor.abort_handle();
         let served = Server::builder()
-            .tls_config(self.tls)?
+            // tonic's own refusals of malformed or oversized messages, with gRPC's codes.
+            .layer(wire::WireLayer::new(self.ras))
             .add_service(
-                pb::certificate_authority_server::CertificateAuthorityServer::new(self.service),
+                pb::certificate_authority_server::CertificateAuthorityServer::new(self.service)
+                    .max_decoding_message_size(wire::MAX_MESSAGE),
             )
-            .add_optional_service(
-                self.token
-                    .map(pb::token_service_server::TokenServiceServer::new),
-            )
+            .add_optional_service(self.token.map(|t| {
+                pb::token_service_server::TokenServiceServer::new(t)
+                    .max_decoding_message_size(wire::MAX_MESSAGE)
+            }))
             .add_service(health)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            // No Nagle: a gRPC answer is a few small HTTP/2 frames, and waiting for the
-            // client's delayed ACK would add 40 ms to every call.
-            .serve_with_incoming_shutdown(
-                TcpIncoming::from(listener).with_nodelay(Some(true)),
-                async {
-                    shutdown.await;
-                    tracing::info!("shutting down: no new connections; finishing calls in flight");
-                },
-            )
+            .serve_with_incoming_shutdown(incoming, async {
+                shutdown.await;
+                stop_accepting.abort();
+                tracing::info!("shutting down: no new connections; finishing calls in flight");
+            })
             .await;
+        acceptor.abort();
         monitor.abort();
         served?;
         Ok(())

@@ -14,7 +14,7 @@ use super::client::{self, ClientSettings};
 use super::pb::certificate_authority_client::CertificateAuthorityClient;
 use super::{convert, pb};
 use crate::ca::issuer::{CertificateIssuer, InProcessIssuer, IssueError, IssuedCert};
-use crate::ca::{Authority, CaError, IssueRequest};
+use crate::ca::{Authority, CaError, IssueRequest, Violation};
 use crate::config::Config;
 use crate::token::TokenError;
 
@@ -58,19 +58,20 @@ fn from_status(s: &tonic::Status) -> IssueError {
         | Code::ResourceExhausted
         | Code::Aborted => IssueError::Unavailable(client::describe_status(s)),
         Code::InvalidArgument => {
-            let named = s
+            let named: Vec<Violation> = s
                 .get_details_bad_request()
-                .and_then(|b| b.field_violations.into_iter().next());
-            IssueError::Refused(match named {
-                Some(v) => CaError::Invalid {
-                    field: v.field,
-                    problem: v.description,
-                },
-                None => CaError::Invalid {
+                .map(|b| b.field_violations)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|v| Violation::new(v.field, v.description))
+                .collect();
+            IssueError::Refused(CaError::from_violations(named).unwrap_or_else(|| {
+                CaError::Invalid {
                     field: "request".into(),
                     problem: s.message().to_owned(),
-                },
-            })
+                    also: Vec::new(),
+                }
+            }))
         }
         Code::NotFound => IssueError::Refused(CaError::NotFound(s.message().to_owned())),
         _ => IssueError::Refused(CaError::FailedPrecondition(client::describe_status(s))),

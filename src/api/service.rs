@@ -16,8 +16,9 @@ use super::convert;
 use super::error::Refusal;
 use super::identity::{Ra, RaDirectory};
 use super::pb;
-use crate::ca::{Authority, CaError};
+use crate::ca::{Authority, CaError, Violation};
 use crate::config::RaOperation;
+use crate::escape::Escaped;
 use crate::store::{CertFilter, CertificateRecord};
 
 /// The RA API's implementation.
@@ -143,48 +144,74 @@ impl Frame {
             .and_then(parse_grpc_timeout)
             .map_or(self.default_deadline, |d| d.min(self.default_deadline));
         let certs = request.peer_certs();
-        let identity = self
-            .ras
-            .identify(certs.as_deref().map(|c| c.as_slice()))
-            .and_then(|ra| ra.require(op).map(|()| ra));
+        let peer = request
+            .remote_addr()
+            .map_or_else(|| "-".to_owned(), |a| a.to_string());
+        let identity = self.ras.identify(certs.as_deref().map(|c| c.as_slice()));
         let message = request.into_inner();
         let request_id = message.request_id().to_owned();
         let (ra_name, result) = match identity {
             Err(refusal) => ("-".to_owned(), Err(refusal)),
-            Ok(ra) => {
-                let name = ra.name.clone();
-                let work = async {
-                    // The semaphore is never closed, so acquiring only waits.
-                    let _permit = self.permits.acquire().await;
-                    body(ra, message).await
-                };
-                let result = match tokio::time::timeout(deadline, work).await {
-                    Ok(r) => r,
-                    Err(_) => Err(Refusal::DeadlineExceeded(deadline.as_millis())),
-                };
-                (name, result)
-            }
+            // An RA that may not call this operation is named in the log all the same.
+            Ok(ra) => match ra.require(op) {
+                Err(refusal) => (ra.name.clone(), Err(refusal)),
+                Ok(()) => {
+                    let name = ra.name.clone();
+                    let work = async {
+                        // The semaphore is never closed, so acquiring only waits.
+                        let _permit = self.permits.acquire().await;
+                        body(ra, message).await
+                    };
+                    let result = match tokio::time::timeout(deadline, work).await {
+                        Ok(r) => r,
+                        Err(_) => Err(Refusal::DeadlineExceeded(deadline.as_millis())),
+                    };
+                    (name, result)
+                }
+            },
         };
         let elapsed_ms = started.elapsed().as_millis() as u64;
+        // Everything the client chose (its request id; its certificate's subject and its
+        // fields' values, which messages may quote) is escaped for the log.
         match result {
             Ok(r) => {
-                tracing::info!(rpc, ra = %ra_name, request_id = %request_id, code = "OK", elapsed_ms, "call");
+                tracing::info!(
+                    rpc,
+                    ra = %Escaped(&ra_name),
+                    request_id = %Escaped(&request_id),
+                    peer = %peer,
+                    code = "OK",
+                    elapsed_ms,
+                    "call"
+                );
                 Ok(Response::new(r))
             }
             Err(refusal) => {
                 let status = Status::from(refusal);
                 tracing::info!(
                     rpc,
-                    ra = %ra_name,
-                    request_id = %request_id,
+                    ra = %Escaped(&ra_name),
+                    request_id = %Escaped(&request_id),
+                    peer = %peer,
                     code = super::error::code_name(status.code()),
                     elapsed_ms,
-                    message = status.message(),
+                    message = %Escaped(status.message()),
                     "call"
                 );
                 Err(status)
             }
         }
+    }
+
+    /// Check a profile the request names: unknown is a problem of the `profile` field
+    /// (returned), known but not granted to `ra` is PERMISSION_DENIED.
+    pub fn requested_profile(
+        &self,
+        ra: &Ra,
+        op: RaOperation,
+        profile: &str,
+    ) -> Result<Option<Violation>, Refusal> {
+        self.ras.requested_profile(ra, op, profile)
     }
 }
 
@@ -210,8 +237,17 @@ impl pb::certificate_authority_server::CertificateAuthority for CaService {
     ) -> Result<Response<pb::IssueResponse>, Status> {
         self.frame
             .handle("Issue", RaOperation::Issue, request, |ra, m| async move {
-                let req = convert::issue_request(m)?;
-                ra.require_profile(RaOperation::Issue, &req.profile)?;
+                let (req, mut bad) = convert::issue_request(m);
+                bad.extend(
+                    self.frame
+                        .requested_profile(&ra, RaOperation::Issue, &req.profile)?,
+                );
+                if !bad.is_empty() {
+                    // Refused whole: the authority's own checks of the fields that did
+                    // convert are reported too.
+                    let checked = convert::violations_of(self.authority.validate_issue(&req));
+                    convert::refuse_if(bad, checked)?;
+                }
                 let issued = self.authority.issue(&ra.name, req).await?;
                 Ok(convert::issue_response(issued))
             })
@@ -224,7 +260,8 @@ impl pb::certificate_authority_server::CertificateAuthority for CaService {
     ) -> Result<Response<pb::RenewResponse>, Status> {
         self.frame
             .handle("Renew", RaOperation::Renew, request, |ra, m| async move {
-                let req = convert::renew_request(m)?;
+                let (req, bad) = convert::renew_request(m);
+                convert::refuse_if(bad, crate::ca::renew_field_problems(&req))?;
                 self.require_certificate(&ra, RaOperation::Renew, &req.serial)
                     .await?;
                 let issued = self.authority.renew(&ra.name, req).await?;
@@ -239,7 +276,11 @@ impl pb::certificate_authority_server::CertificateAuthority for CaService {
     ) -> Result<Response<pb::RevokeResponse>, Status> {
         self.frame
             .handle("Revoke", RaOperation::Revoke, request, |ra, m| async move {
-                let req = convert::revoke_request(m)?;
+                let (req, bad) = convert::revoke_request(m);
+                convert::refuse_if(
+                    bad,
+                    crate::ca::request_id_and_serial_problems(&req.request_id, &req.serial),
+                )?;
                 self.require_certificate(&ra, RaOperation::Revoke, &req.serial)
                     .await?;
                 let revoked = self.authority.revoke(&ra.name, req).await?;
@@ -259,6 +300,10 @@ impl pb::certificate_authority_server::CertificateAuthority for CaService {
                 request,
                 |ra, m| async move {
                     let req = convert::release_request(m);
+                    convert::refuse_if(
+                        Vec::new(),
+                        crate::ca::request_id_and_serial_problems(&req.request_id, &req.serial),
+                    )?;
                     self.require_certificate(&ra, RaOperation::Revoke, &req.serial)
                         .await?;
                     let record = self.authority.release_hold(&ra.name, req).await?;
@@ -299,10 +344,11 @@ impl pb::certificate_authority_server::CertificateAuthority for CaService {
                 RaOperation::Read,
                 request,
                 |ra, m| async move {
-                    let (filter, token, size) = convert::list_request(m)?;
+                    let ((filter, token, size), mut bad) = convert::list_request(m);
                     if let Some(p) = &filter.profile {
-                        ra.require_profile(RaOperation::Read, p)?;
+                        bad.extend(self.frame.requested_profile(&ra, RaOperation::Read, p)?);
                     }
+                    convert::refuse_if(bad, Vec::new())?;
                     // An RA only ever sees the profiles it was granted, whatever it asks for.
                     let filter = CertFilter {
                         profiles: Some(ra.profiles.iter().cloned().collect()),

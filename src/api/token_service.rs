@@ -9,9 +9,9 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::convert;
-use super::error::Refusal;
 use super::pb;
 use super::service::{Frame, Logged};
+use crate::ca::Violation;
 use crate::config::RaOperation;
 use crate::hsm::token::TokenObject;
 use crate::pki::KeyType;
@@ -91,13 +91,13 @@ impl Logged for pb::ChangePinRequest {}
 impl Logged for pb::UnblockPinRequest {}
 impl Logged for pb::ReadTokenRequest {}
 
-fn key_type(v: i32) -> Result<KeyType, Refusal> {
+fn key_type(v: i32) -> Result<KeyType, Violation> {
     match pb::KeyAlgorithm::try_from(v) {
         Ok(pb::KeyAlgorithm::Rsa2048) => Ok(KeyType::Rsa2048),
         Ok(pb::KeyAlgorithm::P256) => Ok(KeyType::P256),
         Ok(pb::KeyAlgorithm::P384) => Ok(KeyType::P384),
         Ok(pb::KeyAlgorithm::Ed25519) => Ok(KeyType::Ed25519),
-        _ => Err(Refusal::field(
+        _ => Err(Violation::new(
             "key_algorithm",
             "choose RSA_2048, P256, P384 or ED25519",
         )),
@@ -197,21 +197,32 @@ impl pb::token_service_server::TokenService for TokenService {
                 request,
                 |ra, mut m| async move {
                     let user_pin = take_pin(&mut m.user_pin);
+                    let mut bad = Vec::new();
+                    let key_type = key_type(m.key_algorithm).unwrap_or_else(|v| {
+                        bad.push(v);
+                        KeyType::P256
+                    });
                     let req = PersonalizeRequest {
                         token_serial: m.token_serial,
                         user_pin,
-                        key_type: key_type(m.key_algorithm)?,
+                        key_type,
                         label: m.label,
-                        subject: convert::subject(&m.subject)?,
-                        sans: convert::sans(&m.sans)?,
-                        approval: convert::approval(m.approval)?,
+                        subject: convert::subject_into(&m.subject, &mut bad),
+                        sans: convert::sans_into(&m.sans, &mut bad),
+                        approval: convert::approval_into(m.approval, &mut bad),
                         profile: m.profile,
                         issuer: Some(m.issuer).filter(|i| !i.is_empty()),
                         validity_years: m.validity_years,
                         request_id: m.request_id,
                     };
-                    // The front desk may personalise only the profiles its entry lists.
-                    ra.require_profile(RaOperation::Token, &req.profile)?;
+                    // The front desk may personalise only the profiles its entry lists; a
+                    // profile that does not exist is reported with the other problems.
+                    bad.extend(self.frame.requested_profile(
+                        &ra,
+                        RaOperation::Token,
+                        &req.profile,
+                    )?);
+                    convert::refuse_if(bad, Vec::new())?;
                     let done = self.workstation.personalize(req).await?;
                     Ok(pb::PersonalizeResponse {
                         certificate: done.cert_der,

@@ -40,17 +40,57 @@ use crate::store::{
     BeginOutcome, CertFilter, CertPage, CertStatus, CertificateRecord, Store, StoreError,
 };
 
+/// One problem with one field of a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// The request field at fault, named as the proto names it (`subject[2].type`).
+    pub field: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl Violation {
+    /// A problem with `field`.
+    pub fn new(field: impl Into<String>, problem: impl Into<String>) -> Violation {
+        Violation {
+            field: field.into(),
+            problem: problem.into(),
+        }
+    }
+
+    /// The top-level field this one belongs to: `subject` for `subject[2].type`, `approval`
+    /// for `approval.officer`.
+    pub fn root(&self) -> &str {
+        let end = self.field.find(['.', '[']).unwrap_or(self.field.len());
+        &self.field[..end]
+    }
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.problem)
+    }
+}
+
+fn also_text(also: &[Violation]) -> String {
+    also.iter().map(|v| format!("; {v}")).collect()
+}
+
 /// What an issuance (or ceremony) can fail with. The API layer maps these to gRPC codes in
 /// one place; messages never carry HSM internals or secrets.
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
-    /// Bad input: names the field and the problem. Nothing was stored.
-    #[error("{field}: {problem}")]
+    /// Bad input: names the field and the problem, and in `also` every other problem found
+    /// in the same request (a request is checked whole before it is refused). Nothing was
+    /// stored.
+    #[error("{field}: {problem}{}", also_text(also))]
     Invalid {
         /// The request field at fault.
         field: String,
         /// What is wrong.
         problem: String,
+        /// The request's other problems, in the order they were found.
+        also: Vec<Violation>,
     },
     /// The request is well-formed but the CA's state forbids it now (stale agreement
     /// version, issuer not yet created, ...).
@@ -80,10 +120,43 @@ pub enum CaError {
     Internal(String),
 }
 
+impl CaError {
+    /// The refusal of a request with these problems; `None` when there are none.
+    pub fn from_violations(violations: Vec<Violation>) -> Option<CaError> {
+        let mut all = violations.into_iter();
+        let first = all.next()?;
+        Some(CaError::Invalid {
+            field: first.field,
+            problem: first.problem,
+            also: all.collect(),
+        })
+    }
+
+    /// Every problem of an [`CaError::Invalid`], first one first; any other error back.
+    pub fn into_violations(self) -> Result<Vec<Violation>, CaError> {
+        match self {
+            CaError::Invalid {
+                field,
+                problem,
+                also,
+            } => {
+                let mut all = vec![Violation { field, problem }];
+                all.extend(also);
+                Ok(all)
+            }
+            other => Err(other),
+        }
+    }
+}
+
 impl From<PkiError> for CaError {
     fn from(e: PkiError) -> Self {
         match e {
-            PkiError::Invalid { field, problem } => CaError::Invalid { field, problem },
+            PkiError::Invalid { field, problem } => CaError::Invalid {
+                field,
+                problem,
+                also: Vec::new(),
+            },
             other => CaError::Internal(other.to_string()),
         }
     }
@@ -114,7 +187,68 @@ fn invalid(field: &str, problem: impl Into<String>) -> CaError {
     CaError::Invalid {
         field: field.to_owned(),
         problem: problem.into(),
+        also: Vec::new(),
     }
+}
+
+/// Where a check's outcome goes while a whole request is being checked: its problems onto
+/// `bad`, a state that forbids the request into `blocked` (reported only when no field is at
+/// fault), and anything else (the store or the HSM failing) back to the caller.
+fn sort_outcome<T>(
+    outcome: Result<T, CaError>,
+    bad: &mut Vec<Violation>,
+    blocked: &mut Option<CaError>,
+) -> Result<Option<T>, CaError> {
+    match outcome {
+        Ok(v) => Ok(Some(v)),
+        Err(e @ CaError::FailedPrecondition(_)) => {
+            blocked.get_or_insert(e);
+            Ok(None)
+        }
+        Err(e) => {
+            bad.extend(e.into_violations()?);
+            Ok(None)
+        }
+    }
+}
+
+/// The problems of a renewal's own fields, found without the store: the request id, the
+/// serial and the approval's texts.
+pub fn renew_field_problems(req: &RenewRequest) -> Vec<Violation> {
+    let mut bad = request_id_and_serial_problems(&req.request_id, &req.serial);
+    bad.extend(approval_problems(&req.approval));
+    bad
+}
+
+/// The problems of a request id and a serial, as every call on an existing certificate
+/// checks them first.
+pub fn request_id_and_serial_problems(request_id: &str, serial: &str) -> Vec<Violation> {
+    let mut bad = Vec::new();
+    for e in [
+        check_text("request_id", request_id, MAX_REQUEST_ID).err(),
+        normalize_serial(serial).err(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        bad.extend(e.into_violations().unwrap_or_default());
+    }
+    bad
+}
+
+/// The approval's texts: each required, bounded and free of control characters.
+fn approval_problems(approval: &Approval) -> Vec<Violation> {
+    let mut bad = Vec::new();
+    for (field, value) in [
+        ("approval.officer", &approval.officer),
+        ("approval.ra_reference", &approval.ra_reference),
+        ("approval.agreement_version", &approval.agreement_version),
+    ] {
+        if let Err(e) = check_text(field, value, MAX_APPROVAL_FIELD) {
+            bad.extend(e.into_violations().unwrap_or_default());
+        }
+    }
+    bad
 }
 
 /// The RA officer's approval that accompanies every request.
@@ -767,21 +901,107 @@ impl Authority {
         })
     }
 
+    /// Check an issue request whole, without the store: every field at fault is named (the
+    /// CSR's own checks stop at its first problem). A state that forbids the request (the
+    /// agreement version, an issuer not yet created) is reported only when no field is at
+    /// fault.
+    pub fn validate_issue(&self, req: &IssueRequest) -> Result<(), CaError> {
+        self.validate(req).map(|_| ())
+    }
+
     fn validate<'a>(&'a self, req: &IssueRequest) -> Result<Checked<'a>, CaError> {
-        check_text("request_id", &req.request_id, MAX_REQUEST_ID)?;
-        let profile = self.profiles.get(&req.profile).ok_or_else(|| {
+        let mut bad = Vec::new();
+        let mut blocked = None;
+        sort_outcome(
+            check_text("request_id", &req.request_id, MAX_REQUEST_ID),
+            &mut bad,
+            &mut blocked,
+        )?;
+        let profile = self.profiles.get(&req.profile);
+        if profile.is_none() {
             let known: Vec<&str> = self.profiles.keys().map(String::as_str).collect();
-            invalid(
+            bad.push(Violation::new(
                 "profile",
                 format!(
                     "unknown profile {:?} (known: {})",
                     req.profile,
                     known.join(", ")
                 ),
-            )
-        })?;
-        let issuer_name = match &req.issuer {
-            Some(i) if profile.issuers.contains(i) => i.as_str(),
+            ));
+        }
+        let issuer = match profile {
+            Some(p) => sort_outcome(
+                self.issuer_for(p, req.issuer.as_deref()),
+                &mut bad,
+                &mut blocked,
+            )?,
+            None => None,
+        };
+        bad.extend(approval_problems(&req.approval));
+        sort_outcome(self.check_agreement(&req.approval), &mut bad, &mut blocked)?;
+        if req.sans.len() > MAX_SANS {
+            bad.push(Violation::new(
+                "sans",
+                format!("{} SANs; at most {MAX_SANS}", req.sans.len()),
+            ));
+        } else {
+            for (i, s) in req.sans.iter().enumerate() {
+                sort_outcome(
+                    s.clone()
+                        .checked(&format!("sans[{i}]"))
+                        .map_err(CaError::from),
+                    &mut bad,
+                    &mut blocked,
+                )?;
+            }
+        }
+        let csr = sort_outcome(
+            csr::check_csr(&req.csr)
+                .and_then(|c| {
+                    verify::check_rsa_exponent(&c.spki, self.rsa_exponent, "csr")?;
+                    Ok(c)
+                })
+                .map_err(CaError::from),
+            &mut bad,
+            &mut blocked,
+        )?;
+        if let Some(p) = profile {
+            for e in p.request_problems(
+                &req.subject,
+                &req.sans,
+                req.validity_years,
+                csr.as_ref().map(|c| c.key_type),
+            ) {
+                bad.extend(CaError::from(e).into_violations()?);
+            }
+        }
+        if let Some(e) = CaError::from_violations(bad) {
+            return Err(e);
+        }
+        if let Some(e) = blocked {
+            return Err(e);
+        }
+        match (profile, issuer, csr) {
+            (Some(profile), Some(issuer), Some(csr)) => Ok(Checked {
+                profile,
+                issuer,
+                csr,
+            }),
+            _ => Err(CaError::Internal(
+                "a request passed validation without a profile, issuer or CSR".into(),
+            )),
+        }
+    }
+
+    /// The issuer that signs `profile`: the one the request names, if the profile allows it,
+    /// or the profile's default.
+    fn issuer_for<'a>(
+        &'a self,
+        profile: &Profile,
+        requested: Option<&str>,
+    ) -> Result<&'a Issuer, CaError> {
+        let issuer_name = match requested {
+            Some(i) if profile.issuers.iter().any(|p| p == i) => i,
             Some(i) => {
                 return Err(invalid(
                     "issuer",
@@ -796,46 +1016,33 @@ impl Authority {
                 CaError::FailedPrecondition(format!("profile {} has no issuer", profile.name))
             })?,
         };
-        let issuer = self.issuers.get(issuer_name).ok_or_else(|| {
+        self.issuers.get(issuer_name).ok_or_else(|| {
             CaError::FailedPrecondition(format!(
                 "issuer {issuer_name:?} has not been created yet; run `signet ceremony`"
             ))
-        })?;
-        self.check_approval(&req.approval)?;
-        if req.sans.len() > MAX_SANS {
-            return Err(invalid(
-                "sans",
-                format!("{} SANs; at most {MAX_SANS}", req.sans.len()),
-            ));
-        }
-        for (i, s) in req.sans.iter().enumerate() {
-            s.clone().checked(&format!("sans[{i}]"))?;
-        }
-        let csr = csr::check_csr(&req.csr)?;
-        verify::check_rsa_exponent(&csr.spki, self.rsa_exponent, "csr")?;
-        profile.check_request(&req.subject, &req.sans, req.validity_years, csr.key_type)?;
-        Ok(Checked {
-            profile,
-            issuer,
-            csr,
         })
     }
 
     /// The approval evidence every request carries: present, bounded, and naming the current
     /// subscriber agreement.
     fn check_approval(&self, approval: &Approval) -> Result<(), CaError> {
-        check_text("approval.officer", &approval.officer, MAX_APPROVAL_FIELD)?;
-        check_text(
-            "approval.ra_reference",
-            &approval.ra_reference,
-            MAX_APPROVAL_FIELD,
-        )?;
-        check_text(
+        if let Some(e) = CaError::from_violations(approval_problems(approval)) {
+            return Err(e);
+        }
+        self.check_agreement(approval)
+    }
+
+    /// The agreement version the applicant accepted is the current one (checked once the
+    /// version's text itself is fine).
+    fn check_agreement(&self, approval: &Approval) -> Result<(), CaError> {
+        if check_text(
             "approval.agreement_version",
             &approval.agreement_version,
             MAX_APPROVAL_FIELD,
-        )?;
-        if approval.agreement_version != self.agreement_version {
+        )
+        .is_ok()
+            && approval.agreement_version != self.agreement_version
+        {
             return Err(CaError::FailedPrecondition(format!(
                 "approval.agreement_version: the applicant accepted agreement version {:?}, but the current version is {:?}; the applicant must accept the current agreement",
                 approval.agreement_version, self.agreement_version

@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 use x509_cert::Certificate;
 
 use super::{
-    Approval, Authority, CaError, Issued, MAX_REQUEST_ID, Prepared, Shape, check_text, csr,
-    hex_opt_bytes, normalize_serial, rfc3339,
+    Approval, Authority, CaError, Issued, Prepared, Shape, csr, hex_opt_bytes, normalize_serial,
+    rfc3339,
 };
 use crate::pki::{San, SubjectSpec};
 use crate::store::CertStatus;
@@ -59,7 +59,10 @@ impl Authority {
     /// otherwise, naming the date the window opens). The new certificate keeps subject, SANs,
     /// profile and (while the profile still allows it) issuer, and records `renewed_from`.
     pub async fn renew(&self, ra: &str, req: RenewRequest) -> Result<Issued, CaError> {
-        check_text("request_id", &req.request_id, MAX_REQUEST_ID)?;
+        // Every field that can be judged without the store is judged at once.
+        if let Some(e) = CaError::from_violations(super::renew_field_problems(&req)) {
+            return Err(e);
+        }
         let old_serial = normalize_serial(&req.serial)?;
         let digest = renew_digest(&req, &old_serial)?;
 
@@ -168,12 +171,10 @@ impl Authority {
         // A key certified before the CA's exponent rule was tightened is not certified again.
         crate::pki::verify::check_rsa_exponent(&spki, self.rsa_exponent, "csr").map_err(
             |e| match (e, &req.csr) {
-                (crate::pki::PkiError::Invalid { field, problem }, None) => CaError::Invalid {
-                    field,
-                    problem: format!(
-                        "the certificate's key: {problem}; renew with a new key (a csr)"
-                    ),
-                },
+                (crate::pki::PkiError::Invalid { field, problem }, None) => super::invalid(
+                    &field,
+                    format!("the certificate's key: {problem}; renew with a new key (a csr)"),
+                ),
                 (e, _) => e.into(),
             },
         )?;

@@ -183,43 +183,58 @@ impl ProfileKind {
         )
     }
 
-    /// Check a subject and SANs against the kind's rules. Errors name the field at fault.
+    /// Check a subject and SANs against the kind's rules. Errors name the field at fault;
+    /// the first problem is returned ([`ProfileKind::name_problems`] has them all).
     pub fn check_names(self, subject: &SubjectSpec, sans: &[San]) -> Result<(), PkiError> {
+        match self.name_problems(subject, sans).into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Every way a subject and SANs break the kind's rules, each naming its field.
+    pub fn name_problems(self, subject: &SubjectSpec, sans: &[San]) -> Vec<PkiError> {
+        let mut bad = Vec::new();
         for attr in self.required_attrs() {
             if subject.get(*attr).is_none() {
-                return Err(PkiError::invalid(
+                bad.push(PkiError::invalid(
                     format!("subject.{attr}"),
                     format!("is required by the {} profile", self.name()),
                 ));
             }
         }
-        if self == ProfileKind::Organization {
-            let code = subject
-                .get(Attr::OrganizationIdentifier)
-                .map(|c| (Attr::OrganizationIdentifier, c))
-                .or_else(|| subject.get(Attr::SerialNumber).map(|c| (Attr::SerialNumber, c)))
-                .ok_or_else(|| {
-                    PkiError::invalid(
-                        "subject.organizationIdentifier",
-                        "the organization profile requires the unified social credit code (in organizationIdentifier or serialNumber)",
-                    )
-                })?;
-            check_credit_code(code.1)
-                .map_err(|m| PkiError::invalid(format!("subject.{}", code.0), m))?;
-        }
-        if let Some(code) = subject.get(Attr::OrganizationIdentifier) {
-            check_credit_code(code)
-                .map_err(|m| PkiError::invalid("subject.organizationIdentifier", m))?;
+        let code = subject
+            .get(Attr::OrganizationIdentifier)
+            .map(|c| (Attr::OrganizationIdentifier, c))
+            .or_else(|| {
+                subject
+                    .get(Attr::SerialNumber)
+                    .map(|c| (Attr::SerialNumber, c))
+            });
+        match code {
+            None if self == ProfileKind::Organization => bad.push(PkiError::invalid(
+                "subject.organizationIdentifier",
+                "the organization profile requires the unified social credit code (in organizationIdentifier or serialNumber)",
+            )),
+            // organizationIdentifier is always a credit code; serialNumber only stands for
+            // one in the organization profile.
+            Some((attr, c))
+                if self == ProfileKind::Organization || attr == Attr::OrganizationIdentifier =>
+            {
+                if let Err(m) = check_credit_code(c) {
+                    bad.push(PkiError::invalid(format!("subject.{attr}"), m));
+                }
+            }
+            _ => {}
         }
         for (i, san) in sans.iter().enumerate() {
             if !self.san_allowed(san) {
-                return Err(PkiError::invalid(
+                bad.push(PkiError::invalid(
                     format!("sans[{i}]"),
                     format!("{san} is not allowed by the {} profile", self.name()),
                 ));
-            }
-            if sans[..i].contains(san) {
-                return Err(PkiError::invalid(
+            } else if sans[..i].contains(san) {
+                bad.push(PkiError::invalid(
                     format!("sans[{i}]"),
                     format!("{san} is listed twice"),
                 ));
@@ -227,13 +242,13 @@ impl ProfileKind {
         }
         match self {
             ProfileKind::Server if !sans.iter().any(|s| matches!(s, San::Dns(_) | San::Ip(_))) => {
-                return Err(PkiError::invalid(
+                bad.push(PkiError::invalid(
                     "sans",
                     "the server profile requires at least one dns: or ip: SAN",
                 ));
             }
             ProfileKind::PaymentGateway if !sans.iter().any(|s| matches!(s, San::Dns(_))) => {
-                return Err(PkiError::invalid(
+                bad.push(PkiError::invalid(
                     "sans",
                     "the payment_gateway profile requires a dns: SAN",
                 ));
@@ -241,23 +256,22 @@ impl ProfileKind {
             _ => {}
         }
         // A TLS server name in CN must be one of the SANs, or clients see two different names.
-        if matches!(self, ProfileKind::Server | ProfileKind::PaymentGateway)
+        if self == ProfileKind::Server
             && let Some(cn) = subject.get(Attr::CommonName)
-            && self == ProfileKind::Server
             && !sans.iter().any(|s| s.value() == cn)
         {
-            return Err(PkiError::invalid(
+            bad.push(PkiError::invalid(
                 "subject.CN",
                 format!("{cn:?} must also appear as a SAN in the server profile"),
             ));
         }
         if subject.is_empty() && sans.is_empty() {
-            return Err(PkiError::invalid(
+            bad.push(PkiError::invalid(
                 "subject",
                 "a certificate needs a subject or a SAN",
             ));
         }
-        Ok(())
+        bad
     }
 }
 
@@ -300,7 +314,8 @@ impl Profile {
             .map(|l| format!("Liability limit per certificate / 每张证书赔偿上限: {l}"))
     }
 
-    /// Check a request's names, validity and key type against this profile.
+    /// Check a request's names, validity and key type against this profile; the first
+    /// problem is returned ([`Profile::request_problems`] has them all).
     pub fn check_request(
         &self,
         subject: &SubjectSpec,
@@ -308,8 +323,28 @@ impl Profile {
         validity_years: u32,
         key: KeyType,
     ) -> Result<(), PkiError> {
+        match self
+            .request_problems(subject, sans, validity_years, Some(key))
+            .into_iter()
+            .next()
+        {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Every way a request's validity, key type (when known) and names break this profile,
+    /// each naming its field, in that order.
+    pub fn request_problems(
+        &self,
+        subject: &SubjectSpec,
+        sans: &[San],
+        validity_years: u32,
+        key: Option<KeyType>,
+    ) -> Vec<PkiError> {
+        let mut bad = Vec::new();
         if !self.validity_years.contains(&validity_years) {
-            return Err(PkiError::invalid(
+            bad.push(PkiError::invalid(
                 "validity_years",
                 format!(
                     "{validity_years} is not allowed by profile {} (allowed: {:?})",
@@ -317,9 +352,11 @@ impl Profile {
                 ),
             ));
         }
-        if !self.key_types.contains(&key) {
+        if let Some(key) = key
+            && !self.key_types.contains(&key)
+        {
             let allowed: Vec<_> = self.key_types.iter().map(|k| k.name()).collect();
-            return Err(PkiError::invalid(
+            bad.push(PkiError::invalid(
                 "csr",
                 format!(
                     "key type {key} is not allowed by profile {} (allowed: {})",
@@ -328,21 +365,21 @@ impl Profile {
                 ),
             ));
         }
-        if !self.allow_wildcards
-            && let Some((i, san)) = sans
-                .iter()
-                .enumerate()
-                .find(|(_, s)| matches!(s, San::Dns(d) if super::dns::is_wildcard(d)))
-        {
-            return Err(PkiError::invalid(
-                format!("sans[{i}]"),
-                format!(
-                    "{san} is a wildcard, which profile {} does not allow (allow_wildcards = false)",
-                    self.name
-                ),
-            ));
+        if !self.allow_wildcards {
+            for (i, san) in sans.iter().enumerate() {
+                if matches!(san, San::Dns(d) if super::dns::is_wildcard(d)) {
+                    bad.push(PkiError::invalid(
+                        format!("sans[{i}]"),
+                        format!(
+                            "{san} is a wildcard, which profile {} does not allow (allow_wildcards = false)",
+                            self.name
+                        ),
+                    ));
+                }
+            }
         }
-        self.kind.check_names(subject, sans)
+        bad.extend(self.kind.name_problems(subject, sans));
+        bad
     }
 }
 
@@ -483,6 +520,37 @@ mod tests {
         assert!(e.to_string().starts_with("sans[1]:"), "{e}");
         assert!(ProfileKind::Device.takes_dns_names());
         assert!(!ProfileKind::Personal.takes_dns_names());
+    }
+
+    #[test]
+    fn every_problem_of_a_request_is_found() {
+        let p = profile(ProfileKind::Server);
+        let problems = p.request_problems(
+            &subj(&[("CN", "b.example.cn")]),
+            &[
+                San::Email("a@example.cn".into()),
+                San::Dns("a.example.cn".into()),
+                San::Dns("a.example.cn".into()),
+            ],
+            3,
+            None,
+        );
+        let fields: Vec<String> = problems
+            .iter()
+            .map(|e| match e {
+                PkiError::Invalid { field, .. } => field.clone(),
+                other => panic!("{other}"),
+            })
+            .collect();
+        assert_eq!(
+            fields,
+            ["validity_years", "sans[0]", "sans[2]", "subject.CN"]
+        );
+        // The first of them is what check_request reports.
+        let e = p
+            .check_request(&subj(&[("CN", "b.example.cn")]), &[], 3, KeyType::P256)
+            .unwrap_err();
+        assert!(e.to_string().starts_with("validity_years"), "{e}");
     }
 
     #[test]

@@ -22,6 +22,7 @@ use x509_cert::Certificate;
 
 use crate::audit::AuditEvent;
 use crate::ca::{Approval, CaError, IssueRequest};
+use crate::escape::Escaped;
 use crate::hsm::HsmError;
 use crate::hsm::token::{CertificateCategory, TokenInfo, TokenModule, TokenObject, TokenSession};
 use crate::pki::{KeyType, San, SubjectSpec, csr};
@@ -526,13 +527,13 @@ impl Workstation {
                 let info = blocking(move || Ok(module.find(&s).ok().flatten())).await?;
                 let locked = info.as_ref().is_some_and(|i| i.user_pin_locked);
                 if locked || n >= self.policy.max_pin_tries {
-                    tracing::warn!(token = %serial, failures = n, "user PIN locked");
+                    tracing::warn!(token = %Escaped(serial), failures = n, "user PIN locked");
                     return Err(TokenError::PinLocked {
                         serial: serial.to_owned(),
                     });
                 }
                 let left = self.policy.max_pin_tries - n;
-                tracing::warn!(token = %serial, failures = n, "wrong user PIN");
+                tracing::warn!(token = %Escaped(serial), failures = n, "wrong user PIN");
                 Err(TokenError::WrongPin {
                     field: field.to_owned(),
                     tries_left: Some(left),
@@ -642,7 +643,7 @@ impl Workstation {
                 Some(self.audit("token.initialized", serial, detail)),
             )
             .await?;
-        tracing::info!(token = %serial, force, "token initialised");
+        tracing::info!(token = %Escaped(serial), force, "token initialised");
         Ok(())
     }
 
@@ -722,7 +723,7 @@ impl Workstation {
                 Some(self.audit("token.pin_unblocked", serial, serde_json::json!({}))),
             )
             .await?;
-        tracing::info!(token = %serial, "user PIN unblocked");
+        tracing::info!(token = %Escaped(serial), "user PIN unblocked");
         Ok(())
     }
 
@@ -838,7 +839,7 @@ impl Workstation {
                         t.destroy_id(&id)
                     })
                     .await?;
-                    tracing::warn!(token = %serial, request_id = %req.request_id, removed, "the CA refused; the new key pair was destroyed");
+                    tracing::warn!(token = %Escaped(&serial), request_id = %Escaped(&req.request_id), removed, "the CA refused; the new key pair was destroyed");
                     job.state = TokenJobState::Abandoned;
                     job.detail = e.to_string();
                     self.store.save_token_job(job, None).await?;
@@ -918,7 +919,7 @@ impl Workstation {
             }
             return Err(e.into());
         }
-        tracing::info!(token = %req.token_serial, request_id = %req.request_id, key_id = %hex::encode(&job.key_id), "key pair generated on the token");
+        tracing::info!(token = %Escaped(&req.token_serial), request_id = %Escaped(&req.request_id), key_id = %hex::encode(&job.key_id), "key pair generated on the token");
         Ok(job)
     }
 
@@ -1007,7 +1008,7 @@ impl Workstation {
             };
             job.state = TokenJobState::Written;
             self.store.save_token_job(job.clone(), Some(audit)).await?;
-            tracing::info!(token = %job.token_serial, request_id = %job.request_id, certificate = %serial_hex, "token personalised");
+            tracing::info!(token = %Escaped(&job.token_serial), request_id = %Escaped(&job.request_id), certificate = %serial_hex, "token personalised");
         }
         Ok(Personalized {
             cert_der,
