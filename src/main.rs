@@ -97,8 +97,8 @@ fn run(cli: Cli) -> Result<(), String> {
             let cfg = cli::common::load_config(config)?;
             cli::bench::run(cfg, &args, || cli::ra::settings(&conn, config))
         }
-        Command::Serve => cli::serve::serve(cli::common::load_config(config)?),
-        Command::Quickstart => cli::serve::quickstart(cli::common::load_config(config)?),
+        Command::Serve => cli::serve::serve(cli::common::load_config(config)?, config),
+        Command::Quickstart => cli::serve::quickstart(cli::common::load_config(config)?, config),
         Command::CheckConfig => cli::ceremony::check_config(&cli::common::load_config(config)?),
         Command::Ceremony => cli::ceremony::run(cli::common::load_config(config)?),
         Command::Issue(args) => cli::operator::issue(cli::common::load_config(config)?, &args),

@@ -22,6 +22,9 @@ pub enum Refusal {
     /// The call's deadline (its grpc-timeout, or the configured default) passed.
     #[error("the deadline of {0} ms passed before the call completed")]
     DeadlineExceeded(u128),
+    /// The client certificate no longer stands: revoked, on hold, expired or not yet valid.
+    #[error(transparent)]
+    Credentials(#[from] super::credentials::Problem),
     /// The authority answered with an error, or a field of the message does not convert
     /// ([`CaError::Invalid`], naming the proto path of each field, e.g. `subject[2].type`).
     #[error(transparent)]
@@ -152,6 +155,10 @@ impl From<Refusal> for Status {
     fn from(r: Refusal) -> Status {
         match r {
             Refusal::PermissionDenied(m) => Status::permission_denied(m),
+            Refusal::Credentials(p @ super::credentials::Problem::Unchecked(_)) => {
+                Status::unavailable(p.to_string())
+            }
+            Refusal::Credentials(p) => Status::unauthenticated(p.to_string()),
             Refusal::DeadlineExceeded(_) => Status::deadline_exceeded(r.to_string()),
             Refusal::Ca(e) => ca_status(e),
             Refusal::Token(e) => token_status(e),

@@ -4,7 +4,7 @@
 //! A certificate that matches no entry is refused: there is no anonymous or default RA.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use der::asn1::{Any, ObjectIdentifier};
 use der::{Decode, Encode, Tag, Tagged};
@@ -29,13 +29,18 @@ pub struct Ra {
     pub profiles: BTreeSet<String>,
     /// Operations the RA may call.
     pub operations: BTreeSet<RaOperation>,
+    /// `false`: the office is suspended (`[[ra]] enabled = false`); every call is refused.
+    pub enabled: bool,
 }
 
 /// The configured RAs, and the names of the configured profiles (to tell a profile that
-/// does not exist from one an RA was not granted).
+/// does not exist from one an RA was not granted). A configuration reload replaces the RAs
+/// in place ([`RaDirectory::replace`]), so every service holding the directory sees the new
+/// entries from its next call; profiles are part of the CA's structure and change only with
+/// a restart.
 #[derive(Debug, Default)]
 pub struct RaDirectory {
-    ras: Vec<Arc<Ra>>,
+    ras: RwLock<Vec<Arc<Ra>>>,
     pub(super) profiles: BTreeSet<String>,
 }
 
@@ -112,12 +117,32 @@ impl RaDirectory {
                 spki_sha256,
                 profiles: rc.profiles.iter().cloned().collect(),
                 operations: rc.operations.iter().copied().collect(),
+                enabled: rc.enabled,
             }));
         }
         Ok(RaDirectory {
-            ras,
+            ras: RwLock::new(ras),
             profiles: cfg.profiles.keys().cloned().collect(),
         })
+    }
+
+    /// Take the RA entries of `other` (a reloaded configuration's) in place of these.
+    pub fn replace(&self, other: RaDirectory) {
+        let new = other
+            .ras
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner);
+        *self.ras.write().unwrap_or_else(PoisonError::into_inner) = new;
+    }
+
+    /// The names of the configured RAs, each with whether it is enabled.
+    pub fn summary(&self) -> Vec<(String, bool)> {
+        self.ras
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|r| (r.name.clone(), r.enabled))
+            .collect()
     }
 
     /// The RA presenting `peer_certs` (leaf first, as rustls verified it).
@@ -139,7 +164,8 @@ impl RaDirectory {
             .to_der()
             .ok()
             .map(|d| Sha256::digest(d).into());
-        let found = self.ras.iter().find(|ra| {
+        let ras = self.ras.read().unwrap_or_else(PoisonError::into_inner);
+        let found = ras.iter().find(|ra| {
             let by_subject = ra
                 .subject
                 .as_ref()

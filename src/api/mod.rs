@@ -10,6 +10,7 @@
 
 pub mod client;
 pub mod convert;
+pub mod credentials;
 pub mod error;
 pub mod identity;
 pub mod permissions;
@@ -84,6 +85,9 @@ pub enum ApiError {
     /// Reflection could not load the descriptor set.
     #[error("server reflection: {0}")]
     Reflection(String),
+    /// A client CRL could not be loaded or did not verify.
+    #[error("{0}")]
+    ClientCrl(#[from] credentials::CrlLoadError),
 }
 
 /// A configured, not yet running, RA API.
@@ -95,19 +99,57 @@ pub struct Api {
     authority: Arc<Authority>,
     /// The token service, served beside the RA API when `[token]` is configured.
     token: Option<token_service::TokenService>,
+    /// Whether callers' client certificates still stand.
+    credentials: Arc<credentials::Credentials>,
+    /// How often the client CRLs are read again.
+    crl_refresh: Duration,
 }
 
 impl Api {
-    /// Check `[api]`, load the TLS material and the RA directory.
-    pub fn new(cfg: &Config, authority: Arc<Authority>) -> Result<Api, ApiError> {
+    /// Check `[api]`, load the TLS material, the RA directory and the client CRLs.
+    pub async fn new(cfg: &Config, authority: Arc<Authority>) -> Result<Api, ApiError> {
         let api = cfg.api.as_ref().ok_or(ApiError::NotConfigured)?;
         let tls = tls::server_tls(cfg, api)?;
         let ras = Arc::new(identity::RaDirectory::from_config(cfg)?);
+        let own = authority
+            .issuer(&api.tls_issuer)
+            .map(|i| i.cert.clone())
+            .ok_or_else(|| ApiError::Tls {
+                path: PathBuf::from(&api.tls_issuer),
+                problem: "the TLS issuing CA has not been created; run `signet ceremony`".into(),
+            })?;
+        let mut client_cas = Vec::new();
+        for path in &api.client_ca {
+            let path = cfg.resolve(path);
+            client_cas.extend(tls::read_certificates(&path)?);
+        }
+        let sources = api
+            .client_crls
+            .iter()
+            .map(|c| {
+                if c.starts_with("http://") {
+                    c.clone()
+                } else {
+                    cfg.resolve(std::path::Path::new(c)).display().to_string()
+                }
+            })
+            .collect();
+        let credentials = Arc::new(
+            credentials::Credentials::new(
+                authority.store().clone(),
+                &own,
+                Duration::from_secs(cfg.crl.lag_seconds),
+                client_cas,
+                sources,
+            )
+            .await?,
+        );
         let service = service::CaService::new(
             authority.clone(),
             ras.clone(),
             api.max_concurrent_requests,
             Duration::from_millis(api.default_deadline_ms),
+            credentials.clone(),
         );
         Ok(Api {
             tls,
@@ -115,7 +157,14 @@ impl Api {
             service,
             authority,
             token: None,
+            credentials,
+            crl_refresh: Duration::from_secs(api.client_crl_refresh_seconds),
         })
+    }
+
+    /// The RA directory the services read, for a configuration reload to replace.
+    pub fn ra_directory(&self) -> Arc<identity::RaDirectory> {
+        self.ras.clone()
     }
 
     /// Also serve `signet.v1.TokenService` over `workstation`, on the same listener and
@@ -158,6 +207,7 @@ impl Api {
         // Health starts NOT_SERVING and follows the HSM and the store from the first check.
         set_health(&reporter, ServingStatus::NotServing).await;
         let monitor = tokio::spawn(watch_health(reporter.clone(), self.authority.clone()));
+        let crl_refresher = tokio::spawn(self.credentials.clone().maintain(self.crl_refresh));
 
         if self.token.is_some() {
             reporter
@@ -189,6 +239,7 @@ impl Api {
             .await;
         acceptor.abort();
         monitor.abort();
+        crl_refresher.abort();
         served?;
         Ok(())
     }

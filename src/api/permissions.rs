@@ -22,6 +22,12 @@ fn op_name(op: RaOperation) -> &'static str {
 impl Ra {
     /// The RA may call `op` at all.
     pub fn require(&self, op: RaOperation) -> Result<(), Refusal> {
+        if !self.enabled {
+            return Err(Refusal::denied(format!(
+                "RA office {} is suspended ([[ra]] enabled = false)",
+                self.name
+            )));
+        }
         if self.operations.contains(&op) {
             Ok(())
         } else {

@@ -13,6 +13,7 @@ use tonic::{Request, Response, Status};
 use x509_cert::Certificate;
 
 use super::convert;
+use super::credentials::Credentials;
 use super::error::Refusal;
 use super::identity::{Ra, RaDirectory};
 use super::pb;
@@ -40,6 +41,9 @@ pub struct Frame {
     permits: Arc<Semaphore>,
     /// Deadline for calls that carry no grpc-timeout.
     default_deadline: Duration,
+    /// Whether a caller's client certificate still stands (revoked, expired); `None` checks
+    /// nothing beyond the handshake (unit tests).
+    credentials: Option<Arc<Credentials>>,
 }
 
 /// The request id of a message, for the log (empty for reads).
@@ -93,16 +97,18 @@ pub fn parse_grpc_timeout(v: &str) -> Option<Duration> {
 }
 
 impl CaService {
-    /// A service over `authority` for the RAs in `ras`.
+    /// A service over `authority` for the RAs in `ras`, their certificates checked by
+    /// `credentials` on every call.
     pub fn new(
         authority: Arc<Authority>,
         ras: Arc<RaDirectory>,
         max_concurrent: usize,
         default_deadline: Duration,
+        credentials: Arc<Credentials>,
     ) -> CaService {
         CaService {
             authority,
-            frame: Frame::new(ras, max_concurrent, default_deadline),
+            frame: Frame::new(ras, max_concurrent, default_deadline).with_credentials(credentials),
         }
     }
 
@@ -119,7 +125,14 @@ impl Frame {
             ras,
             permits: Arc::new(Semaphore::new(max_concurrent)),
             default_deadline,
+            credentials: None,
         }
+    }
+
+    /// Check every caller's client certificate with `credentials` before its call.
+    pub fn with_credentials(mut self, credentials: Arc<Credentials>) -> Frame {
+        self.credentials = Some(credentials);
+        self
     }
 
     /// The frame around every call: identity, operation check, deadline, concurrency limit,
@@ -153,7 +166,11 @@ impl Frame {
         let (ra_name, result) = match identity {
             Err(refusal) => ("-".to_owned(), Err(refusal)),
             // An RA that may not call this operation is named in the log all the same.
-            Ok(ra) => match ra.require(op) {
+            Ok(ra) => match self
+                .standing(&ra, certs.as_deref())
+                .await
+                .and_then(|()| ra.require(op))
+            {
                 Err(refusal) => (ra.name.clone(), Err(refusal)),
                 Ok(()) => {
                     let name = ra.name.clone();
@@ -201,6 +218,26 @@ impl Frame {
                 Err(status)
             }
         }
+    }
+
+    /// Whether the client certificate `ra` called with still stands (not revoked, on hold,
+    /// expired or not yet valid); a refusal is also logged as a warning naming the office.
+    async fn standing(
+        &self,
+        ra: &Ra,
+        certs: Option<&Vec<tonic::transport::CertificateDer<'static>>>,
+    ) -> Result<(), Refusal> {
+        let Some(credentials) = &self.credentials else {
+            return Ok(());
+        };
+        let leaf = certs
+            .and_then(|c| c.first())
+            .and_then(|d| Certificate::from_der(d.as_ref()).ok())
+            .ok_or_else(|| Refusal::denied("the client certificate does not parse"))?;
+        credentials.check(&leaf).await.map_err(|problem| {
+            tracing::warn!(ra = %Escaped(&ra.name), "refused the RA office: {problem}");
+            Refusal::from(problem)
+        })
     }
 
     /// Check a profile the request names: unknown is a problem of the `profile` field

@@ -74,6 +74,20 @@ fn certificates(path: &Path, what: &'static str) -> Result<Vec<CertificateDer<'s
     Ok(certs)
 }
 
+/// The client CA certificates in the PEM file `path`, parsed (to verify their CRLs with).
+pub fn read_certificates(path: &Path) -> Result<Vec<x509_cert::Certificate>, ApiError> {
+    use der::Decode;
+    certificates(path, "client CA certificate")?
+        .iter()
+        .map(|c| {
+            x509_cert::Certificate::from_der(c.as_ref()).map_err(|e| ApiError::Tls {
+                path: path.to_owned(),
+                problem: format!("a client CA certificate does not parse: {e}"),
+            })
+        })
+        .collect()
+}
+
 /// The rustls server configuration for `[api]`: the server's chain and key, client
 /// certificates required and verified against `client_ca`, HTTP/2 only.
 pub fn server_tls(cfg: &Config, api: &ApiConfig) -> Result<Arc<ServerConfig>, ApiError> {

@@ -2,7 +2,7 @@
 //! service, TSA, checkpoints) from start-up to a graceful stop, and the quick start's
 //! ceremony, demo CSR and first `signet ra` line before it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -23,13 +23,13 @@ use super::common::{Parts, backup_root, describe, open_parts, runtime};
 /// `signet serve`: open the HSM (before the runtime: it sets the module's environment), the
 /// store and the authority, bind, announce the address, serve until a signal, let the calls
 /// in flight finish, then close the HSM.
-pub(crate) fn serve(cfg: Config) -> Result<(), String> {
+pub(crate) fn serve(cfg: Config, path: Option<&Path>) -> Result<(), String> {
     if cfg.api.is_none() {
         return Err(signet::api::ApiError::NotConfigured.to_string());
     }
     let parts = open_parts(cfg)?;
     let rt = runtime()?;
-    serve_parts(parts, rt)
+    serve_parts(parts, rt, path)
 }
 
 /// The end of the grace period a stop may take: `[api] shutdown_grace_seconds` after the
@@ -73,7 +73,11 @@ impl StopClock {
 /// signal to closing the HSM, is bounded by `[api] shutdown_grace_seconds`: whatever is not
 /// done by then (calls in flight, the audit log's stop entry and checkpoint, C_Finalize) is
 /// skipped with an ERROR line, and the stop is reported as not clean (exit status 1).
-fn serve_parts(parts: Parts, rt: tokio::runtime::Runtime) -> Result<(), String> {
+fn serve_parts(
+    parts: Parts,
+    rt: tokio::runtime::Runtime,
+    config_path: Option<&Path>,
+) -> Result<(), String> {
     let clock = StopClock::new(Duration::from_secs(
         parts
             .cfg
@@ -89,6 +93,7 @@ fn serve_parts(parts: Parts, rt: tokio::runtime::Runtime) -> Result<(), String> 
                 .map_err(describe)?,
         );
         let mut api = Api::new(&parts.cfg, authority.clone())
+            .await
             .map_err(|e| e.to_string())?;
         if parts.cfg.token.is_some() {
             let issuer = signet::api::remote_issuer::workstation_issuer(
@@ -126,6 +131,16 @@ fn serve_parts(parts: Parts, rt: tokio::runtime::Runtime) -> Result<(), String> 
         // Handlers are installed before the address is announced, so a signal sent by
         // whoever waits for the announcement always means a graceful stop.
         let signal = shutdown_signal().map_err(|e| format!("cannot handle signals: {e}"))?;
+        if let Some(path) = config_path {
+            let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
+            tokio::spawn(reload_on_hangup(
+                hangup,
+                path.to_owned(),
+                api.ra_directory(),
+                authority.store().clone(),
+            ));
+        }
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let signalled = clock.clone();
         tokio::spawn(async move {
@@ -318,6 +333,52 @@ async fn start_http(
     Ok(tokio::spawn(http.run(listener, shutdown)))
 }
 
+/// On every SIGHUP, read the configuration file again and take its `[[ra]]` entries (an
+/// office suspended with `enabled = false`, a new one, changed permissions): the result is
+/// a log line and an audit entry; a file that does not load changes nothing.
+async fn reload_on_hangup(
+    mut hangup: tokio::signal::unix::Signal,
+    path: PathBuf,
+    ras: Arc<signet::api::identity::RaDirectory>,
+    store: Arc<dyn signet::store::Store>,
+) {
+    while hangup.recv().await.is_some() {
+        let loaded = Config::load(&path)
+            .and_then(|cfg| signet::api::identity::RaDirectory::from_config(&cfg));
+        let event = match loaded {
+            Ok(directory) => {
+                ras.replace(directory);
+                let offices: Vec<serde_json::Value> = ras
+                    .summary()
+                    .into_iter()
+                    .map(|(name, enabled)| serde_json::json!({ "name": name, "enabled": enabled }))
+                    .collect();
+                tracing::info!(
+                    path = %path.display(),
+                    offices = %serde_json::Value::Array(offices.clone()),
+                    "configuration reloaded: [[ra]] entries replaced"
+                );
+                AuditEvent::daemon(
+                    "config.reloaded",
+                    &path.display().to_string(),
+                    serde_json::json!({ "ras": offices }),
+                )
+            }
+            Err(e) => {
+                tracing::error!(path = %path.display(), "configuration reload refused, nothing changed: {e}");
+                AuditEvent::daemon(
+                    "config.reload_refused",
+                    &path.display().to_string(),
+                    serde_json::json!({ "error": e.to_string() }),
+                )
+            }
+        };
+        if let Err(e) = store.append_audit(event).await {
+            tracing::error!("recording the configuration reload: {e}");
+        }
+    }
+}
+
 /// Completes on SIGTERM or SIGINT.
 fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
@@ -334,7 +395,7 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
 /// The quick start: ceremony (if not done yet, including the TLS material of the RA API),
 /// a demo subscriber CSR, the `signet ra` line that issues a first certificate, then the
 /// daemon itself.
-pub(crate) fn quickstart(cfg: Config) -> Result<(), String> {
+pub(crate) fn quickstart(cfg: Config, path: Option<&Path>) -> Result<(), String> {
     if cfg.api.is_none() {
         return Err(signet::api::ApiError::NotConfigured.to_string());
     }
@@ -412,7 +473,7 @@ pub(crate) fn quickstart(cfg: Config) -> Result<(), String> {
         root = out.join(format!("{root}.pem")).display(),
         chain = out.join("chain.pem").display(),
     );
-    serve_parts(parts, rt)
+    serve_parts(parts, rt, path)
 }
 
 /// A unified social credit code with a valid check character, for the demo organisation.

@@ -35,6 +35,14 @@ pub struct ApiConfig {
     /// not done by then is skipped, and the process exits with status 1.
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace_seconds: u64,
+    /// CRLs of the `client_ca` certificates signet did not issue (files, PEM or DER, or
+    /// `http://` URLs), each verified against its CA: an RA certificate they list is
+    /// refused. Certificates signet issued are checked against its own store instead.
+    #[serde(default)]
+    pub client_crls: Vec<String>,
+    /// How often `client_crls` are read again, in seconds.
+    #[serde(default = "default_client_crl_refresh")]
+    pub client_crl_refresh_seconds: u64,
 }
 
 fn default_deadline_ms() -> u64 {
@@ -42,6 +50,9 @@ fn default_deadline_ms() -> u64 {
 }
 fn default_max_concurrent() -> usize {
     256
+}
+fn default_client_crl_refresh() -> u64 {
+    300
 }
 fn default_shutdown_grace() -> u64 {
     30
@@ -68,6 +79,23 @@ impl ApiConfig {
         }
         if self.default_deadline_ms == 0 {
             return Err(invalid("api.default_deadline_ms", "must be above 0"));
+        }
+        for (i, c) in self.client_crls.iter().enumerate() {
+            if c.starts_with("https://") {
+                return Err(invalid(
+                    format!("api.client_crls[{i}]"),
+                    "https is not supported for CRLs (they are signed; use http:// or a file)",
+                ));
+            }
+            if c.is_empty() {
+                return Err(invalid(format!("api.client_crls[{i}]"), "is empty"));
+            }
+        }
+        if !(1..=86_400).contains(&self.client_crl_refresh_seconds) {
+            return Err(invalid(
+                "api.client_crl_refresh_seconds",
+                "must be 1 to 86400",
+            ));
         }
         if !(1..=100_000).contains(&self.max_concurrent_requests) {
             return Err(invalid(
@@ -206,4 +234,12 @@ pub struct RaConfig {
     pub client_cert: Option<PathBuf>,
     /// Where the ceremony writes this RA's client key (PKCS#8 PEM, mode 0600).
     pub client_key: Option<PathBuf>,
+    /// `false` suspends the office without revoking its certificate: its calls are refused
+    /// (PERMISSION_DENIED) from the next configuration reload (SIGHUP) or start.
+    #[serde(default = "default_enabled")]
+    pub enabled: bool,
+}
+
+fn default_enabled() -> bool {
+    true
 }
