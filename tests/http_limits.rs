@@ -189,3 +189,74 @@ fn connections_over_the_cap_wait_their_turn_and_bodies_are_bounded_per_endpoint(
     // OCSPResponse { responseStatus malformedRequest (1) } and nothing else.
     assert_eq!(answer, [0x30, 0x03, 0x0a, 0x01, 0x01]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_connections_to_the_ra_port_are_closed_while_calls_are_served() {
+    let ca = ApiCa::with_api_settings(
+        "handshake_timeout_seconds = 2\nmax_connection_age_seconds = 4\nkeepalive_seconds = 5\n",
+    );
+    let d = Daemon::start(&ca);
+    let addr = format!("127.0.0.1:{}", d.port);
+    let mut stalled: Vec<(&str, TcpStream)> = Vec::new();
+    for _ in 0..5 {
+        stalled.push(("silent", TcpStream::connect(&addr).unwrap()));
+        let mut s = TcpStream::connect(&addr).unwrap();
+        // The first bytes of a TLS record carrying a ClientHello, and nothing more.
+        s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01])
+            .unwrap();
+        stalled.push(("half a ClientHello", s));
+    }
+    // A client that completes the mutual-TLS handshake and then says nothing.
+    let mut quiet = Command::new("openssl")
+        .args(["s_client", "-quiet", "-alpn", "h2", "-connect", &addr])
+        .arg("-cert")
+        .arg(ca.tls.pem("ra-one"))
+        .arg("-key")
+        .arg(ca.tls.key("ra-one"))
+        .arg("-CAfile")
+        .arg(ca.tls.pem("root"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+
+    // Calls are served meanwhile.
+    let mut c = d.client("ra-one").await;
+    c.get_ca_chain(signet::api::pb::GetCaChainRequest::default())
+        .await
+        .expect("a call while connections stall");
+
+    let started = Instant::now();
+    for (kind, mut s) in stalled {
+        let left = Duration::from_secs(10).saturating_sub(started.elapsed());
+        let (_, closed) = until_closed(&mut s, left);
+        assert!(
+            closed,
+            "a {kind} connection to the RA port is still open after 10 s"
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = quiet.try_wait().unwrap() {
+            break Some(s);
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = quiet.kill();
+    assert!(
+        status.is_some(),
+        "a connection that completed TLS and stayed silent was not closed within 20 s"
+    );
+    let log = d.log_text();
+    assert!(
+        log.contains("no complete handshake within 2 s"),
+        "the refused handshakes are logged:\n{log}"
+    );
+    c.get_ca_chain(signet::api::pb::GetCaChainRequest::default())
+        .await
+        .expect("calls still served");
+}

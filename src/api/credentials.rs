@@ -93,10 +93,9 @@ pub struct CrlLoadError {
     problem: String,
 }
 
+/// The serial as the store keys it: lower-case hex of its DER content octets.
 fn serial_hex(cert: &Certificate) -> String {
-    hex::encode(cert.tbs_certificate().serial_number().as_bytes())
-        .trim_start_matches('0')
-        .to_owned()
+    crate::pki::serial::serial_hex(cert.tbs_certificate().serial_number())
 }
 
 impl Credentials {

@@ -103,6 +103,17 @@ pub struct Api {
     credentials: Arc<credentials::Credentials>,
     /// How often the client CRLs are read again.
     crl_refresh: Duration,
+    /// How connections are bounded (`[api]`).
+    limits: ConnectionLimits,
+}
+
+/// What bounds an RA API connection.
+#[derive(Clone, Copy, Debug)]
+struct ConnectionLimits {
+    handshake: Duration,
+    streams: u32,
+    keepalive: Duration,
+    max_age: Duration,
 }
 
 impl Api {
@@ -159,6 +170,12 @@ impl Api {
             token: None,
             credentials,
             crl_refresh: Duration::from_secs(api.client_crl_refresh_seconds),
+            limits: ConnectionLimits {
+                handshake: Duration::from_secs(api.handshake_timeout_seconds),
+                streams: api.max_streams_per_connection,
+                keepalive: Duration::from_secs(api.keepalive_seconds),
+                max_age: Duration::from_secs(api.max_connection_age_seconds),
+            },
         })
     }
 
@@ -215,9 +232,14 @@ impl Api {
                 .await;
         }
         // signet completes the TLS handshakes itself, so refused ones are logged.
-        let (incoming, acceptor) = tls::incoming(listener, self.tls);
+        let limits = self.limits;
+        let (incoming, acceptor) = tls::incoming(listener, self.tls, limits.handshake);
         let stop_accepting = acceptor.abort_handle();
         let served = Server::builder()
+            .max_concurrent_streams(limits.streams)
+            .http2_keepalive_interval(Some(limits.keepalive))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+            .max_connection_age(limits.max_age)
             // tonic's own refusals of malformed or oversized messages, with gRPC's codes.
             .layer(wire::WireLayer::new(self.ras))
             .add_service(

@@ -33,9 +33,6 @@ use super::ApiError;
 use crate::config::{ApiConfig, Config};
 use crate::escape::Escaped;
 
-/// How long a client may take to complete the handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// At most one log line per peer address and reason within this window.
 pub const REFUSAL_LOG_WINDOW: Duration = Duration::from_secs(10);
 
@@ -139,11 +136,12 @@ pub fn server_tls(cfg: &Config, api: &ApiConfig) -> Result<Arc<ServerConfig>, Ap
 
 /// The connections of `listener` whose mutual-TLS handshake succeeded, as a stream for
 /// tonic's `serve_with_incoming`; handshakes run concurrently, each within
-/// [`HANDSHAKE_TIMEOUT`], and refused ones are logged. Abort the returned task to stop
-/// accepting (it owns the listener).
+/// `handshake_timeout` (`[api] handshake_timeout_seconds`), and refused ones are logged.
+/// Abort the returned task to stop accepting (it owns the listener).
 pub fn incoming(
     listener: TcpListener,
     config: Arc<ServerConfig>,
+    handshake_timeout: Duration,
 ) -> (
     ReceiverStream<std::io::Result<TlsStream<TcpStream>>>,
     JoinHandle<()>,
@@ -164,7 +162,7 @@ pub fn incoming(
                             (acceptor.clone(), tx.clone(), refusals.clone());
                         handshakes.spawn(async move {
                             let reason = match tokio::time::timeout(
-                                HANDSHAKE_TIMEOUT,
+                                handshake_timeout,
                                 acceptor.accept(tcp),
                             )
                             .await
@@ -179,7 +177,7 @@ pub fn incoming(
                                     kind: "timeout",
                                     detail: format!(
                                         "no complete handshake within {} s",
-                                        HANDSHAKE_TIMEOUT.as_secs()
+                                        handshake_timeout.as_secs()
                                     ),
                                 },
                             };

@@ -43,6 +43,21 @@ pub struct ApiConfig {
     /// How often `client_crls` are read again, in seconds.
     #[serde(default = "default_client_crl_refresh")]
     pub client_crl_refresh_seconds: u64,
+    /// A connection must complete its TLS handshake within this many seconds.
+    #[serde(default = "default_handshake_timeout")]
+    pub handshake_timeout_seconds: u64,
+    /// Calls (HTTP/2 streams) one connection may have open at once.
+    #[serde(default = "default_max_streams")]
+    pub max_streams_per_connection: u32,
+    /// An HTTP/2 ping after this many seconds without a frame from the client; a client that
+    /// does not answer within 20 s is disconnected (dead peers, half-open connections).
+    #[serde(default = "default_keepalive")]
+    pub keepalive_seconds: u64,
+    /// A connection is asked to close (GOAWAY, calls in flight finish) after this many
+    /// seconds, whatever it does, so no connection holds its place for ever; gRPC clients
+    /// reconnect on their own.
+    #[serde(default = "default_max_connection_age")]
+    pub max_connection_age_seconds: u64,
 }
 
 fn default_deadline_ms() -> u64 {
@@ -53,6 +68,18 @@ fn default_max_concurrent() -> usize {
 }
 fn default_client_crl_refresh() -> u64 {
     300
+}
+fn default_handshake_timeout() -> u64 {
+    10
+}
+fn default_max_streams() -> u32 {
+    64
+}
+fn default_keepalive() -> u64 {
+    60
+}
+fn default_max_connection_age() -> u64 {
+    3600
 }
 fn default_shutdown_grace() -> u64 {
     30
@@ -90,6 +117,24 @@ impl ApiConfig {
             if c.is_empty() {
                 return Err(invalid(format!("api.client_crls[{i}]"), "is empty"));
             }
+        }
+        if !(1..=120).contains(&self.handshake_timeout_seconds) {
+            return Err(invalid("api.handshake_timeout_seconds", "must be 1 to 120"));
+        }
+        if !(1..=1024).contains(&self.max_streams_per_connection) {
+            return Err(invalid(
+                "api.max_streams_per_connection",
+                "must be 1 to 1024",
+            ));
+        }
+        if !(5..=3600).contains(&self.keepalive_seconds) {
+            return Err(invalid("api.keepalive_seconds", "must be 5 to 3600"));
+        }
+        if !(1..=604_800).contains(&self.max_connection_age_seconds) {
+            return Err(invalid(
+                "api.max_connection_age_seconds",
+                "must be 1 to 604800",
+            ));
         }
         if !(1..=86_400).contains(&self.client_crl_refresh_seconds) {
             return Err(invalid(
