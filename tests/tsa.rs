@@ -377,6 +377,9 @@ async fn signet_bench_measures_timestamps_and_issuance_beside_the_raw_hsm_rate()
     );
     assert!(text.contains("errors            0"), "{text}");
     assert!(text.contains("% of the raw signing rate"), "{text}");
+    // Both ceilings are shown: the HSM's own rate (a direct PKCS#11 loop) and signet's layer.
+    assert!(text.contains("(2 sessions, direct PKCS#11 loop)"), "{text}");
+    assert!(text.contains("signet HSM layer  "), "{text}");
     let n: u64 = text
         .split("timestamps        ")
         .nth(1)

@@ -136,10 +136,7 @@ pub(crate) fn check_kind(
 /// The PKCS#11 mechanism for `alg` and the bytes to hand to C_Sign: the message itself,
 /// except for ECDSA, which is hashed here and signed with CKM_ECDSA (SoftHSM 2.6 has no
 /// CKM_ECDSA_SHA256).
-pub(crate) fn mechanism(
-    alg: SignatureAlgorithm,
-    message: &[u8],
-) -> (Mechanism<'static>, Cow<'_, [u8]>) {
+pub fn mechanism(alg: SignatureAlgorithm, message: &[u8]) -> (Mechanism<'static>, Cow<'_, [u8]>) {
     match alg {
         SignatureAlgorithm::RsaPkcs1Sha256 => (Mechanism::Sha256RsaPkcs, Cow::Borrowed(message)),
         SignatureAlgorithm::RsaPkcs1Sha384 => (Mechanism::Sha384RsaPkcs, Cow::Borrowed(message)),

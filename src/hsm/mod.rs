@@ -56,6 +56,7 @@ use spki::SubjectPublicKeyInfoOwned;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 pub use error::HsmError;
+pub use keys::mechanism;
 pub use uri::TokenSelector;
 
 use call::{Call, Deadline};

@@ -12,6 +12,7 @@ use signet::hsm::Hsm;
 use signet::pki::SignatureAlgorithm;
 
 use super::args::BenchArgs;
+use super::direct::direct_signing_rate;
 use super::http::Conn;
 use super::raw::{Latency, RawRate, latency, raw_signing_rate};
 
@@ -37,21 +38,32 @@ pub(crate) struct Key {
     pub(crate) signature: SignatureAlgorithm,
 }
 
-/// The raw rates before and after a load, and the load's result.
+/// The ceilings measured around a load, and the load's result: the HSM's own rate (a
+/// direct PKCS#11 loop, before and after) and the rate through signet's HSM layer
+/// (`Hsm::sign` in a loop, before and after), so both the layer's cost and the end-to-end
+/// ratio are visible.
 pub(crate) struct Measured<T> {
-    pub(crate) before: RawRate,
+    pub(crate) before: f64,
+    pub(crate) layer_before: RawRate,
     pub(crate) load: T,
-    pub(crate) after: RawRate,
+    pub(crate) layer_after: RawRate,
+    pub(crate) after: f64,
 }
 
 impl<T> Measured<T> {
-    /// The mean of the two raw rates.
+    /// The HSM's own rate: the mean of the direct loop's two runs.
     pub(crate) fn raw(&self) -> f64 {
-        (self.before.per_second + self.after.per_second) / 2.0
+        (self.before + self.after) / 2.0
+    }
+
+    /// The rate through signet's HSM layer: the mean of its two runs.
+    pub(crate) fn layer(&self) -> f64 {
+        (self.layer_before.per_second + self.layer_after.per_second) / 2.0
     }
 }
 
-/// Raw rate of `key`, then `load`, then the raw rate again, on a runtime of its own.
+/// The direct rate of `key`, then signet's layer, `load`, the layer again, and the direct
+/// rate again (each direct run with the module to itself: signet's context is closed).
 pub(crate) fn measure<T, F>(
     cfg: &Config,
     key: &Key,
@@ -62,36 +74,62 @@ where
     F: std::future::Future<Output = Result<T, String>>,
 {
     let pool = cfg.hsm.pool_size;
+    let raw_for = Duration::from_secs(a.raw_seconds.max(1));
+    let settings = cfg.hsm_settings().map_err(|e| e.to_string())?;
+    let direct = |when: &str| {
+        let rate = direct_signing_rate(&settings, &key.label, key.signature, pool, raw_for)
+            .map_err(|e| format!("direct PKCS#11 signing with {:?}: {e}", key.label))?;
+        eprintln!(
+            "HSM direct, {} ({}), {pool} sessions, {when}: {rate:.0}/s",
+            key.label, key.signature
+        );
+        Ok::<_, String>(rate)
+    };
+    let before = direct("before")?;
     let hsm = Hsm::open(cfg.hsm_settings().map_err(|e| e.to_string())?)
         .map_err(|e| format!("HSM: {e}"))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    let raw_for = Duration::from_secs(a.raw_seconds.max(1));
     let result = rt.block_on(async {
-        let before = raw_signing_rate(&hsm, &key.label, key.signature, pool, raw_for)
+        let layer_before = raw_signing_rate(&hsm, &key.label, key.signature, pool, raw_for)
             .await
-            .map_err(|e| format!("raw signing with {:?}: {e}", key.label))?;
+            .map_err(|e| {
+                format!(
+                    "signing through signet's HSM layer with {:?}: {e}",
+                    key.label
+                )
+            })?;
         eprintln!(
-            "raw HSM signing, {} ({}), {pool} sessions: {:.0}/s",
-            key.label, key.signature, before.per_second
+            "signet HSM layer, {pool} sessions: {:.0}/s",
+            layer_before.per_second
         );
         let load = load().await?;
-        let after = raw_signing_rate(&hsm, &key.label, key.signature, pool, raw_for)
+        let layer_after = raw_signing_rate(&hsm, &key.label, key.signature, pool, raw_for)
             .await
-            .map_err(|e| format!("raw signing with {:?}: {e}", key.label))?;
-        Ok::<_, String>(Measured {
-            before,
-            load,
-            after,
-        })
+            .map_err(|e| {
+                format!(
+                    "signing through signet's HSM layer with {:?}: {e}",
+                    key.label
+                )
+            })?;
+        Ok::<_, String>((layer_before, load, layer_after))
     });
+    drop(rt);
     hsm.close();
-    result
+    let (layer_before, load, layer_after) = result?;
+    let after = direct("after")?;
+    Ok(Measured {
+        before,
+        layer_before,
+        load,
+        layer_after,
+        after,
+    })
 }
 
-/// Print a load's figures: `what` per second, errors, latency, raw rates and the ratio.
+/// Print a load's figures: `what` per second, errors, latency, the ceilings and the ratio.
 pub(crate) fn print_figures(what: &str, m: &Measured<Report>, pool: usize) {
     let report = &m.load;
     println!("{what:<18}{} ({:.0}/s)", report.done, report.rate());
@@ -104,7 +142,7 @@ pub(crate) fn print_figures(what: &str, m: &Measured<Report>, pool: usize) {
     );
     print_raw(m, pool);
     println!(
-        "ratio             {:.0}% of the raw signing rate",
+        "ratio             {:.0}% of the raw signing rate (the HSM's own, direct)",
         100.0 * report.rate() / m.raw()
     );
     if let Some(e) = &report.first_error {
@@ -112,11 +150,17 @@ pub(crate) fn print_figures(what: &str, m: &Measured<Report>, pool: usize) {
     }
 }
 
-/// Print the raw rates of a run.
+/// Print the ceilings of a run: the HSM's direct rate and signet's HSM layer.
 pub(crate) fn print_raw<T>(m: &Measured<T>, pool: usize) {
     println!(
-        "raw HSM signing   {:.0}/s before, {:.0}/s after ({pool} sessions)",
-        m.before.per_second, m.after.per_second
+        "raw HSM signing   {:.0}/s before, {:.0}/s after ({pool} sessions, direct PKCS#11 loop)",
+        m.before, m.after
+    );
+    println!(
+        "signet HSM layer  {:.0}/s before, {:.0}/s after ({:.0}% of the direct rate)",
+        m.layer_before.per_second,
+        m.layer_after.per_second,
+        100.0 * m.layer() / m.raw()
     );
 }
 

@@ -7,6 +7,7 @@
 
 mod args;
 mod common;
+mod direct;
 mod http;
 mod issue;
 mod ocsp;
