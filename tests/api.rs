@@ -1374,38 +1374,14 @@ fn malformed_messages_are_invalid_argument_and_oversized_ones_resource_exhausted
     assert_eq!(count_rows(&ca), 0);
 }
 
-/// The daemon's health for the RA service, polled until it is `want` (at most `limit`).
-async fn wait_health(d: &Daemon, want: i32, limit: Duration) -> bool {
-    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
-    let channel = signet::api::client::connect(&d.settings("ra-one"))
-        .await
-        .unwrap();
-    let mut health = HealthClient::new(channel);
-    let deadline = std::time::Instant::now() + limit;
-    while std::time::Instant::now() < deadline {
-        if let Ok(r) = health
-            .check(HealthCheckRequest {
-                service: "signet.v1.CertificateAuthority".into(),
-            })
-            .await
-            && r.into_inner().status == want
-        {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_goes_not_serving_while_the_hsm_is_gone_and_back_when_it_returns() {
     use tonic_health::pb::health_check_response::ServingStatus;
     let mut ca = ApiCa::behind_p11kit();
     let d = Daemon::start(&ca);
-    let serving = ServingStatus::Serving as i32;
-    let not_serving = ServingStatus::NotServing as i32;
     assert!(
-        wait_health(&d, serving, Duration::from_secs(10)).await,
+        d.wait_health(ServingStatus::Serving, Duration::from_secs(10))
+            .await,
         "{}",
         d.log_text()
     );
@@ -1416,7 +1392,8 @@ async fn health_goes_not_serving_while_the_hsm_is_gone_and_back_when_it_returns(
 
     ca.p11kit.as_mut().unwrap().kill();
     assert!(
-        wait_health(&d, not_serving, Duration::from_secs(10)).await,
+        d.wait_health(ServingStatus::NotServing, Duration::from_secs(10))
+            .await,
         "{}",
         d.log_text()
     );
@@ -1427,7 +1404,8 @@ async fn health_goes_not_serving_while_the_hsm_is_gone_and_back_when_it_returns(
 
     ca.p11kit.as_mut().unwrap().restart();
     assert!(
-        wait_health(&d, serving, Duration::from_secs(30)).await,
+        d.wait_health(ServingStatus::Serving, Duration::from_secs(30))
+            .await,
         "{}",
         d.log_text()
     );

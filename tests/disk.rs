@@ -9,7 +9,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::api::*;
 use common::ca::{make_csr, run};
@@ -81,29 +81,6 @@ impl Drop for SmallFs {
     }
 }
 
-/// The daemon's gRPC health for the RA service, polled until it is `want` (at most `limit`).
-async fn wait_grpc_health(d: &Daemon, want: i32, limit: Duration) -> bool {
-    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
-    let channel = signet::api::client::connect(&d.settings("ra-one"))
-        .await
-        .unwrap();
-    let mut health = HealthClient::new(channel);
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if let Ok(r) = health
-            .check(HealthCheckRequest {
-                service: "signet.v1.CertificateAuthority".into(),
-            })
-            .await
-            && r.into_inner().status == want
-        {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
-}
-
 /// The HTTP status code of `GET /healthz`.
 fn healthz(d: &Daemon) -> String {
     let base = d.http.as_deref().expect("[http] configured");
@@ -142,9 +119,10 @@ async fn a_full_disk_fails_issuance_unavailable_turns_health_not_serving_and_bot
     std::fs::write(&ca.config_path, moved).unwrap();
 
     let d = Daemon::start(&ca);
-    let serving = ServingStatus::Serving as i32;
-    let not_serving = ServingStatus::NotServing as i32;
-    assert!(wait_grpc_health(&d, serving, Duration::from_secs(10)).await);
+    assert!(
+        d.wait_health(ServingStatus::Serving, Duration::from_secs(10))
+            .await
+    );
     let mut c = d.client("ra-one").await;
     let csrs: Vec<Vec<u8>> = (0..4)
         .map(|i| {
@@ -180,7 +158,8 @@ async fn a_full_disk_fails_issuance_unavailable_turns_health_not_serving_and_bot
         "database internals leaked: {e:?}"
     );
     assert!(
-        wait_grpc_health(&d, not_serving, Duration::from_secs(10)).await,
+        d.wait_health(ServingStatus::NotServing, Duration::from_secs(10))
+            .await,
         "gRPC health did not turn NOT_SERVING with the disk full:\n{}",
         d.log_text()
     );
@@ -188,7 +167,8 @@ async fn a_full_disk_fails_issuance_unavailable_turns_health_not_serving_and_bot
 
     fs.free();
     assert!(
-        wait_grpc_health(&d, serving, Duration::from_secs(30)).await,
+        d.wait_health(ServingStatus::Serving, Duration::from_secs(30))
+            .await,
         "gRPC health did not recover once space returned:\n{}",
         d.log_text()
     );

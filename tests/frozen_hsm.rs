@@ -28,38 +28,14 @@ fn csr(dir: &Path, tag: &str) -> Vec<u8> {
     common::ca::make_csr(&d, "p256")
 }
 
-/// The daemon's health for the RA service, polled until it is `want` (at most `limit`).
-async fn wait_health(d: &Daemon, want: ServingStatus, limit: Duration) -> bool {
-    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
-    let channel = signet::api::client::connect(&d.settings("ra-one"))
-        .await
-        .unwrap();
-    let mut health = HealthClient::new(channel);
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if let Ok(Ok(r)) = tokio::time::timeout(
-            Duration::from_secs(2),
-            health.check(HealthCheckRequest {
-                service: "signet.v1.CertificateAuthority".into(),
-            }),
-        )
-        .await
-            && r.into_inner().status == want as i32
-        {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_hsm_fails_calls_within_the_call_timeout_and_signing_resumes_at_full_pool_size() {
     let ca = ApiCa::behind_p11kit_with("call_timeout_ms = 2000", "", None);
     let server = ca.p11kit.as_ref().expect("p11-kit server");
     let d = Daemon::start(&ca);
     assert!(
-        wait_health(&d, ServingStatus::Serving, Duration::from_secs(10)).await,
+        d.wait_health(ServingStatus::Serving, Duration::from_secs(10))
+            .await,
         "{}",
         d.log_text()
     );
@@ -84,7 +60,8 @@ async fn a_frozen_hsm_fails_calls_within_the_call_timeout_and_signing_resumes_at
         "UNAVAILABLE came after {took:?}, call_timeout is {CALL_TIMEOUT:?}"
     );
     assert!(
-        wait_health(&d, ServingStatus::NotServing, Duration::from_secs(10)).await,
+        d.wait_health(ServingStatus::NotServing, Duration::from_secs(10))
+            .await,
         "{}",
         d.log_text()
     );
@@ -109,7 +86,8 @@ async fn a_frozen_hsm_fails_calls_within_the_call_timeout_and_signing_resumes_at
     // SIGCONT: the stuck calls return, their sessions are thrown away, the HSM comes back.
     server.thaw();
     assert!(
-        wait_health(&d, ServingStatus::Serving, Duration::from_secs(30)).await,
+        d.wait_health(ServingStatus::Serving, Duration::from_secs(30))
+            .await,
         "{}",
         d.log_text()
     );

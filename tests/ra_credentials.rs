@@ -78,6 +78,18 @@ fn own_settings(ca: &ApiCa, d: &Daemon, office: &str) -> ClientSettings {
     }
 }
 
+/// A client of the daemon `d` authenticated as the office `office` certified by signet.
+async fn own_client(
+    ca: &ApiCa,
+    d: &Daemon,
+    office: &str,
+) -> pb::certificate_authority_client::CertificateAuthorityClient<tonic::transport::Channel> {
+    signet::api::client::connect(&own_settings(ca, d, office))
+        .await
+        .map(pb::certificate_authority_client::CertificateAuthorityClient::new)
+        .unwrap_or_else(|e| panic!("{office} connects: {e}"))
+}
+
 /// The serial (hex) of the certificate in `pem`.
 fn serial_of(pem: &Path) -> String {
     let out = run(Command::new("openssl")
@@ -164,14 +176,8 @@ async fn a_revoked_office_is_refused_within_the_lag_on_an_open_connection_and_af
     let ca = ca_with_own_offices(&crl);
     foreign_crl(&ca, &[], &crl);
     let d = Daemon::start(&ca);
-    let mut a = signet::api::client::connect(&own_settings(&ca, &d, "office-a"))
-        .await
-        .map(pb::certificate_authority_client::CertificateAuthorityClient::new)
-        .expect("office A connects");
-    let mut b = signet::api::client::connect(&own_settings(&ca, &d, "office-b"))
-        .await
-        .map(pb::certificate_authority_client::CertificateAuthorityClient::new)
-        .expect("office B connects");
+    let mut a = own_client(&ca, &d, "office-a").await;
+    let mut b = own_client(&ca, &d, "office-b").await;
     list(&mut a).await.expect("office A works");
     list(&mut b).await.expect("office B works");
 
@@ -195,10 +201,7 @@ async fn a_revoked_office_is_refused_within_the_lag_on_an_open_connection_and_af
         revoked_at.elapsed()
     );
     // A new connection with the same certificate is refused too; office B goes on.
-    let mut again = signet::api::client::connect(&own_settings(&ca, &d, "office-a"))
-        .await
-        .map(pb::certificate_authority_client::CertificateAuthorityClient::new)
-        .expect("the handshake itself succeeds");
+    let mut again = own_client(&ca, &d, "office-a").await;
     assert_eq!(
         list(&mut again).await.unwrap_err().code(),
         Code::Unauthenticated
@@ -217,10 +220,7 @@ async fn a_revoked_office_is_refused_within_the_lag_on_an_open_connection_and_af
     let mut d = d;
     d.wait(Duration::from_secs(60));
     let d = Daemon::start(&ca);
-    let mut a = signet::api::client::connect(&own_settings(&ca, &d, "office-a"))
-        .await
-        .map(pb::certificate_authority_client::CertificateAuthorityClient::new)
-        .unwrap();
+    let mut a = own_client(&ca, &d, "office-a").await;
     assert_eq!(
         list(&mut a).await.unwrap_err().code(),
         Code::Unauthenticated
@@ -294,10 +294,7 @@ async fn a_suspended_office_is_refused_after_sighup_and_a_bad_file_changes_nothi
     let ca = ca_with_own_offices(&crl);
     foreign_crl(&ca, &[], &crl);
     let d = Daemon::start(&ca);
-    let mut b = signet::api::client::connect(&own_settings(&ca, &d, "office-b"))
-        .await
-        .map(pb::certificate_authority_client::CertificateAuthorityClient::new)
-        .unwrap();
+    let mut b = own_client(&ca, &d, "office-b").await;
     list(&mut b).await.expect("office B works");
     let good = std::fs::read_to_string(&ca.config_path).unwrap();
 

@@ -4,18 +4,27 @@
 use signet::ca::ceremony;
 use signet::config::Config;
 
-use super::common::{open_parts, runtime};
+use super::common::{Parts, open_parts, runtime};
 
 /// `signet ceremony`: generate the configured keys and certify the hierarchy.
 pub(crate) fn run(cfg: Config) -> Result<(), String> {
     let parts = open_parts(cfg)?;
     let rt = runtime()?;
+    hold_ceremony(&parts, &rt)?;
+    parts.hsm.close();
+    Ok(())
+}
+
+/// Run the ceremony with an open HSM and store, and print what it made and found.
+pub(crate) fn hold_ceremony(
+    parts: &Parts,
+    rt: &tokio::runtime::Runtime,
+) -> Result<ceremony::CeremonyReport, String> {
     let report = rt
         .block_on(ceremony::run(&parts.cfg, &parts.hsm, &parts.store))
         .map_err(|e| e.to_string())?;
     print_report(&report);
-    parts.hsm.close();
-    Ok(())
+    Ok(report)
 }
 
 /// `signet check-config`: the issuers and profiles a loaded configuration defines.

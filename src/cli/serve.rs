@@ -8,16 +8,16 @@ use std::time::{Duration, Instant};
 
 use signet::api::Api;
 use signet::audit::AuditEvent;
+use signet::ca::Authority;
 use signet::ca::checkpoint::Checkpointer;
 use signet::ca::crl::CrlPublisher;
 use signet::ca::ocsp::OcspResponder;
 use signet::ca::tsa::Tsa;
-use signet::ca::{Authority, ceremony};
 use signet::config::Config;
 use signet::hsm::softhsm;
 use signet::http::Http;
 
-use super::ceremony::print_report;
+use super::ceremony::hold_ceremony;
 use super::common::{Parts, backup_root, describe, open_parts, runtime};
 
 /// `signet serve`: open the HSM (before the runtime: it sets the module's environment), the
@@ -401,10 +401,7 @@ pub(crate) fn quickstart(cfg: Config, path: Option<&Path>) -> Result<(), String>
     }
     let parts = open_parts(cfg)?;
     let rt = runtime()?;
-    let report = rt
-        .block_on(ceremony::run(&parts.cfg, &parts.hsm, &parts.store))
-        .map_err(|e| e.to_string())?;
-    print_report(&report);
+    let report = hold_ceremony(&parts, &rt)?;
     back_up_softhsm(&parts.cfg, !report.created.is_empty())?;
     let work = parts
         .cfg

@@ -624,6 +624,36 @@ impl Daemon {
         }
     }
 
+    /// Poll the daemon's gRPC health for the RA service until it is `want` (at most
+    /// `limit`, each check within 2 s); whether it got there.
+    pub async fn wait_health(
+        &self,
+        want: tonic_health::pb::health_check_response::ServingStatus,
+        limit: Duration,
+    ) -> bool {
+        use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+        let channel = signet::api::client::connect(&self.settings("ra-one"))
+            .await
+            .expect("connect for health");
+        let mut health = HealthClient::new(channel);
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Ok(r)) = tokio::time::timeout(
+                Duration::from_secs(2),
+                health.check(HealthCheckRequest {
+                    service: "signet.v1.CertificateAuthority".into(),
+                }),
+            )
+            .await
+                && r.into_inner().status == want as i32
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+
     /// The log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
