@@ -172,7 +172,8 @@ async fn until_refused(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_office_is_refused_within_the_lag_on_an_open_connection_and_after_a_restart() {
-    let crl = ca_dir_crl();
+    let crl_dir = tempfile::tempdir().unwrap();
+    let crl = crl_dir.path().join("foreign.crl");
     let ca = ca_with_own_offices(&crl);
     foreign_crl(&ca, &[], &crl);
     let d = Daemon::start(&ca);
@@ -225,12 +226,12 @@ async fn a_revoked_office_is_refused_within_the_lag_on_an_open_connection_and_af
         list(&mut a).await.unwrap_err().code(),
         Code::Unauthenticated
     );
-    let _ = std::fs::remove_file(&crl);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_office_of_a_foreign_ca_listed_in_its_crl_is_refused_once_the_crl_is_read_again() {
-    let crl = ca_dir_crl();
+    let crl_dir = tempfile::tempdir().unwrap();
+    let crl = crl_dir.path().join("foreign.crl");
     let ca = ca_with_own_offices(&crl);
     foreign_crl(&ca, &[], &crl);
     let d = Daemon::start(&ca);
@@ -279,18 +280,10 @@ async fn an_office_of_a_foreign_ca_listed_in_its_crl_is_refused_once_the_crl_is_
     );
 }
 
-/// A CRL path of this test's own.
-fn ca_dir_crl() -> PathBuf {
-    std::env::temp_dir().join(format!(
-        "signet-foreign-{}-{:?}.crl",
-        std::process::id(),
-        std::thread::current().id()
-    ))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_suspended_office_is_refused_after_sighup_and_a_bad_file_changes_nothing() {
-    let crl = ca_dir_crl();
+    let crl_dir = tempfile::tempdir().unwrap();
+    let crl = crl_dir.path().join("foreign.crl");
     let ca = ca_with_own_offices(&crl);
     foreign_crl(&ca, &[], &crl);
     let d = Daemon::start(&ca);
@@ -361,7 +354,8 @@ async fn a_suspended_office_is_refused_after_sighup_and_a_bad_file_changes_nothi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_that_expires_while_its_connection_is_open_is_refused() {
-    let crl = ca_dir_crl();
+    let crl_dir = tempfile::tempdir().unwrap();
+    let crl = crl_dir.path().join("foreign.crl");
     let ca = ca_with_own_offices(&crl);
     foreign_crl(&ca, &[], &crl);
     // The daemon's clock comes from a file libfaketime reads on every call.
