@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
-use common::SoftHsm;
 use common::ca::{AGREEMENT, TestCa, names_for};
 use common::status::outcome;
+use common::{ModuleKind, SoftHsm};
 use signet::ca::{Approval, Authority, IssueRequest};
 use signet::pki::KeyType;
 use signet::secret::Secret;
@@ -28,15 +28,21 @@ const USB_SO: &str = "87654321";
 const USB_PIN: &str = "135790";
 const ACTOR: &str = "workstation-1";
 
-const TOKEN_TOML: &str = r#"
+/// `[token]` of the desk: the workstation serves the tokens of the CA's own module.
+fn token_toml(module: &Path) -> String {
+    format!(
+        r#"
 [token]
 actor = "workstation-1"
 max_pin_tries = 3
-modules = [{ path = "/usr/lib/softhsm/libsofthsm2.so" }]
+modules = [{{ path = "{}" }}]
 
 [token.issuer]
 kind = "in-process"
-"#;
+"#,
+        module.display()
+    )
+}
 
 /// A CA with a subscriber token beside it, and a workstation issuing through it.
 struct Desk {
@@ -78,9 +84,11 @@ impl Desk {
     }
 }
 
-async fn desk() -> Desk {
+async fn desk(kind: ModuleKind) -> Desk {
     common::trace();
-    let ca = TestCa::new_with_tokens(TOKEN_TOML, &[(USB, USB_SO, USB_PIN)]).await;
+    let ca =
+        TestCa::new_with_tokens_on(kind, &token_toml(&kind.module()), &[(USB, USB_SO, USB_PIN)])
+            .await;
     let TestCa {
         softhsm,
         dir,
@@ -394,10 +402,10 @@ async fn personalise_and_check_with(
 
 use der::Decode;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn personalised_token_holds_a_linked_sign_only_key_and_a_verifiable_certificate_for_rsa_p256_p384()
- {
-    let desk = desk().await;
+async fn personalised_token_holds_a_linked_sign_only_key_and_a_verifiable_certificate_for_rsa_p256_p384(
+    kind: ModuleKind,
+) {
+    let desk = desk(kind).await;
     personalise_and_check(&desk, "rsa-1", KeyType::Rsa2048).await;
     personalise_and_check(&desk, "p256-1", KeyType::P256).await;
     personalise_and_check(&desk, "p384-1", KeyType::P384).await;
@@ -405,7 +413,7 @@ async fn personalised_token_holds_a_linked_sign_only_key_and_a_verifiable_certif
     // GnuTLS's p11tool reads CKA_CERTIFICATE_CATEGORY: authority for the chain, not for
     // the subscriber's own certificates.
     let (ok, text) = run(Command::new("p11tool")
-        .env("SOFTHSM2_CONF", &desk.softhsm.conf)
+        .env(kind.conf_var(), &desk.softhsm.conf)
         .arg("--provider")
         .arg(&desk.softhsm.module)
         .args(["--list-all-certs", &format!("pkcs11:token={USB}")]));
@@ -463,9 +471,8 @@ async fn personalised_token_holds_a_linked_sign_only_key_and_a_verifiable_certif
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_ca_refusal_after_key_generation_leaves_no_key_on_the_token() {
-    let desk = desk().await;
+async fn a_ca_refusal_after_key_generation_leaves_no_key_on_the_token(kind: ModuleKind) {
+    let desk = desk(kind).await;
     let mut req = request(&desk, "refused-1", KeyType::P256);
     req.approval.agreement_version = "1999-01".into();
     let err = desk.station.personalize(req).await.unwrap_err();
@@ -505,9 +512,10 @@ impl CertificateIssuer for LosesFirstAnswer {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failure_after_issuance_is_finished_by_a_retry_with_one_certificate_per_request_id() {
-    let desk = desk().await;
+async fn a_failure_after_issuance_is_finished_by_a_retry_with_one_certificate_per_request_id(
+    kind: ModuleKind,
+) {
+    let desk = desk(kind).await;
     let station = desk.station_with(
         &desk.softhsm.module,
         Arc::new(LosesFirstAnswer {
@@ -549,9 +557,8 @@ async fn a_failure_after_issuance_is_finished_by_a_retry_with_one_certificate_pe
     assert_eq!(private_keys(&blocks), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wrong_pin_until_locked_then_unblock_with_the_so_pin_then_personalise() {
-    let desk = desk().await;
+async fn wrong_pin_until_locked_then_unblock_with_the_so_pin_then_personalise(kind: ModuleKind) {
+    let desk = desk(kind).await;
     let mut wrong = request(&desk, "pin-1", KeyType::P256);
     wrong.user_pin = Secret::new("000000".into());
     match desk.station.personalize(wrong.clone()).await.unwrap_err() {
@@ -615,9 +622,8 @@ async fn wrong_pin_until_locked_then_unblock_with_the_so_pin_then_personalise() 
     assert!(ok && text.trim() == "1", "{text}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn change_pin_then_the_new_pin_logs_in_and_the_old_one_fails() {
-    let desk = desk().await;
+async fn change_pin_then_the_new_pin_logs_in_and_the_old_one_fails(kind: ModuleKind) {
+    let desk = desk(kind).await;
     let new_pin = "975310";
     let short = desk
         .station
@@ -657,9 +663,8 @@ async fn change_pin_then_the_new_pin_logs_in_and_the_old_one_fails() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn initialising_a_token_with_a_valid_certificate_is_refused_without_force() {
-    let desk = desk().await;
+async fn initialising_a_token_with_a_valid_certificate_is_refused_without_force(kind: ModuleKind) {
+    let desk = desk(kind).await;
     desk.station
         .personalize(request(&desk, "init-1", KeyType::P256))
         .await
@@ -694,8 +699,8 @@ async fn initialising_a_token_with_a_valid_certificate_is_refused_without_force(
         .initialize_token(&desk.serial, &so, "fresh", &pin, true)
         .await
         .unwrap();
-    let (ok, text) = run(desk.softhsm.util().arg("--show-slots"));
-    assert!(ok && text.contains("fresh"), "{text}");
+    let labels = desk.softhsm.labels();
+    assert!(labels.iter().any(|l| l == "fresh"), "{labels:?}");
     let tokens = desk.station.list_tokens().await.unwrap();
     let usb = tokens
         .iter()
@@ -709,10 +714,9 @@ async fn initialising_a_token_with_a_valid_certificate_is_refused_without_force(
     assert!(ok && text.contains("\"force\":true"), "{text}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_remote_issuer_personalises_through_a_second_signet_serve_over_mtls() {
+async fn the_remote_issuer_personalises_through_a_second_signet_serve_over_mtls(kind: ModuleKind) {
     common::trace();
-    let ca = common::api::ApiCa::new();
+    let ca = common::api::ApiCa::new_on(kind);
     // The subscriber's token sits in the same SoftHSM as the central CA's, which runs in
     // its own process; the workstation (this process) only opens the USB token.
     ca.softhsm.init_token(USB, USB_SO, USB_PIN);
@@ -787,10 +791,11 @@ fn token_cli(
     outcome(&child.wait_with_output().expect("signet token"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn signet_serve_offers_the_token_service_to_the_cli_of_a_desk_granted_token() {
+async fn signet_serve_offers_the_token_service_to_the_cli_of_a_desk_granted_token(
+    kind: ModuleKind,
+) {
     common::trace();
-    let ca = common::api::ApiCa::new();
+    let ca = common::api::ApiCa::new_on(kind);
     ca.softhsm.init_token(USB, USB_SO, USB_PIN);
     let serial = ca.softhsm.token_serial(USB);
     // desk-one may also use the token service; the workstation personalises in-process.
@@ -951,9 +956,10 @@ impl CertificateIssuer for PullsTheToken {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_token_pulled_out_mid_way_gives_a_clear_error_and_a_retry_finishes_once_it_is_back() {
-    let desk = desk().await;
+async fn a_token_pulled_out_mid_way_gives_a_clear_error_and_a_retry_finishes_once_it_is_back(
+    kind: ModuleKind,
+) {
+    let desk = desk(kind).await;
     // The workstation reaches the USB token through p11-kit (a second module, like a
     // vendor's library beside the HSM's); killing the server is pulling the token.
     let server = common::P11KitServer::start(&desk.softhsm, &format!("pkcs11:token={USB}"));
@@ -999,9 +1005,8 @@ async fn a_token_pulled_out_mid_way_gives_a_clear_error_and_a_retry_finishes_onc
     assert_eq!(private_keys(&blocks), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ed25519_keys_are_personalised_where_the_token_and_the_policy_allow_them() {
-    let desk = desk().await;
+async fn ed25519_keys_are_personalised_where_the_token_and_the_policy_allow_them(kind: ModuleKind) {
+    let desk = desk(kind).await;
     let mut policy = desk.station.policy().clone();
     // The [token] of this test allows the default three only.
     let refused = desk
@@ -1027,9 +1032,10 @@ async fn ed25519_keys_are_personalised_where_the_token_and_the_policy_allow_them
     personalise_and_check_with(&station, &bench, "ed-1", KeyType::Ed25519).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_key_that_demands_a_login_per_signature_gets_the_context_specific_login() {
-    let softhsm = SoftHsm::new(&[(USB, USB_SO, USB_PIN)]);
+async fn a_key_that_demands_a_login_per_signature_gets_the_context_specific_login(
+    kind: ModuleKind,
+) {
+    let softhsm = SoftHsm::new_on(kind, &[(USB, USB_SO, USB_PIN)]);
     let serial = softhsm.token_serial(USB);
     // pkcs11-tool makes the key with CKA_ALWAYS_AUTHENTICATE, as some smart cards do.
     let (ok, text) = run(softhsm.pkcs11_tool(USB).args([
@@ -1090,3 +1096,40 @@ async fn a_key_that_demands_a_login_per_signature_gets_the_context_specific_logi
         .arg(&msg));
     assert!(ok && text.contains("Verified OK"), "{text}");
 }
+
+/// Every test above runs on SoftHSM (`softhsm::NAME`) and on kryoptic (`kryoptic::NAME`);
+/// what differs between the two modules is signet's business, never the test's.
+macro_rules! on_both_modules {
+    ($($name:ident),* $(,)?) => {
+        mod softhsm {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::ModuleKind::SoftHsm).await
+                }
+            )*
+        }
+        mod kryoptic {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::ModuleKind::Kryoptic).await
+                }
+            )*
+        }
+    };
+}
+
+on_both_modules!(
+    personalised_token_holds_a_linked_sign_only_key_and_a_verifiable_certificate_for_rsa_p256_p384,
+    a_ca_refusal_after_key_generation_leaves_no_key_on_the_token,
+    a_failure_after_issuance_is_finished_by_a_retry_with_one_certificate_per_request_id,
+    wrong_pin_until_locked_then_unblock_with_the_so_pin_then_personalise,
+    change_pin_then_the_new_pin_logs_in_and_the_old_one_fails,
+    initialising_a_token_with_a_valid_certificate_is_refused_without_force,
+    the_remote_issuer_personalises_through_a_second_signet_serve_over_mtls,
+    signet_serve_offers_the_token_service_to_the_cli_of_a_desk_granted_token,
+    a_token_pulled_out_mid_way_gives_a_clear_error_and_a_retry_finishes_once_it_is_back,
+    ed25519_keys_are_personalised_where_the_token_and_the_policy_allow_them,
+    a_key_that_demands_a_login_per_signature_gets_the_context_specific_login,
+);
