@@ -15,12 +15,13 @@ use common::ca::{AGREEMENT, TestCa, names_for};
 use common::status::outcome;
 use common::{ModuleKind, SoftHsm};
 use signet::ca::{Approval, Authority, IssueRequest};
+use signet::hsm::address::TokenAddress;
 use signet::pki::KeyType;
 use signet::secret::Secret;
 use signet::store::Store;
 use signet::token::{
-    CertificateIssuer, InProcessIssuer, IssueError, IssuedCert, PersonalizeRequest, TokenError,
-    TokenPolicy, Workstation,
+    CertificateIssuer, InProcessIssuer, InitializeRequest, IssueError, IssuedCert,
+    PersonalizeRequest, TokenError, TokenPolicy, Workstation,
 };
 
 const USB: &str = "signet-usb-1";
@@ -196,7 +197,7 @@ struct Bench<'a> {
 fn request_for(serial: &str, id: &str, key_type: KeyType) -> PersonalizeRequest {
     let (subject, sans) = names_for("personal");
     PersonalizeRequest {
-        token_serial: serial.to_owned(),
+        token: serial.into(),
         user_pin: Secret::new(USB_PIN.into()),
         key_type,
         label: format!("{id}-key"),
@@ -669,13 +670,19 @@ async fn initialising_a_token_with_a_valid_certificate_is_refused_without_force(
         .personalize(request(&desk, "init-1", KeyType::P256))
         .await
         .unwrap();
-    let so = Secret::new(USB_SO.into());
-    let pin = Secret::new(USB_PIN.into());
-    // The CA's own HSM token (served by the same SoftHSM) is out of the workstation's reach.
+    let init = |token: &str, request_id: &str, force: bool| InitializeRequest {
+        token: token.into(),
+        so_pin: Secret::new(USB_SO.into()),
+        label: "fresh".into(),
+        user_pin: Secret::new(USB_PIN.into()),
+        force,
+        request_id: request_id.into(),
+    };
+    // The CA's own HSM token (served by the same module) is out of the workstation's reach.
     let ca_serial = desk.softhsm.token_serial("signet-ca");
     let hands_off = desk
         .station
-        .initialize_token(&ca_serial, &so, "fresh", &pin, true)
+        .initialize_token(init(&ca_serial, "init-ca", true))
         .await
         .unwrap_err();
     assert!(
@@ -684,7 +691,7 @@ async fn initialising_a_token_with_a_valid_certificate_is_refused_without_force(
     );
     let refused = desk
         .station
-        .initialize_token(&desk.serial, &so, "fresh", &pin, false)
+        .initialize_token(init(&desk.serial, "init-refused", false))
         .await
         .unwrap_err();
     assert!(
@@ -695,23 +702,50 @@ async fn initialising_a_token_with_a_valid_certificate_is_refused_without_force(
     let blocks = objects(&desk.softhsm, USB_PIN);
     assert!(blocks.iter().any(|b| b.starts_with("Private Key Object")));
 
-    desk.station
-        .initialize_token(&desk.serial, &so, "fresh", &pin, true)
+    let done = desk
+        .station
+        .initialize_token(init(&desk.serial, "init-forced", true))
         .await
         .unwrap();
-    let labels = desk.softhsm.labels();
-    assert!(labels.iter().any(|l| l == "fresh"), "{labels:?}");
+    // What holds on every module: the answer names the token's serial now (SoftHSM keeps
+    // the old one, kryoptic draws a new one), the token is found by it, relabelled, empty,
+    // and its new user PIN works.
+    assert_eq!(done.previous_serial, desk.serial);
+    assert!(!done.serial.is_empty(), "{done:?}");
+    assert_eq!(desk.softhsm.token_serial("fresh"), done.serial);
     let tokens = desk.station.list_tokens().await.unwrap();
     let usb = tokens
         .iter()
-        .find(|t| t.info.serial == desk.serial)
-        .expect("same serial after initialisation");
+        .find(|t| t.info.serial == done.serial)
+        .expect("the token is listed under the serial the answer gave");
     assert_eq!(usb.info.label, "fresh");
+    assert!(usb.info.user_pin_initialized, "{usb:#?}");
     assert!(usb.certificates.is_empty());
+    let (ok, text) = run(desk.softhsm.pkcs11_tool("fresh").args([
+        "--login",
+        "--pin",
+        USB_PIN,
+        "--list-objects",
+    ]));
+    assert!(ok, "the new user PIN logs in: {text}");
     let (ok, text) = run(Command::new("sqlite3")
         .arg(&desk.db)
-        .arg("SELECT detail FROM audit_log WHERE action = 'token.initialized'"));
+        .arg("SELECT object, detail FROM audit_log WHERE action = 'token.initialized'"));
     assert!(ok && text.contains("\"force\":true"), "{text}");
+    assert!(
+        text.contains(&format!("\"previous_serial\":\"{}\"", desk.serial))
+            && text.contains(&format!("\"serial\":\"{}\"", done.serial)),
+        "the audit entry names the serial before and after: {text}"
+    );
+    assert_eq!(text.lines().count(), 1, "{text}");
+    // The same request again answers the same, without wiping again.
+    let again = desk
+        .station
+        .initialize_token(init(&desk.serial, "init-forced", true))
+        .await
+        .unwrap();
+    assert_eq!(again.serial, done.serial);
+    assert_eq!(desk.softhsm.token_serial("fresh"), done.serial);
 }
 
 async fn the_remote_issuer_personalises_through_a_second_signet_serve_over_mtls(kind: ModuleKind) {
@@ -737,6 +771,7 @@ async fn the_remote_issuer_personalises_through_a_second_signet_serve_over_mtls(
             pin_max_len: 32,
             max_pin_tries: 3,
             key_types: vec![KeyType::Rsa2048, KeyType::P256, KeyType::P384],
+            label_template: signet::config::DEFAULT_LABEL_TEMPLATE.into(),
         },
         ACTOR,
     );
@@ -1029,7 +1064,23 @@ async fn ed25519_keys_are_personalised_where_the_token_and_the_policy_allow_them
         dir: &desk.dir,
         serial: &desk.serial,
     };
-    personalise_and_check_with(&station, &bench, "ed-1", KeyType::Ed25519).await;
+    let (ok, mechanisms) = run(desk.softhsm.pkcs11_tool(USB).arg("--list-mechanisms"));
+    assert!(ok, "{mechanisms}");
+    if mechanisms.contains("EC-EDWARDS-KEY-PAIR-GEN") {
+        personalise_and_check_with(&station, &bench, "ed-1", KeyType::Ed25519).await;
+    } else {
+        // A token without Ed25519 (kryoptic built with ecc_min): refused naming key_type,
+        // nothing left on the token.
+        let err = station
+            .personalize(request(&desk, "ed-1", KeyType::Ed25519))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, TokenError::Invalid { field, .. } if field == "key_type"),
+            "{err}"
+        );
+        assert_eq!(private_keys(&objects(&desk.softhsm, USB_PIN)), 0);
+    }
 }
 
 async fn a_key_that_demands_a_login_per_signature_gets_the_context_specific_login(
@@ -1057,7 +1108,7 @@ async fn a_key_that_demands_a_login_per_signature_gets_the_context_specific_logi
     let message = b"one login per signature".to_vec();
     let (m, p) = (message.clone(), pin.clone());
     let signature = module
-        .with_session(&serial, move |t| {
+        .with_session(&TokenAddress::Serial(serial.clone()), move |t| {
             t.login_user(&p)?;
             t.sign(
                 &[0xa1],
