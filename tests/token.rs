@@ -21,7 +21,7 @@ use signet::secret::Secret;
 use signet::store::Store;
 use signet::token::{
     CertificateIssuer, InProcessIssuer, InitializeRequest, IssueError, IssuedCert,
-    PersonalizeRequest, TokenError, TokenPolicy, Workstation,
+    PersonalizeRequest, TokenError, TokenName, TokenPolicy, Workstation,
 };
 
 const USB: &str = "signet-usb-1";
@@ -1148,6 +1148,231 @@ async fn a_key_that_demands_a_login_per_signature_gets_the_context_specific_logi
     assert!(ok && text.contains("Verified OK"), "{text}");
 }
 
+/// An issuer for workstations that only list and initialise tokens: nothing is issued, and
+/// no certificate counts as revoked.
+struct NoIssuer;
+
+#[async_trait]
+impl CertificateIssuer for NoIssuer {
+    async fn issue(&self, _: IssueRequest) -> Result<IssuedCert, IssueError> {
+        Err(IssueError::Unavailable(
+            "this workstation issues nothing".into(),
+        ))
+    }
+    async fn is_revoked(&self, _: &str) -> Result<bool, IssueError> {
+        Ok(false)
+    }
+}
+
+fn policy() -> TokenPolicy {
+    TokenPolicy {
+        pin_min_len: 6,
+        pin_max_len: 32,
+        max_pin_tries: 3,
+        key_types: vec![KeyType::Rsa2048, KeyType::P256, KeyType::P384],
+        label_template: signet::config::DEFAULT_LABEL_TEMPLATE.into(),
+    }
+}
+
+async fn a_blank_token_is_initialised_by_its_slot_handle_and_personalised_under_its_cn_and_profile(
+    kind: ModuleKind,
+) {
+    let desk = desk(kind).await;
+    let tokens = desk.station.list_tokens().await.unwrap();
+    let blank = tokens
+        .iter()
+        .find(|t| !t.info.initialized)
+        .unwrap_or_else(|| panic!("a blank slot is listed: {tokens:#?}"));
+    assert!(blank.handle.starts_with("slot:0:"), "{blank:#?}");
+    let done = desk
+        .station
+        .initialize_token(InitializeRequest {
+            token: TokenName::new(blank.handle.clone(), "token"),
+            so_pin: Secret::new(USB_SO.into()),
+            label: "blank-now-zhang".into(),
+            user_pin: Secret::new(USB_PIN.into()),
+            force: false,
+            request_id: "blank-1".into(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("initialising {blank:#?}: {e}"));
+    assert_eq!(done.previous_serial, blank.info.serial);
+    assert!(!done.serial.is_empty(), "{done:?}");
+    assert_eq!(desk.softhsm.token_serial("blank-now-zhang"), done.serial);
+    // The handle named the blank slot; the slot changed, so it names nothing now.
+    let stale = desk
+        .station
+        .read_token(TokenName::new(blank.handle.clone(), "token"), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&stale, TokenError::FailedPrecondition(m) if m.contains("list the tokens again")),
+        "{stale}"
+    );
+
+    // Personalised by its URI, without a label: the pair and the certificate are labelled
+    // with the subject's CN and the profile, as certificate pickers show them.
+    let uri = desk
+        .station
+        .list_tokens()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|t| t.info.serial == done.serial)
+        .expect("listed under its new serial")
+        .uri;
+    assert!(uri.contains(&format!("serial={}", done.serial)), "{uri}");
+    let mut req = request_for(&done.serial, "blank-p256", KeyType::P256);
+    req.token = TokenName::new(uri.clone(), "token");
+    req.label = String::new();
+    let made = desk.station.personalize(req).await.unwrap();
+    assert_eq!(made.label, "张三 (personal)");
+    let (ok, text) = run(desk.softhsm.pkcs11_tool("blank-now-zhang").args([
+        "--login",
+        "--pin",
+        USB_PIN,
+        "--list-objects",
+    ]));
+    assert!(ok, "{text}");
+    assert_eq!(
+        text.matches("label:      张三 (personal)").count(),
+        3,
+        "private key, public key and certificate:\n{text}"
+    );
+    // A second certificate of the same person and profile gets the next free label.
+    let mut again = request_for(&done.serial, "blank-p384", KeyType::P384);
+    again.label = String::new();
+    assert_eq!(
+        desk.station.personalize(again).await.unwrap().label,
+        "张三 (personal) (2)"
+    );
+
+    // ReadToken: certificates, keys and data objects only (kryoptic also answers an empty
+    // search with a CKO_MECHANISM object per mechanism).
+    let objects = desk
+        .station
+        .read_token(&done.serial, Some(Secret::new(USB_PIN.into())))
+        .await
+        .unwrap();
+    let count = |class: &str| objects.iter().filter(|o| o.class == class).count();
+    assert_eq!(
+        (
+            count("private key"),
+            count("public key"),
+            count("certificate")
+        ),
+        (2, 2, 4),
+        "{objects:#?}"
+    );
+    assert_eq!(objects.len(), 8, "nothing else is listed: {objects:#?}");
+}
+
+async fn an_interrupted_initialisation_is_finished_by_a_retry_and_never_repeated(kind: ModuleKind) {
+    let desk = desk(kind).await;
+    let journal = signet::store::SqliteStore::open(&desk.dir.join("workstation.db")).unwrap();
+    let store: Arc<dyn Store> = Arc::new(common::init_crash::FailsInitJournal {
+        inner: journal,
+        fail_at: signet::store::TokenInitState::Wiped,
+        failed: AtomicBool::new(false),
+    });
+    let station = Workstation::new(
+        vec![Arc::new(signet::hsm::token::TokenModule::open(
+            &desk.softhsm.module,
+        ))],
+        store,
+        Arc::new(InProcessIssuer::new(desk.authority.clone(), ACTOR)),
+        policy(),
+        ACTOR,
+    );
+    let init = || InitializeRequest {
+        token: desk.serial.as_str().into(),
+        so_pin: Secret::new(USB_SO.into()),
+        label: "again".into(),
+        user_pin: Secret::new("975310".into()),
+        force: false,
+        request_id: "init-interrupted".into(),
+    };
+    // The process "dies" right after C_InitToken: the token is wiped, no user PIN yet.
+    let err = station.initialize_token(init()).await.unwrap_err();
+    assert!(matches!(err, TokenError::Unavailable(_)), "{err}");
+    let wiped = desk.softhsm.token_serial("again");
+    let (ok, text) = run(desk.softhsm.pkcs11_tool("again").args([
+        "--login",
+        "--pin",
+        "975310",
+        "--list-objects",
+    ]));
+    assert!(!ok, "no user PIN yet: {text}");
+
+    // The retry finishes it on the same token, without a second C_InitToken (which on
+    // kryoptic would have drawn yet another serial).
+    let done = station.initialize_token(init()).await.unwrap();
+    assert_eq!(done.serial, wiped);
+    assert_eq!(done.previous_serial, desk.serial);
+    assert_eq!(desk.softhsm.token_serial("again"), wiped);
+    let (ok, text) = run(desk.softhsm.pkcs11_tool("again").args([
+        "--login",
+        "--pin",
+        "975310",
+        "--list-objects",
+    ]));
+    assert!(ok, "the user PIN is set: {text}");
+    let (ok, text) = run(Command::new("sqlite3")
+        .arg(desk.dir.join("workstation.db"))
+        .arg("SELECT object, detail FROM audit_log WHERE action = 'token.initialized'"));
+    assert!(ok, "{text}");
+    assert_eq!(text.lines().count(), 1, "one audit entry: {text}");
+    assert!(
+        text.contains(&format!("\"previous_serial\":\"{}\"", desk.serial))
+            && text.contains(&format!("\"serial\":\"{wiped}\"")),
+        "{text}"
+    );
+    // The same request id for another token is another request.
+    let mut other = init();
+    other.label = "other".into();
+    let refused = station.initialize_token(other).await.unwrap_err();
+    assert!(matches!(refused, TokenError::AlreadyExists(_)), "{refused}");
+}
+
+async fn a_token_initialised_by_another_program_is_found_without_a_restart(kind: ModuleKind) {
+    common::trace();
+    let softhsm = SoftHsm::new_on(kind, &[(USB, USB_SO, USB_PIN)]);
+    let store: Arc<dyn Store> = Arc::new(
+        signet::store::SqliteStore::open(&softhsm.dir.path().join("workstation.db")).unwrap(),
+    );
+    // A workstation whose token module serves no CA, so it may re-read the module.
+    let station = Workstation::new(
+        vec![Arc::new(signet::hsm::token::TokenModule::open(
+            &softhsm.module,
+        ))],
+        store,
+        Arc::new(NoIssuer),
+        policy(),
+        ACTOR,
+    );
+    let before = station.list_tokens().await.unwrap();
+    assert_eq!(
+        before.iter().filter(|t| t.info.initialized).count(),
+        1,
+        "{before:#?}"
+    );
+    // Another program initialises a token while the workstation runs.
+    softhsm.init_token("elsewhere", USB_SO, USB_PIN);
+    let serial = softhsm.token_serial("elsewhere");
+    let objects = station
+        .read_token(&serial, Some(Secret::new(USB_PIN.into())))
+        .await
+        .unwrap_or_else(|e| panic!("token {serial} initialised elsewhere: {e}"));
+    assert!(objects.is_empty(), "{objects:#?}");
+    let after = station.list_tokens().await.unwrap();
+    let t = after
+        .iter()
+        .find(|t| t.info.serial == serial)
+        .unwrap_or_else(|| panic!("listed: {after:#?}"));
+    assert!(t.info.initialized && t.info.user_pin_initialized, "{t:#?}");
+    assert_eq!(t.info.label, "elsewhere");
+}
+
 /// Every test above runs on SoftHSM (`softhsm::NAME`) and on kryoptic (`kryoptic::NAME`);
 /// what differs between the two modules is signet's business, never the test's.
 macro_rules! on_both_modules {
@@ -1183,4 +1408,7 @@ on_both_modules!(
     a_token_pulled_out_mid_way_gives_a_clear_error_and_a_retry_finishes_once_it_is_back,
     ed25519_keys_are_personalised_where_the_token_and_the_policy_allow_them,
     a_key_that_demands_a_login_per_signature_gets_the_context_specific_login,
+    a_blank_token_is_initialised_by_its_slot_handle_and_personalised_under_its_cn_and_profile,
+    an_interrupted_initialisation_is_finished_by_a_retry_and_never_repeated,
+    a_token_initialised_by_another_program_is_found_without_a_restart,
 );
