@@ -13,6 +13,7 @@ readonly PROJECT_ROOT
 readonly HSM_LABEL="signet-ca"
 readonly TOKEN_LABELS=("$HSM_LABEL" "signet-usb-1" "signet-usb-2")
 readonly USER_PIN_DIGITS=8
+readonly KRYOPTIC_VERSION="1.5.4"
 readonly SO_PIN_DIGITS=12
 # Where distributions put the SoftHSM2 PKCS#11 module; the first that exists wins.
 readonly MODULE_CANDIDATES=(
@@ -66,7 +67,13 @@ Options
                       (currently ${PROJECT_ROOT}/var/softhsm).
   --with-test-tools   Also install what the test suite needs, each only when missing:
                       Debian packages openssl gnutls-bin sqlite3 protobuf-compiler
-                      faketime strace (clock steps and fault injection in the tests);
+                      faketime strace (clock steps and fault injection in the tests),
+                      and pkg-config libssl-dev libclang-dev to build kryoptic;
+                      kryoptic ${KRYOPTIC_VERSION}, a second PKCS#11 soft token the token and
+                      CA tests also run on, built from crates.io by
+                      tests/tools/build-kryoptic.sh into \$SIGNET_KRYOPTIC_DIR (default
+                      <project root>/var/kryoptic; about 1.5 minutes the first time,
+                      nothing once built);
                       Python packages pkilint grpcio grpcio-tools (python3 -m pip install,
                       only if 'import pkilint, grpc, grpc_tools' fails);
                       cargo-nextest (cargo install cargo-nextest --locked, only if
@@ -171,6 +178,10 @@ if [[ $WITH_TEST_TOOLS == 1 ]]; then
     deb_installed libfaketime || missing+=(libfaketime)
     command -v strace >/dev/null 2>&1 || missing+=(strace)
     command -v python3 >/dev/null 2>&1 || missing+=(python3)
+    # kryoptic's build: the system OpenSSL (headers found by pkg-config) and bindgen's libclang.
+    command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+    deb_installed libssl-dev || missing+=(libssl-dev)
+    deb_installed libclang-dev || missing+=(libclang-dev)
 fi
 apt_install "${missing[@]}"
 
@@ -204,6 +215,14 @@ if [[ $WITH_TEST_TOOLS == 1 ]]; then
         say "cargo install cargo-nextest --locked (this compiles; a few minutes)"
         run cargo install cargo-nextest --locked
     fi
+fi
+
+if [[ $WITH_TEST_TOOLS == 1 ]]; then
+    quiet_flag=()
+    [[ $QUIET == 1 ]] && quiet_flag=(--quiet)
+    kryoptic="$("$PROJECT_ROOT/tests/tools/build-kryoptic.sh" "${quiet_flag[@]}")" ||
+        die "building kryoptic failed (tests/tools/build-kryoptic.sh)"
+    say "kryoptic module: ${kryoptic##*$'\n'}"
 fi
 
 for c in softhsm2-util pkcs11-tool p11-kit; do

@@ -515,6 +515,7 @@ async fn the_token_service_refuses_a_request_id_with_an_invisible_character_nami
                 request_id: id.into(),
                 approval: names.approval.clone(),
                 label: "key-1".into(),
+                token: String::new(),
             })
             .await
             .unwrap_err();

@@ -11,16 +11,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
-use common::SoftHsm;
 use common::ca::{AGREEMENT, TestCa, names_for};
 use common::status::outcome;
+use common::{ModuleKind, SoftHsm};
 use signet::ca::{Approval, Authority, IssueRequest};
+use signet::hsm::address::TokenAddress;
 use signet::pki::KeyType;
 use signet::secret::Secret;
 use signet::store::Store;
 use signet::token::{
-    CertificateIssuer, InProcessIssuer, IssueError, IssuedCert, PersonalizeRequest, TokenError,
-    TokenPolicy, Workstation,
+    CertificateIssuer, InProcessIssuer, InitializeRequest, IssueError, IssuedCert,
+    PersonalizeRequest, TokenError, TokenName, TokenPolicy, Workstation,
 };
 
 const USB: &str = "signet-usb-1";
@@ -28,15 +29,21 @@ const USB_SO: &str = "87654321";
 const USB_PIN: &str = "135790";
 const ACTOR: &str = "workstation-1";
 
-const TOKEN_TOML: &str = r#"
+/// `[token]` of the desk: the workstation serves the tokens of the CA's own module.
+fn token_toml(module: &Path) -> String {
+    format!(
+        r#"
 [token]
 actor = "workstation-1"
 max_pin_tries = 3
-modules = [{ path = "/usr/lib/softhsm/libsofthsm2.so" }]
+modules = [{{ path = "{}" }}]
 
 [token.issuer]
 kind = "in-process"
-"#;
+"#,
+        module.display()
+    )
+}
 
 /// A CA with a subscriber token beside it, and a workstation issuing through it.
 struct Desk {
@@ -78,9 +85,11 @@ impl Desk {
     }
 }
 
-async fn desk() -> Desk {
+async fn desk(kind: ModuleKind) -> Desk {
     common::trace();
-    let ca = TestCa::new_with_tokens(TOKEN_TOML, &[(USB, USB_SO, USB_PIN)]).await;
+    let ca =
+        TestCa::new_with_tokens_on(kind, &token_toml(&kind.module()), &[(USB, USB_SO, USB_PIN)])
+            .await;
     let TestCa {
         softhsm,
         dir,
@@ -188,7 +197,7 @@ struct Bench<'a> {
 fn request_for(serial: &str, id: &str, key_type: KeyType) -> PersonalizeRequest {
     let (subject, sans) = names_for("personal");
     PersonalizeRequest {
-        token_serial: serial.to_owned(),
+        token: serial.into(),
         user_pin: Secret::new(USB_PIN.into()),
         key_type,
         label: format!("{id}-key"),
@@ -394,10 +403,10 @@ async fn personalise_and_check_with(
 
 use der::Decode;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn personalised_token_holds_a_linked_sign_only_key_and_a_verifiable_certificate_for_rsa_p256_p384()
- {
-    let desk = desk().await;
+async fn personalised_token_holds_a_linked_sign_only_key_and_a_verifiable_certificate_for_rsa_p256_p384(
+    kind: ModuleKind,
+) {
+    let desk = desk(kind).await;
     personalise_and_check(&desk, "rsa-1", KeyType::Rsa2048).await;
     personalise_and_check(&desk, "p256-1", KeyType::P256).await;
     personalise_and_check(&desk, "p384-1", KeyType::P384).await;
@@ -405,7 +414,7 @@ async fn personalised_token_holds_a_linked_sign_only_key_and_a_verifiable_certif
     // GnuTLS's p11tool reads CKA_CERTIFICATE_CATEGORY: authority for the chain, not for
     // the subscriber's own certificates.
     let (ok, text) = run(Command::new("p11tool")
-        .env("SOFTHSM2_CONF", &desk.softhsm.conf)
+        .env(kind.conf_var(), &desk.softhsm.conf)
         .arg("--provider")
         .arg(&desk.softhsm.module)
         .args(["--list-all-certs", &format!("pkcs11:token={USB}")]));
@@ -463,9 +472,8 @@ async fn personalised_token_holds_a_linked_sign_only_key_and_a_verifiable_certif
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_ca_refusal_after_key_generation_leaves_no_key_on_the_token() {
-    let desk = desk().await;
+async fn a_ca_refusal_after_key_generation_leaves_no_key_on_the_token(kind: ModuleKind) {
+    let desk = desk(kind).await;
     let mut req = request(&desk, "refused-1", KeyType::P256);
     req.approval.agreement_version = "1999-01".into();
     let err = desk.station.personalize(req).await.unwrap_err();
@@ -505,9 +513,10 @@ impl CertificateIssuer for LosesFirstAnswer {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failure_after_issuance_is_finished_by_a_retry_with_one_certificate_per_request_id() {
-    let desk = desk().await;
+async fn a_failure_after_issuance_is_finished_by_a_retry_with_one_certificate_per_request_id(
+    kind: ModuleKind,
+) {
+    let desk = desk(kind).await;
     let station = desk.station_with(
         &desk.softhsm.module,
         Arc::new(LosesFirstAnswer {
@@ -549,9 +558,8 @@ async fn a_failure_after_issuance_is_finished_by_a_retry_with_one_certificate_pe
     assert_eq!(private_keys(&blocks), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wrong_pin_until_locked_then_unblock_with_the_so_pin_then_personalise() {
-    let desk = desk().await;
+async fn wrong_pin_until_locked_then_unblock_with_the_so_pin_then_personalise(kind: ModuleKind) {
+    let desk = desk(kind).await;
     let mut wrong = request(&desk, "pin-1", KeyType::P256);
     wrong.user_pin = Secret::new("000000".into());
     match desk.station.personalize(wrong.clone()).await.unwrap_err() {
@@ -615,9 +623,8 @@ async fn wrong_pin_until_locked_then_unblock_with_the_so_pin_then_personalise() 
     assert!(ok && text.trim() == "1", "{text}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn change_pin_then_the_new_pin_logs_in_and_the_old_one_fails() {
-    let desk = desk().await;
+async fn change_pin_then_the_new_pin_logs_in_and_the_old_one_fails(kind: ModuleKind) {
+    let desk = desk(kind).await;
     let new_pin = "975310";
     let short = desk
         .station
@@ -657,20 +664,25 @@ async fn change_pin_then_the_new_pin_logs_in_and_the_old_one_fails() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn initialising_a_token_with_a_valid_certificate_is_refused_without_force() {
-    let desk = desk().await;
+async fn initialising_a_token_with_a_valid_certificate_is_refused_without_force(kind: ModuleKind) {
+    let desk = desk(kind).await;
     desk.station
         .personalize(request(&desk, "init-1", KeyType::P256))
         .await
         .unwrap();
-    let so = Secret::new(USB_SO.into());
-    let pin = Secret::new(USB_PIN.into());
-    // The CA's own HSM token (served by the same SoftHSM) is out of the workstation's reach.
+    let init = |token: &str, request_id: &str, force: bool| InitializeRequest {
+        token: token.into(),
+        so_pin: Secret::new(USB_SO.into()),
+        label: "fresh".into(),
+        user_pin: Secret::new(USB_PIN.into()),
+        force,
+        request_id: request_id.into(),
+    };
+    // The CA's own HSM token (served by the same module) is out of the workstation's reach.
     let ca_serial = desk.softhsm.token_serial("signet-ca");
     let hands_off = desk
         .station
-        .initialize_token(&ca_serial, &so, "fresh", &pin, true)
+        .initialize_token(init(&ca_serial, "init-ca", true))
         .await
         .unwrap_err();
     assert!(
@@ -679,7 +691,7 @@ async fn initialising_a_token_with_a_valid_certificate_is_refused_without_force(
     );
     let refused = desk
         .station
-        .initialize_token(&desk.serial, &so, "fresh", &pin, false)
+        .initialize_token(init(&desk.serial, "init-refused", false))
         .await
         .unwrap_err();
     assert!(
@@ -690,29 +702,55 @@ async fn initialising_a_token_with_a_valid_certificate_is_refused_without_force(
     let blocks = objects(&desk.softhsm, USB_PIN);
     assert!(blocks.iter().any(|b| b.starts_with("Private Key Object")));
 
-    desk.station
-        .initialize_token(&desk.serial, &so, "fresh", &pin, true)
+    let done = desk
+        .station
+        .initialize_token(init(&desk.serial, "init-forced", true))
         .await
         .unwrap();
-    let (ok, text) = run(desk.softhsm.util().arg("--show-slots"));
-    assert!(ok && text.contains("fresh"), "{text}");
+    // What holds on every module: the answer names the token's serial now (SoftHSM keeps
+    // the old one, kryoptic draws a new one), the token is found by it, relabelled, empty,
+    // and its new user PIN works.
+    assert_eq!(done.previous_serial, desk.serial);
+    assert!(!done.serial.is_empty(), "{done:?}");
+    assert_eq!(desk.softhsm.token_serial("fresh"), done.serial);
     let tokens = desk.station.list_tokens().await.unwrap();
     let usb = tokens
         .iter()
-        .find(|t| t.info.serial == desk.serial)
-        .expect("same serial after initialisation");
+        .find(|t| t.info.serial == done.serial)
+        .expect("the token is listed under the serial the answer gave");
     assert_eq!(usb.info.label, "fresh");
+    assert!(usb.info.user_pin_initialized, "{usb:#?}");
     assert!(usb.certificates.is_empty());
+    let (ok, text) = run(desk.softhsm.pkcs11_tool("fresh").args([
+        "--login",
+        "--pin",
+        USB_PIN,
+        "--list-objects",
+    ]));
+    assert!(ok, "the new user PIN logs in: {text}");
     let (ok, text) = run(Command::new("sqlite3")
         .arg(&desk.db)
-        .arg("SELECT detail FROM audit_log WHERE action = 'token.initialized'"));
+        .arg("SELECT object, detail FROM audit_log WHERE action = 'token.initialized'"));
     assert!(ok && text.contains("\"force\":true"), "{text}");
+    assert!(
+        text.contains(&format!("\"previous_serial\":\"{}\"", desk.serial))
+            && text.contains(&format!("\"serial\":\"{}\"", done.serial)),
+        "the audit entry names the serial before and after: {text}"
+    );
+    assert_eq!(text.lines().count(), 1, "{text}");
+    // The same request again answers the same, without wiping again.
+    let again = desk
+        .station
+        .initialize_token(init(&desk.serial, "init-forced", true))
+        .await
+        .unwrap();
+    assert_eq!(again.serial, done.serial);
+    assert_eq!(desk.softhsm.token_serial("fresh"), done.serial);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_remote_issuer_personalises_through_a_second_signet_serve_over_mtls() {
+async fn the_remote_issuer_personalises_through_a_second_signet_serve_over_mtls(kind: ModuleKind) {
     common::trace();
-    let ca = common::api::ApiCa::new();
+    let ca = common::api::ApiCa::new_on(kind);
     // The subscriber's token sits in the same SoftHSM as the central CA's, which runs in
     // its own process; the workstation (this process) only opens the USB token.
     ca.softhsm.init_token(USB, USB_SO, USB_PIN);
@@ -733,6 +771,7 @@ async fn the_remote_issuer_personalises_through_a_second_signet_serve_over_mtls(
             pin_max_len: 32,
             max_pin_tries: 3,
             key_types: vec![KeyType::Rsa2048, KeyType::P256, KeyType::P384],
+            label_template: signet::config::DEFAULT_LABEL_TEMPLATE.into(),
         },
         ACTOR,
     );
@@ -787,10 +826,11 @@ fn token_cli(
     outcome(&child.wait_with_output().expect("signet token"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn signet_serve_offers_the_token_service_to_the_cli_of_a_desk_granted_token() {
+async fn signet_serve_offers_the_token_service_to_the_cli_of_a_desk_granted_token(
+    kind: ModuleKind,
+) {
     common::trace();
-    let ca = common::api::ApiCa::new();
+    let ca = common::api::ApiCa::new_on(kind);
     ca.softhsm.init_token(USB, USB_SO, USB_PIN);
     let serial = ca.softhsm.token_serial(USB);
     // desk-one may also use the token service; the workstation personalises in-process.
@@ -951,9 +991,10 @@ impl CertificateIssuer for PullsTheToken {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_token_pulled_out_mid_way_gives_a_clear_error_and_a_retry_finishes_once_it_is_back() {
-    let desk = desk().await;
+async fn a_token_pulled_out_mid_way_gives_a_clear_error_and_a_retry_finishes_once_it_is_back(
+    kind: ModuleKind,
+) {
+    let desk = desk(kind).await;
     // The workstation reaches the USB token through p11-kit (a second module, like a
     // vendor's library beside the HSM's); killing the server is pulling the token.
     let server = common::P11KitServer::start(&desk.softhsm, &format!("pkcs11:token={USB}"));
@@ -999,9 +1040,8 @@ async fn a_token_pulled_out_mid_way_gives_a_clear_error_and_a_retry_finishes_onc
     assert_eq!(private_keys(&blocks), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ed25519_keys_are_personalised_where_the_token_and_the_policy_allow_them() {
-    let desk = desk().await;
+async fn ed25519_keys_are_personalised_where_the_token_and_the_policy_allow_them(kind: ModuleKind) {
+    let desk = desk(kind).await;
     let mut policy = desk.station.policy().clone();
     // The [token] of this test allows the default three only.
     let refused = desk
@@ -1024,12 +1064,29 @@ async fn ed25519_keys_are_personalised_where_the_token_and_the_policy_allow_them
         dir: &desk.dir,
         serial: &desk.serial,
     };
-    personalise_and_check_with(&station, &bench, "ed-1", KeyType::Ed25519).await;
+    let (ok, mechanisms) = run(desk.softhsm.pkcs11_tool(USB).arg("--list-mechanisms"));
+    assert!(ok, "{mechanisms}");
+    if mechanisms.contains("EC-EDWARDS-KEY-PAIR-GEN") {
+        personalise_and_check_with(&station, &bench, "ed-1", KeyType::Ed25519).await;
+    } else {
+        // A token without Ed25519 (kryoptic built with ecc_min): refused naming key_type,
+        // nothing left on the token.
+        let err = station
+            .personalize(request(&desk, "ed-1", KeyType::Ed25519))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, TokenError::Invalid { field, .. } if field == "key_type"),
+            "{err}"
+        );
+        assert_eq!(private_keys(&objects(&desk.softhsm, USB_PIN)), 0);
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_key_that_demands_a_login_per_signature_gets_the_context_specific_login() {
-    let softhsm = SoftHsm::new(&[(USB, USB_SO, USB_PIN)]);
+async fn a_key_that_demands_a_login_per_signature_gets_the_context_specific_login(
+    kind: ModuleKind,
+) {
+    let softhsm = SoftHsm::new_on(kind, &[(USB, USB_SO, USB_PIN)]);
     let serial = softhsm.token_serial(USB);
     // pkcs11-tool makes the key with CKA_ALWAYS_AUTHENTICATE, as some smart cards do.
     let (ok, text) = run(softhsm.pkcs11_tool(USB).args([
@@ -1051,7 +1108,7 @@ async fn a_key_that_demands_a_login_per_signature_gets_the_context_specific_logi
     let message = b"one login per signature".to_vec();
     let (m, p) = (message.clone(), pin.clone());
     let signature = module
-        .with_session(&serial, move |t| {
+        .with_session(&TokenAddress::Serial(serial.clone()), move |t| {
             t.login_user(&p)?;
             t.sign(
                 &[0xa1],
@@ -1090,3 +1147,268 @@ async fn a_key_that_demands_a_login_per_signature_gets_the_context_specific_logi
         .arg(&msg));
     assert!(ok && text.contains("Verified OK"), "{text}");
 }
+
+/// An issuer for workstations that only list and initialise tokens: nothing is issued, and
+/// no certificate counts as revoked.
+struct NoIssuer;
+
+#[async_trait]
+impl CertificateIssuer for NoIssuer {
+    async fn issue(&self, _: IssueRequest) -> Result<IssuedCert, IssueError> {
+        Err(IssueError::Unavailable(
+            "this workstation issues nothing".into(),
+        ))
+    }
+    async fn is_revoked(&self, _: &str) -> Result<bool, IssueError> {
+        Ok(false)
+    }
+}
+
+fn policy() -> TokenPolicy {
+    TokenPolicy {
+        pin_min_len: 6,
+        pin_max_len: 32,
+        max_pin_tries: 3,
+        key_types: vec![KeyType::Rsa2048, KeyType::P256, KeyType::P384],
+        label_template: signet::config::DEFAULT_LABEL_TEMPLATE.into(),
+    }
+}
+
+async fn a_blank_token_is_initialised_by_its_slot_handle_and_personalised_under_its_cn_and_profile(
+    kind: ModuleKind,
+) {
+    let desk = desk(kind).await;
+    let tokens = desk.station.list_tokens().await.unwrap();
+    let blank = tokens
+        .iter()
+        .find(|t| !t.info.initialized)
+        .unwrap_or_else(|| panic!("a blank slot is listed: {tokens:#?}"));
+    assert!(blank.handle.starts_with("slot:0:"), "{blank:#?}");
+    let done = desk
+        .station
+        .initialize_token(InitializeRequest {
+            token: TokenName::new(blank.handle.clone(), "token"),
+            so_pin: Secret::new(USB_SO.into()),
+            label: "blank-now-zhang".into(),
+            user_pin: Secret::new(USB_PIN.into()),
+            force: false,
+            request_id: "blank-1".into(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("initialising {blank:#?}: {e}"));
+    assert_eq!(done.previous_serial, blank.info.serial);
+    assert!(!done.serial.is_empty(), "{done:?}");
+    assert_eq!(desk.softhsm.token_serial("blank-now-zhang"), done.serial);
+    // The handle named the blank slot; the slot changed, so it names nothing now.
+    let stale = desk
+        .station
+        .read_token(TokenName::new(blank.handle.clone(), "token"), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&stale, TokenError::FailedPrecondition(m) if m.contains("list the tokens again")),
+        "{stale}"
+    );
+
+    // Personalised by its URI, without a label: the pair and the certificate are labelled
+    // with the subject's CN and the profile, as certificate pickers show them.
+    let uri = desk
+        .station
+        .list_tokens()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|t| t.info.serial == done.serial)
+        .expect("listed under its new serial")
+        .uri;
+    assert!(uri.contains(&format!("serial={}", done.serial)), "{uri}");
+    let mut req = request_for(&done.serial, "blank-p256", KeyType::P256);
+    req.token = TokenName::new(uri.clone(), "token");
+    req.label = String::new();
+    let made = desk.station.personalize(req).await.unwrap();
+    assert_eq!(made.label, "张三 (personal)");
+    let (ok, text) = run(desk.softhsm.pkcs11_tool("blank-now-zhang").args([
+        "--login",
+        "--pin",
+        USB_PIN,
+        "--list-objects",
+    ]));
+    assert!(ok, "{text}");
+    assert_eq!(
+        text.matches("label:      张三 (personal)").count(),
+        3,
+        "private key, public key and certificate:\n{text}"
+    );
+    // A second certificate of the same person and profile gets the next free label.
+    let mut again = request_for(&done.serial, "blank-p384", KeyType::P384);
+    again.label = String::new();
+    assert_eq!(
+        desk.station.personalize(again).await.unwrap().label,
+        "张三 (personal) (2)"
+    );
+
+    // ReadToken: certificates, keys and data objects only (kryoptic also answers an empty
+    // search with a CKO_MECHANISM object per mechanism).
+    let objects = desk
+        .station
+        .read_token(&done.serial, Some(Secret::new(USB_PIN.into())))
+        .await
+        .unwrap();
+    let count = |class: &str| objects.iter().filter(|o| o.class == class).count();
+    assert_eq!(
+        (
+            count("private key"),
+            count("public key"),
+            count("certificate")
+        ),
+        (2, 2, 4),
+        "{objects:#?}"
+    );
+    assert_eq!(objects.len(), 8, "nothing else is listed: {objects:#?}");
+}
+
+async fn an_interrupted_initialisation_is_finished_by_a_retry_and_never_repeated(kind: ModuleKind) {
+    let desk = desk(kind).await;
+    let journal = signet::store::SqliteStore::open(&desk.dir.join("workstation.db")).unwrap();
+    let store: Arc<dyn Store> = Arc::new(common::init_crash::FailsInitJournal {
+        inner: journal,
+        fail_at: signet::store::TokenInitState::Wiped,
+        failed: AtomicBool::new(false),
+    });
+    let station = Workstation::new(
+        vec![Arc::new(signet::hsm::token::TokenModule::open(
+            &desk.softhsm.module,
+        ))],
+        store,
+        Arc::new(InProcessIssuer::new(desk.authority.clone(), ACTOR)),
+        policy(),
+        ACTOR,
+    );
+    let init = || InitializeRequest {
+        token: desk.serial.as_str().into(),
+        so_pin: Secret::new(USB_SO.into()),
+        label: "again".into(),
+        user_pin: Secret::new("975310".into()),
+        force: false,
+        request_id: "init-interrupted".into(),
+    };
+    // The process "dies" right after C_InitToken: the token is wiped, no user PIN yet.
+    let err = station.initialize_token(init()).await.unwrap_err();
+    assert!(matches!(err, TokenError::Unavailable(_)), "{err}");
+    let wiped = desk.softhsm.token_serial("again");
+    let (ok, text) = run(desk.softhsm.pkcs11_tool("again").args([
+        "--login",
+        "--pin",
+        "975310",
+        "--list-objects",
+    ]));
+    assert!(!ok, "no user PIN yet: {text}");
+
+    // The retry finishes it on the same token, without a second C_InitToken (which on
+    // kryoptic would have drawn yet another serial).
+    let done = station.initialize_token(init()).await.unwrap();
+    assert_eq!(done.serial, wiped);
+    assert_eq!(done.previous_serial, desk.serial);
+    assert_eq!(desk.softhsm.token_serial("again"), wiped);
+    let (ok, text) = run(desk.softhsm.pkcs11_tool("again").args([
+        "--login",
+        "--pin",
+        "975310",
+        "--list-objects",
+    ]));
+    assert!(ok, "the user PIN is set: {text}");
+    let (ok, text) = run(Command::new("sqlite3")
+        .arg(desk.dir.join("workstation.db"))
+        .arg("SELECT object, detail FROM audit_log WHERE action = 'token.initialized'"));
+    assert!(ok, "{text}");
+    assert_eq!(text.lines().count(), 1, "one audit entry: {text}");
+    assert!(
+        text.contains(&format!("\"previous_serial\":\"{}\"", desk.serial))
+            && text.contains(&format!("\"serial\":\"{wiped}\"")),
+        "{text}"
+    );
+    // The same request id for another token is another request.
+    let mut other = init();
+    other.label = "other".into();
+    let refused = station.initialize_token(other).await.unwrap_err();
+    assert!(matches!(refused, TokenError::AlreadyExists(_)), "{refused}");
+}
+
+async fn a_token_initialised_by_another_program_is_found_without_a_restart(kind: ModuleKind) {
+    common::trace();
+    let softhsm = SoftHsm::new_on(kind, &[(USB, USB_SO, USB_PIN)]);
+    let store: Arc<dyn Store> = Arc::new(
+        signet::store::SqliteStore::open(&softhsm.dir.path().join("workstation.db")).unwrap(),
+    );
+    // A workstation whose token module serves no CA, so it may re-read the module.
+    let station = Workstation::new(
+        vec![Arc::new(signet::hsm::token::TokenModule::open(
+            &softhsm.module,
+        ))],
+        store,
+        Arc::new(NoIssuer),
+        policy(),
+        ACTOR,
+    );
+    let before = station.list_tokens().await.unwrap();
+    assert_eq!(
+        before.iter().filter(|t| t.info.initialized).count(),
+        1,
+        "{before:#?}"
+    );
+    // Another program initialises a token while the workstation runs.
+    softhsm.init_token("elsewhere", USB_SO, USB_PIN);
+    let serial = softhsm.token_serial("elsewhere");
+    let objects = station
+        .read_token(&serial, Some(Secret::new(USB_PIN.into())))
+        .await
+        .unwrap_or_else(|e| panic!("token {serial} initialised elsewhere: {e}"));
+    assert!(objects.is_empty(), "{objects:#?}");
+    let after = station.list_tokens().await.unwrap();
+    let t = after
+        .iter()
+        .find(|t| t.info.serial == serial)
+        .unwrap_or_else(|| panic!("listed: {after:#?}"));
+    assert!(t.info.initialized && t.info.user_pin_initialized, "{t:#?}");
+    assert_eq!(t.info.label, "elsewhere");
+}
+
+/// Every test above runs on SoftHSM (`softhsm::NAME`) and on kryoptic (`kryoptic::NAME`);
+/// what differs between the two modules is signet's business, never the test's.
+macro_rules! on_both_modules {
+    ($($name:ident),* $(,)?) => {
+        mod softhsm {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::ModuleKind::SoftHsm).await
+                }
+            )*
+        }
+        mod kryoptic {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::ModuleKind::Kryoptic).await
+                }
+            )*
+        }
+    };
+}
+
+on_both_modules!(
+    personalised_token_holds_a_linked_sign_only_key_and_a_verifiable_certificate_for_rsa_p256_p384,
+    a_ca_refusal_after_key_generation_leaves_no_key_on_the_token,
+    a_failure_after_issuance_is_finished_by_a_retry_with_one_certificate_per_request_id,
+    wrong_pin_until_locked_then_unblock_with_the_so_pin_then_personalise,
+    change_pin_then_the_new_pin_logs_in_and_the_old_one_fails,
+    initialising_a_token_with_a_valid_certificate_is_refused_without_force,
+    the_remote_issuer_personalises_through_a_second_signet_serve_over_mtls,
+    signet_serve_offers_the_token_service_to_the_cli_of_a_desk_granted_token,
+    a_token_pulled_out_mid_way_gives_a_clear_error_and_a_retry_finishes_once_it_is_back,
+    ed25519_keys_are_personalised_where_the_token_and_the_policy_allow_them,
+    a_key_that_demands_a_login_per_signature_gets_the_context_specific_login,
+    a_blank_token_is_initialised_by_its_slot_handle_and_personalised_under_its_cn_and_profile,
+    an_interrupted_initialisation_is_finished_by_a_retry_and_never_repeated,
+    a_token_initialised_by_another_program_is_found_without_a_restart,
+);

@@ -16,7 +16,9 @@ use crate::config::RaOperation;
 use crate::hsm::token::TokenObject;
 use crate::pki::KeyType;
 use crate::secret::Secret;
-use crate::token::{PersonalizeRequest, TokenStatus, Workstation};
+use crate::token::{
+    InitializeRequest, PersonalizeRequest, TokenError, TokenName, TokenStatus, Workstation,
+};
 
 /// The token service's implementation.
 pub struct TokenService {
@@ -52,36 +54,47 @@ macro_rules! redacted_debug {
 redacted_debug!(
     pb::InitializeTokenRequest,
     "InitializeTokenRequest",
-    [token_serial, label, force],
+    [token_serial, token, label, force, request_id],
     [so_pin, user_pin]
 );
 redacted_debug!(
     pb::PersonalizeRequest,
     "PersonalizeRequest",
-    [token_serial, key_algorithm, profile, request_id, label],
+    [
+        token_serial,
+        token,
+        key_algorithm,
+        profile,
+        request_id,
+        label
+    ],
     [user_pin]
 );
 redacted_debug!(
     pb::ChangePinRequest,
     "ChangePinRequest",
-    [token_serial],
+    [token_serial, token],
     [old_pin, new_pin]
 );
 redacted_debug!(
     pb::UnblockPinRequest,
     "UnblockPinRequest",
-    [token_serial],
+    [token_serial, token],
     [so_pin, new_user_pin]
 );
 redacted_debug!(
     pb::ReadTokenRequest,
     "ReadTokenRequest",
-    [token_serial],
+    [token_serial, token],
     [user_pin]
 );
 
 impl Logged for pb::ListTokensRequest {}
-impl Logged for pb::InitializeTokenRequest {}
+impl Logged for pb::InitializeTokenRequest {
+    fn request_id(&self) -> &str {
+        &self.request_id
+    }
+}
 impl Logged for pb::PersonalizeRequest {
     fn request_id(&self) -> &str {
         &self.request_id
@@ -90,6 +103,19 @@ impl Logged for pb::PersonalizeRequest {
 impl Logged for pb::ChangePinRequest {}
 impl Logged for pb::UnblockPinRequest {}
 impl Logged for pb::ReadTokenRequest {}
+
+/// The token a request names: `token` (serial, URI or slot handle) or `token_serial`.
+fn token_name(token_serial: String, token: String) -> Result<TokenName, TokenError> {
+    match (token_serial.trim().is_empty(), token.trim().is_empty()) {
+        (_, true) => Ok(TokenName::new(token_serial, "token_serial")),
+        (true, false) => Ok(TokenName::new(token, "token")),
+        (false, false) if token_serial.trim() == token.trim() => Ok(TokenName::new(token, "token")),
+        (false, false) => Err(TokenError::Invalid {
+            field: "token".into(),
+            problem: "give token or token_serial, not two different names".into(),
+        }),
+    }
+}
 
 fn key_type(v: i32) -> Result<KeyType, Violation> {
     match pb::KeyAlgorithm::try_from(v) {
@@ -118,6 +144,8 @@ fn token_message(t: TokenStatus) -> pb::Token {
             locked: t.pin_locked,
             failures: t.pin_failures,
         }),
+        handle: t.handle,
+        uri: t.uri,
         certificates: t
             .certificates
             .into_iter()
@@ -175,12 +203,26 @@ impl pb::token_service_server::TokenService for TokenService {
                 RaOperation::Token,
                 request,
                 |_, mut m| async move {
-                    let so = take_pin(&mut m.so_pin);
-                    let user = take_pin(&mut m.user_pin);
-                    self.workstation
-                        .initialize_token(&m.token_serial, &so, &m.label, &user, m.force)
+                    let so_pin = take_pin(&mut m.so_pin);
+                    let user_pin = take_pin(&mut m.user_pin);
+                    let token = token_name(m.token_serial, m.token)?;
+                    let done = self
+                        .workstation
+                        .initialize_token(InitializeRequest {
+                            token,
+                            so_pin,
+                            label: m.label,
+                            user_pin,
+                            force: m.force,
+                            request_id: m.request_id,
+                        })
                         .await?;
-                    Ok(pb::InitializeTokenResponse {})
+                    Ok(pb::InitializeTokenResponse {
+                        token_serial: done.serial,
+                        previous_serial: done.previous_serial,
+                        request_id: done.request_id,
+                        handle: done.handle,
+                    })
                 },
             )
             .await
@@ -202,8 +244,9 @@ impl pb::token_service_server::TokenService for TokenService {
                         bad.push(v);
                         KeyType::P256
                     });
+                    let token = token_name(m.token_serial, m.token)?;
                     let req = PersonalizeRequest {
-                        token_serial: m.token_serial,
+                        token,
                         user_pin,
                         key_type,
                         label: m.label,
@@ -247,9 +290,8 @@ impl pb::token_service_server::TokenService for TokenService {
                 |_, mut m| async move {
                     let old = take_pin(&mut m.old_pin);
                     let new = take_pin(&mut m.new_pin);
-                    self.workstation
-                        .change_pin(&m.token_serial, &old, &new)
-                        .await?;
+                    let token = token_name(m.token_serial, m.token)?;
+                    self.workstation.change_pin(token, &old, &new).await?;
                     Ok(pb::ChangePinResponse {})
                 },
             )
@@ -268,9 +310,8 @@ impl pb::token_service_server::TokenService for TokenService {
                 |_, mut m| async move {
                     let so = take_pin(&mut m.so_pin);
                     let new = take_pin(&mut m.new_user_pin);
-                    self.workstation
-                        .unblock_pin(&m.token_serial, &so, &new)
-                        .await?;
+                    let token = token_name(m.token_serial, m.token)?;
+                    self.workstation.unblock_pin(token, &so, &new).await?;
                     Ok(pb::UnblockPinResponse {})
                 },
             )
@@ -288,7 +329,8 @@ impl pb::token_service_server::TokenService for TokenService {
                 request,
                 |_, mut m| async move {
                     let pin = Some(take_pin(&mut m.user_pin)).filter(|p| !p.is_empty());
-                    let objects = self.workstation.read_token(&m.token_serial, pin).await?;
+                    let token = token_name(m.token_serial, m.token)?;
+                    let objects = self.workstation.read_token(token, pin).await?;
                     Ok(pb::ReadTokenResponse {
                         objects: objects.into_iter().map(object_message).collect(),
                     })
@@ -319,6 +361,7 @@ mod tests {
             token_serial: "abc".into(),
             so_pin: "87654321".into(),
             new_user_pin: "246802".into(),
+            ..Default::default()
         };
         let text = format!("{m:?}");
         assert!(

@@ -31,12 +31,15 @@ enum TokenCall {
     /// Wipe a token and set label and user PIN (InitializeToken). PINs on standard input:
     /// SO PIN, then the new user PIN.
     Init {
-        /// The token's serial number.
-        #[arg(long)]
-        serial: String,
+        #[command(flatten)]
+        token: TokenArg,
         /// The new token label.
         #[arg(long)]
         label: String,
+        /// Request id: retrying with it finishes an interrupted initialisation instead of
+        /// wiping again (default: the workstation draws one and prints it).
+        #[arg(long, default_value = "")]
+        request_id: String,
         /// Wipe even a token holding a valid, unrevoked certificate (recorded).
         #[arg(long)]
         force: bool,
@@ -48,9 +51,8 @@ enum TokenCall {
     Personalize(Box<PersonalizeArgs>),
     /// Change the user PIN (ChangePin). PINs on standard input: old, then new.
     ChangePin {
-        /// The token's serial number.
-        #[arg(long)]
-        serial: String,
+        #[command(flatten)]
+        token: TokenArg,
         /// File holding the current user PIN.
         #[arg(long)]
         old_pin_file: Option<PathBuf>,
@@ -67,18 +69,16 @@ enum TokenCall {
     /// Set a new user PIN with the SO PIN (UnblockPin). PINs on standard input: SO PIN,
     /// then the new user PIN.
     Unblock {
-        /// The token's serial number.
-        #[arg(long)]
-        serial: String,
+        #[command(flatten)]
+        token: TokenArg,
         #[command(flatten)]
         pins: SoAndUserPins,
     },
     /// List the objects on a token and their links (ReadToken). With a user PIN (file or
     /// variable only), private keys are listed too.
     Read {
-        /// The token's serial number.
-        #[arg(long)]
-        serial: String,
+        #[command(flatten)]
+        token: TokenArg,
         /// File holding the user PIN.
         #[arg(long)]
         user_pin_file: Option<PathBuf>,
@@ -91,9 +91,8 @@ enum TokenCall {
 /// `signet token personalize`.
 #[derive(clap::Args)]
 struct PersonalizeArgs {
-    /// The token's serial number.
-    #[arg(long)]
-    serial: String,
+    #[command(flatten)]
+    token: TokenArg,
     /// rsa2048, p256, p384 or ed25519.
     #[arg(long)]
     key_type: String,
@@ -118,7 +117,8 @@ struct PersonalizeArgs {
     /// Issuing CA; default: the profile's first.
     #[arg(long, default_value = "")]
     issuer: String,
-    /// CKA_LABEL of key and certificate; default: the request id.
+    /// CKA_LABEL of key and certificate, what certificate pickers show; default: the
+    /// workstation's [token] label_template ("{cn} ({profile})", e.g. "张三 (personal)").
     #[arg(long, default_value = "")]
     label: String,
     /// File holding the user PIN.
@@ -130,6 +130,37 @@ struct PersonalizeArgs {
     /// Write the certificate (PEM) here instead of standard output.
     #[arg(long)]
     out: Option<PathBuf>,
+}
+
+/// Which token: `--serial`, or `--token` with a serial, a PKCS#11 URI or the slot handle
+/// `signet token list` shows (the only name of a blank token without a serial).
+#[derive(clap::Args)]
+struct TokenArg {
+    /// The token's serial number.
+    #[arg(long, required_unless_present = "token", conflicts_with = "token")]
+    serial: Option<String>,
+    /// The token: serial, pkcs11: URI (e.g. "pkcs11:model=...;serial=...") or slot handle
+    /// from `signet token list` ("slot:0:2:...").
+    #[arg(long)]
+    token: Option<String>,
+}
+
+impl TokenArg {
+    /// `(token_serial, token)` of a request.
+    fn fields(&self) -> (String, String) {
+        (
+            self.serial.clone().unwrap_or_default(),
+            self.token.clone().unwrap_or_default(),
+        )
+    }
+
+    /// How to name it in a message.
+    fn shown(&self) -> String {
+        self.serial
+            .clone()
+            .or_else(|| self.token.clone())
+            .unwrap_or_default()
+    }
 }
 
 /// The SO PIN and a new user PIN, each from a file, a variable or a line on standard input.
@@ -223,10 +254,12 @@ pub fn run(a: TokenArgs, config: Option<&std::path::Path>) -> Result<(), String>
                     .into_inner();
                 for t in r.tokens {
                     let pin = t.pin.unwrap_or_default();
+                    let serial = if t.serial.is_empty() { "-" } else { &t.serial };
                     println!(
-                        "token {} label={:?} manufacturer={:?} model={:?} initialized={}",
-                        t.serial, t.label, t.manufacturer, t.model, t.initialized
+                        "token {serial} label={:?} manufacturer={:?} model={:?} initialized={}",
+                        t.label, t.manufacturer, t.model, t.initialized
                     );
+                    println!("  handle={} uri={}", t.handle, t.uri);
                     println!(
                         "  user PIN: initialized={} count_low={} final_try={} locked={} wrong_tries={}",
                         pin.user_pin_initialized, pin.count_low, pin.final_try, pin.locked, pin.failures
@@ -244,27 +277,43 @@ pub fn run(a: TokenArgs, config: Option<&std::path::Path>) -> Result<(), String>
                 }
             }
             TokenCall::Init {
-                serial,
+                token,
                 label,
+                request_id,
                 force,
                 pins,
             } => {
                 let (so, user) = pins.read()?;
-                c.initialize_token(pb::InitializeTokenRequest {
-                    token_serial: serial.clone(),
-                    so_pin: so.expose().to_owned(),
-                    label,
-                    user_pin: user.expose().to_owned(),
-                    force,
-                })
-                .await
-                .map_err(st)?;
-                println!("token {serial} initialised");
+                let (token_serial, token) = token.fields();
+                let r = c
+                    .initialize_token(pb::InitializeTokenRequest {
+                        token_serial,
+                        token,
+                        so_pin: so.expose().to_owned(),
+                        label,
+                        user_pin: user.expose().to_owned(),
+                        force,
+                        request_id,
+                    })
+                    .await
+                    .map_err(st)?
+                    .into_inner();
+                let previous = if r.previous_serial.is_empty() {
+                    "none".to_owned()
+                } else {
+                    r.previous_serial
+                };
+                println!(
+                    "token {} initialised (serial before: {previous}; request id {}; handle {})",
+                    r.token_serial, r.request_id, r.handle
+                );
             }
             TokenCall::Personalize(p) => {
                 let user = pin("user-pin", &p.user_pin_file, &p.user_pin_env)?;
+                let (token_serial, token) = p.token.fields();
                 let req = pb::PersonalizeRequest {
-                    token_serial: p.serial,
+                    token_serial,
+                    token,
                     user_pin: user.expose().to_owned(),
                     key_algorithm: key_algorithm(&p.key_type)?,
                     profile: p.profile,
@@ -285,7 +334,7 @@ pub fn run(a: TokenArgs, config: Option<&std::path::Path>) -> Result<(), String>
                 write_or_print(p.out.as_deref(), &pem_certificate(&r.certificate))?;
             }
             TokenCall::ChangePin {
-                serial,
+                token,
                 old_pin_file,
                 old_pin_env,
                 new_pin_file,
@@ -293,28 +342,32 @@ pub fn run(a: TokenArgs, config: Option<&std::path::Path>) -> Result<(), String>
             } => {
                 let old = pin("old-pin", &old_pin_file, &old_pin_env)?;
                 let new = pin("new-pin", &new_pin_file, &new_pin_env)?;
+                let (token_serial, name) = token.fields();
                 c.change_pin(pb::ChangePinRequest {
-                    token_serial: serial.clone(),
+                    token_serial,
+                    token: name,
                     old_pin: old.expose().to_owned(),
                     new_pin: new.expose().to_owned(),
                 })
                 .await
                 .map_err(st)?;
-                println!("user PIN of token {serial} changed");
+                println!("user PIN of token {} changed", token.shown());
             }
-            TokenCall::Unblock { serial, pins } => {
+            TokenCall::Unblock { token, pins } => {
                 let (so, user) = pins.read()?;
+                let (token_serial, name) = token.fields();
                 c.unblock_pin(pb::UnblockPinRequest {
-                    token_serial: serial.clone(),
+                    token_serial,
+                    token: name,
                     so_pin: so.expose().to_owned(),
                     new_user_pin: user.expose().to_owned(),
                 })
                 .await
                 .map_err(st)?;
-                println!("user PIN of token {serial} unblocked");
+                println!("user PIN of token {} unblocked", token.shown());
             }
             TokenCall::Read {
-                serial,
+                token,
                 user_pin_file,
                 user_pin_env,
             } => {
@@ -327,7 +380,8 @@ pub fn run(a: TokenArgs, config: Option<&std::path::Path>) -> Result<(), String>
                 };
                 let r = c
                     .read_token(pb::ReadTokenRequest {
-                        token_serial: serial,
+                        token_serial: token.fields().0,
+                        token: token.fields().1,
                         user_pin: user,
                     })
                     .await

@@ -29,4 +29,6 @@ pub use load::Config;
 pub use profiles::ProfileConfig;
 pub use services::{AuditConfig, ServiceKeySpec, TsaConfig};
 pub use status::{CrlConfig, HttpConfig, OcspConfig, OcspSigner};
-pub use token::{TokenConfig, TokenIssuerConfig, TokenModuleConfig};
+pub use token::{
+    DEFAULT_LABEL_TEMPLATE, TokenConfig, TokenIssuerConfig, TokenModuleConfig, render_label,
+};

@@ -32,8 +32,98 @@ pub struct TokenConfig {
     /// Key algorithms allowed for subscriber keys.
     #[serde(default = "default_token_key_types")]
     pub key_types: Vec<KeyType>,
+    /// CKA_LABEL of a personalised key pair and its certificate when the request names
+    /// none: what certificate pickers show the subscriber. `{cn}` (the subject's CN, else the
+    /// request id), `{profile}` and `{request_id}` are replaced; cut to 64 characters.
+    #[serde(default = "default_label_template")]
+    pub label_template: String,
     /// Where CSRs go.
     pub issuer: TokenIssuerConfig,
+}
+
+/// The default `[token] label_template`: `张三 (personal)`.
+pub const DEFAULT_LABEL_TEMPLATE: &str = "{cn} ({profile})";
+
+fn default_label_template() -> String {
+    DEFAULT_LABEL_TEMPLATE.to_owned()
+}
+
+/// The placeholders a label template may hold.
+const LABEL_PLACEHOLDERS: [&str; 3] = ["{cn}", "{profile}", "{request_id}"];
+
+/// `template` with its placeholders replaced, control characters dropped, trimmed and cut
+/// to `max_chars` characters; the request id if that leaves nothing.
+pub fn render_label(
+    template: &str,
+    cn: &str,
+    profile: &str,
+    request_id: &str,
+    max_chars: usize,
+) -> String {
+    let mut out = String::new();
+    let mut rest = template;
+    while !rest.is_empty() {
+        let hit = [
+            ("{cn}", cn),
+            ("{profile}", profile),
+            ("{request_id}", request_id),
+        ]
+        .into_iter()
+        .find(|(p, _)| rest.starts_with(p));
+        match hit {
+            Some((p, value)) => {
+                out.push_str(value);
+                rest = &rest[p.len()..];
+            }
+            None => {
+                let c = rest.chars().next().unwrap_or_default();
+                out.push(c);
+                rest = &rest[c.len_utf8()..];
+            }
+        }
+    }
+    let label: String = out
+        .chars()
+        .filter(|c| !c.is_control())
+        .collect::<String>()
+        .trim()
+        .chars()
+        .take(max_chars)
+        .collect::<String>()
+        .trim_end()
+        .to_owned();
+    if label.is_empty() {
+        request_id.chars().take(max_chars).collect()
+    } else {
+        label
+    }
+}
+
+/// Every `{...}` of `template` must be a known placeholder.
+fn check_label_template(template: &str) -> Result<(), String> {
+    if template.trim().is_empty() {
+        return Err("must not be empty (the default is \"{cn} ({profile})\")".into());
+    }
+    if template.chars().any(char::is_control) {
+        return Err("contains control characters".into());
+    }
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        let tail = &rest[open..];
+        match LABEL_PLACEHOLDERS.iter().find(|p| tail.starts_with(*p)) {
+            Some(p) => rest = &tail[p.len()..],
+            None => {
+                let shown: String = tail.chars().take(16).collect();
+                return Err(format!(
+                    "{shown:?}: only {{cn}}, {{profile}} and {{request_id}} may appear in braces"
+                ));
+            }
+        }
+    }
+    if rest.contains('}') {
+        return Err("has a '}' without its '{'".into());
+    }
+    Ok(())
 }
 
 fn default_pin_min() -> usize {
@@ -74,6 +164,8 @@ impl TokenConfig {
         if self.key_types.is_empty() {
             return Err(invalid("token.key_types", "list at least one key type"));
         }
+        check_label_template(&self.label_template)
+            .map_err(|m| invalid("token.label_template", m))?;
         match self.issuer.kind.as_str() {
             "in-process" => {}
             "remote" => {
@@ -127,4 +219,37 @@ pub struct TokenIssuerConfig {
     pub client_cert: Option<PathBuf>,
     /// Remote: the workstation's client key (PKCS#8 PEM).
     pub client_key: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_rendered_from_the_template_and_cut_to_the_limit() {
+        assert_eq!(
+            render_label(DEFAULT_LABEL_TEMPLATE, "张三", "personal", "tok-1", 64),
+            "张三 (personal)"
+        );
+        assert_eq!(
+            render_label("{request_id}: {cn}", "李四", "personal", "tok-2", 64),
+            "tok-2: 李四"
+        );
+        assert_eq!(render_label("{cn}", "", "p", "tok-3", 64), "tok-3");
+        assert_eq!(
+            render_label("{cn} x", &"长".repeat(80), "p", "r", 64)
+                .chars()
+                .count(),
+            64
+        );
+    }
+
+    #[test]
+    fn unknown_placeholders_and_stray_braces_are_refused() {
+        assert!(check_label_template(DEFAULT_LABEL_TEMPLATE).is_ok());
+        assert!(check_label_template("{cn} [{profile}] {request_id}").is_ok());
+        for bad in ["", "  ", "{name}", "{cn", "cn}", "{cn}\n"] {
+            assert!(check_label_template(bad).is_err(), "{bad:?}");
+        }
+    }
 }

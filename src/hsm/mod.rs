@@ -38,6 +38,7 @@
 //! nothing happened; C_CloseSession and C_Finalize block too. Hence the call timeout above,
 //! and a close at shutdown that is given up on (`Hsm::close_within`).
 
+pub mod address;
 mod call;
 mod error;
 mod keys;
@@ -158,7 +159,7 @@ impl Hsm {
     /// counts as success) and `pool_size` signing sessions. Blocking; call at startup.
     pub fn open(settings: HsmSettings) -> Result<Hsm, HsmError> {
         let pool_size = settings.pool_size.max(1);
-        let module = Module::acquire(&settings.module);
+        let module = Module::acquire_ca(&settings.module);
         let inner = Arc::new_cyclic(|me| Inner {
             module,
             token: settings.token,
@@ -642,7 +643,7 @@ impl Inner {
         if let Some(live) = live {
             self.close_live(live);
         }
-        self.module.release();
+        self.module.release_ca();
         tracing::debug!(module = %self.module.path().display(), "HSM closed");
     }
 }

@@ -24,8 +24,11 @@ pub(crate) struct ModuleState {
     pub(crate) pkcs11: Option<Pkcs11>,
     /// Bumped on every finalise: sessions and handles from an older generation are void.
     pub(crate) generation: u64,
-    /// How many open `Hsm`s use the module; the last to close finalises it.
+    /// How many open `Hsm`s and token modules use the module; the last to close finalises it.
     users: usize,
+    /// How many of them are a CA's `Hsm` (a session pool that signs): while there is one, a
+    /// token module never re-initialises the context to see tokens changed elsewhere.
+    ca_users: usize,
 }
 
 type Registry = Mutex<HashMap<PathBuf, Weak<Module>>>;
@@ -52,6 +55,7 @@ impl Module {
                         pkcs11: None,
                         generation: 0,
                         users: 0,
+                        ca_users: 0,
                     }),
                 });
                 reg.insert(key, Arc::downgrade(&m));
@@ -59,6 +63,14 @@ impl Module {
             }
         };
         module.write().users += 1;
+        module
+    }
+
+    /// As [`Module::acquire`], for a CA's `Hsm`: the context is then never re-initialised
+    /// by [`Module::refresh`] while the `Hsm` is open. Release with [`Module::release_ca`].
+    pub(crate) fn acquire_ca(path: &Path) -> Arc<Module> {
+        let module = Self::acquire(path);
+        module.write().ca_users += 1;
         module
     }
 
@@ -126,6 +138,34 @@ impl Module {
             }
         }
         state.generation += 1;
+    }
+
+    /// Re-initialise the context so that the module reads its slots and tokens afresh
+    /// (kryoptic, for one, reads token state once per `C_Initialize`, so a token initialised
+    /// by another process stays invisible until then). Done only while no CA `Hsm` uses the
+    /// module: its signing sessions would die with the context. Waits for calls in flight.
+    /// Returns whether the context was finalised (the next call initialises it again).
+    pub(crate) fn refresh(&self) -> bool {
+        let mut state = self.write();
+        if state.ca_users > 0 {
+            tracing::debug!(module = %self.path.display(), "module serves the CA's HSM: not re-initialised");
+            return false;
+        }
+        if state.pkcs11.is_none() {
+            return true;
+        }
+        tracing::debug!(module = %self.path.display(), "re-initialising the token module to rescan its slots");
+        Self::finalise_locked(&mut state, &self.path);
+        true
+    }
+
+    /// A CA's `Hsm` stops using the module.
+    pub(crate) fn release_ca(&self) {
+        {
+            let mut state = self.write();
+            state.ca_users = state.ca_users.saturating_sub(1);
+        }
+        self.release();
     }
 
     /// One `Hsm` stops using the module; the last one finalises it.

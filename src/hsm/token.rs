@@ -9,6 +9,13 @@
 //! context away), and closes the session afterwards; nothing here touches the CA's pool.
 //! When the device is gone the context is finalised, so the next call re-initialises it and
 //! finds the token again once it is back.
+//!
+//! Tokens are addressed by [`TokenAddress`]: serial, `pkcs11:` URI, or a slot handle for
+//! tokens without a serial. Modules differ in what they keep across `C_InitToken` (SoftHSM
+//! keeps the serial, kryoptic draws a new one) and in when they notice changes made by other
+//! processes (kryoptic reads token state once per `C_Initialize`): [`TokenModule::init_token`]
+//! reads the token back from the slot it initialised, and [`TokenModule::refresh`]
+//! re-initialises a context that serves no CA.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -21,18 +28,21 @@ use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 use spki::SubjectPublicKeyInfoOwned;
 
+use super::address::{TokenAddress, TokenFields};
 use super::error::{Failure, HsmError};
 use super::keys::{self, FoundKey};
 use super::module::Module;
-use super::pool::find_token;
-use super::uri::TokenSelector;
 use crate::pki::alg::{KeyType, SignatureAlgorithm};
 use crate::secret::Secret;
 
 /// What a token says about itself (CK_TOKEN_INFO), PIN state included.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TokenInfo {
-    /// The serial number, the token's only stable name.
+    /// The slot the token sits in, in the module's current context (slot ids change when a
+    /// token is re-plugged, or on some modules re-initialised: never a lasting name).
+    pub slot: u64,
+    /// The serial number, the token's stable name; empty for a blank token that reports
+    /// none (kryoptic's report 16 spaces).
     pub serial: String,
     /// The label set when it was initialised.
     pub label: String,
@@ -56,10 +66,45 @@ pub struct TokenInfo {
     pub max_pin_len: usize,
 }
 
+impl TokenInfo {
+    /// The fields a token is named and recognised by.
+    pub fn fields(&self) -> TokenFields<'_> {
+        TokenFields {
+            serial: &self.serial,
+            label: &self.label,
+            manufacturer: &self.manufacturer,
+            model: &self.model,
+            initialized: self.initialized,
+        }
+    }
+
+    /// The token's RFC 7512 URI (model, manufacturer, serial, label).
+    pub fn uri(&self) -> String {
+        self.fields().uri()
+    }
+
+    /// The digest of what the slot holds, for a slot handle.
+    pub fn fingerprint(&self) -> String {
+        self.fields().fingerprint(self.slot)
+    }
+
+    /// How to find this token again: by serial when it has one, else by its slot.
+    pub fn address(&self) -> TokenAddress {
+        if self.serial.is_empty() {
+            TokenAddress::InSlot {
+                slot: self.slot,
+                serial: String::new(),
+            }
+        } else {
+            TokenAddress::Serial(self.serial.clone())
+        }
+    }
+}
+
 /// One object on a token, as `ReadToken` shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TokenObject {
-    /// `private key`, `public key`, `certificate` or `data`.
+    /// `private key`, `public key`, `secret key`, `certificate` or `data`.
     pub class: String,
     /// CKA_LABEL.
     pub label: String,
@@ -160,7 +205,7 @@ impl TokenModule {
             let mut out = Vec::new();
             for slot in ck("C_GetSlotList", p.get_slots_with_token())? {
                 match p.get_token_info(slot) {
-                    Ok(info) => out.push(token_info(&info)),
+                    Ok(info) => out.push(token_info(slot, &info)),
                     Err(CkError::Pkcs11(RvError::TokenNotPresent, _)) => continue,
                     Err(e) => return Err(Failure::from_ck("C_GetTokenInfo", e).into_error()),
                 }
@@ -169,30 +214,51 @@ impl TokenModule {
         })
     }
 
-    /// The token with this serial, if present. Blocking.
-    pub fn find(&self, serial: &str) -> Result<Option<TokenInfo>, HsmError> {
-        Ok(self.list()?.into_iter().find(|t| t.serial == serial))
+    /// The tokens `address` names, if present (more than one only for a loose URI).
+    /// Blocking.
+    pub fn find(&self, address: &TokenAddress) -> Result<Vec<TokenInfo>, HsmError> {
+        Ok(self
+            .list()?
+            .into_iter()
+            .filter(|t| address.matches(t.slot, &t.fields()))
+            .collect())
     }
 
-    /// C_InitToken: wipe the token with this serial and give it `label`; the SO PIN must
-    /// be the token's (or, on a blank token, becomes it). Blocking.
-    pub fn init_token(&self, serial: &str, so_pin: &Secret, label: &str) -> Result<(), HsmError> {
+    /// Re-initialise the module's context so that its slots and tokens are read afresh on
+    /// the next call, unless a CA's HSM uses the same module (its signing sessions would
+    /// die). Returns whether it was done. Blocking: waits for calls in flight.
+    pub fn refresh(&self) -> bool {
+        self.module.refresh()
+    }
+
+    /// C_InitToken: wipe the token `address` names and give it `label`; the SO PIN must be
+    /// the token's (or, on a blank token, becomes it). Returns the token as the same slot
+    /// shows it afterwards: its serial may be new (kryoptic draws one at every C_InitToken),
+    /// so the slot, not the old serial, finds it. Blocking.
+    pub fn init_token(
+        &self,
+        address: &TokenAddress,
+        so_pin: &Secret,
+        label: &str,
+    ) -> Result<TokenInfo, HsmError> {
         self.with_context(|p| {
-            let slot = slot_of(p, serial)?;
+            let slot = slot_of(p, address)?;
             let pin = AuthPin::new(so_pin.expose().into());
-            ck("C_InitToken", p.init_token(slot, &pin, label))
+            ck("C_InitToken", p.init_token(slot, &pin, label))?;
+            let info = ck("C_GetTokenInfo", p.get_token_info(slot))?;
+            Ok(token_info(slot, &info))
         })
     }
 
-    /// Open a read-write session on the token with this serial, run `f`, close the
+    /// Open a read-write session on the token `address` names, run `f`, close the
     /// session. Blocking.
     pub fn with_session<T>(
         &self,
-        serial: &str,
+        address: &TokenAddress,
         f: impl FnOnce(&TokenSession) -> Result<T, HsmError>,
     ) -> Result<T, HsmError> {
         self.with_context(|p| {
-            let slot = slot_of(p, serial)?;
+            let slot = slot_of(p, address)?;
             let session = ck("C_OpenSession", p.open_rw_session(slot))?;
             let s = TokenSession {
                 session,
@@ -203,12 +269,27 @@ impl TokenModule {
     }
 }
 
-fn slot_of(p: &Pkcs11, serial: &str) -> Result<Slot, HsmError> {
-    find_token(p, &TokenSelector::Serial(serial.to_owned())).map_err(Failure::into_error)
+/// The slot of the first token `address` names, in this context.
+fn slot_of(p: &Pkcs11, address: &TokenAddress) -> Result<Slot, HsmError> {
+    for slot in ck("C_GetSlotList", p.get_slots_with_token())? {
+        let info = match p.get_token_info(slot) {
+            Ok(info) => token_info(slot, &info),
+            // A token pulled between the two calls is simply not the one.
+            Err(CkError::Pkcs11(RvError::TokenNotPresent, _)) => continue,
+            Err(e) => return Err(Failure::from_ck("C_GetTokenInfo", e).into_error()),
+        };
+        if address.matches(info.slot, &info.fields()) {
+            return Ok(slot);
+        }
+    }
+    Err(HsmError::TokenNotFound {
+        selector: format!("token {address}"),
+    })
 }
 
-fn token_info(info: &cryptoki::slot::TokenInfo) -> TokenInfo {
+fn token_info(slot: Slot, info: &cryptoki::slot::TokenInfo) -> TokenInfo {
     TokenInfo {
+        slot: slot.id(),
         serial: info.serial_number().trim().to_owned(),
         label: info.label().trim().to_owned(),
         manufacturer: info.manufacturer_id().trim().to_owned(),
@@ -241,6 +322,7 @@ fn class_name(c: ObjectClass) -> &'static str {
     match c {
         ObjectClass::PRIVATE_KEY => "private key",
         ObjectClass::PUBLIC_KEY => "public key",
+        ObjectClass::SECRET_KEY => "secret key",
         ObjectClass::CERTIFICATE => "certificate",
         ObjectClass::DATA => "data",
         _ => "other",
@@ -476,9 +558,23 @@ impl TokenSession<'_> {
         Ok(true)
     }
 
-    /// Every object the session can see (private objects only when logged in).
+    /// The certificates, keys and data objects the session can see (private objects only
+    /// when logged in). Searched class by class: an empty template also finds what a module
+    /// keeps beside them (kryoptic answers with a CKO_MECHANISM object per mechanism).
     pub fn objects(&self) -> Result<Vec<TokenObject>, HsmError> {
-        let handles = ck("C_FindObjects", self.session.find_objects(&[]))?;
+        let mut handles = Vec::new();
+        for class in [
+            ObjectClass::CERTIFICATE,
+            ObjectClass::PRIVATE_KEY,
+            ObjectClass::PUBLIC_KEY,
+            ObjectClass::SECRET_KEY,
+            ObjectClass::DATA,
+        ] {
+            handles.extend(ck(
+                "C_FindObjects",
+                self.session.find_objects(&[Attribute::Class(class)]),
+            )?);
+        }
         let mut out = Vec::new();
         for h in handles {
             let attrs = ck(

@@ -78,7 +78,7 @@ impl fmt::Display for TokenSelector {
 }
 
 /// RFC 3986 percent-decoding into UTF-8.
-fn percent_decode(value: &str) -> Result<String, String> {
+pub(super) fn percent_decode(value: &str) -> Result<String, String> {
     let bytes = value.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

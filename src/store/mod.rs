@@ -30,7 +30,7 @@ pub use revocation::{
     RevokeOutcome, RevokeRecord, UnpublishedRevocation,
 };
 pub use sqlite::SqliteStore;
-pub use tokens::{TokenJob, TokenJobState};
+pub use tokens::{TokenInit, TokenInitState, TokenJob, TokenJobState};
 
 /// Durable storage for a CA.
 #[async_trait]
@@ -159,6 +159,17 @@ pub trait Store: Send + Sync {
     async fn save_token_job(
         &self,
         job: TokenJob,
+        audit: Option<AuditEvent>,
+    ) -> Result<(), StoreError>;
+
+    /// The initialisation journal entry of this request id.
+    async fn token_init(&self, request_id: &str) -> Result<Option<TokenInit>, StoreError>;
+
+    /// Write (insert or replace) an initialisation journal entry and, in the same
+    /// transaction, append `audit` if given.
+    async fn save_token_init(
+        &self,
+        init: TokenInit,
         audit: Option<AuditEvent>,
     ) -> Result<(), StoreError>;
 

@@ -9,6 +9,14 @@
 //! failure after issuance (or a token pulled out) is finished by a retry with the same
 //! request id, which sends the identical request and gets the same certificate back.
 //!
+//! Tokens are named the way real ones can be: by serial when they have one, else by a
+//! `pkcs11:` URI or a slot handle from `ListTokens` ([`TokenName`]). Initialisation keeps
+//! the slot it wiped and reads the token's serial back from it, since some modules (kryoptic)
+//! draw a new serial at every C_InitToken; its own journal lets a retry with the same request
+//! id finish it (`init.rs`). A token that cannot be found makes the workstation re-initialise
+//! the token modules that serve no CA and look again, so tokens initialised by other programs
+//! are seen by modules that read token state only at `C_Initialize`.
+//!
 //! PINs are [`Secret`]s, checked against the policy and never logged. SoftHSM never locks a
 //! user PIN (it only raises CKF_USER_PIN_COUNT_LOW), so signet also counts wrong PINs per
 //! token serial itself and treats the PIN as locked at `max_pin_tries`; real tokens enforce
@@ -24,12 +32,16 @@ use crate::audit::AuditEvent;
 use crate::ca::{Approval, CaError, IssueRequest};
 use crate::escape::Escaped;
 use crate::hsm::HsmError;
+use crate::hsm::address::{SlotHandle, TokenAddress};
 use crate::hsm::token::{CertificateCategory, TokenInfo, TokenModule, TokenObject, TokenSession};
 use crate::pki::{KeyType, San, SubjectSpec, csr};
 use crate::secret::Secret;
 use crate::store::{Store, StoreError, TokenJob, TokenJobState};
 
 pub use crate::ca::issuer::{CertificateIssuer, InProcessIssuer, IssueError, IssuedCert};
+pub use init::{InitializeRequest, Initialized};
+
+mod init;
 
 /// What can go wrong at the workstation. Messages never contain a PIN.
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +131,75 @@ fn invalid(field: &str, problem: impl Into<String>) -> TokenError {
     }
 }
 
+/// A token as a request names it: its serial, a `pkcs11:` URI or a slot handle from
+/// `ListTokens`, and the request field that carried it (errors name that field).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenName {
+    /// What the client sent.
+    pub text: String,
+    /// The field it came in (`token_serial`, `token`).
+    pub field: &'static str,
+}
+
+impl TokenName {
+    /// `text` from the request field `field`.
+    pub fn new(text: impl Into<String>, field: &'static str) -> TokenName {
+        TokenName {
+            text: text.into(),
+            field,
+        }
+    }
+}
+
+impl From<&str> for TokenName {
+    fn from(serial: &str) -> TokenName {
+        TokenName::new(serial, "token_serial")
+    }
+}
+
+impl From<&String> for TokenName {
+    fn from(serial: &String) -> TokenName {
+        TokenName::new(serial.clone(), "token_serial")
+    }
+}
+
+impl From<String> for TokenName {
+    fn from(serial: String) -> TokenName {
+        TokenName::new(serial, "token_serial")
+    }
+}
+
+/// A token found for a request: the module that holds it, where it is in that module's
+/// list, and what it said about itself.
+#[derive(Clone)]
+struct Found {
+    module: Arc<TokenModule>,
+    index: usize,
+    info: TokenInfo,
+}
+
+impl Found {
+    /// The token's name in the journal, the PIN count and the audit log: its serial, or
+    /// for a token without one the handle of its slot.
+    fn name(&self) -> String {
+        if self.info.serial.is_empty() {
+            self.handle()
+        } else {
+            self.info.serial.clone()
+        }
+    }
+
+    /// The handle of its slot as it is now.
+    fn handle(&self) -> String {
+        SlotHandle {
+            module: self.index,
+            slot: self.info.slot,
+            fingerprint: self.info.fingerprint(),
+        }
+        .text()
+    }
+}
+
 /// What the workstation enforces.
 #[derive(Clone, Debug)]
 pub struct TokenPolicy {
@@ -130,6 +211,9 @@ pub struct TokenPolicy {
     pub max_pin_tries: u32,
     /// Key algorithms a subscriber key may have.
     pub key_types: Vec<KeyType>,
+    /// CKA_LABEL of a personalised key pair and certificate when the request gives none:
+    /// `{cn}`, `{profile}` and `{request_id}` are replaced (`[token] label_template`).
+    pub label_template: String,
 }
 
 /// A certificate found on a token.
@@ -157,6 +241,11 @@ pub struct CertSummary {
 pub struct TokenStatus {
     /// What the token says about itself.
     pub info: TokenInfo,
+    /// A handle that names its slot until the slot changes (the only name of a blank token
+    /// without a serial).
+    pub handle: String,
+    /// Its RFC 7512 URI.
+    pub uri: String,
     /// Wrong user PINs counted by signet since the last good one.
     pub pin_failures: u32,
     /// Locked, by the token's flag or signet's count.
@@ -168,13 +257,13 @@ pub struct TokenStatus {
 /// A personalisation request. The subject and SANs are the RA's verified data.
 #[derive(Clone, Debug)]
 pub struct PersonalizeRequest {
-    /// The token, by serial.
-    pub token_serial: String,
+    /// The token: serial, `pkcs11:` URI or slot handle.
+    pub token: TokenName,
     /// The user PIN.
     pub user_pin: Secret,
     /// The subscriber key's algorithm.
     pub key_type: KeyType,
-    /// CKA_LABEL for key pair and certificate; empty means the request id.
+    /// CKA_LABEL for key pair and certificate; empty means the policy's label template.
     pub label: String,
     /// Profile name.
     pub profile: String,
@@ -265,17 +354,21 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| TokenError::Internal(format!("token task: {e}")))?
 }
 
-/// Run `f` in a fresh session on token `serial` of `module`, logged in as the user when
-/// `pin` is given, off the async executor; token-layer errors in workstation terms.
+/// Run `f` in a fresh session on the token `found`, logged in as the user when `pin` is
+/// given, off the async executor; token-layer errors in workstation terms.
 async fn on_token<T: Send + 'static>(
-    module: &Arc<TokenModule>,
-    serial: &str,
+    found: &Found,
     pin: Option<&Secret>,
     f: impl FnOnce(&TokenSession) -> Result<T, HsmError> + Send + 'static,
 ) -> Result<T, TokenError> {
-    let (m, s, pin) = (module.clone(), serial.to_owned(), pin.cloned());
+    let (m, a, s, pin) = (
+        found.module.clone(),
+        found.info.address(),
+        found.name(),
+        pin.cloned(),
+    );
     blocking(move || {
-        m.with_session(&s, |t| {
+        m.with_session(&a, |t| {
             if let Some(pin) = &pin {
                 t.login_user(pin)?;
             }
@@ -379,107 +472,168 @@ impl Workstation {
         Ok(())
     }
 
-    fn check_serial(serial: &str) -> Result<(), TokenError> {
-        if serial.trim().is_empty() || serial.len() > 16 || serial.chars().any(char::is_control) {
-            return Err(invalid(
-                "token_serial",
-                "must be the token's serial number (1 to 16 characters)",
-            ));
+    /// The token `token` names, searched in every module. A name that matches nothing
+    /// makes the modules that serve no CA re-read their slots (re-initialised), and the
+    /// search runs once more: a token initialised or inserted since is then found even on a
+    /// module that reads token state only at `C_Initialize`.
+    async fn locate(&self, token: &TokenName) -> Result<Found, TokenError> {
+        let field = token.field;
+        let address = TokenAddress::parse(&token.text).map_err(|m| invalid(field, m))?;
+        if let TokenAddress::Handle(h) = &address {
+            if h.module >= self.modules.len() {
+                return Err(invalid(
+                    field,
+                    format!(
+                        "slot handle names module {} but this workstation has {}; list the tokens again",
+                        h.module,
+                        self.modules.len()
+                    ),
+                ));
+            }
         }
-        Ok(())
-    }
-
-    /// The module that holds the token with this serial, and what the token said about
-    /// itself when it was found.
-    async fn module_of(&self, serial: &str) -> Result<(Arc<TokenModule>, TokenInfo), TokenError> {
-        Self::check_serial(serial)?;
         let modules = self.modules.clone();
-        let wanted = serial.to_owned();
         let reserved = self.reserved.clone();
         blocking(move || {
-            let mut last = "no token module is configured".to_owned();
-            for m in modules {
-                match m.find(&wanted) {
-                    Ok(Some(info))
-                        if reserved
-                            .iter()
-                            .any(|r| r.matches(&info.label, &info.serial)) =>
-                    {
+            let mut last = String::new();
+            let mut refused_reserved = false;
+            for attempt in 0..2 {
+                let mut found = Vec::new();
+                for (index, m) in modules.iter().enumerate() {
+                    if matches!(&address, TokenAddress::Handle(h) if h.module != index) {
+                        continue;
+                    }
+                    match m.find(&address) {
+                        Ok(infos) => {
+                            for info in infos {
+                                if reserved
+                                    .iter()
+                                    .any(|r| r.matches(&info.label, &info.serial))
+                                {
+                                    refused_reserved = true;
+                                } else {
+                                    found.push(Found {
+                                        module: m.clone(),
+                                        index,
+                                        info,
+                                    });
+                                }
+                            }
+                        }
+                        Err(e) => last = format!("{}: {e}", m.path().display()),
+                    }
+                }
+                match found.len() {
+                    1 => return Ok(found.remove(0)),
+                    0 if refused_reserved => {
                         return Err(invalid(
-                            "token_serial",
+                            field,
                             "names the CA's own HSM token, which the workstation never touches",
                         ));
                     }
-                    Ok(Some(info)) => return Ok((m, info)),
-                    Ok(None) => last = format!("no slot of {} holds it", m.path().display()),
-                    Err(e) => last = e.to_string(),
+                    0 if attempt == 0 => {
+                        for m in &modules {
+                            m.refresh();
+                        }
+                    }
+                    0 => {}
+                    n => {
+                        return Err(invalid(
+                            field,
+                            format!(
+                                "names {n} tokens; give a serial, a fuller pkcs11: URI or a slot handle from ListTokens"
+                            ),
+                        ));
+                    }
                 }
             }
-            Err(TokenError::Absent {
-                serial: wanted,
-                reason: last,
-            })
+            match address {
+                TokenAddress::Handle(h) => Err(TokenError::FailedPrecondition(format!(
+                    "{field}: the slot handle {} no longer names a slot as listed (the token was initialised, removed or replaced since); list the tokens again",
+                    h.text()
+                ))),
+                other => Err(TokenError::Absent {
+                    serial: other.to_string(),
+                    reason: if last.is_empty() {
+                        "no slot holds it".into()
+                    } else {
+                        last
+                    },
+                }),
+            }
         })
         .await
     }
 
     /// Every token present in every configured module, with its PIN state and certificates.
+    /// The modules that serve no CA are re-initialised first, so the list shows tokens
+    /// inserted, initialised or changed by other programs since the last call.
     pub async fn list_tokens(&self) -> Result<Vec<TokenStatus>, TokenError> {
         let modules = self.modules.clone();
         let found = blocking(move || {
             let mut out = Vec::new();
-            for m in modules {
+            for (index, m) in modules.iter().enumerate() {
+                m.refresh();
                 let infos = m
                     .list()
                     .map_err(|e| TokenError::Unavailable(format!("{}: {e}", m.path().display())))?;
                 for info in infos {
                     let objects = if info.initialized {
-                        m.with_session(&info.serial, |s| s.objects())
+                        m.with_session(&info.address(), |s| s.objects())
                             .unwrap_or_default()
                     } else {
                         Vec::new()
                     };
-                    out.push((info, objects));
+                    out.push((
+                        Found {
+                            module: m.clone(),
+                            index,
+                            info,
+                        },
+                        objects,
+                    ));
                 }
             }
             Ok(out)
         })
         .await?;
         let mut out = Vec::new();
-        for (info, objects) in found {
-            if self.is_reserved(&info) {
+        for (found, objects) in found {
+            if self.is_reserved(&found.info) {
                 continue;
             }
-            let pin_failures = self.store.pin_failures(&info.serial).await?;
+            let pin_failures = self.store.pin_failures(&found.name()).await?;
             out.push(TokenStatus {
-                pin_locked: info.user_pin_locked || pin_failures >= self.policy.max_pin_tries,
+                pin_locked: found.info.user_pin_locked || pin_failures >= self.policy.max_pin_tries,
                 pin_failures,
                 certificates: objects
                     .iter()
                     .filter(|o| o.class == "certificate")
                     .filter_map(summarize)
                     .collect(),
-                info,
+                handle: found.handle(),
+                uri: found.info.uri(),
+                info: found.info,
             });
         }
         Ok(out)
     }
 
-    /// The objects on a token and how they are linked (by CKA_ID). With the user PIN,
-    /// private keys are listed too.
+    /// The certificates, keys and data objects on a token and how they are linked (by
+    /// CKA_ID). With the user PIN, private keys are listed too.
     pub async fn read_token(
         &self,
-        serial: &str,
+        token: impl Into<TokenName>,
         user_pin: Option<Secret>,
     ) -> Result<Vec<TokenObject>, TokenError> {
-        let module = match &user_pin {
-            Some(pin) => {
-                self.check_pin("user_pin", pin)?;
-                self.login_check(serial, pin, "user_pin").await?
-            }
-            None => self.module_of(serial).await?.0,
-        };
-        on_token(&module, serial, user_pin.as_ref(), |t| {
+        let token = token.into();
+        if let Some(pin) = &user_pin {
+            self.check_pin("user_pin", pin)?;
+        }
+        let found = self.locate(&token).await?;
+        if let Some(pin) = &user_pin {
+            self.login_check(&found, pin, "user_pin").await?;
+        }
+        on_token(&found, user_pin.as_ref(), |t| {
             let objects = t.objects();
             t.logout();
             objects
@@ -488,24 +642,21 @@ impl Workstation {
     }
 
     /// Log in with the user PIN once, counting a wrong PIN against signet's limit and
-    /// reporting the token's try flags; a good PIN resets the count. Returns the module that
-    /// holds the token, for the operation the check precedes.
+    /// reporting the token's try flags; a good PIN resets the count.
     async fn login_check(
         &self,
-        serial: &str,
+        found: &Found,
         pin: &Secret,
         field: &str,
-    ) -> Result<Arc<TokenModule>, TokenError> {
-        let failures = self.store.pin_failures(serial).await?;
+    ) -> Result<(), TokenError> {
+        let name = found.name();
+        let failures = self.store.pin_failures(&name).await?;
         if failures >= self.policy.max_pin_tries {
-            return Err(TokenError::PinLocked {
-                serial: serial.to_owned(),
-            });
+            return Err(TokenError::PinLocked { serial: name });
         }
-        let (module, _) = self.module_of(serial).await?;
-        let (s, p, m) = (serial.to_owned(), pin.clone(), module.clone());
+        let (a, p, m) = (found.info.address(), pin.clone(), found.module.clone());
         let outcome = blocking(move || {
-            Ok(m.with_session(&s, |t| {
+            Ok(m.with_session(&a, |t| {
                 let r = t.login_user(&p);
                 if r.is_ok() {
                     t.logout();
@@ -517,23 +668,26 @@ impl Workstation {
         match outcome {
             Ok(()) => {
                 if failures > 0 {
-                    self.store.reset_pin_failures(serial, None).await?;
+                    self.store.reset_pin_failures(&name, None).await?;
                 }
-                Ok(module)
+                Ok(())
             }
             Err(HsmError::PinIncorrect) => {
-                let n = self.store.record_pin_failure(serial).await?;
-                let s = serial.to_owned();
-                let info = blocking(move || Ok(module.find(&s).ok().flatten())).await?;
+                let n = self.store.record_pin_failure(&name).await?;
+                let (m, a) = (found.module.clone(), found.info.address());
+                let info = blocking(move || {
+                    Ok(m.find(&a)
+                        .ok()
+                        .and_then(|mut v| (!v.is_empty()).then(|| v.remove(0))))
+                })
+                .await?;
                 let locked = info.as_ref().is_some_and(|i| i.user_pin_locked);
                 if locked || n >= self.policy.max_pin_tries {
-                    tracing::warn!(token = %Escaped(serial), failures = n, "user PIN locked");
-                    return Err(TokenError::PinLocked {
-                        serial: serial.to_owned(),
-                    });
+                    tracing::warn!(token = %Escaped(&name), failures = n, "user PIN locked");
+                    return Err(TokenError::PinLocked { serial: name });
                 }
                 let left = self.policy.max_pin_tries - n;
-                tracing::warn!(token = %Escaped(serial), failures = n, "wrong user PIN");
+                tracing::warn!(token = %Escaped(&name), failures = n, "wrong user PIN");
                 Err(TokenError::WrongPin {
                     field: field.to_owned(),
                     tries_left: Some(left),
@@ -541,110 +695,8 @@ impl Workstation {
                     final_try: left == 1 || info.as_ref().is_some_and(|i| i.user_pin_final_try),
                 })
             }
-            Err(e) => Err(from_hsm(serial, e)),
+            Err(e) => Err(from_hsm(&name, e)),
         }
-    }
-
-    /// Initialise (wipe) a token and set its label and user PIN. A token holding a
-    /// certificate that is still valid and not revoked is refused unless `force`, which is
-    /// recorded in the audit entry.
-    pub async fn initialize_token(
-        &self,
-        serial: &str,
-        so_pin: &Secret,
-        label: &str,
-        user_pin: &Secret,
-        force: bool,
-    ) -> Result<(), TokenError> {
-        if so_pin.is_empty() {
-            return Err(invalid("so_pin", "is required"));
-        }
-        self.check_pin("user_pin", user_pin)?;
-        if label.trim().is_empty() || label.chars().count() > MAX_LABEL {
-            return Err(invalid(
-                "label",
-                format!("must be 1 to {MAX_LABEL} characters"),
-            ));
-        }
-        let (module, info) = self.module_of(serial).await?;
-        let (s, m) = (serial.to_owned(), module.clone());
-        let present = blocking(move || {
-            if !info.initialized {
-                return Ok(Vec::new());
-            }
-            m.with_session(&s, |t| t.objects())
-                .map_err(|e| from_hsm(&s, e))
-        })
-        .await?;
-        let mut live = Vec::new();
-        for c in present
-            .iter()
-            .filter(|o| o.class == "certificate")
-            .filter_map(summarize)
-            .filter(|c| !c.is_ca)
-        {
-            if c.not_after <= crate::clock::unix_now() {
-                continue;
-            }
-            let revoked = self
-                .issuer
-                .is_revoked(&c.serial)
-                .await
-                .map_err(|e| TokenError::Unavailable(e.to_string()))?;
-            if !revoked {
-                live.push(c);
-            }
-        }
-        let subscriber: Vec<&CertSummary> = live.iter().filter(|c| !c.is_ca).collect();
-        if !subscriber.is_empty() && !force {
-            let names: Vec<String> = subscriber
-                .iter()
-                .map(|c| format!("{} (serial {})", c.subject, c.serial))
-                .collect();
-            return Err(TokenError::FailedPrecondition(format!(
-                "token {serial} holds a certificate that is valid and not revoked: {}; revoke it first or initialise with force",
-                names.join(", ")
-            )));
-        }
-        let (s, so, l, up) = (
-            serial.to_owned(),
-            so_pin.clone(),
-            label.to_owned(),
-            user_pin.clone(),
-        );
-        blocking(move || {
-            module.init_token(&s, &so, &l).map_err(|e| match e {
-                HsmError::PinIncorrect => TokenError::WrongPin {
-                    field: "so_pin".into(),
-                    tries_left: None,
-                    count_low: false,
-                    final_try: false,
-                },
-                other => from_hsm(&s, other),
-            })?;
-            module
-                .with_session(&s, |t| {
-                    t.login_so(&so)?;
-                    let r = t.init_pin(&up);
-                    t.logout();
-                    r
-                })
-                .map_err(|e| from_hsm(&s, e))
-        })
-        .await?;
-        let detail = serde_json::json!({
-            "label": label,
-            "force": force,
-            "wiped_certificates": subscriber.iter().map(|c| c.serial.clone()).collect::<Vec<_>>(),
-        });
-        self.store
-            .reset_pin_failures(
-                serial,
-                Some(self.audit("token.initialized", serial, detail)),
-            )
-            .await?;
-        tracing::info!(token = %Escaped(serial), force, "token initialised");
-        Ok(())
     }
 
     fn audit(&self, action: &str, serial: &str, detail: serde_json::Value) -> AuditEvent {
@@ -660,24 +712,26 @@ impl Workstation {
     /// Change the user PIN (old to new).
     pub async fn change_pin(
         &self,
-        serial: &str,
+        token: impl Into<TokenName>,
         old_pin: &Secret,
         new_pin: &Secret,
     ) -> Result<(), TokenError> {
+        let token = token.into();
         self.check_pin("new_pin", new_pin)?;
         if old_pin.is_empty() {
             return Err(invalid("old_pin", "is required"));
         }
-        let module = self.login_check(serial, old_pin, "old_pin").await?;
+        let found = self.locate(&token).await?;
+        self.login_check(&found, old_pin, "old_pin").await?;
         let (old, new) = (old_pin.clone(), new_pin.clone());
-        on_token(&module, serial, Some(old_pin), move |t| {
+        on_token(&found, Some(old_pin), move |t| {
             let r = t.set_pin(&old, &new);
             t.logout();
             r
         })
         .await?;
         self.store
-            .append_audit(self.audit("token.pin_changed", serial, serde_json::json!({})))
+            .append_audit(self.audit("token.pin_changed", &found.name(), serde_json::json!({})))
             .await?;
         Ok(())
     }
@@ -685,51 +739,58 @@ impl Workstation {
     /// Unblock the user PIN: log in as SO and set a new user PIN; signet's count resets.
     pub async fn unblock_pin(
         &self,
-        serial: &str,
+        token: impl Into<TokenName>,
         so_pin: &Secret,
         new_user_pin: &Secret,
     ) -> Result<(), TokenError> {
+        let token = token.into();
         if so_pin.is_empty() {
             return Err(invalid("so_pin", "is required"));
         }
         self.check_pin("new_user_pin", new_user_pin)?;
-        let (module, _) = self.module_of(serial).await?;
-        let (s, so, new) = (serial.to_owned(), so_pin.clone(), new_user_pin.clone());
+        let found = self.locate(&token).await?;
+        let serial = found.name();
+        let (m, a, s, so, new) = (
+            found.module.clone(),
+            found.info.address(),
+            serial.clone(),
+            so_pin.clone(),
+            new_user_pin.clone(),
+        );
         blocking(move || {
-            module
-                .with_session(&s, |t| {
-                    t.login_so(&so)?;
-                    let r = t.init_pin(&new);
-                    t.logout();
-                    r
-                })
-                .map_err(|e| match e {
-                    HsmError::PinIncorrect => TokenError::WrongPin {
-                        field: "so_pin".into(),
-                        tries_left: None,
-                        count_low: false,
-                        final_try: false,
-                    },
-                    HsmError::PinLocked => TokenError::FailedPrecondition(format!(
-                        "the SO PIN of token {s} is locked; the token must be reinitialised by its issuer"
-                    )),
-                    other => from_hsm(&s, other),
-                })
+            m.with_session(&a, |t| {
+                t.login_so(&so)?;
+                let r = t.init_pin(&new);
+                t.logout();
+                r
+            })
+            .map_err(|e| match e {
+                HsmError::PinIncorrect => TokenError::WrongPin {
+                    field: "so_pin".into(),
+                    tries_left: None,
+                    count_low: false,
+                    final_try: false,
+                },
+                HsmError::PinLocked => TokenError::FailedPrecondition(format!(
+                    "the SO PIN of token {s} is locked; the token must be reinitialised by its issuer"
+                )),
+                other => from_hsm(&s, other),
+            })
         })
         .await?;
         self.store
             .reset_pin_failures(
-                serial,
-                Some(self.audit("token.pin_unblocked", serial, serde_json::json!({}))),
+                &serial,
+                Some(self.audit("token.pin_unblocked", &serial, serde_json::json!({}))),
             )
             .await?;
-        tracing::info!(token = %Escaped(serial), "user PIN unblocked");
+        tracing::info!(token = %Escaped(&serial), "user PIN unblocked");
         Ok(())
     }
 
     fn request_digest(req: &PersonalizeRequest, label: &str) -> String {
         let body = serde_json::json!({
-            "token_serial": req.token_serial,
+            "token_serial": req.token.text,
             "key_type": req.key_type.name(),
             "label": label,
             "profile": req.profile,
@@ -754,7 +815,7 @@ impl Workstation {
             ));
         }
         crate::pki::text::check_chars(&req.request_id).map_err(|m| invalid("request_id", m))?;
-        Self::check_serial(&req.token_serial)?;
+        TokenAddress::parse(&req.token.text).map_err(|m| invalid(req.token.field, m))?;
         self.check_pin("user_pin", &req.user_pin)?;
         if !self.policy.key_types.contains(&req.key_type) {
             let allowed: Vec<&str> = self.policy.key_types.iter().map(|k| k.name()).collect();
@@ -768,7 +829,14 @@ impl Workstation {
             ));
         }
         let label = if req.label.is_empty() {
-            req.request_id.clone()
+            let cn = req.subject.get(crate::pki::name::Attr::CommonName);
+            crate::config::render_label(
+                &self.policy.label_template,
+                cn.unwrap_or(&req.request_id),
+                &req.profile,
+                &req.request_id,
+                MAX_LABEL * 2,
+            )
         } else {
             req.label.clone()
         };
@@ -780,7 +848,6 @@ impl Workstation {
         }
         crate::pki::text::check_chars(&label).map_err(|m| invalid("label", m))?;
         let digest = Self::request_digest(&req, &label);
-        let serial = req.token_serial.clone();
 
         let mut job = match self.store.token_job(&req.request_id).await? {
             Some(j) if j.state != TokenJobState::Abandoned && j.request_digest != digest => {
@@ -793,16 +860,16 @@ impl Workstation {
             _ => None,
         };
 
-        let module = self.login_check(&serial, &req.user_pin, "user_pin").await?;
+        let found = self.locate(&req.token).await?;
+        let serial = found.name();
+        self.login_check(&found, &req.user_pin, "user_pin").await?;
 
         let mut job = match job.take() {
             Some(j) => {
                 // Resuming: the key generated for this request must still be there.
                 let id = j.key_id.clone();
-                let present = on_token(&module, &serial, Some(&req.user_pin), move |t| {
-                    t.has_private_key(&id)
-                })
-                .await?;
+                let present =
+                    on_token(&found, Some(&req.user_pin), move |t| t.has_private_key(&id)).await?;
                 if !present {
                     return Err(TokenError::FailedPrecondition(format!(
                         "the key generated for request {:?} (CKA_ID {}) is no longer on token {serial}",
@@ -812,7 +879,7 @@ impl Workstation {
                 }
                 j
             }
-            None => self.generate(&module, &req, &label, &digest).await?,
+            None => self.generate(&found, &req, &label, &digest).await?,
         };
 
         if job.state == TokenJobState::Generated {
@@ -835,10 +902,8 @@ impl Workstation {
                 }
                 Err(IssueError::Refused(e)) => {
                     let id = job.key_id.clone();
-                    let removed = on_token(&module, &serial, Some(&req.user_pin), move |t| {
-                        t.destroy_id(&id)
-                    })
-                    .await?;
+                    let removed =
+                        on_token(&found, Some(&req.user_pin), move |t| t.destroy_id(&id)).await?;
                     tracing::warn!(token = %Escaped(&serial), request_id = %Escaped(&req.request_id), removed, "the CA refused; the new key pair was destroyed");
                     job.state = TokenJobState::Abandoned;
                     job.detail = e.to_string();
@@ -848,54 +913,71 @@ impl Workstation {
                 Err(IssueError::Unavailable(m)) => return Err(TokenError::Unavailable(m)),
             }
         }
-        self.finish(Some(module), job, &req.user_pin).await
+        self.finish(Some(found), job, &req.user_pin).await
     }
 
     /// Generate the key pair, make and sign the CSR on the token, journal it.
     async fn generate(
         &self,
-        module: &Arc<TokenModule>,
+        found: &Found,
         req: &PersonalizeRequest,
         label: &str,
         digest: &str,
     ) -> Result<TokenJob, TokenError> {
-        let (pin, l, key_type, subject) = (
+        let (pin, base, key_type, subject) = (
             req.user_pin.clone(),
             label.to_owned(),
             req.key_type,
             req.subject.clone(),
         );
-        let (key_id, csr_der) =
-            on_token(module, &req.token_serial, Some(&req.user_pin), move |t| {
-                let (spki, id) = t.generate(&l, key_type)?;
-                let made = (|| {
-                    let info = csr::request_info(&subject, &spki).map_err(|e| HsmError::Pkcs11 {
-                        op: "building the CSR",
-                        rv: e.to_string(),
-                    })?;
-                    let alg = key_type.default_signature_algorithm();
-                    let sig = t.sign(&id, alg, &info, &pin)?;
-                    csr::assemble_request(&info, alg, &sig).map_err(|e| HsmError::Pkcs11 {
-                        op: "building the CSR",
-                        rv: e.to_string(),
-                    })
-                })();
-                match made {
-                    Ok(csr) => Ok((id, csr)),
-                    Err(e) => {
-                        // No CSR, no journal entry: leave no orphan key behind.
-                        if let Err(d) = t.destroy_id(&id) {
-                            tracing::warn!(error = %d, "could not remove a key pair whose CSR failed");
-                        }
-                        Err(e)
-                    }
+        // A label from the template may be taken already (a second certificate of the same
+        // person and profile): the next free "label (2)", "label (3)", ... is used instead.
+        // A label the request gave is used as given or refused.
+        let numbered = req.label.is_empty();
+        let (key_id, csr_der, label) = on_token(found, Some(&req.user_pin), move |t| {
+            let mut n = 1;
+            let (spki, id, l) = loop {
+                let l = if n == 1 {
+                    base.clone()
+                } else {
+                    let suffix = format!(" ({n})");
+                    let keep = (MAX_LABEL * 2).saturating_sub(suffix.chars().count());
+                    format!("{}{suffix}", base.chars().take(keep).collect::<String>())
+                };
+                match t.generate(&l, key_type) {
+                    Ok((spki, id)) => break (spki, id, l),
+                    Err(HsmError::KeyExists { .. }) if numbered && n < 99 => n += 1,
+                    Err(e) => return Err(e),
                 }
-            })
-            .await?;
+            };
+            let made = (|| {
+                let info = csr::request_info(&subject, &spki).map_err(|e| HsmError::Pkcs11 {
+                    op: "building the CSR",
+                    rv: e.to_string(),
+                })?;
+                let alg = key_type.default_signature_algorithm();
+                let sig = t.sign(&id, alg, &info, &pin)?;
+                csr::assemble_request(&info, alg, &sig).map_err(|e| HsmError::Pkcs11 {
+                    op: "building the CSR",
+                    rv: e.to_string(),
+                })
+            })();
+            match made {
+                Ok(csr) => Ok((id, csr, l)),
+                Err(e) => {
+                    // No CSR, no journal entry: leave no orphan key behind.
+                    if let Err(d) = t.destroy_id(&id) {
+                        tracing::warn!(error = %d, "could not remove a key pair whose CSR failed");
+                    }
+                    Err(e)
+                }
+            }
+        })
+        .await?;
         let job = TokenJob {
             request_id: req.request_id.clone(),
-            token_serial: req.token_serial.clone(),
-            label: label.to_owned(),
+            token_serial: found.name(),
+            label,
             key_id,
             key_type: req.key_type.name().to_owned(),
             request_digest: digest.to_owned(),
@@ -910,16 +992,12 @@ impl Workstation {
         if let Err(e) = self.store.save_token_job(job.clone(), None).await {
             // Without the journal a retry could not find this key: remove it.
             let id = job.key_id.clone();
-            if let Err(d) = on_token(module, &req.token_serial, Some(&req.user_pin), move |t| {
-                t.destroy_id(&id)
-            })
-            .await
-            {
+            if let Err(d) = on_token(found, Some(&req.user_pin), move |t| t.destroy_id(&id)).await {
                 tracing::warn!(error = %d, "could not remove a key pair that has no journal entry");
             }
             return Err(e.into());
         }
-        tracing::info!(token = %Escaped(&req.token_serial), request_id = %Escaped(&req.request_id), key_id = %hex::encode(&job.key_id), "key pair generated on the token");
+        tracing::info!(token = %Escaped(&job.token_serial), request_id = %Escaped(&req.request_id), key_id = %hex::encode(&job.key_id), "key pair generated on the token");
         Ok(job)
     }
 
@@ -928,7 +1006,7 @@ impl Workstation {
     /// journal entry written with its audit entry. `module` is the token's, if already found.
     async fn finish(
         &self,
-        module: Option<Arc<TokenModule>>,
+        found: Option<Found>,
         mut job: TokenJob,
         pin: &Secret,
     ) -> Result<Personalized, TokenError> {
@@ -952,9 +1030,12 @@ impl Workstation {
         let mut challenge = vec![0u8; 32];
         getrandom::fill(&mut challenge)
             .map_err(|e| TokenError::Internal(format!("random challenge: {e}")))?;
-        let module = match module {
-            Some(m) => m,
-            None => self.module_of(&job.token_serial).await?.0,
+        let found = match found {
+            Some(f) => f,
+            None => {
+                self.locate(&TokenName::new(job.token_serial.clone(), "token_serial"))
+                    .await?
+            }
         };
         let (p, j, c, chal) = (
             pin.clone(),
@@ -962,7 +1043,7 @@ impl Workstation {
             cert_der.clone(),
             challenge.clone(),
         );
-        let signature = on_token(&module, &job.token_serial, Some(pin), move |t| {
+        let signature = on_token(&found, Some(pin), move |t| {
             t.write_certificate(&j.label, &j.key_id, &c, CertificateCategory::User)?;
             for ca in &j.chain_der {
                 let Ok(parsed) = Certificate::from_der(ca) else {
@@ -1048,6 +1129,7 @@ impl Workstation {
                 pin_max_len: t.pin_max_len,
                 max_pin_tries: t.max_pin_tries,
                 key_types: t.key_types.clone(),
+                label_template: t.label_template.clone(),
             },
             t.actor.clone(),
         )

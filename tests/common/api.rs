@@ -322,6 +322,16 @@ impl ApiCa {
         Self::build_with("", "", "", false, edit)
     }
 
+    /// As [`ApiCa::new`], on the module `kind` rather than the one `SIGNET_TEST_MODULE` names.
+    pub fn new_on(kind: super::ModuleKind) -> ApiCa {
+        Self::build_on(kind, "", "", "", false, &|t| t)
+    }
+
+    /// As [`ApiCa::with_http`], on the module `kind`.
+    pub fn with_http_on(kind: super::ModuleKind, tail: &str) -> ApiCa {
+        Self::build_on(kind, "", "", &http_section(tail), false, &|t| t)
+    }
+
     fn build(extra: &str, tail: &str, via_p11kit: bool) -> ApiCa {
         Self::build_with("", extra, tail, via_p11kit, &|t| t)
     }
@@ -333,7 +343,25 @@ impl ApiCa {
         via_p11kit: bool,
         edit: &dyn Fn(String) -> String,
     ) -> ApiCa {
-        let softhsm = SoftHsm::new(&[("signet-ca", SO_PIN, USER_PIN)]);
+        Self::build_on(
+            super::ModuleKind::from_env(),
+            hsm,
+            extra,
+            tail,
+            via_p11kit,
+            edit,
+        )
+    }
+
+    fn build_on(
+        kind: super::ModuleKind,
+        hsm: &str,
+        extra: &str,
+        tail: &str,
+        via_p11kit: bool,
+        edit: &dyn Fn(String) -> String,
+    ) -> ApiCa {
+        let softhsm = SoftHsm::new_on(kind, &[("signet-ca", SO_PIN, USER_PIN)]);
         let (p11kit, child_env) = if via_p11kit {
             let server = super::P11KitServer::start(&softhsm, "pkcs11:token=signet-ca");
             let env = vec![("P11_KIT_SERVER_ADDRESS".to_owned(), server.address())];

@@ -32,7 +32,7 @@ pub fn config_text(hsm: &SoftHsm, dir: &Path, pin_file: &Path) -> String {
         r#"
 [hsm]
 module = "{module}"
-module_env = {{ SOFTHSM2_CONF = "{conf}" }}
+module_env = {{ {conf_var} = "{conf}" }}
 token_label = "signet-ca"
 pin_file = "{pin}"
 pool_size = 2
@@ -75,6 +75,7 @@ path_len = 0
 "#,
         module = hsm.module.display(),
         conf = hsm.conf.display(),
+        conf_var = hsm.kind.conf_var(),
         pin = pin_file.display(),
         dir = dir.display(),
     );
@@ -140,9 +141,18 @@ impl TestCa {
         extra: &str,
         tokens: &[(&str, &str, &str)],
     ) -> (SoftHsm, PathBuf, PathBuf, Config) {
+        Self::prepare_with_tokens_on(super::ModuleKind::from_env(), extra, tokens)
+    }
+
+    /// As [`TestCa::prepare_with_tokens`], on the module `kind`.
+    pub fn prepare_with_tokens_on(
+        kind: super::ModuleKind,
+        extra: &str,
+        tokens: &[(&str, &str, &str)],
+    ) -> (SoftHsm, PathBuf, PathBuf, Config) {
         let mut all = vec![("signet-ca", SO_PIN, USER_PIN)];
         all.extend_from_slice(tokens);
-        let softhsm = SoftHsm::new(&all);
+        let softhsm = SoftHsm::new_on(kind, &all);
         let dir = softhsm.dir.path().join("ca-work");
         std::fs::create_dir_all(&dir).unwrap();
         let pin_file = softhsm.pin_file(USER_PIN);
@@ -165,7 +175,16 @@ impl TestCa {
 
     /// As [`TestCa::new_with`], with subscribers' tokens beside the CA's.
     pub async fn new_with_tokens(extra: &str, tokens: &[(&str, &str, &str)]) -> TestCa {
-        let (softhsm, dir, config_path, cfg) = Self::prepare_with_tokens(extra, tokens);
+        Self::new_with_tokens_on(super::ModuleKind::from_env(), extra, tokens).await
+    }
+
+    /// As [`TestCa::new_with_tokens`], on the module `kind`.
+    pub async fn new_with_tokens_on(
+        kind: super::ModuleKind,
+        extra: &str,
+        tokens: &[(&str, &str, &str)],
+    ) -> TestCa {
+        let (softhsm, dir, config_path, cfg) = Self::prepare_with_tokens_on(kind, extra, tokens);
         let hsm = Hsm::open(cfg.hsm_settings().unwrap()).unwrap();
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&cfg.store_path()).unwrap());
         ceremony::run(&cfg, &hsm, &store).await.unwrap();

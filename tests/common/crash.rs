@@ -8,7 +8,7 @@ use signet::audit::{AuditEntry, AuditEvent, Checkpoint};
 use signet::store::{
     BeginOutcome, CaKeyRecord, CertFilter, CertPage, CertificateRecord, CrlRecord, CrlRevocation,
     IssuerRecord, ReleaseOutcome, ReleaseRecord, RevocationEvent, RevocationWatch, RevokeOutcome,
-    RevokeRecord, SqliteStore, Store, StoreError, TokenJob,
+    RevokeRecord, SqliteStore, Store, StoreError, TokenInit, TokenJob,
 };
 
 /// A store that fails to commit, as if the process died between signing and commit.
@@ -111,6 +111,12 @@ impl Store for CrashBeforeCommit {
     }
     async fn save_token_job(&self, j: TokenJob, a: Option<AuditEvent>) -> Result<(), StoreError> {
         self.0.save_token_job(j, a).await
+    }
+    async fn token_init(&self, r: &str) -> Result<Option<TokenInit>, StoreError> {
+        self.0.token_init(r).await
+    }
+    async fn save_token_init(&self, i: TokenInit, a: Option<AuditEvent>) -> Result<(), StoreError> {
+        self.0.save_token_init(i, a).await
     }
     async fn pin_failures(&self, t: &str) -> Result<u32, StoreError> {
         self.0.pin_failures(t).await

@@ -1,9 +1,11 @@
-//! Fixtures shared by the integration tests: a SoftHSM2 token directory of the test's own,
-//! a `p11-kit server` in front of it that a test can kill and restart, and `openssl` as the
+//! Fixtures shared by the integration tests: a soft token installation of the test's own
+//! (SoftHSM2, or kryoptic: `SIGNET_TEST_MODULE=kryoptic`, or a test that asks for it), a
+//! `p11-kit server` in front of it that a test can kill and restart, and `openssl` as the
 //! independent checker of signatures signet produced.
 //!
-//! SoftHSM reads `SOFTHSM2_CONF` once, at `C_Initialize`, so each test needs its own process:
-//! run them with `cargo nextest run`, which gives every test one.
+//! SoftHSM reads `SOFTHSM2_CONF` and kryoptic `KRYOPTIC_CONF` once, at `C_Initialize`, so
+//! each test needs its own process: run them with `cargo nextest run`, which gives every test
+//! one.
 
 // Each test binary uses a different part of this module.
 #![allow(dead_code)]
@@ -11,6 +13,7 @@
 pub mod api;
 pub mod ca;
 pub mod crash;
+pub mod init_crash;
 pub mod status;
 
 use std::path::{Path, PathBuf};
@@ -24,6 +27,67 @@ use signet::secret::Secret;
 
 /// The SoftHSM2 module as Debian and Ubuntu install it.
 pub const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+/// kryoptic's module as `tests/tools/build-kryoptic.sh` builds it, relative to the project.
+pub const KRYOPTIC_BUILT: &str = "var/kryoptic/lib/libkryoptic_pkcs11.so";
+/// How many slots a test's kryoptic offers (each its own database; blank until initialised).
+pub const KRYOPTIC_SLOTS: u64 = 6;
+
+/// The PKCS#11 soft token a test runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModuleKind {
+    /// SoftHSM2 (Debian's softhsm2 package).
+    SoftHsm,
+    /// kryoptic, built from crates.io by `tests/tools/build-kryoptic.sh`.
+    Kryoptic,
+}
+
+impl ModuleKind {
+    /// `SIGNET_TEST_MODULE`: `softhsm` (the default) or `kryoptic`; anything else panics.
+    pub fn from_env() -> ModuleKind {
+        match std::env::var("SIGNET_TEST_MODULE").as_deref() {
+            Err(_) | Ok("") | Ok("softhsm") => ModuleKind::SoftHsm,
+            Ok("kryoptic") => ModuleKind::Kryoptic,
+            Ok(other) => panic!("SIGNET_TEST_MODULE={other:?}: use softhsm or kryoptic"),
+        }
+    }
+
+    /// The variable naming the module's configuration file.
+    pub fn conf_var(self) -> &'static str {
+        match self {
+            ModuleKind::SoftHsm => "SOFTHSM2_CONF",
+            ModuleKind::Kryoptic => "KRYOPTIC_CONF",
+        }
+    }
+
+    /// The module's library. Panics, saying how to build it, when kryoptic's is missing:
+    /// a kryoptic test never passes by skipping.
+    pub fn module(self) -> PathBuf {
+        match self {
+            ModuleKind::SoftHsm => PathBuf::from(SOFTHSM_MODULE),
+            ModuleKind::Kryoptic => kryoptic_module(),
+        }
+    }
+}
+
+/// kryoptic's module: `SIGNET_KRYOPTIC_MODULE`, else `$SIGNET_KRYOPTIC_DIR/lib/...`, else the
+/// project's `var/kryoptic/lib/libkryoptic_pkcs11.so`. Panics with the way to build it.
+pub fn kryoptic_module() -> PathBuf {
+    let path = if let Some(p) = std::env::var_os("SIGNET_KRYOPTIC_MODULE") {
+        PathBuf::from(p)
+    } else if let Some(d) = std::env::var_os("SIGNET_KRYOPTIC_DIR") {
+        PathBuf::from(d).join("lib/libkryoptic_pkcs11.so")
+    } else {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(KRYOPTIC_BUILT)
+    };
+    assert!(
+        path.is_file(),
+        "kryoptic's PKCS#11 module is missing at {}: build it with tests/tools/build-kryoptic.sh \
+         (./softhsm-setup.sh --with-test-tools runs it), or set SIGNET_KRYOPTIC_MODULE",
+        path.display()
+    );
+    path
+}
+
 /// p11-kit's client module, which forwards PKCS#11 calls to a `p11-kit server`.
 pub const P11KIT_CLIENT_MODULE: &str = "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so";
 
@@ -51,37 +115,66 @@ pub fn set_env(key: &str, value: impl AsRef<std::ffi::OsStr>) {
     unsafe { std::env::set_var(key, value) }
 }
 
-/// A SoftHSM2 installation private to one test: its config file, its token directory, and
-/// `SOFTHSM2_CONF` pointing at it for this process and every child it starts.
+/// A soft token installation private to one test (SoftHSM2 or kryoptic, see [`ModuleKind`]):
+/// its config file, its token directory, and the module's configuration variable
+/// (`SOFTHSM2_CONF`, `KRYOPTIC_CONF`) pointing at it for this process and every child it
+/// starts.
 pub struct SoftHsm {
     /// Holds the config, the tokens and any files the test writes; removed on drop.
     pub dir: tempfile::TempDir,
-    /// The softhsm2.conf written for this test.
+    /// The softhsm2.conf (or kryoptic's token.conf) written for this test.
     pub conf: PathBuf,
-    /// The SoftHSM2 module path.
+    /// The module path.
     pub module: PathBuf,
+    /// Which module this is.
+    pub kind: ModuleKind,
 }
 
 impl SoftHsm {
-    /// Write a config and initialise one token per `(label, so_pin, user_pin)`.
+    /// On the module `SIGNET_TEST_MODULE` names (SoftHSM by default): write a config and
+    /// initialise one token per `(label, so_pin, user_pin)`.
     pub fn new(tokens: &[(&str, &str, &str)]) -> SoftHsm {
+        Self::new_on(ModuleKind::from_env(), tokens)
+    }
+
+    /// As [`SoftHsm::new`], on the module `kind`.
+    pub fn new_on(kind: ModuleKind, tokens: &[(&str, &str, &str)]) -> SoftHsm {
+        let module = kind.module();
         let dir = tempfile::tempdir().expect("temp dir");
         let token_dir = dir.path().join("tokens");
         std::fs::create_dir_all(&token_dir).expect("token dir");
-        let conf = dir.path().join("softhsm2.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-                token_dir.display()
-            ),
-        )
-        .expect("write softhsm2.conf");
-        set_env("SOFTHSM2_CONF", &conf);
+        let conf = match kind {
+            ModuleKind::SoftHsm => {
+                let conf = dir.path().join("softhsm2.conf");
+                std::fs::write(
+                    &conf,
+                    format!(
+                        "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                        token_dir.display()
+                    ),
+                )
+                .expect("write softhsm2.conf");
+                conf
+            }
+            ModuleKind::Kryoptic => {
+                let conf = dir.path().join("kryoptic.conf");
+                let mut text = String::from("# kryoptic slots of one test, one database each\n");
+                for slot in 1..=KRYOPTIC_SLOTS {
+                    text.push_str(&format!(
+                        "\n[[slots]]\nslot = {slot}\ndbtype = \"sqlite\"\ndbargs = \"{}\"\n",
+                        token_dir.join(format!("slot-{slot}.sql")).display()
+                    ));
+                }
+                std::fs::write(&conf, text).expect("write kryoptic.conf");
+                conf
+            }
+        };
+        set_env(kind.conf_var(), &conf);
         let hsm = SoftHsm {
             dir,
             conf,
-            module: PathBuf::from(SOFTHSM_MODULE),
+            module,
+            kind,
         };
         for (label, so_pin, user_pin) in tokens {
             hsm.init_token(label, so_pin, user_pin);
@@ -91,6 +184,25 @@ impl SoftHsm {
 
     /// Initialise a token labelled `label` in the first free slot, panicking if that fails.
     pub fn init_token(&self, label: &str, so_pin: &str, user_pin: &str) {
+        if self.kind == ModuleKind::Kryoptic {
+            let slot = self
+                .slots()
+                .into_iter()
+                .find(|s| !s.initialized)
+                .unwrap_or_else(|| panic!("no blank kryoptic slot left for {label:?}"));
+            self.init_slot(slot.id, label, so_pin);
+            run_ok(self.pkcs11_tool(label).args([
+                "--init-pin",
+                "--login",
+                "--login-type",
+                "so",
+                "--so-pin",
+                so_pin,
+                "--pin",
+                user_pin,
+            ]));
+            return;
+        }
         run_ok(self.util().args([
             "--init-token",
             "--free",
@@ -103,6 +215,70 @@ impl SoftHsm {
         ]));
     }
 
+    /// C_InitToken on the slot `slot` (pkcs11-tool), without a user PIN.
+    pub fn init_slot(&self, slot: u64, label: &str, so_pin: &str) {
+        run_ok(self.tool().args([
+            "--slot",
+            &slot.to_string(),
+            "--init-token",
+            "--label",
+            label,
+            "--so-pin",
+            so_pin,
+        ]));
+    }
+
+    /// The slots with a token, as `pkcs11-tool --list-token-slots` shows them.
+    pub fn slots(&self) -> Vec<SlotView> {
+        let out = run_ok(self.tool().arg("--list-token-slots"));
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut slots: Vec<SlotView> = Vec::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("Slot ") {
+                // "Slot 0 (0x1): Kryoptic Slot"
+                let id = rest
+                    .split_once("(0x")
+                    .and_then(|(_, r)| r.split_once(')'))
+                    .and_then(|(hex, _)| u64::from_str_radix(hex, 16).ok())
+                    .unwrap_or_else(|| panic!("slot line {line:?}"));
+                slots.push(SlotView {
+                    id,
+                    initialized: true,
+                    serial: String::new(),
+                    label: String::new(),
+                });
+            } else if let Some(s) = slots.last_mut() {
+                let line = line.trim();
+                if let Some(v) = line.strip_prefix("token label") {
+                    s.label = v.trim_start_matches([' ', ':']).trim().to_owned();
+                } else if let Some(v) = line.strip_prefix("serial num") {
+                    s.serial = v.trim_start_matches([' ', ':']).trim().to_owned();
+                } else if line.contains("uninitialized") {
+                    s.initialized = false;
+                }
+            }
+        }
+        slots
+    }
+
+    /// `pkcs11-tool` on the module, pointed at this test's config, no token chosen.
+    pub fn tool(&self) -> Command {
+        let mut cmd = Command::new("pkcs11-tool");
+        cmd.env(self.kind.conf_var(), &self.conf)
+            .arg("--module")
+            .arg(&self.module);
+        cmd
+    }
+
+    /// The labels of the initialised tokens.
+    pub fn labels(&self) -> Vec<String> {
+        self.slots()
+            .into_iter()
+            .filter(|s| s.initialized)
+            .map(|s| s.label)
+            .collect()
+    }
+
     /// `softhsm2-util` pointed at this test's config.
     pub fn util(&self) -> Command {
         let mut cmd = Command::new("softhsm2-util");
@@ -112,16 +288,22 @@ impl SoftHsm {
 
     /// `pkcs11-tool` on the token labelled `label`, pointed at this test's config.
     pub fn pkcs11_tool(&self, label: &str) -> Command {
-        let mut cmd = Command::new("pkcs11-tool");
-        cmd.env("SOFTHSM2_CONF", &self.conf)
-            .arg("--module")
-            .arg(&self.module)
-            .args(["--token-label", label]);
+        let mut cmd = self.tool();
+        cmd.args(["--token-label", label]);
         cmd
     }
 
-    /// The serial number of the token labelled `label`, read from `softhsm2-util --show-slots`.
+    /// The serial number of the token labelled `label`, read from `softhsm2-util --show-slots`
+    /// (SoftHSM) or `pkcs11-tool --list-token-slots`.
     pub fn token_serial(&self, label: &str) -> String {
+        if self.kind == ModuleKind::Kryoptic {
+            let slots = self.slots();
+            return slots
+                .iter()
+                .find(|s| s.initialized && s.label == label && !s.serial.is_empty())
+                .map(|s| s.serial.clone())
+                .unwrap_or_else(|| panic!("no token labelled {label:?} in {slots:#?}"));
+        }
         let out = run_ok(self.util().arg("--show-slots"));
         let text = String::from_utf8_lossy(&out.stdout);
         let mut serial = None;
@@ -166,6 +348,19 @@ impl SoftHsm {
     }
 }
 
+/// One slot as `pkcs11-tool --list-token-slots` shows it.
+#[derive(Clone, Debug)]
+pub struct SlotView {
+    /// The slot id.
+    pub id: u64,
+    /// Whether its token is initialised.
+    pub initialized: bool,
+    /// The token's serial (empty for a blank one that shows none).
+    pub serial: String,
+    /// The token's label.
+    pub label: String,
+}
+
 /// A `p11-kit server` exporting one token over a Unix socket, started in a process group of
 /// its own. The server forks a `p11-kit-remote` per client connection, so stopping it for
 /// real means killing the whole group; the group is killed on drop too.
@@ -176,6 +371,7 @@ pub struct P11KitServer {
     provider: PathBuf,
     token_uri: String,
     conf: PathBuf,
+    conf_var: &'static str,
 }
 
 impl P11KitServer {
@@ -188,6 +384,7 @@ impl P11KitServer {
             provider: hsm.module.clone(),
             token_uri: token_uri.to_owned(),
             conf: hsm.conf.clone(),
+            conf_var: hsm.kind.conf_var(),
         };
         server.restart();
         server
@@ -213,7 +410,7 @@ impl P11KitServer {
             .arg("-n")
             .arg(&self.socket)
             .arg(&self.token_uri)
-            .env("SOFTHSM2_CONF", &self.conf)
+            .env(self.conf_var, &self.conf)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .process_group(0)

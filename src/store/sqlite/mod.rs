@@ -31,7 +31,7 @@ use crate::store::keys::{CaKeyRecord, IssuerRecord};
 use crate::store::revocation::{
     ReleaseOutcome, ReleaseRecord, RevocationEvent, RevocationWatch, RevokeOutcome, RevokeRecord,
 };
-use crate::store::tokens::TokenJob;
+use crate::store::tokens::{TokenInit, TokenJob};
 
 pub use db::SqliteStore;
 
@@ -159,6 +159,18 @@ impl Store for SqliteStore {
         audit: Option<AuditEvent>,
     ) -> Result<(), StoreError> {
         tokens::save_token_job(self, job, audit).await
+    }
+
+    async fn token_init(&self, request_id: &str) -> Result<Option<TokenInit>, StoreError> {
+        tokens::token_init(self, request_id).await
+    }
+
+    async fn save_token_init(
+        &self,
+        init: TokenInit,
+        audit: Option<AuditEvent>,
+    ) -> Result<(), StoreError> {
+        tokens::save_token_init(self, init, audit).await
     }
 
     async fn pin_failures(&self, token_serial: &str) -> Result<u32, StoreError> {

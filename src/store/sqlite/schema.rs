@@ -192,6 +192,28 @@ CREATE TABLE store_probe (
 INSERT INTO store_probe (id, at, padding) VALUES (1, 0, x'');
 "#;
 
+/// 8: the journal of token initialisations: the token as it was and the slot it was in, its
+/// serial afterwards, how far it got; a retry with the same request id finishes it.
+const V8_TOKEN_INITIALISATION: &str = r#"
+CREATE TABLE token_inits (
+    request_id          TEXT PRIMARY KEY,
+    request_digest      TEXT NOT NULL,
+    token               TEXT NOT NULL,
+    module              TEXT NOT NULL,
+    slot                INTEGER NOT NULL,
+    old_serial          TEXT NOT NULL,
+    old_label           TEXT NOT NULL,
+    old_fingerprint     TEXT NOT NULL,
+    new_serial          TEXT NOT NULL,
+    label               TEXT NOT NULL,
+    force               INTEGER NOT NULL,
+    wiped_json          TEXT NOT NULL,
+    state               TEXT NOT NULL CHECK (state IN ('started', 'wiped', 'done')),
+    created_at          INTEGER NOT NULL,
+    updated_at          INTEGER NOT NULL
+);
+"#;
+
 /// Schema migrations, applied in order; `user_version` counts those applied. Never edit one
 /// that has shipped: databases out there have run it. Add a new one at the end.
 pub(super) const MIGRATIONS: &[&str] = &[
@@ -202,6 +224,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     V5_TOKEN_PERSONALISATION,
     V6_TIMESTAMPS_AND_EVIDENCE,
     V7_STORE_PROBE,
+    V8_TOKEN_INITIALISATION,
 ];
 
 /// Bring the schema up to date: each migration `user_version` says the database has not

@@ -9,7 +9,105 @@ use super::error::unavailable;
 use crate::audit::AuditEvent;
 use crate::clock::unix_now as now;
 use crate::store::error::StoreError;
-use crate::store::tokens::{TokenJob, TokenJobState};
+use crate::store::tokens::{TokenInit, TokenInitState, TokenJob, TokenJobState};
+
+pub(super) async fn token_init(
+    store: &SqliteStore,
+    request_id: &str,
+) -> Result<Option<TokenInit>, StoreError> {
+    let request_id = request_id.to_owned();
+    let ctx = "reading a token initialisation";
+    store
+        .run(ctx, move |conn| {
+            conn.query_row(
+                "SELECT request_id, request_digest, token, module, slot, old_serial, old_label, \
+                 old_fingerprint, new_serial, label, force, wiped_json, state, created_at, \
+                 updated_at FROM token_inits WHERE request_id = ?1",
+                params![request_id],
+                |r| {
+                    Ok((
+                        TokenInit {
+                            request_id: r.get(0)?,
+                            request_digest: r.get(1)?,
+                            token: r.get(2)?,
+                            module: r.get(3)?,
+                            slot: u64::try_from(r.get::<_, i64>(4)?).unwrap_or(u64::MAX),
+                            old_serial: r.get(5)?,
+                            old_label: r.get(6)?,
+                            old_fingerprint: r.get(7)?,
+                            new_serial: r.get(8)?,
+                            label: r.get(9)?,
+                            force: r.get(10)?,
+                            wiped_certificates: Vec::new(),
+                            state: TokenInitState::Started,
+                            created_at: r.get(13)?,
+                            updated_at: r.get(14)?,
+                        },
+                        r.get::<_, String>(11)?,
+                        r.get::<_, String>(12)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(unavailable(ctx))?
+            .map(|(mut init, wiped, state)| {
+                init.state = TokenInitState::parse(&state)?;
+                init.wiped_certificates = serde_json::from_str(&wiped).map_err(|e| {
+                    StoreError::Corrupt(format!("token initialisation wiped_json: {e}"))
+                })?;
+                Ok(init)
+            })
+            .transpose()
+        })
+        .await
+}
+
+pub(super) async fn save_token_init(
+    store: &SqliteStore,
+    init: TokenInit,
+    audit: Option<AuditEvent>,
+) -> Result<(), StoreError> {
+    let ctx = "recording a token initialisation";
+    store
+        .run(ctx, move |conn| {
+            let wiped = serde_json::to_string(&init.wiped_certificates)
+                .map_err(|e| StoreError::Corrupt(format!("token initialisation: {e}")))?;
+            let slot = i64::try_from(init.slot)
+                .map_err(|_| StoreError::Corrupt(format!("slot id {} too large", init.slot)))?;
+            conn.execute(
+                "INSERT INTO token_inits (request_id, request_digest, token, module, slot, \
+                 old_serial, old_label, old_fingerprint, new_serial, label, force, wiped_json, \
+                 state, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, \
+                 ?10, ?11, ?12, ?13, ?14, ?15) ON CONFLICT (request_id) DO UPDATE SET \
+                 request_digest = ?2, token = ?3, module = ?4, slot = ?5, old_serial = ?6, \
+                 old_label = ?7, old_fingerprint = ?8, new_serial = ?9, label = ?10, force = ?11, \
+                 wiped_json = ?12, state = ?13, updated_at = ?15",
+                params![
+                    init.request_id,
+                    init.request_digest,
+                    init.token,
+                    init.module,
+                    slot,
+                    init.old_serial,
+                    init.old_label,
+                    init.old_fingerprint,
+                    init.new_serial,
+                    init.label,
+                    init.force,
+                    wiped,
+                    init.state.as_str(),
+                    init.created_at,
+                    now(),
+                ],
+            )
+            .map_err(unavailable(ctx))?;
+            if let Some(event) = &audit {
+                append_audit_tx(conn, event)?;
+            }
+            Ok(())
+        })
+        .await
+}
 
 pub(super) async fn token_job(
     store: &SqliteStore,
@@ -172,7 +270,43 @@ mod tests {
     use crate::store::Store;
     use crate::store::sqlite::db::SqliteStore;
     use crate::store::sqlite::test_support::event;
-    use crate::store::tokens::{TokenJob, TokenJobState};
+    use crate::store::tokens::{TokenInit, TokenInitState, TokenJob, TokenJobState};
+
+    #[tokio::test]
+    async fn token_initialisation_entries_round_trip_with_their_audit_entry() {
+        let s = SqliteStore::open_in_memory().unwrap();
+        assert_eq!(s.token_init("i-1").await.unwrap(), None);
+        let mut init = TokenInit {
+            request_id: "i-1".into(),
+            request_digest: "d".into(),
+            token: "slot:0:3:0a1b2c3d4e5f".into(),
+            module: "/usr/lib/x.so".into(),
+            slot: 3,
+            old_serial: String::new(),
+            old_label: String::new(),
+            old_fingerprint: "0a1b2c3d4e5f".into(),
+            new_serial: String::new(),
+            label: "张三".into(),
+            force: false,
+            wiped_certificates: vec!["0102".into()],
+            state: TokenInitState::Started,
+            created_at: 5,
+            updated_at: 5,
+        };
+        s.save_token_init(init.clone(), None).await.unwrap();
+        assert!(s.token_init("i-1").await.unwrap().is_some());
+        init.state = TokenInitState::Done;
+        init.new_serial = "c0ffee".into();
+        s.save_token_init(init.clone(), Some(event("token.initialized")))
+            .await
+            .unwrap();
+        let read = s.token_init("i-1").await.unwrap().unwrap();
+        assert_eq!(read.state, TokenInitState::Done);
+        assert_eq!(read.new_serial, "c0ffee");
+        assert_eq!(read.wiped_certificates, vec!["0102".to_owned()]);
+        assert_eq!((read.slot, read.created_at), (3, 5));
+        assert_eq!(s.audit_entries(1, 10).await.unwrap().len(), 1);
+    }
 
     #[tokio::test]
     async fn token_journal_entries_round_trip_and_wrong_pins_are_counted_per_token() {
