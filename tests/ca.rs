@@ -16,7 +16,7 @@ use signet::pki::{ProfileKind, San, SubjectSpec};
 use signet::store::{CertStatus, SqliteStore, Store};
 
 use common::ca::*;
-use common::crash::CrashBeforeCommit;
+use common::crash::Faulty;
 
 const PROFILES: [(&str, ProfileKind); 6] = [
     ("personal", ProfileKind::Personal),
@@ -234,7 +234,7 @@ async fn same_request_id_with_another_body_is_refused() {
 async fn pending_row_left_by_a_crash_is_finished_by_a_retry_with_the_same_serial() {
     let t = TestCa::new().await;
     let csr = make_csr(&t.dir, "ed25519");
-    let crashing: Arc<dyn Store> = Arc::new(CrashBeforeCommit(
+    let crashing: Arc<dyn Store> = Arc::new(Faulty::before_commit(
         SqliteStore::open(&t.cfg.store_path()).unwrap(),
     ));
     let crashing_ca = Authority::open(&t.cfg, t.hsm.clone(), crashing)

@@ -17,7 +17,7 @@ use signet::pki::{RevocationReason, San, SubjectSpec};
 use signet::store::{BeginOutcome, CertFilter, CertStatus, SqliteStore, Store};
 
 use common::ca::*;
-use common::crash::CrashBeforeCommit;
+use common::crash::Faulty;
 
 /// A server profile whose renewal window (366 days) covers a fresh one-year certificate.
 const RENEWABLE: &str = r#"
@@ -188,7 +188,7 @@ async fn renewal_inside_the_window_keeps_names_profile_and_key_and_links_the_old
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renewal_interrupted_before_commit_is_finished_by_a_retry_with_the_same_serial() {
     let (t, old) = renewable_ca().await;
-    let crashing: Arc<dyn Store> = Arc::new(CrashBeforeCommit(
+    let crashing: Arc<dyn Store> = Arc::new(Faulty::before_commit(
         SqliteStore::open(&t.cfg.store_path()).unwrap(),
     ));
     let crashing_ca = Authority::open(&t.cfg, t.hsm.clone(), crashing)

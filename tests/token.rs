@@ -1270,11 +1270,10 @@ async fn a_blank_token_is_initialised_by_its_slot_handle_and_personalised_under_
 async fn an_interrupted_initialisation_is_finished_by_a_retry_and_never_repeated(kind: ModuleKind) {
     let desk = desk(kind).await;
     let journal = signet::store::SqliteStore::open(&desk.dir.join("workstation.db")).unwrap();
-    let store: Arc<dyn Store> = Arc::new(common::init_crash::FailsInitJournal {
-        inner: journal,
-        fail_at: signet::store::TokenInitState::Wiped,
-        failed: AtomicBool::new(false),
-    });
+    let store: Arc<dyn Store> = Arc::new(common::crash::Faulty::init_journal(
+        journal,
+        signet::store::TokenInitState::Wiped,
+    ));
     let station = Workstation::new(
         vec![Arc::new(signet::hsm::token::TokenModule::open(
             &desk.softhsm.module,

@@ -1,76 +1,112 @@
-//! A store that fails to commit, as if the process died between the HSM signing and the
-//! commit: what a retry with the same request id must recover from.
+//! Stores that fail one step as if the process died there, everything else going to SQLite:
+//! the commit of an issued certificate (between signing and recording), or the first write
+//! of one token-initialisation state (between C_InitToken and the journal entry that records
+//! it, say).
 
-#![allow(dead_code)]
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use signet::audit::{AuditEntry, AuditEvent, Checkpoint};
 use signet::store::{
     BeginOutcome, CaKeyRecord, CertFilter, CertPage, CertificateRecord, CrlRecord, CrlRevocation,
     IssuerRecord, ReleaseOutcome, ReleaseRecord, RevocationEvent, RevocationWatch, RevokeOutcome,
-    RevokeRecord, SqliteStore, Store, StoreError, TokenInit, TokenJob,
+    RevokeRecord, SqliteStore, Store, StoreError, TokenInit, TokenInitState, TokenJob,
 };
 
-/// A store that fails to commit, as if the process died between signing and commit.
-pub struct CrashBeforeCommit(pub SqliteStore);
+/// Which step fails.
+pub enum Fault {
+    /// Every `complete_issuance`: the certificate was signed but is never recorded.
+    BeforeCommit,
+    /// The first `save_token_init` of an entry in this state.
+    InitJournal(TokenInitState, AtomicBool),
+}
+
+/// A store that fails at its [`Fault`].
+pub struct Faulty {
+    /// The real store.
+    pub inner: SqliteStore,
+    /// Where it fails.
+    pub fault: Fault,
+}
+
+impl Faulty {
+    /// Fails every commit of an issued certificate.
+    pub fn before_commit(inner: SqliteStore) -> Faulty {
+        Faulty {
+            inner,
+            fault: Fault::BeforeCommit,
+        }
+    }
+
+    /// Fails the first journal write of a token initialisation in `state`.
+    pub fn init_journal(inner: SqliteStore, state: TokenInitState) -> Faulty {
+        Faulty {
+            inner,
+            fault: Fault::InitJournal(state, AtomicBool::new(false)),
+        }
+    }
+}
 
 #[async_trait]
-impl Store for CrashBeforeCommit {
+impl Store for Faulty {
     async fn probe_write(&self) -> Result<(), StoreError> {
-        self.0.probe_write().await
+        self.inner.probe_write().await
     }
     async fn record_ca_key(&self, k: CaKeyRecord, a: AuditEvent) -> Result<(), StoreError> {
-        self.0.record_ca_key(k, a).await
+        self.inner.record_ca_key(k, a).await
     }
     async fn ca_key(&self, l: &str) -> Result<Option<CaKeyRecord>, StoreError> {
-        self.0.ca_key(l).await
+        self.inner.ca_key(l).await
     }
     async fn record_issuer(&self, i: IssuerRecord, a: AuditEvent) -> Result<(), StoreError> {
-        self.0.record_issuer(i, a).await
+        self.inner.record_issuer(i, a).await
     }
     async fn issuers(&self) -> Result<Vec<IssuerRecord>, StoreError> {
-        self.0.issuers().await
+        self.inner.issuers().await
     }
     async fn begin_issuance(&self, p: CertificateRecord) -> Result<BeginOutcome, StoreError> {
-        self.0.begin_issuance(p).await
+        self.inner.begin_issuance(p).await
     }
     async fn complete_issuance(
         &self,
-        _: &str,
-        _: &[u8],
-        _: i64,
-        _: AuditEvent,
+        s: &str,
+        c: &[u8],
+        t: i64,
+        a: AuditEvent,
     ) -> Result<CertificateRecord, StoreError> {
-        Err(StoreError::Unavailable {
-            context: "committing a certificate",
-            message: "simulated crash".into(),
-        })
+        if let Fault::BeforeCommit = self.fault {
+            return Err(StoreError::Unavailable {
+                context: "committing a certificate",
+                message: "simulated crash".into(),
+            });
+        }
+        self.inner.complete_issuance(s, c, t, a).await
     }
     async fn certificate(&self, s: &str) -> Result<Option<CertificateRecord>, StoreError> {
-        self.0.certificate(s).await
+        self.inner.certificate(s).await
     }
     async fn certificate_by_request(
         &self,
         ra: &str,
         id: &str,
     ) -> Result<Option<CertificateRecord>, StoreError> {
-        self.0.certificate_by_request(ra, id).await
+        self.inner.certificate_by_request(ra, id).await
     }
     async fn revoke(&self, r: RevokeRecord, a: AuditEvent) -> Result<RevokeOutcome, StoreError> {
-        self.0.revoke(r, a).await
+        self.inner.revoke(r, a).await
     }
     async fn release_hold(
         &self,
         r: ReleaseRecord,
         a: AuditEvent,
     ) -> Result<ReleaseOutcome, StoreError> {
-        self.0.release_hold(r, a).await
+        self.inner.release_hold(r, a).await
     }
     async fn revocation_history(&self, s: &str) -> Result<Vec<RevocationEvent>, StoreError> {
-        self.0.revocation_history(s).await
+        self.inner.revocation_history(s).await
     }
     async fn revocation_watch(&self, at: i64) -> Result<RevocationWatch, StoreError> {
-        self.0.revocation_watch(at).await
+        self.inner.revocation_watch(at).await
     }
     async fn list_certificates(
         &self,
@@ -78,13 +114,13 @@ impl Store for CrashBeforeCommit {
         t: Option<String>,
         n: usize,
     ) -> Result<CertPage, StoreError> {
-        self.0.list_certificates(f, t, n).await
+        self.inner.list_certificates(f, t, n).await
     }
     async fn count_certificates(&self) -> Result<u64, StoreError> {
-        self.0.count_certificates().await
+        self.inner.count_certificates().await
     }
     async fn next_crl_number(&self, i: &str) -> Result<u64, StoreError> {
-        self.0.next_crl_number(i).await
+        self.inner.next_crl_number(i).await
     }
     async fn record_crl(
         &self,
@@ -92,66 +128,75 @@ impl Store for CrashBeforeCommit {
         s: Vec<String>,
         a: AuditEvent,
     ) -> Result<(), StoreError> {
-        self.0.record_crl(c, s, a).await
+        self.inner.record_crl(c, s, a).await
     }
     async fn latest_crl(&self, i: &str) -> Result<Option<CrlRecord>, StoreError> {
-        self.0.latest_crl(i).await
+        self.inner.latest_crl(i).await
     }
     async fn revoked_for_crl(&self, i: &str, at: i64) -> Result<Vec<CrlRevocation>, StoreError> {
-        self.0.revoked_for_crl(i, at).await
+        self.inner.revoked_for_crl(i, at).await
     }
     async fn append_audit(&self, e: AuditEvent) -> Result<AuditEntry, StoreError> {
-        self.0.append_audit(e).await
+        self.inner.append_audit(e).await
     }
     async fn audit_entries(&self, f: i64, l: usize) -> Result<Vec<AuditEntry>, StoreError> {
-        self.0.audit_entries(f, l).await
+        self.inner.audit_entries(f, l).await
     }
     async fn token_job(&self, r: &str) -> Result<Option<TokenJob>, StoreError> {
-        self.0.token_job(r).await
+        self.inner.token_job(r).await
     }
     async fn save_token_job(&self, j: TokenJob, a: Option<AuditEvent>) -> Result<(), StoreError> {
-        self.0.save_token_job(j, a).await
+        self.inner.save_token_job(j, a).await
     }
     async fn token_init(&self, r: &str) -> Result<Option<TokenInit>, StoreError> {
-        self.0.token_init(r).await
+        self.inner.token_init(r).await
     }
     async fn save_token_init(&self, i: TokenInit, a: Option<AuditEvent>) -> Result<(), StoreError> {
-        self.0.save_token_init(i, a).await
+        if let Fault::InitJournal(state, failed) = &self.fault
+            && i.state == *state
+            && !failed.swap(true, Ordering::SeqCst)
+        {
+            return Err(StoreError::Unavailable {
+                context: "recording a token initialisation",
+                message: "simulated crash".into(),
+            });
+        }
+        self.inner.save_token_init(i, a).await
     }
     async fn pin_failures(&self, t: &str) -> Result<u32, StoreError> {
-        self.0.pin_failures(t).await
+        self.inner.pin_failures(t).await
     }
     async fn record_pin_failure(&self, t: &str) -> Result<u32, StoreError> {
-        self.0.record_pin_failure(t).await
+        self.inner.record_pin_failure(t).await
     }
     async fn reset_pin_failures(&self, t: &str, a: Option<AuditEvent>) -> Result<(), StoreError> {
-        self.0.reset_pin_failures(t, a).await
+        self.inner.reset_pin_failures(t, a).await
     }
     async fn last_audit_entry(&self) -> Result<Option<AuditEntry>, StoreError> {
-        self.0.last_audit_entry().await
+        self.inner.last_audit_entry().await
     }
     async fn first_audit_seq_for(&self, o: &str) -> Result<Option<i64>, StoreError> {
-        self.0.first_audit_seq_for(o).await
+        self.inner.first_audit_seq_for(o).await
     }
     async fn record_checkpoint(&self, c: Checkpoint) -> Result<(), StoreError> {
-        self.0.record_checkpoint(c).await
+        self.inner.record_checkpoint(c).await
     }
     async fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
-        self.0.checkpoints().await
+        self.inner.checkpoints().await
     }
     async fn last_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
-        self.0.last_checkpoint().await
+        self.inner.last_checkpoint().await
     }
     async fn reserve_tsa_serials(&self, n: u64, t: i64) -> Result<u64, StoreError> {
-        self.0.reserve_tsa_serials(n, t).await
+        self.inner.reserve_tsa_serials(n, t).await
     }
     async fn note_tsa_time(&self, t: i64) -> Result<(), StoreError> {
-        self.0.note_tsa_time(t).await
+        self.inner.note_tsa_time(t).await
     }
     async fn settle_tsa_time(&self, c: i64, t: i64) -> Result<bool, StoreError> {
-        self.0.settle_tsa_time(c, t).await
+        self.inner.settle_tsa_time(c, t).await
     }
     async fn tsa_last_time(&self) -> Result<Option<i64>, StoreError> {
-        self.0.tsa_last_time().await
+        self.inner.tsa_last_time().await
     }
 }

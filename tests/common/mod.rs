@@ -13,7 +13,6 @@
 pub mod api;
 pub mod ca;
 pub mod crash;
-pub mod init_crash;
 pub mod status;
 
 use std::path::{Path, PathBuf};
