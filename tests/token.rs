@@ -79,8 +79,14 @@ impl Desk {
 }
 
 async fn desk() -> Desk {
+    desk_with("").await
+}
+
+/// As [`desk`], with `extra` TOML (another profile, say) in the CA's configuration.
+async fn desk_with(extra: &str) -> Desk {
     common::trace();
-    let ca = TestCa::new_with_tokens(TOKEN_TOML, &[(USB, USB_SO, USB_PIN)]).await;
+    let ca =
+        TestCa::new_with_tokens(&format!("{TOKEN_TOML}{extra}"), &[(USB, USB_SO, USB_PIN)]).await;
     let TestCa {
         softhsm,
         dir,
@@ -186,13 +192,23 @@ struct Bench<'a> {
 }
 
 fn request_for(serial: &str, id: &str, key_type: KeyType) -> PersonalizeRequest {
+    request_for_profile(serial, id, key_type, "personal")
+}
+
+/// A personal certificate's request under `profile` (a profile of the personal kind).
+fn request_for_profile(
+    serial: &str,
+    id: &str,
+    key_type: KeyType,
+    profile: &str,
+) -> PersonalizeRequest {
     let (subject, sans) = names_for("personal");
     PersonalizeRequest {
         token_serial: serial.to_owned(),
         user_pin: Secret::new(USB_PIN.into()),
         key_type,
         label: format!("{id}-key"),
-        profile: "personal".into(),
+        profile: profile.into(),
         issuer: None,
         subject,
         sans,
@@ -212,8 +228,19 @@ async fn personalise_and_check_with(
     id: &str,
     key_type: KeyType,
 ) {
+    personalise_and_check_profile(station, desk, id, key_type, "personal").await;
+}
+
+/// As [`personalise_and_check_with`], under `profile` (of the personal kind).
+async fn personalise_and_check_profile(
+    station: &Workstation,
+    desk: &Bench<'_>,
+    id: &str,
+    key_type: KeyType,
+    profile: &str,
+) {
     let done = station
-        .personalize(request_for(desk.serial, id, key_type))
+        .personalize(request_for_profile(desk.serial, id, key_type, profile))
         .await
         .unwrap_or_else(|e| panic!("{key_type}: {e}"));
     let hex_id = hex::encode(&done.key_id);
@@ -1001,7 +1028,11 @@ async fn a_token_pulled_out_mid_way_gives_a_clear_error_and_a_retry_finishes_onc
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ed25519_keys_are_personalised_where_the_token_and_the_policy_allow_them() {
-    let desk = desk().await;
+    // The CA's profiles leave Ed25519 out by default; this one enables it.
+    let desk = desk_with(
+        "\n[profiles.personal_ed25519]\nkind = \"personal\"\nissuers = [\"issuing-ec\"]\nkey_types = [\"p256\", \"ed25519\"]\n",
+    )
+    .await;
     let mut policy = desk.station.policy().clone();
     // The [token] of this test allows the default three only.
     let refused = desk
@@ -1024,7 +1055,14 @@ async fn ed25519_keys_are_personalised_where_the_token_and_the_policy_allow_them
         dir: &desk.dir,
         serial: &desk.serial,
     };
-    personalise_and_check_with(&station, &bench, "ed-1", KeyType::Ed25519).await;
+    personalise_and_check_profile(
+        &station,
+        &bench,
+        "ed-1",
+        KeyType::Ed25519,
+        "personal_ed25519",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

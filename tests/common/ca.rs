@@ -46,6 +46,7 @@ sqlite = "{dir}/signet.db"
 public_base_url = "http://127.0.0.1:8080"
 agreement_version = "{AGREEMENT}"
 output_dir = "{dir}/ca"
+oid_arc = "1.3.6.1.4.1.99999"
 
 [[issuer]]
 name = "root"
@@ -255,8 +256,9 @@ pub const SUBSCRIBER_KEYS: [(&str, KeyType); 4] = [
 pub fn names_for(profile: &str) -> (SubjectSpec, Vec<San>) {
     let s = |pairs: &[(&str, &str)]| SubjectSpec::from_pairs(pairs.iter().copied()).unwrap();
     match profile {
+        // With an e-mail address, the person's name as SN and GN too (CA/B S/MIME rules).
         "personal" => (
-            s(&[("C", "CN"), ("CN", "张三")]),
+            s(&[("C", "CN"), ("SN", "张"), ("GN", "三"), ("CN", "张三")]),
             vec![San::Email("zhangsan@example.cn".into())],
         ),
         "organization" => (
@@ -280,13 +282,18 @@ pub fn names_for(profile: &str) -> (SubjectSpec, Vec<San>) {
             s(&[("CN", "www.example.cn")]),
             vec![
                 San::Dns("www.example.cn".into()),
-                San::Ip("192.0.2.10".parse().unwrap()),
+                // A public address: the documentation ranges are reserved, which the CA/B
+                // rules of the server profile refuse.
+                San::Ip("198.41.0.4".parse().unwrap()),
             ],
         ),
         "code_signing" => (s(&[("C", "CN"), ("CN", "李四")]), vec![]),
+        // An organisation's TLS certificate names where it is (CA/B TLS rules).
         "payment_gateway" => (
             s(&[
                 ("C", "CN"),
+                ("ST", "广东省"),
+                ("L", "深圳市"),
                 ("O", "示例支付有限公司"),
                 ("CN", "pay.example.cn"),
             ]),
