@@ -66,7 +66,9 @@ Options
                       (currently ${PROJECT_ROOT}/var/softhsm).
   --with-test-tools   Also install what the test suite needs, each only when missing:
                       Debian packages openssl gnutls-bin sqlite3 protobuf-compiler
-                      faketime strace (clock steps and fault injection in the tests);
+                      faketime strace (clock steps and fault injection in the tests),
+                      libnss3-tools (NSS's vfychain and certutil) and
+                      openjdk-17-jdk-headless (javac and java: Java's PKIX validator);
                       Python packages pkilint grpcio grpcio-tools (python3 -m pip install,
                       only if 'import pkilint, grpc, grpc_tools' fails);
                       cargo-nextest (cargo install cargo-nextest --locked, only if
@@ -171,6 +173,8 @@ if [[ $WITH_TEST_TOOLS == 1 ]]; then
     deb_installed libfaketime || missing+=(libfaketime)
     command -v strace >/dev/null 2>&1 || missing+=(strace)
     command -v python3 >/dev/null 2>&1 || missing+=(python3)
+    { command -v vfychain && command -v certutil; } >/dev/null 2>&1 || missing+=(libnss3-tools)
+    { command -v javac && command -v java; } >/dev/null 2>&1 || missing+=(openjdk-17-jdk-headless)
 fi
 apt_install "${missing[@]}"
 

@@ -141,6 +141,16 @@ impl TestCa {
         extra: &str,
         tokens: &[(&str, &str, &str)],
     ) -> (SoftHsm, PathBuf, PathBuf, Config) {
+        Self::prepare_edited(extra, tokens, &|t| t)
+    }
+
+    /// As [`TestCa::prepare_with_tokens`], with the whole configuration text passed through
+    /// `edit` (to change a key of `[ca]`, say).
+    pub fn prepare_edited(
+        extra: &str,
+        tokens: &[(&str, &str, &str)],
+        edit: &dyn Fn(String) -> String,
+    ) -> (SoftHsm, PathBuf, PathBuf, Config) {
         let mut all = vec![("signet-ca", SO_PIN, USER_PIN)];
         all.extend_from_slice(tokens);
         let softhsm = SoftHsm::new(&all);
@@ -148,7 +158,7 @@ impl TestCa {
         std::fs::create_dir_all(&dir).unwrap();
         let pin_file = softhsm.pin_file(USER_PIN);
         let config_path = dir.join("signet.toml");
-        let text = config_text(&softhsm, &dir, &pin_file) + extra;
+        let text = edit(config_text(&softhsm, &dir, &pin_file) + extra);
         std::fs::write(&config_path, text).unwrap();
         let cfg = Config::load(&config_path).unwrap();
         (softhsm, dir, config_path, cfg)
@@ -166,7 +176,16 @@ impl TestCa {
 
     /// As [`TestCa::new_with`], with subscribers' tokens beside the CA's.
     pub async fn new_with_tokens(extra: &str, tokens: &[(&str, &str, &str)]) -> TestCa {
-        let (softhsm, dir, config_path, cfg) = Self::prepare_with_tokens(extra, tokens);
+        Self::new_edited(extra, tokens, &|t| t).await
+    }
+
+    /// As [`TestCa::new_with_tokens`], with the configuration text passed through `edit`.
+    pub async fn new_edited(
+        extra: &str,
+        tokens: &[(&str, &str, &str)],
+        edit: &dyn Fn(String) -> String,
+    ) -> TestCa {
+        let (softhsm, dir, config_path, cfg) = Self::prepare_edited(extra, tokens, edit);
         let hsm = Hsm::open(cfg.hsm_settings().unwrap()).unwrap();
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&cfg.store_path()).unwrap());
         ceremony::run(&cfg, &hsm, &store).await.unwrap();
