@@ -124,6 +124,15 @@ async fn chinese_organisation_name_and_credit_code_round_trip_through_openssl() 
         t.ca.issue("ra-test", request("org-1", "organization", csr))
             .await
             .unwrap();
+    // The record holds the subject as the certificate carries it.
+    assert!(
+        issued
+            .record
+            .subject
+            .contains(&format!("organizationIdentifier=NTRCN-{CREDIT_CODE}")),
+        "{}",
+        issued.record.subject
+    );
     let path = t.dir.join("org.pem");
     std::fs::write(&path, pem(&issued.cert_der)).unwrap();
     let o = run(Command::new("openssl")

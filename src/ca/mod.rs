@@ -833,7 +833,14 @@ impl Authority {
                 request_id: p.request_id.to_owned(),
                 request_digest: p.request_digest.clone(),
                 profile: p.shape.profile_name().to_owned(),
-                subject: p.subject.to_string(),
+                // The subject as the certificate carries it (the credit code in the
+                // profile's form), so listings find what relying parties see.
+                subject: match p.shape {
+                    Shape::Leaf { profile, .. } => {
+                        profile.certificate_subject(p.subject)?.to_string()
+                    }
+                    Shape::OcspResponder { .. } => p.subject.to_string(),
+                },
                 request_json: p.request_json.clone(),
                 csr_der: p.csr_der.to_vec(),
                 tbs_der,
