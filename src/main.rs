@@ -32,8 +32,14 @@ enum Command {
     /// daemon's TLS certificate, an RA client certificate), print the `signet ra` line that
     /// issues a first certificate, and serve the RA API until SIGTERM or SIGINT.
     Quickstart,
-    /// Check a configuration file and print what it defines.
-    CheckConfig,
+    /// Check a configuration file, print what it defines and warn about what loads but
+    /// should be changed (OIDs under an example arc, Ed25519 where relying parties refuse it).
+    CheckConfig {
+        /// Refuse (exit non-zero) what a production CA must not run with: OIDs under an
+        /// example arc.
+        #[arg(long)]
+        production: bool,
+    },
     /// Run the daemon: the RA API over mutual TLS on the [api] listen address and, when
     /// [http] is configured, CRLs, CA certificates and health over plain HTTP, until SIGTERM
     /// or SIGINT (calls in flight are finished first).
@@ -99,7 +105,9 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Serve => cli::serve::serve(cli::common::load_config(config)?, config),
         Command::Quickstart => cli::serve::quickstart(cli::common::load_config(config)?, config),
-        Command::CheckConfig => cli::ceremony::check_config(&cli::common::load_config(config)?),
+        Command::CheckConfig { production } => {
+            cli::ceremony::check_config(&cli::common::load_config(config)?, production)
+        }
         Command::Ceremony => cli::ceremony::run(cli::common::load_config(config)?),
         Command::Issue(args) => cli::operator::issue(cli::common::load_config(config)?, &args),
         Command::Revoke(args) => cli::operator::revoke(cli::common::load_config(config)?, &args),

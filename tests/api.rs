@@ -1522,3 +1522,74 @@ async fn revocation_and_report_times_are_never_before_the_certificates_not_befor
     assert_eq!(got.reported_at.map(|t| t.seconds), Some(start));
     assert!(got.revoked_at.is_some_and(|t| t.seconds >= start));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issuance_is_refused_naming_the_clock_while_it_reads_before_the_issuers_not_before() {
+    // RA client material valid from 500 days ago for a year, so that a daemon whose clock reads 400
+    // days behind still takes the office's certificate (and reaches issuance).
+    let old_dir = tempfile::tempdir().unwrap();
+    let old = TlsMaterial::generate_with_clock(old_dir.path(), "-500d");
+    let old_ca = old.pem("issuing");
+    // The daemon trusts that material's CA beside its usual one.
+    let ca = ApiCa::with_http_and_edit("", &|t| {
+        t.replace(
+            "client_ca = [",
+            &format!("client_ca = [\"{}\", ", old_ca.display()),
+        )
+    });
+    let d = Daemon::start_with_clock(&ca, "-400d");
+    let settings = signet::api::client::ClientSettings {
+        endpoint: d.endpoint.clone(),
+        ca_cert: d.tls_root.clone(),
+        cert: old.pem("ra-one"),
+        key: old.key("ra-one"),
+    };
+    let mut c = signet::api::client::ca_client(&settings).await.unwrap();
+    let e = c
+        .issue(issue_request("early-1", "server", csr(&ca.dir, "early")))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(
+        e.message().contains("clock") && e.message().contains("notBefore"),
+        "{}",
+        e.message()
+    );
+    assert_eq!(count_rows(&ca), 0, "nothing recorded");
+    // Health says why: /healthz 503 naming the clock, gRPC NOT_SERVING.
+    let base = d.http.clone().expect("HTTP announced");
+    let o = run(Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}"])
+        .arg(format!("{base}/healthz")));
+    let health = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        health.ends_with("503")
+            && health.contains("degraded: clock: ")
+            && health.contains("notBefore"),
+        "{health}"
+    );
+    {
+        use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+        let channel = signet::api::client::connect(&settings).await.unwrap();
+        let mut h = HealthClient::new(channel);
+        let status = h
+            .check(HealthCheckRequest {
+                service: "signet.v1.CertificateAuthority".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        assert_eq!(status, 2, "NOT_SERVING");
+    }
+    drop(c);
+    drop(d);
+
+    // With the clock right, the same request is issued, starting after its issuer.
+    let d = Daemon::start(&ca);
+    let mut c = d.client("ra-one").await;
+    c.issue(issue_request("early-1", "server", csr(&ca.dir, "early")))
+        .await
+        .expect("issued once the clock is right");
+    assert_eq!(count_rows(&ca), 1);
+}

@@ -27,9 +27,22 @@ const PROFILES: [(&str, ProfileKind); 6] = [
     ("payment_gateway", ProfileKind::PaymentGateway),
 ];
 
+/// Each profile again as `{profile}_ed25519`, with Ed25519 enabled beside the default key
+/// types (which leave it out).
+fn ed25519_profiles() -> String {
+    PROFILES
+        .iter()
+        .map(|(name, _)| {
+            format!(
+                "\n[profiles.{name}_ed25519]\nkind = \"{name}\"\nissuers = [\"issuing-rsa\", \"issuing-ec\"]\nkey_types = [\"rsa2048\", \"p256\", \"p384\", \"ed25519\"]\n"
+            )
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_profile_key_type_and_issuer_verifies_with_openssl_and_passes_pkilint() {
-    let t = TestCa::new().await;
+    let t = TestCa::new_with(&ed25519_profiles()).await;
     let out = t.dir.join("matrix");
     std::fs::create_dir_all(&out).unwrap();
     let mut files: Vec<PathBuf> = vec![
@@ -41,9 +54,28 @@ async fn every_profile_key_type_and_issuer_verifies_with_openssl_and_passes_pkil
     for (key_name, _) in SUBSCRIBER_KEYS {
         let csr = make_csr(&out, key_name);
         for (profile, kind) in PROFILES {
+            // Ed25519 only where a profile enables it: the defaults refuse it, naming csr.
+            let configured = if key_name == "ed25519" {
+                let e =
+                    t.ca.issue(
+                        "ra-test",
+                        request(&format!("{profile}-ed"), profile, csr.clone()),
+                    )
+                    .await
+                    .unwrap_err();
+                assert!(
+                    e.to_string()
+                        .contains("csr: key type ed25519 is not allowed"),
+                    "{profile}: {e}"
+                );
+                format!("{profile}_ed25519")
+            } else {
+                profile.to_owned()
+            };
             for issuer in ["issuing-rsa", "issuing-ec"] {
                 let id = format!("{profile}-{key_name}-{issuer}");
                 let mut req = request(&id, profile, csr.clone());
+                req.profile = configured.clone();
                 req.issuer = Some(issuer.into());
                 let issued =
                     t.ca.issue("ra-test", req)
@@ -92,6 +124,15 @@ async fn chinese_organisation_name_and_credit_code_round_trip_through_openssl() 
         t.ca.issue("ra-test", request("org-1", "organization", csr))
             .await
             .unwrap();
+    // The record holds the subject as the certificate carries it.
+    assert!(
+        issued
+            .record
+            .subject
+            .contains(&format!("organizationIdentifier=NTRCN-{CREDIT_CODE}")),
+        "{}",
+        issued.record.subject
+    );
     let path = t.dir.join("org.pem");
     std::fs::write(&path, pem(&issued.cert_der)).unwrap();
     let o = run(Command::new("openssl")
@@ -107,8 +148,9 @@ async fn chinese_organisation_name_and_credit_code_round_trip_through_openssl() 
     let subject = String::from_utf8(o.stdout).unwrap();
     assert!(subject.contains("O=宁津县精神卫生中心"), "{subject}");
     assert!(subject.contains("CN=宁津县精神卫生中心"), "{subject}");
+    // The code the RA sent, checked and written in the NTR form of EN 319 412-1.
     assert!(
-        subject.contains(&format!("organizationIdentifier={CREDIT_CODE}")),
+        subject.contains(&format!("organizationIdentifier=NTRCN-{CREDIT_CODE}")),
         "{subject}"
     );
     // The policy carries the liability notice of the organisation kind.
@@ -233,7 +275,8 @@ async fn same_request_id_with_another_body_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pending_row_left_by_a_crash_is_finished_by_a_retry_with_the_same_serial() {
     let t = TestCa::new().await;
-    let csr = make_csr(&t.dir, "ed25519");
+    // P-384: Ed25519, which this test used, is no default key type any more.
+    let csr = make_csr(&t.dir, "p384");
     let crashing: Arc<dyn Store> = Arc::new(Faulty::before_commit(
         SqliteStore::open(&t.cfg.store_path()).unwrap(),
     ));

@@ -443,3 +443,62 @@ fn issue_command_prints_a_certificate_and_refuses_bad_input_naming_the_field() {
         .arg("SELECT COUNT(*) FROM certificates WHERE profile != 'ocsp_responder'"));
     assert_eq!(String::from_utf8_lossy(&count.stdout).trim(), "1");
 }
+
+#[test]
+fn check_config_warns_about_example_oids_and_ed25519_and_production_refuses_example_oids() {
+    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("hsm-config");
+    // The quick start keeps the example arc: a warning, and a configuration that loads.
+    let o = signet(&samples.join("softhsm.toml"), &["check-config"]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("warning: ca.oid_arc: 1.3.6.1.4.1.99999 is under the example arc"),
+        "{out}"
+    );
+    // --production refuses it, naming every key that holds an example OID.
+    for (file, keys) in [
+        ("softhsm.toml", &["ca.oid_arc"][..]),
+        (
+            "production.toml",
+            &[
+                "ca.oid_arc",
+                "tsa.policy_oid",
+                "profiles.organization.policy_oid",
+            ][..],
+        ),
+    ] {
+        let o = signet(&samples.join(file), &["check-config", "--production"]);
+        let out = text(&o);
+        assert!(!o.status.success(), "{file}: {out}");
+        for key in keys {
+            assert!(
+                out.contains(&format!("error: {key}: ")),
+                "{file}: {key}: {out}"
+            );
+        }
+        assert!(
+            out.contains(&format!("not fit for production: {}", keys.join(", "))),
+            "{file}: {out}"
+        );
+    }
+    // The CA's own arc passes; Ed25519 enabled for a TLS profile is a warning naming it.
+    let dir = tempfile::tempdir().unwrap();
+    let own = dir.path().join("production.toml");
+    let text_of = std::fs::read_to_string(samples.join("production.toml"))
+        .unwrap()
+        .replace("1.3.6.1.4.1.99999", "1.3.6.1.4.1.61234")
+        .replace(
+            "[profiles.server]\nkind = \"server\"\n",
+            "[profiles.server]\nkind = \"server\"\nkey_types = [\"p256\", \"ed25519\"]\n",
+        );
+    std::fs::write(&own, text_of).unwrap();
+    let o = signet(&own, &["check-config", "--production"]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(!out.contains("example arc"), "{out}");
+    assert!(
+        out.contains("warning: profiles.server.key_types: ed25519 is enabled")
+            && out.contains("NSS"),
+        "{out}"
+    );
+}

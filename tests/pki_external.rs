@@ -239,24 +239,28 @@ fn profile(kind: ProfileKind) -> Profile {
         | ProfileKind::AuditSigning => None,
     };
     let arc = 1 + ProfileKind::ALL.iter().position(|k| *k == kind).unwrap();
+    // The kind's defaults, but every key type: RFC 5280, openssl and certtool have nothing
+    // against Ed25519 (relying parties that do are tested in tests/validators.rs).
     Profile {
-        name: kind.name().into(),
-        kind,
-        validity_years: vec![1, 2],
-        renewal_window_days: 90,
-        policy_oid: ObjectIdentifier::new_unwrap(&format!("1.3.6.1.4.1.99999.1.{arc}")),
         liability,
         key_types: KeyType::ALL.to_vec(),
-        issuers: vec!["issuing-rsa".into(), "issuing-ec".into()],
-        allow_wildcards: kind.wildcards_by_default(),
+        private_eku: (kind == ProfileKind::AuditSigning)
+            .then(|| ObjectIdentifier::new_unwrap("1.3.6.1.4.1.99999.3.2")),
+        ..Profile::with_defaults(
+            kind.name(),
+            kind,
+            ObjectIdentifier::new_unwrap(&format!("1.3.6.1.4.1.99999.1.{arc}")),
+            vec!["issuing-rsa".into(), "issuing-ec".into()],
+        )
     }
 }
 
 /// Subject and SANs an RA would send for each kind.
 fn names(kind: ProfileKind) -> (SubjectSpec, Vec<San>) {
     let (subject, sans): (Vec<(&str, &str)>, Vec<&str>) = match kind {
+        // With an e-mail address, a person's name as SN and GN too (CA/B S/MIME rules).
         ProfileKind::Personal => (
-            vec![("C", "CN"), ("CN", "张三")],
+            vec![("C", "CN"), ("SN", "张"), ("GN", "三"), ("CN", "张三")],
             vec!["email:zhangsan@example.cn"],
         ),
         ProfileKind::Organization => (
@@ -290,7 +294,9 @@ fn names(kind: ProfileKind) -> (SubjectSpec, Vec<San>) {
         ),
         ProfileKind::Server => (
             vec![("CN", "www.example.cn")],
-            vec!["dns:www.example.cn", "ip:192.0.2.10"],
+            // A public address: the documentation ranges are reserved, which the CA/B rules
+            // of the server profile refuse.
+            vec!["dns:www.example.cn", "ip:198.41.0.4"],
         ),
         ProfileKind::CodeSigning => (vec![("C", "CN"), ("CN", "李四")], vec![]),
         ProfileKind::RaClient => (
@@ -301,9 +307,12 @@ fn names(kind: ProfileKind) -> (SubjectSpec, Vec<San>) {
             ],
             vec![],
         ),
+        // An organisation's TLS certificate names where it is (CA/B TLS rules).
         ProfileKind::PaymentGateway => (
             vec![
                 ("C", "CN"),
+                ("ST", "广东省"),
+                ("L", "深圳市"),
                 ("O", "示例支付有限公司"),
                 ("CN", "pay.example.cn"),
             ],
@@ -469,7 +478,7 @@ fn rsa_pss_signed_and_empty_subject_leaves_pass_openssl_pkilint_and_certtool() {
     let empty = SubjectSpec::default();
     let sans: Vec<San> = vec![
         "dns:api.example.cn".parse().unwrap(),
-        "ip:2001:db8::7".parse().unwrap(),
+        "ip:2400:cb00::7".parse().unwrap(),
     ];
     let (subject, named_sans) = names(kind);
     let cases = [
@@ -554,7 +563,10 @@ fn organization_subject_shows_the_chinese_name_and_credit_code_exactly() {
     assert!(ok, "{text}");
     assert_eq!(
         text.trim(),
-        format!("subject=C=CN,O={ORG_NAME},organizationIdentifier={CREDIT_CODE},CN={ORG_NAME}")
+        // The credit code the RA sent, in the NTR form of EN 319 412-1 (org_id_form = "ntr").
+        format!(
+            "subject=C=CN,O={ORG_NAME},organizationIdentifier=NTRCN-{CREDIT_CODE},CN={ORG_NAME}"
+        )
     );
 }
 

@@ -86,10 +86,18 @@ impl Desk {
 }
 
 async fn desk(kind: ModuleKind) -> Desk {
+    desk_with(kind, "").await
+}
+
+/// As [`desk`], with `extra` TOML (another profile, say) in the CA's configuration.
+async fn desk_with(kind: ModuleKind, extra: &str) -> Desk {
     common::trace();
-    let ca =
-        TestCa::new_with_tokens_on(kind, &token_toml(&kind.module()), &[(USB, USB_SO, USB_PIN)])
-            .await;
+    let ca = TestCa::new_with_tokens_on(
+        kind,
+        &format!("{}{extra}", token_toml(&kind.module())),
+        &[(USB, USB_SO, USB_PIN)],
+    )
+    .await;
     let TestCa {
         softhsm,
         dir,
@@ -195,13 +203,23 @@ struct Bench<'a> {
 }
 
 fn request_for(serial: &str, id: &str, key_type: KeyType) -> PersonalizeRequest {
+    request_for_profile(serial, id, key_type, "personal")
+}
+
+/// A personal certificate's request under `profile` (a profile of the personal kind).
+fn request_for_profile(
+    serial: &str,
+    id: &str,
+    key_type: KeyType,
+    profile: &str,
+) -> PersonalizeRequest {
     let (subject, sans) = names_for("personal");
     PersonalizeRequest {
         token: serial.into(),
         user_pin: Secret::new(USB_PIN.into()),
         key_type,
         label: format!("{id}-key"),
-        profile: "personal".into(),
+        profile: profile.into(),
         issuer: None,
         subject,
         sans,
@@ -221,8 +239,19 @@ async fn personalise_and_check_with(
     id: &str,
     key_type: KeyType,
 ) {
+    personalise_and_check_profile(station, desk, id, key_type, "personal").await;
+}
+
+/// As [`personalise_and_check_with`], under `profile` (of the personal kind).
+async fn personalise_and_check_profile(
+    station: &Workstation,
+    desk: &Bench<'_>,
+    id: &str,
+    key_type: KeyType,
+    profile: &str,
+) {
     let done = station
-        .personalize(request_for(desk.serial, id, key_type))
+        .personalize(request_for_profile(desk.serial, id, key_type, profile))
         .await
         .unwrap_or_else(|e| panic!("{key_type}: {e}"));
     let hex_id = hex::encode(&done.key_id);
@@ -1041,7 +1070,12 @@ async fn a_token_pulled_out_mid_way_gives_a_clear_error_and_a_retry_finishes_onc
 }
 
 async fn ed25519_keys_are_personalised_where_the_token_and_the_policy_allow_them(kind: ModuleKind) {
-    let desk = desk(kind).await;
+    // The CA's profiles leave Ed25519 out by default; this one enables it.
+    let desk = desk_with(
+        kind,
+        "\n[profiles.personal_ed25519]\nkind = \"personal\"\nissuers = [\"issuing-ec\"]\nkey_types = [\"p256\", \"ed25519\"]\n",
+    )
+    .await;
     let mut policy = desk.station.policy().clone();
     // The [token] of this test allows the default three only.
     let refused = desk
@@ -1067,12 +1101,24 @@ async fn ed25519_keys_are_personalised_where_the_token_and_the_policy_allow_them
     let (ok, mechanisms) = run(desk.softhsm.pkcs11_tool(USB).arg("--list-mechanisms"));
     assert!(ok, "{mechanisms}");
     if mechanisms.contains("EC-EDWARDS-KEY-PAIR-GEN") {
-        personalise_and_check_with(&station, &bench, "ed-1", KeyType::Ed25519).await;
+        personalise_and_check_profile(
+            &station,
+            &bench,
+            "ed-1",
+            KeyType::Ed25519,
+            "personal_ed25519",
+        )
+        .await;
     } else {
         // A token without Ed25519 (kryoptic built with ecc_min): refused naming key_type,
         // nothing left on the token.
         let err = station
-            .personalize(request(&desk, "ed-1", KeyType::Ed25519))
+            .personalize(request_for_profile(
+                &desk.serial,
+                "ed-1",
+                KeyType::Ed25519,
+                "personal_ed25519",
+            ))
             .await
             .unwrap_err();
         assert!(

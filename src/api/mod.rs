@@ -278,7 +278,12 @@ async fn watch_health(reporter: tonic_health::server::HealthReporter, authority:
     let mut last = None;
     loop {
         let health = authority.probe_health(HEALTH_INTERVAL).await;
-        let status = if health.ok() {
+        // A clock behind an issuer's notBefore stops every issuance: not serving either.
+        let clock_ok = !authority
+            .degraded()
+            .iter()
+            .any(|(c, _)| c == crate::ca::CLOCK_HEALTH_COMPONENT);
+        let status = if health.ok() && clock_ok {
             ServingStatus::Serving
         } else {
             ServingStatus::NotServing
@@ -301,6 +306,7 @@ async fn watch_health(reporter: tonic_health::server::HealthReporter, authority:
             tracing::info!(
                 hsm = health.hsm,
                 store = health.store,
+                clock = clock_ok,
                 "health: {}",
                 if status == ServingStatus::Serving {
                     "SERVING"

@@ -17,6 +17,7 @@ use crate::clock::{now_seconds, unix_now};
 use crate::config::{Config, IssuerSpec, ServiceKeySpec};
 use crate::hsm::Hsm;
 use crate::pki::cert::{self, CaRequest, IssuerRef, Urls};
+use crate::pki::oids::CaOids;
 use crate::pki::{Profile, ProfileKind, pkcs7, serial};
 use crate::store::{IssuerRecord, Store};
 
@@ -131,14 +132,14 @@ pub async fn run(
                 .files
                 .extend(super::tls::make(cfg, &authority).await?);
         }
+        let oids = cfg
+            .ca
+            .oids()
+            .map_err(|e| CaError::FailedPrecondition(e.to_string()))?;
         for (purpose, kind, spec) in &services {
             if let Some(spec) = spec {
-                let policy = match (purpose, &cfg.tsa) {
-                    (&TSA, Some(t)) => t.policy_oid.as_str(),
-                    _ => ANY_POLICY,
-                };
                 let path = certify_service(
-                    purpose, *kind, spec, policy, &out_dir, hsm, store, &authority,
+                    purpose, *kind, spec, &oids, &out_dir, hsm, store, &authority,
                 )
                 .await?;
                 report.files.push(path);
@@ -164,9 +165,6 @@ pub async fn run(
     Ok(report)
 }
 
-/// anyPolicy (RFC 5280): for the audit key's certificate, which serves signet alone.
-const ANY_POLICY: &str = "2.5.29.32.0";
-
 fn service_spec(
     spec: Result<Option<ServiceKeySpec>, crate::config::ConfigError>,
 ) -> Result<Option<ServiceKeySpec>, CaError> {
@@ -174,13 +172,15 @@ fn service_spec(
 }
 
 /// Make (or find) a service key and its certificate, and write `{purpose}.pem`: the
-/// certificate followed by its issuing chain.
+/// certificate followed by its issuing chain. The certificate carries the CA's policy for its
+/// own certificates; the audit key's, the CA's own audit key purpose as its only (critical)
+/// extendedKeyUsage.
 #[allow(clippy::too_many_arguments)]
 async fn certify_service(
     purpose: &str,
     kind: ProfileKind,
     spec: &ServiceKeySpec,
-    policy: &str,
+    oids: &CaOids,
     out_dir: &Path,
     hsm: &Hsm,
     store: &Arc<dyn Store>,
@@ -188,16 +188,18 @@ async fn certify_service(
 ) -> Result<PathBuf, CaError> {
     let spki = key_for(&spec.key_label, spec.key_type, purpose, hsm, store).await?;
     let profile = Profile {
-        name: kind.name().into(),
-        kind,
         validity_years: vec![spec.validity_years],
         renewal_window_days: 30,
-        policy_oid: const_oid::ObjectIdentifier::new(policy)
-            .map_err(|e| CaError::FailedPrecondition(format!("{purpose}.policy_oid: {e}")))?,
-        liability: None,
         key_types: vec![spec.key_type],
-        issuers: vec![spec.issuer.clone()],
         allow_wildcards: false,
+        cabf: false,
+        private_eku: (kind == ProfileKind::AuditSigning).then(|| oids.audit_key_purpose()),
+        ..Profile::with_defaults(
+            kind.name(),
+            kind,
+            oids.service_policy(),
+            vec![spec.issuer.clone()],
+        )
     };
     let issued = authority
         .issue_infrastructure(

@@ -354,6 +354,24 @@ impl Issuer {
     }
 }
 
+/// The component named in health reports while the clock reads earlier than an issuer's
+/// notBefore.
+pub const CLOCK_HEALTH_COMPONENT: &str = "clock";
+
+/// Why `issuer` cannot sign at `now`, when the clock reads before its certificate's
+/// notBefore.
+fn clock_behind(issuer: &Issuer, now: std::time::SystemTime) -> Option<String> {
+    let start = cert::issuer_not_before(&issuer.cert);
+    (now < start).then(|| {
+        format!(
+            "the system clock reads {}, earlier than the notBefore {} of issuer {}'s certificate; refusing to issue until the clock is set right (a certificate may not start before its issuer)",
+            rfc3339(unix(now)),
+            rfc3339(unix(start)),
+            issuer.name
+        )
+    })
+}
+
 /// Limits on request fields that are not X.509 values.
 const MAX_REQUEST_ID: usize = 128;
 const MAX_APPROVAL_FIELD: usize = 256;
@@ -369,6 +387,8 @@ pub struct Authority {
     agreement_version: String,
     /// The RSA public exponents subscribers' keys may have (`[ca] rsa_exponent`).
     rsa_exponent: verify::RsaExponent,
+    /// The certificate policy of signet's own certificates (OCSP responders).
+    service_policy: const_oid::ObjectIdentifier,
     /// Woken by every revocation, so the CRL publisher can regenerate.
     revocations: Arc<tokio::sync::Notify>,
     /// Counts of frequent signatures, written to the audit log once per period.
@@ -455,6 +475,11 @@ impl Authority {
                 .ca
                 .rsa_exponent_rule()
                 .map_err(|e| CaError::FailedPrecondition(e.to_string()))?,
+            service_policy: cfg
+                .ca
+                .oids()
+                .map_err(|e| CaError::FailedPrecondition(e.to_string()))?
+                .service_policy(),
             revocations: Arc::new(tokio::sync::Notify::new()),
             usage: Arc::new(crate::audit::UsageCounter::new(crate::clock::unix_now())),
             degraded: Arc::default(),
@@ -533,6 +558,11 @@ impl Authority {
                 ),
                 None => true,
             };
+        // The clock against every issuer: none may sign while it reads before the issuer's
+        // own notBefore.
+        let now = now_seconds();
+        let behind = self.issuers.values().find_map(|i| clock_behind(i, now));
+        self.set_degraded(CLOCK_HEALTH_COMPONENT, behind);
         let health = Health { hsm, store };
         *self
             .health
@@ -733,12 +763,31 @@ impl Authority {
         .await
     }
 
+    /// Refuse (and report the clock degraded) when `now` is earlier than the notBefore of
+    /// `issuer`'s certificate: a certificate starting before its issuer was valid is one
+    /// relying parties refuse, and it says the clock is wrong.
+    fn check_clock_against(
+        &self,
+        issuer: &Issuer,
+        now: std::time::SystemTime,
+    ) -> Result<(), CaError> {
+        match clock_behind(issuer, now) {
+            Some(why) => {
+                tracing::error!("{why}");
+                self.set_degraded(CLOCK_HEALTH_COMPONENT, Some(why.clone()));
+                Err(CaError::FailedPrecondition(why))
+            }
+            None => Ok(()),
+        }
+    }
+
     async fn record_sign_commit(&self, p: Prepared<'_>) -> Result<Issued, CaError> {
         let mut attempts = 0;
         let record = loop {
             attempts += 1;
             let serial = serial::random_serial();
             let not_before = now_seconds();
+            self.check_clock_against(p.issuer, not_before)?;
             let tbs = match p.shape {
                 Shape::Leaf {
                     profile,
@@ -767,6 +816,7 @@ impl Authority {
                         subject: p.subject,
                         spki: p.spki,
                         lifetime,
+                        policy: self.service_policy,
                     },
                     serial.clone(),
                     not_before,
@@ -783,7 +833,14 @@ impl Authority {
                 request_id: p.request_id.to_owned(),
                 request_digest: p.request_digest.clone(),
                 profile: p.shape.profile_name().to_owned(),
-                subject: p.subject.to_string(),
+                // The subject as the certificate carries it (the credit code in the
+                // profile's form), so listings find what relying parties see.
+                subject: match p.shape {
+                    Shape::Leaf { profile, .. } => {
+                        profile.certificate_subject(p.subject)?.to_string()
+                    }
+                    Shape::OcspResponder { .. } => p.subject.to_string(),
+                },
                 request_json: p.request_json.clone(),
                 csr_der: p.csr_der.to_vec(),
                 tbs_der,

@@ -68,6 +68,11 @@ pub async fn make(cfg: &Config, authority: &Authority) -> Result<Vec<PathBuf>, C
             key_path: cfg.resolve(k),
         });
     }
+    let policy = cfg
+        .ca
+        .oids()
+        .map_err(|e| CaError::FailedPrecondition(e.to_string()))?
+        .service_policy();
     let mut written = Vec::new();
     for w in wanted {
         match (w.cert_path.exists(), w.key_path.exists()) {
@@ -81,7 +86,7 @@ pub async fn make(cfg: &Config, authority: &Authority) -> Result<Vec<PathBuf>, C
                 )));
             }
         }
-        written.extend(make_one(&w, &api.tls_issuer, authority).await?);
+        written.extend(make_one(&w, &api.tls_issuer, policy, authority).await?);
     }
     Ok(written)
 }
@@ -112,6 +117,7 @@ fn software_key() -> Result<(Zeroizing<String>, SubjectPublicKeyInfoOwned), CaEr
 async fn make_one(
     w: &Wanted,
     issuer: &str,
+    policy: const_oid::ObjectIdentifier,
     authority: &Authority,
 ) -> Result<Vec<PathBuf>, CaError> {
     let (key_pem, spki) = software_key()?;
@@ -121,17 +127,20 @@ async fn make_one(
         other => other.name(),
     };
     let profile = Profile {
-        name: profile_name.into(),
-        kind: w.kind,
         validity_years: vec![w.validity_years],
         renewal_window_days: 30,
-        // anyPolicy (RFC 5280): these certificates serve only signet's own API and fall under
-        // no subscriber policy; their issuer signs nothing else.
-        policy_oid: const_oid::ObjectIdentifier::new_unwrap("2.5.29.32.0"),
-        liability: None,
         key_types: vec![KeyType::P256],
-        issuers: vec![issuer.to_owned()],
         allow_wildcards: false,
+        // These certificates serve only signet's own API (an address such as 127.0.0.1 is
+        // fine here): the CA/B rules for public TLS do not apply.
+        cabf: false,
+        ..Profile::with_defaults(
+            profile_name,
+            w.kind,
+            // The CA's policy for its own certificates: their issuer signs nothing else.
+            policy,
+            vec![issuer.to_owned()],
+        )
     };
     // One request id per key: a later run that makes a new key (after the files were
     // removed) certifies it anew.

@@ -100,8 +100,11 @@ impl Tsa {
         let spki = authority.hsm.public_key(&spec.key_label).await?;
         let (cert_der, cert, _) =
             keys::service_certificate(&authority.store, keys::TSA, &spki, &spec.key_label).await?;
-        let policy = ObjectIdentifier::new(&t.policy_oid)
-            .map_err(|e| CaError::FailedPrecondition(format!("tsa.policy_oid: {e}")))?;
+        let policy = cfg
+            .ca
+            .oids()
+            .and_then(|oids| t.policy(&oids))
+            .map_err(|e| CaError::FailedPrecondition(e.to_string()))?;
         let stored_ms = authority.store.tsa_last_time().await?.unwrap_or(0);
         let signing_certificate = tsp::signing_certificate_attribute(&cert)?;
         let tsa = Tsa {

@@ -8,6 +8,7 @@ use super::common::{Parts, open_parts, runtime};
 
 /// `signet ceremony`: generate the configured keys and certify the hierarchy.
 pub(crate) fn run(cfg: Config) -> Result<(), String> {
+    super::common::log_findings(&cfg)?;
     let parts = open_parts(cfg)?;
     let rt = runtime()?;
     hold_ceremony(&parts, &rt)?;
@@ -27,8 +28,10 @@ pub(crate) fn hold_ceremony(
     Ok(report)
 }
 
-/// `signet check-config`: the issuers and profiles a loaded configuration defines.
-pub(crate) fn check_config(cfg: &Config) -> Result<(), String> {
+/// `signet check-config`: the issuers and profiles a loaded configuration defines, then a
+/// warning per finding on standard error; with `production`, findings that block production
+/// are errors and the command fails naming their keys.
+pub(crate) fn check_config(cfg: &Config, production: bool) -> Result<(), String> {
     let specs = cfg.issuer_specs().map_err(|e| e.to_string())?;
     for s in specs {
         println!(
@@ -47,6 +50,22 @@ pub(crate) fn check_config(cfg: &Config) -> Result<(), String> {
             p.issuers.join(", "),
             p.validity_years
         );
+    }
+    let findings = cfg.findings().map_err(|e| e.to_string())?;
+    let mut blocking = Vec::new();
+    for f in &findings {
+        if production && f.blocks_production {
+            eprintln!("error: {}: {}", f.key, f.problem);
+            blocking.push(f.key.as_str());
+        } else {
+            eprintln!("warning: {}: {}", f.key, f.problem);
+        }
+    }
+    if !blocking.is_empty() {
+        return Err(format!(
+            "not fit for production: {} (see above)",
+            blocking.join(", ")
+        ));
     }
     Ok(())
 }

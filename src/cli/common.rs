@@ -22,6 +22,14 @@ pub(crate) struct Parts {
     pub(crate) store: Arc<dyn Store>,
 }
 
+/// What `check-config` warns about, as log lines: the daemon and the ceremony say it too.
+pub(crate) fn log_findings(cfg: &Config) -> Result<(), String> {
+    for f in cfg.findings().map_err(|e| e.to_string())? {
+        tracing::warn!(key = %f.key, "configuration: {}", f.problem);
+    }
+    Ok(())
+}
+
 pub(crate) fn open_parts(cfg: Config) -> Result<Parts, String> {
     let settings = cfg.hsm_settings().map_err(|e| e.to_string())?;
     let module = settings.module.clone();

@@ -18,7 +18,7 @@ use signet::hsm::softhsm;
 use signet::http::Http;
 
 use super::ceremony::hold_ceremony;
-use super::common::{Parts, backup_root, describe, open_parts, runtime};
+use super::common::{Parts, backup_root, describe, log_findings, open_parts, runtime};
 
 /// `signet serve`: open the HSM (before the runtime: it sets the module's environment), the
 /// store and the authority, bind, announce the address, serve until a signal, let the calls
@@ -27,6 +27,7 @@ pub(crate) fn serve(cfg: Config, path: Option<&Path>) -> Result<(), String> {
     if cfg.api.is_none() {
         return Err(signet::api::ApiError::NotConfigured.to_string());
     }
+    log_findings(&cfg)?;
     let parts = open_parts(cfg)?;
     let rt = runtime()?;
     serve_parts(parts, rt, path)
@@ -399,6 +400,7 @@ pub(crate) fn quickstart(cfg: Config, path: Option<&Path>) -> Result<(), String>
     if cfg.api.is_none() {
         return Err(signet::api::ApiError::NotConfigured.to_string());
     }
+    log_findings(&cfg)?;
     let parts = open_parts(cfg)?;
     let rt = runtime()?;
     let report = hold_ceremony(&parts, &rt)?;

@@ -3,9 +3,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
+use const_oid::ObjectIdentifier;
 use serde::Deserialize;
 
 use super::error::{ConfigError, invalid, is_simple_name};
+use crate::pki::oids::{CaOids, cabf};
 use crate::pki::verify::RsaExponent;
 use crate::pki::{KeyType, SignatureAlgorithm, SubjectSpec};
 
@@ -25,6 +27,37 @@ pub struct CaConfig {
     /// The RSA public exponents subscribers' keys may have: `"65537"` (the default) or
     /// `"odd-at-least-65537"`.
     pub rsa_exponent: Option<String>,
+    /// The CA's own OID arc (its IANA private enterprise number, `1.3.6.1.4.1.NNNNN`, or an
+    /// arc under its national registration). signet derives its own OIDs and the default
+    /// policy OIDs from it (see [`CaOids`]). Required.
+    pub oid_arc: Option<String>,
+    /// The certificate policy of signet's own certificates (TLS server, RA clients, OCSP
+    /// responders, TSA, audit key); default `{oid_arc}.3.1`.
+    pub service_policy_oid: Option<String>,
+}
+
+/// Parse a dotted-decimal OID at `key`: a policy or arc of the CA's own, so neither
+/// anyPolicy nor under the CA/Browser Forum's reserved arc.
+pub(super) fn own_oid(key: &str, text: &str) -> Result<ObjectIdentifier, ConfigError> {
+    let oid = ObjectIdentifier::new(text)
+        .map_err(|e| invalid(key, format!("{text:?} is not an OID: {e}")))?;
+    if oid == crate::pki::oids::ANY_POLICY {
+        return Err(invalid(
+            key,
+            "anyPolicy says nothing about how a certificate was issued; name a policy of the CA's own",
+        ));
+    }
+    let dotted = oid.to_string();
+    if dotted == cabf::ARC || dotted.starts_with(&format!("{}.", cabf::ARC)) {
+        return Err(invalid(
+            key,
+            format!(
+                "{dotted} is under the CA/Browser Forum's arc {}; signet adds the reserved policy OIDs itself where the CA/B rules apply (cabf_requirements)",
+                cabf::ARC
+            ),
+        ));
+    }
+    Ok(oid)
 }
 
 impl CaConfig {
@@ -51,7 +84,31 @@ impl CaConfig {
             ));
         }
         self.rsa_exponent_rule()?;
+        self.oids()?;
         Ok(())
+    }
+
+    /// The CA's arc and the OIDs signet derives from it.
+    pub fn oids(&self) -> Result<CaOids, ConfigError> {
+        let Some(text) = &self.oid_arc else {
+            return Err(invalid(
+                "ca.oid_arc",
+                "missing: name the CA's own OID arc (its IANA private enterprise number, 1.3.6.1.4.1.NNNNN); signet derives its policy and key-purpose OIDs from it",
+            ));
+        };
+        let arc = own_oid("ca.oid_arc", text)?;
+        if arc.arcs().count() < 3 {
+            return Err(invalid(
+                "ca.oid_arc",
+                format!("{text:?} is a top-level arc, not one a CA was assigned"),
+            ));
+        }
+        let service = self
+            .service_policy_oid
+            .as_deref()
+            .map(|t| own_oid("ca.service_policy_oid", t))
+            .transpose()?;
+        CaOids::new(arc, service).map_err(|e| invalid("ca.oid_arc", e))
     }
 
     /// The rule for subscribers' RSA exponents (`rsa_exponent`), 65537 when not configured.

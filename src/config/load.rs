@@ -166,7 +166,7 @@ impl Config {
         // [tsa] and [audit]: keys certified by issuing CAs, one purpose each.
         if let Some(t) = &self.tsa {
             self.tsa_key()?;
-            t.validate()?;
+            t.validate(&self.ca.oids()?)?;
         }
         if let Some(a) = &self.audit {
             self.audit_key()?;
@@ -388,9 +388,10 @@ impl Config {
 
     /// The profiles, checked.
     pub fn profiles(&self) -> Result<BTreeMap<String, Profile>, ConfigError> {
+        let oids = self.ca.oids()?;
         let mut out = BTreeMap::new();
         for (name, pc) in &self.profiles {
-            let profile = pc.check(name, |i| self.profile_issuer_problem(i))?;
+            let profile = pc.check(name, &oids, |i| self.profile_issuer_problem(i))?;
             out.insert(name.clone(), profile);
         }
         Ok(out)

@@ -6,9 +6,11 @@
 //! `[[issuer]]`), `profiles`, `api` (`[api]`, `[[ra]]`), `status` (`[http]`, `[crl]`,
 //! `[ocsp]`), `token`, `services` (`[tsa]`, `[audit]`), each with its serde defaults and the
 //! checks of its own keys; `load` holds `Config`, reads the file and checks what spans
-//! sections; `error` holds `ConfigError` and the helpers the sections share; `tests` loads
-//! whole sample files.
+//! sections; `advice` finds what loads but should not go to production (example OIDs,
+//! Ed25519 where relying parties refuse it); `error` holds `ConfigError` and the helpers the
+//! sections share; `tests` loads whole sample files.
 
+mod advice;
 mod api;
 mod ca;
 mod error;
@@ -21,6 +23,7 @@ mod status;
 mod tests;
 mod token;
 
+pub use advice::Finding;
 pub use api::{ApiConfig, RaConfig, RaOperation, server_name_san};
 pub use ca::{CaConfig, IssuerConfig, IssuerSpec};
 pub use error::ConfigError;

@@ -7,6 +7,7 @@ use const_oid::ObjectIdentifier;
 use serde::Deserialize;
 
 use super::error::{ConfigError, invalid};
+use crate::pki::oids::CaOids;
 use crate::pki::{KeyType, SignatureAlgorithm, SubjectSpec};
 
 /// `[tsa]`: the timestamp authority. Its key is generated in the HSM by the ceremony and
@@ -25,9 +26,10 @@ pub struct TsaConfig {
     /// Validity of the TSA certificate in years.
     #[serde(default = "default_service_validity")]
     pub validity_years: u32,
-    /// The TSA policy OID placed in every token (dotted decimal); requests naming another
-    /// policy are refused with unacceptedPolicy.
-    pub policy_oid: String,
+    /// The TSA policy OID placed in every token (dotted decimal; default
+    /// `{ca.oid_arc}.2.1`); requests naming another policy are refused with
+    /// unacceptedPolicy.
+    pub policy_oid: Option<String>,
     /// The accuracy stated in tokens: whole seconds part.
     #[serde(default = "default_accuracy_seconds")]
     pub accuracy_seconds: u32,
@@ -42,11 +44,18 @@ pub struct TsaConfig {
 }
 
 impl TsaConfig {
+    /// The TSA policy OID: `policy_oid`, or `{ca.oid_arc}.2.1`.
+    pub fn policy(&self, oids: &CaOids) -> Result<ObjectIdentifier, ConfigError> {
+        match &self.policy_oid {
+            Some(text) => super::ca::own_oid("tsa.policy_oid", text),
+            None => Ok(oids.tsa_policy()),
+        }
+    }
+
     /// The policy OID and the accuracy stated in tokens. The key is checked against the
     /// hierarchy by the whole configuration.
-    pub(super) fn validate(&self) -> Result<(), ConfigError> {
-        ObjectIdentifier::new(&self.policy_oid)
-            .map_err(|e| invalid("tsa.policy_oid", format!("{:?}: {e}", self.policy_oid)))?;
+    pub(super) fn validate(&self, oids: &CaOids) -> Result<(), ConfigError> {
+        self.policy(oids)?;
         if self.accuracy_millis > 999 {
             return Err(invalid("tsa.accuracy_millis", "must be 0 to 999"));
         }

@@ -20,6 +20,7 @@ sqlite = "signet.db"
 public_base_url = "http://127.0.0.1:8080/"
 agreement_version = "2026-01"
 output_dir = "ca"
+oid_arc = "1.3.6.1.4.1.99999"
 
 [[issuer]]
 name = "root"
@@ -345,4 +346,112 @@ fn rsa_exponent_and_wildcards_default_and_are_checked_by_key() {
     );
     let e = err(&personal);
     assert!(e.starts_with("profiles.personal.allow_wildcards:"), "{e}");
+}
+
+#[test]
+fn oids_derive_from_the_cas_arc_and_example_arcs_are_found_by_key() {
+    use crate::pki::{EmailProtection, OrgIdForm, ProfileKind};
+    let own = GOOD
+        .replace(
+            "oid_arc = \"1.3.6.1.4.1.99999\"",
+            "oid_arc = \"1.3.6.1.4.1.61234\"",
+        )
+        .replace("policy_oid = \"1.3.6.1.4.1.99999.1.4\"\n", "");
+    let with_tsa = format!(
+        "{own}{}",
+        TSA.replace("policy_oid = \"1.3.6.1.4.1.99999.2.1\"\n", "")
+    );
+    let c = load(&with_tsa).unwrap();
+    let oids = c.ca.oids().unwrap();
+    let p = &c.profiles().unwrap()["server"];
+    assert_eq!(p.policy_oid.to_string(), "1.3.6.1.4.1.61234.1.4");
+    assert_eq!(
+        c.tsa.as_ref().unwrap().policy(&oids).unwrap().to_string(),
+        "1.3.6.1.4.1.61234.2.1"
+    );
+    assert_eq!(oids.service_policy().to_string(), "1.3.6.1.4.1.61234.3.1");
+    assert_eq!(
+        oids.audit_key_purpose().to_string(),
+        "1.3.6.1.4.1.61234.3.2"
+    );
+    // Defaults of the new profile keys.
+    assert!(p.cabf);
+    assert_eq!(p.org_id_form, OrgIdForm::Ntr);
+    assert_eq!(p.email_protection, EmailProtection::IfEmailSan);
+    assert_eq!(p.key_types, ProfileKind::Server.default_key_types());
+    assert!(
+        c.findings().unwrap().iter().all(|f| !f.blocks_production),
+        "{:?}",
+        c.findings()
+    );
+
+    // The example arc, and explicit OIDs under it, are findings that block production.
+    let c = load(&format!("{GOOD}{TSA}")).unwrap();
+    let keys: Vec<(String, bool)> = c
+        .findings()
+        .unwrap()
+        .into_iter()
+        .map(|f| (f.key, f.blocks_production))
+        .collect();
+    for key in ["ca.oid_arc", "tsa.policy_oid", "profiles.server.policy_oid"] {
+        assert!(keys.contains(&(key.to_owned(), true)), "{key}: {keys:?}");
+    }
+
+    // A missing arc, anyPolicy and the CA/B arc are refused by key.
+    let e = err(&GOOD.replace("oid_arc = \"1.3.6.1.4.1.99999\"\n", ""));
+    assert!(e.starts_with("ca.oid_arc: missing"), "{e}");
+    let e = err(&GOOD.replace(
+        "policy_oid = \"1.3.6.1.4.1.99999.1.4\"",
+        "policy_oid = \"2.5.29.32.0\"",
+    ));
+    assert!(
+        e.starts_with("profiles.server.policy_oid: anyPolicy"),
+        "{e}"
+    );
+    let e = err(&GOOD.replace(
+        "policy_oid = \"1.3.6.1.4.1.99999.1.4\"",
+        "policy_oid = \"2.23.140.1.2.1\"",
+    ));
+    assert!(
+        e.starts_with("profiles.server.policy_oid:") && e.contains("CA/Browser Forum"),
+        "{e}"
+    );
+}
+
+#[test]
+fn new_profile_keys_are_checked_by_key() {
+    let profile =
+        |body: &str| format!("{GOOD}\n[profiles.p]\nissuers = [\"issuing-ec\"]\n{body}\n");
+    // signet's own kinds are the ceremony's.
+    let e = err(&profile("kind = \"audit_signing\""));
+    assert!(e.starts_with("profiles.p.kind:"), "{e}");
+    let e = err(&profile(
+        "kind = \"server\"\nemail_protection = \"require-email-san\"",
+    ));
+    assert!(e.starts_with("profiles.p.email_protection:"), "{e}");
+    let e = err(&profile("kind = \"device\"\ncabf_requirements = true"));
+    assert!(e.starts_with("profiles.p.cabf_requirements:"), "{e}");
+    let e = err(&profile("kind = \"organization\"\norg_id_form = \"bare\""));
+    assert!(e.starts_with("profiles.p.org_id_form:"), "{e}");
+    let c = load(&profile(
+        "kind = \"organization\"\norg_id_form = \"serial-number\"\ncabf_requirements = false\nemail_protection = \"require-email-san\"",
+    ))
+    .unwrap();
+    let p = &c.profiles().unwrap()["p"];
+    assert!(!p.cabf);
+    assert_eq!(p.org_id_form, crate::pki::OrgIdForm::SerialNumber);
+    // Ed25519 where it is enabled: a warning naming the profile's key_types.
+    let c = load(&profile(
+        "kind = \"personal\"\nkey_types = [\"p256\", \"ed25519\"]",
+    ))
+    .unwrap();
+    let f = c.findings().unwrap();
+    let ed = f
+        .iter()
+        .find(|f| f.key == "profiles.p.key_types")
+        .unwrap_or_else(|| panic!("{f:?}"));
+    assert!(
+        !ed.blocks_production && ed.problem.contains("NSS"),
+        "{ed:?}"
+    );
 }

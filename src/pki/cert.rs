@@ -225,12 +225,18 @@ fn aia_extension(urls: &Urls, issuer: &str) -> Result<Extension, PkiError> {
     extension(&aia, false)
 }
 
-fn policies_extension(profile: &Profile) -> Result<Extension, PkiError> {
-    let qualifiers = match profile.notice_text() {
+/// certificatePolicies with `policies` in order; the profile's user notice (its liability
+/// limit), when it shows one, qualifies the profile's own policy.
+fn policies_extension(
+    profile: Option<&Profile>,
+    policies: &[ObjectIdentifier],
+) -> Result<Extension, PkiError> {
+    let qualifiers = match profile.and_then(Profile::notice_text) {
         Some(text) => {
+            let name = profile.map_or("", |p| p.name.as_str());
             if text.chars().count() > 200 {
                 return Err(PkiError::invalid(
-                    format!("profiles.{}.liability", profile.name),
+                    format!("profiles.{name}.liability"),
                     "the user notice would exceed 200 characters (RFC 5280 section 4.2.1.4)",
                 ));
             }
@@ -245,10 +251,20 @@ fn policies_extension(profile: &Profile) -> Result<Extension, PkiError> {
         }
         None => None,
     };
-    let policies = CertificatePolicies(vec![PolicyInformation {
-        policy_identifier: profile.policy_oid,
-        policy_qualifiers: qualifiers,
-    }]);
+    let own = profile.map(|p| p.policy_oid);
+    let policies = CertificatePolicies(
+        policies
+            .iter()
+            .map(|oid| PolicyInformation {
+                policy_identifier: *oid,
+                policy_qualifiers: if Some(*oid) == own {
+                    qualifiers.clone()
+                } else {
+                    None
+                },
+            })
+            .collect(),
+    );
     extension(&policies, false)
 }
 
@@ -280,25 +296,55 @@ fn fmt_time(t: SystemTime) -> String {
         .unwrap_or_else(|_| format!("{t:?}"))
 }
 
-/// Validity from `not_before` for `years`, checked against the issuer's own not-after.
+/// Validity from `not_before` to `end`, checked against the issuer's own validity; `what`
+/// names the certificate in errors on `field`.
 fn validity(
     not_before: SystemTime,
-    years: u32,
+    end: SystemTime,
     issuer: Option<&IssuerRef>,
+    field: &str,
+    what: &str,
 ) -> Result<Validity, PkiError> {
-    let end = not_after(not_before, years)?;
     if let Some(issuer) = issuer {
-        check_outlived_by(
-            issuer,
-            end,
-            "validity_years",
-            &format!("a {years}-year certificate"),
-        )?;
+        check_starts_within(issuer, not_before)?;
+        check_outlived_by(issuer, end, field, what)?;
     }
     Ok(Validity::new(
         to_time(not_before, "not_before")?,
-        to_time(end, "validity_years")?,
+        to_time(end, field)?,
     ))
+}
+
+/// A certificate starting at `not_before` must not start before its issuer: with the clock
+/// behind, it would be signed by a CA that was not yet valid.
+fn check_starts_within(issuer: &IssuerRef, not_before: SystemTime) -> Result<(), PkiError> {
+    let issuer_start = issuer
+        .cert
+        .tbs_certificate()
+        .validity()
+        .not_before
+        .to_system_time();
+    if not_before < issuer_start {
+        return Err(PkiError::invalid(
+            "not_before",
+            format!(
+                "{} is before the notBefore of its issuer {} ({}); is the clock behind?",
+                fmt_time(not_before),
+                issuer.name,
+                fmt_time(issuer_start)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The notBefore of an issuer's certificate: nothing it signs may start earlier.
+pub fn issuer_not_before(issuer: &Certificate) -> SystemTime {
+    issuer
+        .tbs_certificate()
+        .validity()
+        .not_before
+        .to_system_time()
 }
 
 /// A certificate ending at `end` must not outlive its issuer; `what` names it in the error
@@ -477,18 +523,25 @@ pub fn build_leaf_tbs(
     req.profile
         .check_request(req.subject, req.sans, req.validity_years, req.key_type)?;
     let not_before = whole_seconds(not_before)?;
-    let kind = req.profile.kind;
-    let subject = req.subject.to_name()?;
+    let profile = req.profile;
+    let kind = profile.kind;
+    let subject = profile.certificate_subject(req.subject)?.to_name()?;
 
     let mut exts = end_entity_extensions(
         &kind.key_usage(req.key_type),
         (
-            kind.extended_key_usage(),
+            profile.extended_key_usage(req.sans),
             kind.extended_key_usage_critical(),
         ),
         req.spki,
         issuer,
     )?;
+    if kind == super::ProfileKind::AuditSigning && profile.private_eku.is_none() {
+        return Err(PkiError::invalid(
+            "profile",
+            "the audit key's certificate needs the CA's audit key purpose as its extendedKeyUsage",
+        ));
+    }
     if !req.sans.is_empty() {
         let names = req
             .sans
@@ -498,16 +551,30 @@ pub fn build_leaf_tbs(
         // RFC 5280 4.2.1.6: critical exactly when the subject is empty.
         exts.push(extension(&SubjectAltName(names), req.subject.is_empty())?);
     }
-    exts.push(policies_extension(req.profile)?);
+    exts.push(policies_extension(
+        Some(profile),
+        &profile.policies(req.subject, req.sans),
+    )?);
     exts.push(crl_dp_extension(&urls.crl(issuer.name))?);
     exts.push(aia_extension(urls, issuer.name)?);
 
+    let mut end = not_after(not_before, req.validity_years)?;
+    if let Some(max) = profile.max_lifetime(not_before) {
+        end = end.min(not_before + max - Duration::from_secs(1));
+    }
+    let years = req.validity_years;
     finish(TbsOut {
         version: Version::V3,
         serial_number: serial,
         signature: issuer.signature.algorithm_identifier(),
         issuer: issuer_tbs.subject().clone(),
-        validity: validity(not_before, req.validity_years, Some(issuer))?,
+        validity: validity(
+            not_before,
+            end,
+            Some(issuer),
+            "validity_years",
+            &format!("a {years}-year certificate"),
+        )?,
         subject,
         subject_public_key_info: req.spki.clone(),
         extensions: exts,
@@ -527,12 +594,15 @@ pub struct ResponderRequest<'a> {
     pub spki: &'a SubjectPublicKeyInfoOwned,
     /// How long the certificate is valid: short, since nothing checks its revocation.
     pub lifetime: Duration,
+    /// The certificate policy of the CA's own certificates.
+    pub policy: ObjectIdentifier,
 }
 
 /// Build the TBSCertificate of a delegated OCSP responder for `issuer`: CA:FALSE,
 /// keyUsage digitalSignature (critical), extendedKeyUsage id-kp-OCSPSigning only, and
-/// id-pkix-ocsp-nocheck, so relying parties do not ask the responder about itself. No CRL
-/// distribution point, AIA or policies: a nocheck certificate is trusted for its short life.
+/// id-pkix-ocsp-nocheck, so relying parties do not ask the responder about itself, and the
+/// CA's policy for its own certificates. No CRL distribution point or AIA: a nocheck
+/// certificate is trusted for its short life.
 pub fn build_ocsp_responder_tbs(
     issuer: &IssuerRef,
     req: &ResponderRequest,
@@ -553,6 +623,7 @@ pub fn build_ocsp_responder_tbs(
     }
     let not_before = whole_seconds(not_before)?;
     let end = not_before + req.lifetime;
+    check_starts_within(issuer, not_before)?;
     check_outlived_by(issuer, end, "lifetime", "the responder certificate")?;
     let nocheck = Extension {
         extn_id: ID_PKIX_OCSP_NOCHECK,
@@ -566,6 +637,7 @@ pub fn build_ocsp_responder_tbs(
         issuer,
     )?;
     exts.push(nocheck);
+    exts.push(policies_extension(None, &[req.policy])?);
     finish(TbsOut {
         version: Version::V3,
         serial_number: serial,
@@ -645,7 +717,13 @@ pub fn build_ca_tbs(
         serial_number: serial,
         signature: signature.algorithm_identifier(),
         issuer: issuer_name,
-        validity: validity(not_before, req.validity_years, issuer)?,
+        validity: validity(
+            not_before,
+            not_after(not_before, req.validity_years)?,
+            issuer,
+            "validity_years",
+            &format!("a {}-year certificate", req.validity_years),
+        )?,
         subject,
         subject_public_key_info: req.spki.clone(),
         extensions: exts,
@@ -771,17 +849,19 @@ mod tests {
         sign(tbs, key, key.default_alg())
     }
 
+    /// A profile of `kind` with a liability notice, every key type and without the CA/B
+    /// rules (the tests below that want them turn them on).
     fn profile(kind: ProfileKind) -> Profile {
         Profile {
-            name: kind.name().into(),
-            kind,
-            validity_years: vec![1, 2],
-            renewal_window_days: 90,
-            policy_oid: ObjectIdentifier::new_unwrap("1.3.6.1.4.1.99999.1.1"),
             liability: Some("500,000 CNY".into()),
             key_types: KeyType::ALL.to_vec(),
-            issuers: vec!["root".into()],
-            allow_wildcards: kind.wildcards_by_default(),
+            cabf: false,
+            ..Profile::with_defaults(
+                kind.name(),
+                kind,
+                ObjectIdentifier::new_unwrap("1.3.6.1.4.1.99999.1.1"),
+                vec!["root".into()],
+            )
         }
     }
 
@@ -1144,6 +1224,131 @@ mod tests {
         };
         let e = leaf_tbs_at(&not_a_ca, &req, t).unwrap_err();
         assert!(e.to_string().contains("not a CA"), "{e}");
+    }
+
+    #[test]
+    fn the_audit_certificate_has_a_critical_purpose_of_the_cas_own_and_no_any_policy() {
+        let ca_key = SoftKey::p256(30);
+        let ca = root(&ca_key, "2026-01-01T00:00:00Z", 10);
+        let issuer = root_issuer(&ca, &ca_key);
+        let spki = SoftKey::p256(31).spki();
+        let purpose = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.61234.3.2");
+        let policy = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.61234.3.1");
+        let p = Profile {
+            private_eku: Some(purpose),
+            ..Profile::with_defaults(
+                "audit_signing",
+                ProfileKind::AuditSigning,
+                policy,
+                vec!["root".into()],
+            )
+        };
+        let subject = SubjectSpec::parse("CN=Audit Key").unwrap();
+        let req = LeafRequest {
+            profile: &p,
+            subject: &subject,
+            sans: &[],
+            spki: &spki,
+            key_type: KeyType::P256,
+            validity_years: 1,
+        };
+        let tbs = leaf_tbs_at(&issuer, &req, at("2026-02-01T00:00:00Z")).unwrap();
+        let (crit, eku) = tbs.get_extension::<ExtendedKeyUsage>().unwrap().unwrap();
+        assert!(crit);
+        assert_eq!(eku.0, vec![purpose]);
+        let (_, pol) = tbs.get_extension::<CertificatePolicies>().unwrap().unwrap();
+        let oids: Vec<_> = pol.0.iter().map(|p| p.policy_identifier).collect();
+        assert_eq!(oids, vec![policy]);
+        // Without the purpose there is no audit certificate to make.
+        let without = Profile {
+            private_eku: None,
+            ..p.clone()
+        };
+        let req = LeafRequest {
+            profile: &without,
+            ..req
+        };
+        let e = leaf_tbs_at(&issuer, &req, at("2026-02-01T00:00:00Z")).unwrap_err();
+        assert!(e.to_string().starts_with("profile:"), "{e}");
+    }
+
+    #[test]
+    fn nothing_starts_before_its_issuer() {
+        let ca_key = SoftKey::p256(32);
+        let ca = root(&ca_key, "2026-06-01T00:00:00Z", 10);
+        let issuer = root_issuer(&ca, &ca_key);
+        let spki = SoftKey::p256(33).spki();
+        let p = profile(ProfileKind::Personal);
+        let subject = SubjectSpec::parse("CN=张三").unwrap();
+        let req = LeafRequest {
+            profile: &p,
+            subject: &subject,
+            sans: &[],
+            spki: &spki,
+            key_type: KeyType::P256,
+            validity_years: 1,
+        };
+        let e = leaf_tbs_at(&issuer, &req, at("2026-05-31T23:59:59Z")).unwrap_err();
+        assert!(
+            e.to_string().starts_with("not_before:") && e.to_string().contains("clock"),
+            "{e}"
+        );
+        leaf_tbs_at(&issuer, &req, at("2026-06-01T00:00:00Z")).unwrap();
+        let responder = ResponderRequest {
+            subject: &subject,
+            spki: &spki,
+            lifetime: Duration::from_secs(86_400),
+            policy: ObjectIdentifier::new_unwrap("1.3.6.1.4.1.61234.3.1"),
+        };
+        let e = build_ocsp_responder_tbs(
+            &issuer,
+            &responder,
+            crate::pki::serial::random_serial(),
+            at("2026-05-01T00:00:00Z"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().starts_with("not_before:"), "{e}");
+        let tbs = build_ocsp_responder_tbs(
+            &issuer,
+            &responder,
+            crate::pki::serial::random_serial(),
+            at("2026-06-02T00:00:00Z"),
+        )
+        .unwrap();
+        let (_, pol) = tbs.get_extension::<CertificatePolicies>().unwrap().unwrap();
+        assert_eq!(pol.0[0].policy_identifier, responder.policy);
+    }
+
+    #[test]
+    fn cabf_tls_leaves_carry_the_reserved_policy_first_and_no_notice() {
+        let ca_key = SoftKey::p256(34);
+        let ca = root(&ca_key, "2026-01-01T00:00:00Z", 10);
+        let issuer = root_issuer(&ca, &ca_key);
+        let spki = SoftKey::p256(35).spki();
+        let p = Profile {
+            cabf: true,
+            ..profile(ProfileKind::Server)
+        };
+        let subject = SubjectSpec::parse("CN=www.example.cn").unwrap();
+        let sans = [San::Dns("www.example.cn".into())];
+        let req = LeafRequest {
+            profile: &p,
+            subject: &subject,
+            sans: &sans,
+            spki: &spki,
+            key_type: KeyType::P256,
+            validity_years: 2,
+        };
+        let start = at("2026-11-30T00:00:00Z");
+        let tbs = leaf_tbs_at(&issuer, &req, start).unwrap();
+        let (_, pol) = tbs.get_extension::<CertificatePolicies>().unwrap().unwrap();
+        let oids: Vec<_> = pol.0.iter().map(|p| p.policy_identifier).collect();
+        assert_eq!(oids, vec![crate::pki::oids::cabf::TLS_DV, p.policy_oid]);
+        assert!(pol.0.iter().all(|p| p.policy_qualifiers.is_none()));
+        assert_eq!(
+            tbs.validity().not_after.to_system_time(),
+            start + Duration::from_secs(199 * 86_400 - 1)
+        );
     }
 
     #[test]

@@ -106,6 +106,17 @@ pub fn public_suffix(base: &str) -> Option<&str> {
     (suffix.as_bytes() == base.as_bytes()).then_some(base)
 }
 
+/// Whether `d` (a checked dNSName, possibly a wildcard) is a name in the public DNS: under a
+/// suffix the Public Suffix List knows, and not a public suffix itself. Internal names
+/// (`intranet.local`, `host.test`, `server`) are not.
+pub fn is_public_name(d: &str) -> bool {
+    let base = d.strip_prefix("*.").unwrap_or(d).to_ascii_lowercase();
+    match psl::suffix(base.as_bytes()) {
+        Some(s) => s.is_known() && s.as_bytes() != base.as_bytes(),
+        None => false,
+    }
+}
+
 /// The refusal of a name that is not ASCII: the A-label form to send instead, when there is
 /// one.
 fn not_ascii(d: &str) -> String {
@@ -234,6 +245,28 @@ mod tests {
             "XN--MNCHEN-3YA.de",
         ] {
             check_dns_name(ok, true).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+    }
+
+    #[test]
+    fn public_names_are_told_from_internal_ones() {
+        for d in [
+            "www.example.cn",
+            "*.example.cn",
+            "pay.example.com.cn",
+            "xn--fsqu00a.xn--fiqs8s",
+        ] {
+            assert!(is_public_name(d), "{d}");
+        }
+        for d in [
+            "intranet.local",
+            "host.test",
+            "server",
+            "cn",
+            "com.cn",
+            "*.com.cn",
+        ] {
+            assert!(!is_public_name(d), "{d}");
         }
     }
 

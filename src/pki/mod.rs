@@ -9,6 +9,7 @@ pub mod csr;
 pub mod dns;
 pub mod name;
 pub mod ocsp;
+pub mod oids;
 pub mod pkcs7;
 pub mod profile;
 pub mod revocation;
@@ -19,7 +20,7 @@ pub mod verify;
 
 pub use alg::{KeyType, SignatureAlgorithm};
 pub use name::{Attr, San, SubjectSpec};
-pub use profile::{Profile, ProfileKind};
+pub use profile::{EmailProtection, OrgIdForm, Profile, ProfileKind};
 pub use revocation::RevocationReason;
 
 /// What can go wrong building or checking X.509 structures.

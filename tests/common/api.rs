@@ -79,11 +79,17 @@ pub struct TlsMaterial {
     pub dir: PathBuf,
 }
 
+/// `openssl` in `dir`; under libfaketime when `dir` holds a `faketime` file (the offset,
+/// written by [`TlsMaterial::generate_with_clock`]).
 fn openssl(dir: &Path, args: &[&str]) {
-    let out = run(Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .env("TLS_DIR", dir));
+    let mut cmd = Command::new("openssl");
+    cmd.args(args).current_dir(dir).env("TLS_DIR", dir);
+    if let Ok(offset) = std::fs::read_to_string(dir.join("faketime")) {
+        cmd.env("LD_PRELOAD", LIBFAKETIME)
+            .env("FAKETIME", offset.trim())
+            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+    }
+    let out = run(&mut cmd);
     assert!(
         out.status.success(),
         "openssl {args:?}: {}",
@@ -92,6 +98,18 @@ fn openssl(dir: &Path, args: &[&str]) {
 }
 
 impl TlsMaterial {
+    /// As [`TlsMaterial::generate`], with openssl's clock `offset` from the real one
+    /// (libfaketime's relative form, "-800d"): every certificate starts then.
+    pub fn generate_with_clock(dir: &Path, offset: &str) -> TlsMaterial {
+        assert!(
+            Path::new(LIBFAKETIME).exists(),
+            "{LIBFAKETIME} is missing: run ./softhsm-setup.sh --with-test-tools"
+        );
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("faketime"), offset).unwrap();
+        Self::generate(dir)
+    }
+
     /// Make everything in `dir`.
     pub fn generate(dir: &Path) -> TlsMaterial {
         std::fs::create_dir_all(dir).unwrap();
@@ -330,6 +348,11 @@ impl ApiCa {
     /// As [`ApiCa::with_http`], on the module `kind`.
     pub fn with_http_on(kind: super::ModuleKind, tail: &str) -> ApiCa {
         Self::build_on(kind, "", "", &http_section(tail), false, &|t| t)
+    }
+
+    /// As [`ApiCa::with_http`], with the configuration text passed through `edit` as well.
+    pub fn with_http_and_edit(tail: &str, edit: &dyn Fn(String) -> String) -> ApiCa {
+        Self::build_with("", "", &http_section(tail), false, edit)
     }
 
     fn build(extra: &str, tail: &str, via_p11kit: bool) -> ApiCa {

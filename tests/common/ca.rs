@@ -46,6 +46,7 @@ sqlite = "{dir}/signet.db"
 public_base_url = "http://127.0.0.1:8080"
 agreement_version = "{AGREEMENT}"
 output_dir = "{dir}/ca"
+oid_arc = "1.3.6.1.4.1.99999"
 
 [[issuer]]
 name = "root"
@@ -141,7 +142,7 @@ impl TestCa {
         extra: &str,
         tokens: &[(&str, &str, &str)],
     ) -> (SoftHsm, PathBuf, PathBuf, Config) {
-        Self::prepare_with_tokens_on(super::ModuleKind::from_env(), extra, tokens)
+        Self::prepare_on(super::ModuleKind::from_env(), extra, tokens, &|t| t)
     }
 
     /// As [`TestCa::prepare_with_tokens`], on the module `kind`.
@@ -150,6 +151,27 @@ impl TestCa {
         extra: &str,
         tokens: &[(&str, &str, &str)],
     ) -> (SoftHsm, PathBuf, PathBuf, Config) {
+        Self::prepare_on(kind, extra, tokens, &|t| t)
+    }
+
+    /// As [`TestCa::prepare_with_tokens`], with the whole configuration text passed through
+    /// `edit` (to change a key of `[ca]`, say).
+    pub fn prepare_edited(
+        extra: &str,
+        tokens: &[(&str, &str, &str)],
+        edit: &dyn Fn(String) -> String,
+    ) -> (SoftHsm, PathBuf, PathBuf, Config) {
+        Self::prepare_on(super::ModuleKind::from_env(), extra, tokens, edit)
+    }
+
+    /// The configuration and tokens of a test CA on the module `kind`, its text passed
+    /// through `edit`.
+    pub fn prepare_on(
+        kind: super::ModuleKind,
+        extra: &str,
+        tokens: &[(&str, &str, &str)],
+        edit: &dyn Fn(String) -> String,
+    ) -> (SoftHsm, PathBuf, PathBuf, Config) {
         let mut all = vec![("signet-ca", SO_PIN, USER_PIN)];
         all.extend_from_slice(tokens);
         let softhsm = SoftHsm::new_on(kind, &all);
@@ -157,7 +179,7 @@ impl TestCa {
         std::fs::create_dir_all(&dir).unwrap();
         let pin_file = softhsm.pin_file(USER_PIN);
         let config_path = dir.join("signet.toml");
-        let text = config_text(&softhsm, &dir, &pin_file) + extra;
+        let text = edit(config_text(&softhsm, &dir, &pin_file) + extra);
         std::fs::write(&config_path, text).unwrap();
         let cfg = Config::load(&config_path).unwrap();
         (softhsm, dir, config_path, cfg)
@@ -175,7 +197,7 @@ impl TestCa {
 
     /// As [`TestCa::new_with`], with subscribers' tokens beside the CA's.
     pub async fn new_with_tokens(extra: &str, tokens: &[(&str, &str, &str)]) -> TestCa {
-        Self::new_with_tokens_on(super::ModuleKind::from_env(), extra, tokens).await
+        Self::new_on(super::ModuleKind::from_env(), extra, tokens, &|t| t).await
     }
 
     /// As [`TestCa::new_with_tokens`], on the module `kind`.
@@ -184,7 +206,27 @@ impl TestCa {
         extra: &str,
         tokens: &[(&str, &str, &str)],
     ) -> TestCa {
-        let (softhsm, dir, config_path, cfg) = Self::prepare_with_tokens_on(kind, extra, tokens);
+        Self::new_on(kind, extra, tokens, &|t| t).await
+    }
+
+    /// As [`TestCa::new_with_tokens`], with the configuration text passed through `edit`.
+    pub async fn new_edited(
+        extra: &str,
+        tokens: &[(&str, &str, &str)],
+        edit: &dyn Fn(String) -> String,
+    ) -> TestCa {
+        Self::new_on(super::ModuleKind::from_env(), extra, tokens, edit).await
+    }
+
+    /// A CA on the module `kind` with its hierarchy made by the ceremony, the configuration
+    /// text passed through `edit`.
+    pub async fn new_on(
+        kind: super::ModuleKind,
+        extra: &str,
+        tokens: &[(&str, &str, &str)],
+        edit: &dyn Fn(String) -> String,
+    ) -> TestCa {
+        let (softhsm, dir, config_path, cfg) = Self::prepare_on(kind, extra, tokens, edit);
         let hsm = Hsm::open(cfg.hsm_settings().unwrap()).unwrap();
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&cfg.store_path()).unwrap());
         ceremony::run(&cfg, &hsm, &store).await.unwrap();
@@ -274,8 +316,9 @@ pub const SUBSCRIBER_KEYS: [(&str, KeyType); 4] = [
 pub fn names_for(profile: &str) -> (SubjectSpec, Vec<San>) {
     let s = |pairs: &[(&str, &str)]| SubjectSpec::from_pairs(pairs.iter().copied()).unwrap();
     match profile {
+        // With an e-mail address, the person's name as SN and GN too (CA/B S/MIME rules).
         "personal" => (
-            s(&[("C", "CN"), ("CN", "张三")]),
+            s(&[("C", "CN"), ("SN", "张"), ("GN", "三"), ("CN", "张三")]),
             vec![San::Email("zhangsan@example.cn".into())],
         ),
         "organization" => (
@@ -299,13 +342,18 @@ pub fn names_for(profile: &str) -> (SubjectSpec, Vec<San>) {
             s(&[("CN", "www.example.cn")]),
             vec![
                 San::Dns("www.example.cn".into()),
-                San::Ip("192.0.2.10".parse().unwrap()),
+                // A public address: the documentation ranges are reserved, which the CA/B
+                // rules of the server profile refuse.
+                San::Ip("198.41.0.4".parse().unwrap()),
             ],
         ),
         "code_signing" => (s(&[("C", "CN"), ("CN", "李四")]), vec![]),
+        // An organisation's TLS certificate names where it is (CA/B TLS rules).
         "payment_gateway" => (
             s(&[
                 ("C", "CN"),
+                ("ST", "广东省"),
+                ("L", "深圳市"),
                 ("O", "示例支付有限公司"),
                 ("CN", "pay.example.cn"),
             ]),
