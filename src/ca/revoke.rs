@@ -274,13 +274,12 @@ fn check_comment(comment: &str) -> Result<(), CaError> {
             format!("is {comment_len} characters long; at most {MAX_COMMENT} allowed"),
         ));
     }
-    if comment
+    // A note may span lines; nothing else invisible or bidirectional (as in names).
+    let text: String = comment
         .chars()
-        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
-    {
-        return Err(invalid("comment", "contains control characters"));
-    }
-    Ok(())
+        .filter(|c| !matches!(c, '\n' | '\r' | '\t'))
+        .collect();
+    crate::pki::text::check_chars(&text).map_err(|m| invalid("comment", m))
 }
 
 /// SHA-256 over the canonical JSON of a release (everything but the id), domain-separated
@@ -303,6 +302,20 @@ fn revoke_digest(req: &RevokeRequest, serial: &str) -> Result<String, CaError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_comment_may_span_lines_but_not_hide_or_reverse_text() {
+        assert!(super::check_comment("lost on the train\nreported by phone\t(desk 3)").is_ok());
+        for bad in [
+            "key\u{202e}txt",
+            "a\u{200b}b",
+            "bell\u{7}",
+            "private\u{e000}",
+        ] {
+            let e = super::check_comment(bad).unwrap_err().to_string();
+            assert!(e.starts_with("comment: U+"), "{e}");
+        }
+    }
+
     use super::*;
 
     fn field(e: CaError) -> String {
