@@ -257,8 +257,11 @@ impl Credentials {
         let bytes = if source.starts_with("http://") {
             fetch(source).await.map_err(fail)?
         } else {
-            // A CRL file is small; reading it blocks no longer than a log write.
-            std::fs::read(source).map_err(|e| fail(e.to_string()))?
+            let path = source.to_owned();
+            tokio::task::spawn_blocking(move || std::fs::read(path))
+                .await
+                .map_err(|e| fail(e.to_string()))?
+                .map_err(|e| fail(e.to_string()))?
         };
         let der = if bytes.starts_with(b"-----BEGIN") {
             let (label, der) = der::pem::decode_vec(&bytes).map_err(|e| fail(e.to_string()))?;

@@ -33,6 +33,15 @@ pub struct Ra {
     pub enabled: bool,
 }
 
+/// The client's own certificate (the first of `peer_certs`, as rustls verified them), parsed.
+pub fn leaf_certificate(peer_certs: Option<&[impl AsRef<[u8]>]>) -> Result<Certificate, Refusal> {
+    let leaf = peer_certs
+        .and_then(|c| c.first())
+        .ok_or_else(|| Refusal::denied("no client certificate was presented"))?;
+    Certificate::from_der(leaf.as_ref())
+        .map_err(|_| Refusal::denied("the client certificate does not parse"))
+}
+
 /// The configured RAs, and the names of the configured profiles (to tell a profile that
 /// does not exist from one an RA was not granted). A configuration reload replaces the RAs
 /// in place ([`RaDirectory::replace`]), so every service holding the directory sees the new
@@ -147,12 +156,7 @@ impl RaDirectory {
 
     /// The RA presenting `peer_certs` (leaf first, as rustls verified it).
     pub fn identify(&self, peer_certs: Option<&[impl AsRef<[u8]>]>) -> Result<Arc<Ra>, Refusal> {
-        let leaf = peer_certs
-            .and_then(|c| c.first())
-            .ok_or_else(|| Refusal::denied("no client certificate was presented"))?;
-        let cert = Certificate::from_der(leaf.as_ref())
-            .map_err(|_| Refusal::denied("the client certificate does not parse"))?;
-        self.identify_certificate(&cert)
+        self.identify_certificate(&leaf_certificate(peer_certs)?)
     }
 
     /// The RA a parsed client certificate belongs to.

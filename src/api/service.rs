@@ -15,7 +15,7 @@ use x509_cert::Certificate;
 use super::convert;
 use super::credentials::Credentials;
 use super::error::Refusal;
-use super::identity::{Ra, RaDirectory};
+use super::identity::{self, Ra, RaDirectory};
 use super::pb;
 use crate::ca::{Authority, CaError, Violation};
 use crate::config::RaOperation;
@@ -160,14 +160,22 @@ impl Frame {
         let peer = request
             .remote_addr()
             .map_or_else(|| "-".to_owned(), |a| a.to_string());
-        let identity = self.ras.identify(certs.as_deref().map(|c| c.as_slice()));
+        // Parsed once: the certificate names the RA and is checked for its standing.
+        let (leaf, identity) =
+            match identity::leaf_certificate(certs.as_deref().map(|c| c.as_slice())) {
+                Ok(cert) => {
+                    let ra = self.ras.identify_certificate(&cert);
+                    (Some(cert), ra)
+                }
+                Err(refusal) => (None, Err(refusal)),
+            };
         let message = request.into_inner();
         let request_id = message.request_id().to_owned();
         let (ra_name, result) = match identity {
             Err(refusal) => ("-".to_owned(), Err(refusal)),
             // An RA that may not call this operation is named in the log all the same.
             Ok(ra) => match self
-                .standing(&ra, certs.as_deref())
+                .standing(&ra, leaf.as_ref())
                 .await
                 .and_then(|()| ra.require(op))
             {
@@ -222,19 +230,11 @@ impl Frame {
 
     /// Whether the client certificate `ra` called with still stands (not revoked, on hold,
     /// expired or not yet valid); a refusal is also logged as a warning naming the office.
-    async fn standing(
-        &self,
-        ra: &Ra,
-        certs: Option<&Vec<tonic::transport::CertificateDer<'static>>>,
-    ) -> Result<(), Refusal> {
-        let Some(credentials) = &self.credentials else {
+    async fn standing(&self, ra: &Ra, leaf: Option<&Certificate>) -> Result<(), Refusal> {
+        let (Some(credentials), Some(leaf)) = (&self.credentials, leaf) else {
             return Ok(());
         };
-        let leaf = certs
-            .and_then(|c| c.first())
-            .and_then(|d| Certificate::from_der(d.as_ref()).ok())
-            .ok_or_else(|| Refusal::denied("the client certificate does not parse"))?;
-        credentials.check(&leaf).await.map_err(|problem| {
+        credentials.check(leaf).await.map_err(|problem| {
             tracing::warn!(ra = %Escaped(&ra.name), "refused the RA office: {problem}");
             Refusal::from(problem)
         })
