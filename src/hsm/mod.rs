@@ -1,21 +1,24 @@
 //! PKCS#11 HSM access: one context per module, a held login, a pool of sessions, cached key
 //! handles, signing mechanisms, and recovery when the device goes away.
 //!
-//! Every cryptoki call runs on tokio's blocking pool behind a semaphore with one permit per
-//! pooled session, never on the async executor. Failures fall into three classes (see
+//! Every cryptoki call runs on a signer thread, never on the async executor: one OS thread
+//! per pooled session, each owning its session and that session's cache of key handles, all
+//! fed by one queue (`call.rs`). A thread takes the next operation as soon as it is done with
+//! one, so under load a session never waits for a caller, and an operation costs a queue
+//! push and a reply, with no lock on the pool. Failures fall into three classes (see
 //! `error.rs`): a stale session, handle or login is repaired and the operation retried once;
 //! a lost device marks the HSM unavailable, finalises the module and reconnects in a
 //! background thread with exponential backoff, while calls fail fast with
 //! [`HsmError::Unavailable`]; anything else is returned as it is.
 //!
 //! An HSM can also stop answering without failing (a network HSM whose peer froze): its
-//! calls then block. The wait for a session permit and the operation itself are each bounded
-//! by the call timeout (`call.rs`). An operation that overruns it is abandoned: the caller
-//! gets [`HsmError::Unavailable`], the HSM is reported unavailable and reconnected like a
-//! lost device, and when the stuck thread finally returns, its session is discarded rather
-//! than pooled. That thread keeps its permit and its read guard on the module until then,
-//! so at most `pool_size` threads can hang, the reconnect's C_Finalize waits for them, and
-//! once it is through every permit is back: signing resumes at full pool size.
+//! calls then block. The wait in the queue and the operation itself are each bounded by the
+//! call timeout (`call.rs`). An operation that overruns it is abandoned: the caller gets
+//! [`HsmError::Unavailable`], the HSM is reported unavailable and reconnected like a lost
+//! device, and when the stuck thread finally returns, its session is discarded rather than
+//! kept. That thread keeps its read guard on the module until then, so at most `pool_size`
+//! threads can hang, the reconnect's C_Finalize waits for them, and once it is through
+//! every thread serves the queue again: signing resumes at full pool size.
 //!
 //! The module's context is shared by every `Hsm` on it in the process (`module.rs`), so a
 //! device-class failure seen by one finalises it for all; the others notice the new
@@ -54,16 +57,19 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use spki::SubjectPublicKeyInfoOwned;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::watch;
 
 pub use error::HsmError;
 pub use keys::mechanism;
 pub use uri::TokenSelector;
 
-use call::{Call, Deadline};
+use call::{Call, Queue};
 use error::Failure;
 use module::Module;
 use pool::{Live, Worker};
+
+/// What a signer thread holds between operations: its session, once it has taken one.
+type Slot = Option<Worker>;
 
 use crate::pki::alg::{KeyType, SignatureAlgorithm};
 use crate::secret::Secret;
@@ -112,8 +118,8 @@ struct Inner {
     reconnect_max: Duration,
     /// The bound on the wait for a session and on one operation.
     call_timeout: Duration,
-    /// One permit per pooled session: bounds the blocking work in flight.
-    permits: Arc<Semaphore>,
+    /// The operations waiting for a signer thread (one thread per pooled session).
+    queue: Arc<Queue<Slot>>,
     /// The token's sessions, `None` while the device is unavailable or after close.
     live: Mutex<Option<Live>>,
     /// False from a device-class failure until the reconnect succeeds.
@@ -172,7 +178,7 @@ impl Hsm {
                 .max(settings.reconnect_initial)
                 .max(MIN_RECONNECT_DELAY),
             call_timeout: settings.call_timeout.max(MIN_CALL_TIMEOUT),
-            permits: Arc::new(Semaphore::new(pool_size)),
+            queue: Arc::new(Queue::new()),
             live: Mutex::new(None),
             available: AtomicBool::new(false),
             availability: watch::Sender::new(false),
@@ -184,6 +190,13 @@ impl Hsm {
         match inner.connect() {
             Ok(live) => {
                 *lock(&inner.live) = Some(live);
+                if let Err(e) = inner.start_signers() {
+                    inner.close();
+                    return Err(HsmError::Pkcs11 {
+                        op: "starting signer threads",
+                        rv: e.to_string(),
+                    });
+                }
                 inner.set_available(true);
                 tracing::info!(
                     module = %inner.module.path().display(),
@@ -210,8 +223,8 @@ impl Hsm {
     ) -> Result<Vec<u8>, HsmError> {
         let label = key_label.to_owned();
         let message = message.to_vec();
-        self.blocking(self.inner.call_timeout, move |inner, call| {
-            inner.run(call, |w| {
+        self.blocking(self.inner.call_timeout, move |inner, call, slot| {
+            inner.run(call, slot, |w| {
                 let key = w.private_key(&label)?;
                 keys::sign(&w.session, &label, key, alg, &message)
             })
@@ -222,8 +235,8 @@ impl Hsm {
     /// The public key of the key pair labelled `key_label`.
     pub async fn public_key(&self, key_label: &str) -> Result<SubjectPublicKeyInfoOwned, HsmError> {
         let label = key_label.to_owned();
-        self.blocking(self.inner.call_timeout, move |inner, call| {
-            inner.run(call, |w| keys::public_key(&w.session, &label))
+        self.blocking(self.inner.call_timeout, move |inner, call, slot| {
+            inner.run(call, slot, |w| keys::public_key(&w.session, &label))
         })
         .await
     }
@@ -231,9 +244,9 @@ impl Hsm {
     /// Whether a private key with this label exists on the token.
     pub async fn key_exists(&self, key_label: &str) -> Result<bool, HsmError> {
         let label = key_label.to_owned();
-        self.blocking(self.inner.call_timeout, move |inner, call| {
+        self.blocking(self.inner.call_timeout, move |inner, call, slot| {
             // KeyNotFound passes through run(), which tells a lost login from a missing key.
-            match inner.run(call, |w| w.find_private_key(&label).map(|_| true)) {
+            match inner.run(call, slot, |w| w.find_private_key(&label).map(|_| true)) {
                 Err(HsmError::KeyNotFound { .. }) => Ok(false),
                 other => other,
             }
@@ -250,8 +263,10 @@ impl Hsm {
     ) -> Result<SubjectPublicKeyInfoOwned, HsmError> {
         let label = key_label.to_owned();
         let limit = self.inner.call_timeout.max(MIN_KEY_GENERATION_TIMEOUT);
-        self.blocking(limit, move |inner, call| {
-            inner.run(call, |w| keys::generate(&w.session, &label, key_type))
+        self.blocking(limit, move |inner, call, slot| {
+            inner.run(call, slot, |w| {
+                w.with_rw_session(|session| keys::generate(session, &label, key_type))
+            })
         })
         .await
     }
@@ -333,30 +348,26 @@ impl Hsm {
         }
     }
 
-    /// Run `f` on the blocking pool under a semaphore permit: the wait for the permit is
-    /// bounded by the call timeout, `f` itself by `limit`. Fails fast, without waiting for a
-    /// permit, while the HSM is unavailable.
+    /// Run `f` on a signer thread: the wait in the queue is bounded by the call timeout (and
+    /// ends early if the HSM goes away meanwhile), `f` itself by `limit`. Fails fast, without
+    /// queueing, while the HSM is unavailable.
     async fn blocking<T, F>(&self, limit: Duration, f: F) -> Result<T, HsmError>
     where
         T: Send + 'static,
-        F: FnOnce(&Inner, &Call) -> Result<T, HsmError> + Send + 'static,
+        F: FnOnce(&Inner, &Call, &mut Slot) -> Result<T, HsmError> + Send + 'static,
     {
         self.inner.check_usable()?;
-        let permit = self.inner.session_permit().await?;
-        let call = Arc::new(Call::default());
-        let (inner, on_thread) = (Arc::clone(&self.inner), Arc::clone(&call));
-        let handle = tokio::task::spawn_blocking(move || {
-            // Held until the thread returns, even when the caller gave up on it long before.
-            let _permit = permit;
-            let result = f(&inner, &on_thread);
-            on_thread.finish();
-            result
-        });
+        let on_thread = Arc::clone(&self.inner);
         let inner = Arc::clone(&self.inner);
-        let deadline = tokio::time::Instant::now() + limit;
-        Deadline::new(handle, deadline, move || inner.overran(&call, limit))
-            .wait()
-            .await?
+        call::run_queued(
+            &self.inner.queue,
+            self.inner.call_timeout,
+            limit,
+            &self.inner.availability,
+            move |call, slot| f(&on_thread, call, slot),
+            move |call| inner.overran(call, limit),
+        )
+        .await
     }
 }
 
@@ -369,39 +380,22 @@ impl Inner {
         was
     }
 
-    /// A session permit, waiting at most the call timeout, and no longer than the HSM stays
-    /// available.
-    async fn session_permit(&self) -> Result<OwnedSemaphorePermit, HsmError> {
-        match Arc::clone(&self.permits).try_acquire_owned() {
-            Ok(permit) => return Ok(permit),
-            Err(tokio::sync::TryAcquireError::Closed) => return Err(HsmError::Closed),
-            Err(tokio::sync::TryAcquireError::NoPermits) => {}
+    /// One signer thread per pooled session, each leaving with its session closed (if its
+    /// context is still live) when the queue closes.
+    fn start_signers(&self) -> std::io::Result<()> {
+        for i in 0..self.pool_size {
+            let module = Arc::clone(&self.module);
+            call::spawn_signer(
+                format!("signet-hsm-{i}"),
+                Arc::clone(&self.queue),
+                move |slot: Slot| {
+                    if let Some(worker) = slot {
+                        pool::retire(&module.read(), worker);
+                    }
+                },
+            )?;
         }
-        let mut availability = self.availability.subscribe();
-        tokio::select! {
-            permit = Arc::clone(&self.permits).acquire_owned() => {
-                let permit = permit.map_err(|_| HsmError::Closed)?;
-                // The HSM may have gone down while this call queued.
-                self.check_usable().map(|()| permit)
-            }
-            _ = availability.wait_for(|up| !*up) => {
-                Err(self.check_usable().err().unwrap_or_else(|| HsmError::Unavailable {
-                    reason: "the HSM went away while the call waited for a session".into(),
-                }))
-            }
-            () = tokio::time::sleep(self.call_timeout) => {
-                tracing::warn!(
-                    timeout_ms = self.call_timeout.as_millis(),
-                    "no HSM session became free within the call timeout"
-                );
-                Err(HsmError::Unavailable {
-                    reason: format!(
-                        "no HSM session became free within {} ms",
-                        self.call_timeout.as_millis()
-                    ),
-                })
-            }
-        }
+        Ok(())
     }
 
     /// An operation overran the call timeout. Unless it finished at that very moment, it is
@@ -456,12 +450,14 @@ impl Inner {
         Live::connect(pkcs11, generation, &self.token, &self.pin, self.pool_size)
     }
 
-    /// Run one operation on a pooled session: retry once on a fresh session after a
-    /// session-class failure, go into recovery after a device-class one. The session goes
-    /// back to the pool only if `call` was not abandoned meanwhile.
+    /// Run one operation on the signer thread's session (taking one from the pool if the
+    /// thread has none yet, or only one of a finalised context): retry once on a fresh
+    /// session after a session-class failure, go into recovery after a device-class one. The
+    /// thread keeps the session only if `call` was not abandoned meanwhile.
     fn run<T>(
         &self,
         call: &Call,
+        slot: &mut Slot,
         op: impl Fn(&mut Worker) -> Result<T, Failure>,
     ) -> Result<T, HsmError> {
         self.check_usable()?;
@@ -472,7 +468,14 @@ impl Inner {
                 reason: "the call was abandoned at its timeout".into(),
             });
         }
-        let (mut worker, generation) = {
+        let kept = slot
+            .take()
+            .filter(|w| module.pkcs11.is_some() && w.generation() == module.generation);
+        let (mut worker, generation) = if let Some(w) = kept {
+            call.set_generation(module.generation);
+            (w, module.generation)
+        } else {
+            // A session of a finalised context (if any) died with it: dropped unclosed.
             let mut live = lock(&self.live);
             let Some(l) = live.as_mut() else {
                 drop(live);
@@ -512,7 +515,7 @@ impl Inner {
             }
             match outcome {
                 Ok(v) => {
-                    self.give_back(call, worker);
+                    self.give_back(call, worker, slot);
                     return Ok(v);
                 }
                 Err(Failure::Session(e)) if !retried && !call.is_abandoned() => {
@@ -549,22 +552,22 @@ impl Inner {
                     return Err(self.outage(generation, reason));
                 }
                 Err(f) => {
-                    self.give_back(call, worker);
+                    self.give_back(call, worker, slot);
                     return Err(f.into_error());
                 }
             }
         }
     }
 
-    /// Return a worker after an operation: to the pool, or, if the caller gave up on the
-    /// operation at its timeout, closed and thrown away (its session hung once).
-    fn give_back(&self, call: &Call, worker: Worker) {
-        let mut live = lock(&self.live);
-        let Some(l) = live.as_mut() else { return };
+    /// Keep a worker after an operation for the thread's next one, or, if the caller gave up
+    /// on the operation at its timeout, close and throw it away (its session hung once).
+    fn give_back(&self, call: &Call, worker: Worker, slot: &mut Slot) {
         if call.finish() {
-            l.checkin(worker);
-        } else {
-            tracing::debug!("an abandoned HSM call returned; its session is discarded");
+            *slot = Some(worker);
+            return;
+        }
+        tracing::debug!("an abandoned HSM call returned; its session is discarded");
+        if let Some(l) = lock(&self.live).as_mut() {
             l.discard(worker);
         }
     }
@@ -638,7 +641,7 @@ impl Inner {
             return;
         }
         self.set_available(false);
-        self.permits.close();
+        self.queue.close();
         let live = lock(&self.live).take();
         if let Some(live) = live {
             self.close_live(live);

@@ -9,6 +9,8 @@ pub enum Mode {
     Ocsp,
     /// Timestamp queries to `POST /tsa`.
     Tsa,
+    /// No load: the HSM's direct rate and signet's HSM layer alone, for the issuer's key.
+    Hsm,
 }
 
 /// `signet bench` options.
@@ -38,4 +40,15 @@ pub struct BenchArgs {
     /// Connections to spread the gRPC callers over (an RA office usually has a few).
     #[arg(long, default_value_t = 4)]
     pub(crate) connections: usize,
+    /// Callers signing through signet's HSM layer when it is measured alone (default: twice
+    /// the pool size, so a session never waits for its next request).
+    #[arg(long)]
+    pub(crate) layer_callers: Option<usize>,
+}
+
+impl BenchArgs {
+    /// How many tasks sign through the HSM layer when it is measured alone.
+    pub(crate) fn layer_callers(&self, pool: usize) -> usize {
+        self.layer_callers.unwrap_or(2 * pool).max(1)
+    }
 }

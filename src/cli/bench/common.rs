@@ -43,6 +43,10 @@ pub(crate) struct Key {
 /// (`Hsm::sign` in a loop, before and after), so both the layer's cost and the end-to-end
 /// ratio are visible.
 pub(crate) struct Measured<T> {
+    /// Sessions in the pool (and threads of the direct loop).
+    pub(crate) pool: usize,
+    /// Tasks signing through the layer.
+    pub(crate) callers: usize,
     pub(crate) before: f64,
     pub(crate) layer_before: RawRate,
     pub(crate) load: T,
@@ -74,6 +78,7 @@ where
     F: std::future::Future<Output = Result<T, String>>,
 {
     let pool = cfg.hsm.pool_size;
+    let callers = a.layer_callers(pool);
     let raw_for = Duration::from_secs(a.raw_seconds.max(1));
     let settings = cfg.hsm_settings().map_err(|e| e.to_string())?;
     let direct = |when: &str| {
@@ -93,7 +98,7 @@ where
         .build()
         .map_err(|e| e.to_string())?;
     let result = rt.block_on(async {
-        let layer_before = raw_signing_rate(&hsm, &key.label, key.signature, pool, raw_for)
+        let layer_before = raw_signing_rate(&hsm, &key.label, key.signature, callers, raw_for)
             .await
             .map_err(|e| {
                 format!(
@@ -102,11 +107,11 @@ where
                 )
             })?;
         eprintln!(
-            "signet HSM layer, {pool} sessions: {:.0}/s",
+            "signet HSM layer, {pool} sessions, {callers} callers: {:.0}/s",
             layer_before.per_second
         );
         let load = load().await?;
-        let layer_after = raw_signing_rate(&hsm, &key.label, key.signature, pool, raw_for)
+        let layer_after = raw_signing_rate(&hsm, &key.label, key.signature, callers, raw_for)
             .await
             .map_err(|e| {
                 format!(
@@ -121,6 +126,8 @@ where
     let (layer_before, load, layer_after) = result?;
     let after = direct("after")?;
     Ok(Measured {
+        pool,
+        callers,
         before,
         layer_before,
         load,
@@ -130,7 +137,7 @@ where
 }
 
 /// Print a load's figures: `what` per second, errors, latency, the ceilings and the ratio.
-pub(crate) fn print_figures(what: &str, m: &Measured<Report>, pool: usize) {
+pub(crate) fn print_figures(what: &str, m: &Measured<Report>) {
     let report = &m.load;
     println!("{what:<18}{} ({:.0}/s)", report.done, report.rate());
     println!("errors            {}", report.errors);
@@ -140,7 +147,7 @@ pub(crate) fn print_figures(what: &str, m: &Measured<Report>, pool: usize) {
         ms(report.latency.p99),
         ms(report.latency.max)
     );
-    print_raw(m, pool);
+    print_raw(m);
     println!(
         "ratio             {:.0}% of the raw signing rate (the HSM's own, direct)",
         100.0 * report.rate() / m.raw()
@@ -151,13 +158,14 @@ pub(crate) fn print_figures(what: &str, m: &Measured<Report>, pool: usize) {
 }
 
 /// Print the ceilings of a run: the HSM's direct rate and signet's HSM layer.
-pub(crate) fn print_raw<T>(m: &Measured<T>, pool: usize) {
+pub(crate) fn print_raw<T>(m: &Measured<T>) {
+    let (pool, callers) = (m.pool, m.callers);
     println!(
         "raw HSM signing   {:.0}/s before, {:.0}/s after ({pool} sessions, direct PKCS#11 loop)",
         m.before, m.after
     );
     println!(
-        "signet HSM layer  {:.0}/s before, {:.0}/s after ({:.0}% of the direct rate)",
+        "signet HSM layer  {:.0}/s before, {:.0}/s after ({callers} callers; {:.0}% of the direct rate)",
         m.layer_before.per_second,
         m.layer_after.per_second,
         100.0 * m.layer() / m.raw()

@@ -31,7 +31,7 @@ pub(crate) fn run(cfg: Config, client: ClientSettings, a: &BenchArgs) -> Result<
         "callers           {} over {} connections, {} s",
         a.concurrency, a.connections, a.duration
     );
-    print_figures("issued", &m, cfg.hsm.pool_size);
+    print_figures("issued", &m);
     Ok(())
 }
 

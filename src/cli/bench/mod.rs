@@ -8,6 +8,7 @@
 mod args;
 mod common;
 mod direct;
+mod hsm;
 mod http;
 mod issue;
 mod ocsp;
@@ -32,5 +33,6 @@ pub fn run(
         Mode::Issue => issue::run(cfg, client()?, a),
         Mode::Ocsp => ocsp::run(cfg, client()?, a),
         Mode::Tsa => tsa::run(cfg, a),
+        Mode::Hsm => hsm::run(cfg, a),
     }
 }

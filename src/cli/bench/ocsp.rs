@@ -95,7 +95,7 @@ pub(crate) fn run(cfg: Config, client: ClientSettings, a: &BenchArgs) -> Result<
             println!("first error       {e}");
         }
     }
-    print_raw(&m, cfg.hsm.pool_size);
+    print_raw(&m);
     println!(
         "ratio             signed answers at {:.0}% of the raw signing rate",
         100.0 * signed.rate() / raw

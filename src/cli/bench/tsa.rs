@@ -43,7 +43,7 @@ pub(crate) fn run(cfg: Config, a: &BenchArgs) -> Result<(), String> {
         "callers           {} (one keep-alive connection each), {} s",
         a.concurrency, a.duration
     );
-    print_figures("timestamps", &m, cfg.hsm.pool_size);
+    print_figures("timestamps", &m);
     Ok(())
 }
 
