@@ -1,12 +1,12 @@
-//! Integration tests of `signet::hsm` against real SoftHSM2 tokens, with `openssl` and
-//! `pkcs11-tool` as the independent checkers, and `p11-kit server` as a device that can be
-//! pulled and put back.
+//! Integration tests of `signet::hsm` against real SoftHSM2 and kryoptic tokens, with
+//! `openssl` and `pkcs11-tool` as the independent checkers, and `p11-kit server` as a device
+//! that can be pulled and put back.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{P11KitServer, SoftHsm, openssl_verifies, run_ok};
+use common::{ModuleKind, P11KitServer, SoftHsm, openssl_verifies, run_ok};
 use sha1::Digest;
 use signet::hsm::{Hsm, HsmError, TokenSelector};
 use signet::pki::{KeyType, SignatureAlgorithm};
@@ -16,14 +16,18 @@ const LABEL: &str = "signet-ca";
 const SO_PIN: &str = "12345678";
 const PIN: &str = "87654321";
 
-fn softhsm() -> SoftHsm {
+fn softhsm(kind: ModuleKind) -> SoftHsm {
     common::trace();
-    SoftHsm::new(&[(LABEL, SO_PIN, PIN)])
+    SoftHsm::new_on(kind, &[(LABEL, SO_PIN, PIN)])
 }
 
 fn open(hsm: &SoftHsm) -> Hsm {
     Hsm::open(hsm.settings(LABEL, PIN)).expect("open the HSM")
 }
+
+/// pkcs11-tool's name for Ed25519 key generation: a module without it (kryoptic built
+/// without EdDSA) is tested on the other key types.
+const EDDSA_KEYGEN: &str = "EC-EDWARDS-KEY-PAIR-GEN";
 
 const MESSAGE: &[u8] = b"tbsCertificate stand-in: \xe5\xae\x81\xe6\xb4\xa5 CA test message";
 
@@ -47,25 +51,24 @@ async fn assert_signs_verifiably(
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_algorithm_signs_what_openssl_verifies() {
-    let soft = softhsm();
+async fn every_algorithm_signs_what_openssl_verifies(kind: ModuleKind) {
+    let soft = softhsm(kind);
     let hsm = open(&soft);
-    let cases = [
+    let eddsa = soft.has_mechanism(LABEL, EDDSA_KEYGEN);
+    let mut cases = vec![
         (KeyType::Rsa2048, SignatureAlgorithm::RsaPkcs1Sha256),
         (KeyType::Rsa2048, SignatureAlgorithm::RsaPkcs1Sha384),
         (KeyType::Rsa2048, SignatureAlgorithm::RsaPssSha256),
         (KeyType::Rsa2048, SignatureAlgorithm::RsaPssSha384),
         (KeyType::P256, SignatureAlgorithm::EcdsaSha256),
         (KeyType::P384, SignatureAlgorithm::EcdsaSha384),
-        (KeyType::Ed25519, SignatureAlgorithm::Ed25519),
     ];
-    for key_type in [
-        KeyType::Rsa2048,
-        KeyType::P256,
-        KeyType::P384,
-        KeyType::Ed25519,
-    ] {
+    let mut key_types = vec![KeyType::Rsa2048, KeyType::P256, KeyType::P384];
+    if eddsa {
+        cases.push((KeyType::Ed25519, SignatureAlgorithm::Ed25519));
+        key_types.push(KeyType::Ed25519);
+    }
+    for key_type in key_types {
         let generated = hsm.generate_key(key_type.name(), key_type).await.unwrap();
         assert_eq!(hsm.public_key(key_type.name()).await.unwrap(), generated);
     }
@@ -113,12 +116,15 @@ fn field<'a>(block: &'a [String], name: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {name} in {block:?}"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn generated_keys_are_sensitive_sign_only_and_linked_by_sha1_id() {
-    let soft = softhsm();
+async fn generated_keys_are_sensitive_sign_only_and_linked_by_sha1_id(kind: ModuleKind) {
+    let soft = softhsm(kind);
     let hsm = open(&soft);
     let mut ids = Vec::new();
-    for key_type in [KeyType::Rsa2048, KeyType::P256, KeyType::Ed25519] {
+    let mut key_types = vec![KeyType::Rsa2048, KeyType::P256];
+    if soft.has_mechanism(LABEL, EDDSA_KEYGEN) {
+        key_types.push(KeyType::Ed25519);
+    }
+    for key_type in key_types {
         let spki = hsm.generate_key(key_type.name(), key_type).await.unwrap();
         ids.push((
             key_type.name(),
@@ -147,9 +153,8 @@ async fn generated_keys_are_sensitive_sign_only_and_linked_by_sha1_id() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn generate_key_refuses_a_label_already_in_use() {
-    let soft = softhsm();
+async fn generate_key_refuses_a_label_already_in_use(kind: ModuleKind) {
+    let soft = softhsm(kind);
     let hsm = open(&soft);
     assert!(!hsm.key_exists("ca-2026").await.unwrap());
     hsm.generate_key("ca-2026", KeyType::P256).await.unwrap();
@@ -168,10 +173,9 @@ async fn generate_key_refuses_a_label_already_in_use() {
     assert_signs_verifiably(&soft, &hsm, "ca-2026", &spki, alg, "the original key").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn token_selected_by_serial_or_uri_finds_the_same_key() {
+async fn token_selected_by_serial_or_uri_finds_the_same_key(kind: ModuleKind) {
     common::trace();
-    let soft = SoftHsm::new(&[("other-token", SO_PIN, PIN), (LABEL, SO_PIN, PIN)]);
+    let soft = SoftHsm::new_on(kind, &[("other-token", SO_PIN, PIN), (LABEL, SO_PIN, PIN)]);
     let by_label = open(&soft);
     let spki = by_label.generate_key("ca", KeyType::P256).await.unwrap();
 
@@ -207,9 +211,8 @@ async fn token_selected_by_serial_or_uri_finds_the_same_key() {
     ));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn missing_token_key_and_wrong_algorithm_are_final_errors() {
-    let soft = softhsm();
+async fn missing_token_key_and_wrong_algorithm_are_final_errors(kind: ModuleKind) {
+    let soft = softhsm(kind);
     let mut settings = soft.settings("no-such-token", PIN);
     let err = Hsm::open(settings.clone()).expect_err("no token");
     assert!(matches!(err, HsmError::TokenNotFound { .. }), "{err}");
@@ -225,18 +228,18 @@ async fn missing_token_key_and_wrong_algorithm_are_final_errors() {
         "{err}"
     );
 
-    hsm.generate_key("ed", KeyType::Ed25519).await.unwrap();
+    // A key of another family than the algorithm's: RSA asked to sign ECDSA.
+    hsm.generate_key("rsa", KeyType::Rsa2048).await.unwrap();
     let err = hsm
-        .sign("ed", SignatureAlgorithm::EcdsaSha256, MESSAGE)
+        .sign("rsa", SignatureAlgorithm::EcdsaSha256, MESSAGE)
         .await
         .unwrap_err();
     assert!(matches!(err, HsmError::Mechanism { .. }), "{err}");
     assert!(hsm.is_available());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wrong_pin_is_pin_incorrect_and_never_shown() {
-    let soft = softhsm();
+async fn wrong_pin_is_pin_incorrect_and_never_shown(kind: ModuleKind) {
+    let soft = softhsm(kind);
     let mut settings = soft.settings(LABEL, PIN);
     settings.pin = Secret::from_file(&soft.pin_file("11112222")).unwrap();
     let err = Hsm::open(settings).expect_err("wrong PIN must fail");
@@ -247,9 +250,8 @@ async fn wrong_pin_is_pin_incorrect_and_never_shown() {
     assert!(hsm.is_available());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stale_sessions_are_replaced_and_the_signature_retried_once() {
-    let soft = softhsm();
+async fn stale_sessions_are_replaced_and_the_signature_retried_once(kind: ModuleKind) {
+    let soft = softhsm(kind);
     let hsm = open(&soft);
     let spki = hsm.generate_key("ca", KeyType::P256).await.unwrap();
     // Warm the key-handle caches of both pooled sessions (two calls at once take both).
@@ -274,9 +276,8 @@ async fn stale_sessions_are_replaced_and_the_signature_retried_once() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lost_login_is_restored_instead_of_reporting_the_key_missing() {
-    let soft = softhsm();
+async fn a_lost_login_is_restored_instead_of_reporting_the_key_missing(kind: ModuleKind) {
+    let soft = softhsm(kind);
     let hsm = open(&soft);
     let spki = hsm.generate_key("ca", KeyType::P384).await.unwrap();
     hsm.logout_for_test();
@@ -289,9 +290,8 @@ async fn a_lost_login_is_restored_instead_of_reporting_the_key_missing() {
     assert!(!hsm.key_exists("nope").await.unwrap());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_signing_shares_the_pool_without_errors() {
-    let soft = softhsm();
+async fn concurrent_signing_shares_the_pool_without_errors(kind: ModuleKind) {
+    let soft = softhsm(kind);
     let hsm = open(&soft);
     hsm.generate_key("ca", KeyType::P256).await.unwrap();
     let mut tasks = Vec::new();
@@ -319,9 +319,8 @@ struct Tally {
     slowest: Duration,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn signing_recovers_after_the_p11kit_server_dies_and_returns() {
-    let soft = softhsm();
+async fn signing_recovers_after_the_p11kit_server_dies_and_returns(kind: ModuleKind) {
+    let soft = softhsm(kind);
     let mut server = P11KitServer::start(&soft, "pkcs11:token=signet-ca");
     common::set_env("P11_KIT_SERVER_ADDRESS", server.address());
     let mut settings = soft.settings(LABEL, PIN);
@@ -409,9 +408,8 @@ async fn signing_recovers_after_the_p11kit_server_dies_and_returns() {
     hsm.close();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_replaced_key_is_found_again_instead_of_using_the_stale_handle() {
-    let soft = softhsm();
+async fn a_replaced_key_is_found_again_instead_of_using_the_stale_handle(kind: ModuleKind) {
+    let soft = softhsm(kind);
     let hsm = open(&soft);
     hsm.generate_key("ca", KeyType::P256).await.unwrap();
     for _ in 0..4 {
@@ -440,9 +438,10 @@ async fn a_replaced_key_is_found_again_instead_of_using_the_stale_handle() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn calls_to_a_frozen_hsm_give_up_at_the_call_timeout_and_the_pool_is_whole_after_the_thaw() {
-    let soft = softhsm();
+async fn calls_to_a_frozen_hsm_give_up_at_the_call_timeout_and_the_pool_is_whole_after_the_thaw(
+    kind: ModuleKind,
+) {
+    let soft = softhsm(kind);
     let server = P11KitServer::start(&soft, "pkcs11:token=signet-ca");
     common::set_env("P11_KIT_SERVER_ADDRESS", server.address());
     let mut settings = soft.settings(LABEL, PIN);
@@ -509,3 +508,18 @@ async fn calls_to_a_frozen_hsm_give_up_at_the_call_timeout_and_the_pool_is_whole
     }
     assert!(hsm.close_within(Duration::from_secs(10)));
 }
+
+common::on_both_modules!(
+    every_algorithm_signs_what_openssl_verifies,
+    generated_keys_are_sensitive_sign_only_and_linked_by_sha1_id,
+    generate_key_refuses_a_label_already_in_use,
+    token_selected_by_serial_or_uri_finds_the_same_key,
+    missing_token_key_and_wrong_algorithm_are_final_errors,
+    wrong_pin_is_pin_incorrect_and_never_shown,
+    stale_sessions_are_replaced_and_the_signature_retried_once,
+    a_lost_login_is_restored_instead_of_reporting_the_key_missing,
+    concurrent_signing_shares_the_pool_without_errors,
+    signing_recovers_after_the_p11kit_server_dies_and_returns,
+    a_replaced_key_is_found_again_instead_of_using_the_stale_handle,
+    calls_to_a_frozen_hsm_give_up_at_the_call_timeout_and_the_pool_is_whole_after_the_thaw,
+);

@@ -1418,30 +1418,8 @@ async fn a_token_initialised_by_another_program_is_found_without_a_restart(kind:
     assert_eq!(t.info.label, "elsewhere");
 }
 
-/// Every test above runs on SoftHSM (`softhsm::NAME`) and on kryoptic (`kryoptic::NAME`);
-/// what differs between the two modules is signet's business, never the test's.
-macro_rules! on_both_modules {
-    ($($name:ident),* $(,)?) => {
-        mod softhsm {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::ModuleKind::SoftHsm).await
-                }
-            )*
-        }
-        mod kryoptic {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::ModuleKind::Kryoptic).await
-                }
-            )*
-        }
-    };
-}
-
-on_both_modules!(
+// Every test above runs on SoftHSM (`softhsm::NAME`) and on kryoptic (`kryoptic::NAME`).
+common::on_both_modules!(
     personalised_token_holds_a_linked_sign_only_key_and_a_verifiable_certificate_for_rsa_p256_p384,
     a_ca_refusal_after_key_generation_leaves_no_key_on_the_token,
     a_failure_after_issuance_is_finished_by_a_retry_with_one_certificate_per_request_id,

@@ -323,15 +323,25 @@ impl Hsm {
             return;
         }
         // SAFETY: the path is the module already loaded by this process, so the loader hands
-        // back the same library; C_CloseAllSessions takes a plain slot id, and the module's
-        // read guard keeps C_Finalize from running meanwhile.
+        // back the same library. Its function list is asked for (some modules export only
+        // C_GetFunctionList), and C_CloseAllSessions from it takes a plain slot id; the
+        // module's read guard keeps C_Finalize from running meanwhile.
         unsafe {
-            match cryptoki_sys::Pkcs11::new(self.inner.module.path()) {
-                Ok(lib) => {
-                    let rv = lib.C_CloseAllSessions(live.slot().id());
+            let lib = match cryptoki_sys::Pkcs11::new(self.inner.module.path()) {
+                Ok(lib) => lib,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot load module for test hook");
+                    return;
+                }
+            };
+            let mut list: cryptoki_sys::CK_FUNCTION_LIST_PTR = std::ptr::null_mut();
+            let rv = lib.C_GetFunctionList(&mut list);
+            match list.as_ref().and_then(|l| l.C_CloseAllSessions) {
+                Some(close_all) if rv == cryptoki_sys::CKR_OK => {
+                    let rv = close_all(live.slot().id());
                     tracing::debug!(rv, "C_CloseAllSessions for test");
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot load module for test hook"),
+                _ => tracing::warn!(rv, "the module lists no C_CloseAllSessions"),
             }
         }
     }
@@ -503,6 +513,23 @@ impl Inner {
         let mut retried = false;
         loop {
             let mut outcome = op(&mut worker);
+            if let Err(Failure::Device(reason)) = &outcome {
+                // Some modules answer a handle gone stale or a login lost with
+                // CKR_GENERAL_ERROR (kryoptic 1.x does). A device that still answers on this
+                // very session has not gone away: repair the session and retry once, and a
+                // second such failure is the operation's answer, not an outage.
+                if worker.session.get_session_info().is_ok() {
+                    let e = HsmError::Pkcs11 {
+                        op: "operation",
+                        rv: format!("{reason} while the token still answers"),
+                    };
+                    outcome = Err(if retried {
+                        Failure::Final(e)
+                    } else {
+                        Failure::Session(e)
+                    });
+                }
+            }
             if let Err(Failure::Final(e @ HsmError::KeyNotFound { .. })) = outcome {
                 // Without a login, private keys are invisible: that is a session-class
                 // failure (CKR_USER_NOT_LOGGED_IN in disguise), not a missing key.

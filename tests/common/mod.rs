@@ -292,6 +292,15 @@ impl SoftHsm {
         cmd
     }
 
+    /// Whether the module lists `mechanism` (pkcs11-tool's name for it, such as
+    /// `EC-EDWARDS-KEY-PAIR-GEN`) for the token labelled `label`.
+    pub fn has_mechanism(&self, label: &str, mechanism: &str) -> bool {
+        let out = run_ok(self.pkcs11_tool(label).arg("--list-mechanisms"));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| l.trim_start().starts_with(mechanism))
+    }
+
     /// The serial number of the token labelled `label`, read from `softhsm2-util --show-slots`
     /// (SoftHSM) or `pkcs11-tool --list-token-slots`.
     pub fn token_serial(&self, label: &str) -> String {
@@ -544,3 +553,30 @@ pub fn trace() {
         .with_ansi(false)
         .try_init();
 }
+
+/// Runs each named test, an `async fn NAME(kind: ModuleKind)` of the calling file, on SoftHSM
+/// (`softhsm::NAME`) and on kryoptic (`kryoptic::NAME`); what differs between the two modules
+/// is signet's business, never the test's. The calling file imports `ModuleKind`.
+#[allow(unused_macros)]
+macro_rules! on_both_modules {
+    ($($name:ident),* $(,)?) => {
+        mod softhsm {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::ModuleKind::SoftHsm).await
+                }
+            )*
+        }
+        mod kryoptic {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::ModuleKind::Kryoptic).await
+                }
+            )*
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use on_both_modules;
