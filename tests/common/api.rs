@@ -793,6 +793,24 @@ pub fn count_rows(ca: &ApiCa) -> u64 {
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
 
+/// (request id, serial) of every certificate row still pending: recorded, not yet signed
+/// and committed.
+pub fn pending_rows(ca: &ApiCa) -> Vec<(String, String)> {
+    let out = run(Command::new("sqlite3")
+        .arg(ca.dir.join("signet.db"))
+        .arg("SELECT request_id, serial FROM certificates WHERE status = 'pending' ORDER BY 1"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('|'))
+        .map(|(id, serial)| (id.to_owned(), serial.to_owned()))
+        .collect()
+}
+
 /// Unix seconds of now.
 pub fn now_unix() -> i64 {
     std::time::SystemTime::now()
