@@ -69,7 +69,8 @@ Options
                       Debian packages openssl gnutls-bin sqlite3 protobuf-compiler
                       faketime strace (clock steps and fault injection in the tests),
                       libnss3-tools (NSS's vfychain and certutil) and
-                      openjdk-17-jdk-headless (javac and java: Java's PKIX validator);
+                      openjdk-17-jdk-headless (javac and java: Java's PKIX validator),
+                      prometheus (promtool, which checks the metrics exposition);
                       and pkg-config libssl-dev libclang-dev to build kryoptic;
                       kryoptic ${KRYOPTIC_VERSION}, a second PKCS#11 soft token the token and
                       CA tests also run on, built from crates.io by
@@ -182,6 +183,7 @@ if [[ $WITH_TEST_TOOLS == 1 ]]; then
     command -v python3 >/dev/null 2>&1 || missing+=(python3)
     { command -v vfychain && command -v certutil; } >/dev/null 2>&1 || missing+=(libnss3-tools)
     { command -v javac && command -v java; } >/dev/null 2>&1 || missing+=(openjdk-17-jdk-headless)
+    command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
     # kryoptic's build: the system OpenSSL (headers found by pkg-config) and bindgen's libclang.
     command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
     deb_installed libssl-dev || missing+=(libssl-dev)

@@ -12,6 +12,7 @@ pub mod config;
 pub mod escape;
 pub mod hsm;
 pub mod http;
+pub mod metrics;
 pub mod pki;
 pub mod secret;
 pub mod store;

@@ -195,7 +195,8 @@ impl Frame {
                 }
             },
         };
-        let elapsed_ms = started.elapsed().as_millis() as u64;
+        let elapsed = started.elapsed();
+        let elapsed_ms = elapsed.as_millis() as u64;
         // Everything the client chose (its request id; its certificate's subject and its
         // fields' values, which messages may quote) is escaped for the log.
         match result {
@@ -209,16 +210,19 @@ impl Frame {
                     elapsed_ms,
                     "call"
                 );
+                crate::metrics::metrics().grpc(rpc, "OK", elapsed);
                 Ok(Response::new(r))
             }
             Err(refusal) => {
                 let status = Status::from(refusal);
+                let code = super::error::code_name(status.code());
+                crate::metrics::metrics().grpc(rpc, code, elapsed);
                 tracing::info!(
                     rpc,
                     ra = %Escaped(&ra_name),
                     request_id = %Escaped(&request_id),
                     peer = %peer,
-                    code = super::error::code_name(status.code()),
+                    code,
                     elapsed_ms,
                     message = %Escaped(status.message()),
                     "call"

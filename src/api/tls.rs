@@ -91,6 +91,9 @@ pub fn server_tls(cfg: &Config, api: &ApiConfig) -> Result<Arc<ServerConfig>, Ap
     let cert_path = cfg.resolve(&api.server_cert);
     let key_path = cfg.resolve(&api.server_key);
     let chain = certificates(&cert_path, "server certificate")?;
+    if let Some(leaf) = chain.first() {
+        crate::metrics::metrics().certificate_der("tls", "api", leaf);
+    }
     let key = PrivateKeyDer::from_pem_slice(&read_pem(&key_path, "server key")?).map_err(|e| {
         ApiError::Tls {
             path: key_path.clone(),

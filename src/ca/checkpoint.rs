@@ -109,6 +109,7 @@ impl Checkpointer {
             Err(e) => return Err(e.into()),
         }
         tracing::info!(seq = cp.seq, "audit checkpoint signed");
+        crate::metrics::metrics().audit_checkpointed(now);
         Ok(Some(cp))
     }
 

@@ -148,6 +148,7 @@ impl CrlPublisher {
             }),
         );
         a.store.record_crl(record, serials, audit).await?;
+        crate::metrics::metrics().crl(issuer, number, entries.len(), der.len(), unix(now));
         self.latest
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

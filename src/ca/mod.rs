@@ -943,6 +943,7 @@ impl Authority {
             Err(e) => return Err(e.into()),
         };
         tracing::info!(serial = %done.serial, ra = %done.ra, profile = %done.profile, issuer = %done.issuer, renewed_from = ?done.renewed_from, "certificate issued");
+        crate::metrics::metrics().issued(&done.issuer, &done.profile);
         self.answer(done)
     }
 

@@ -153,6 +153,13 @@ impl OcspResponder {
                 }
             };
             let previous = self.signers_read().get(&issuer.name).cloned();
+            if signer.serial.is_some() {
+                let left = signer
+                    .not_after
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+                crate::metrics::metrics().certificate("ocsp_responder", &issuer.name, left);
+            }
             if previous.as_ref().map(|p| &p.serial) != Some(&signer.serial) {
                 tracing::info!(
                     issuer = %issuer.name,
@@ -172,18 +179,25 @@ impl OcspResponder {
 
     /// The DER OCSPResponse for the DER request `der`. Never fails: errors become statuses.
     pub async fn respond(&self, der: &[u8]) -> Bytes {
+        let metrics = crate::metrics::metrics();
         let Ok(req) = ocsp::parse_request(der) else {
+            metrics.ocsp("malformedRequest", "none");
             return Bytes::from(ocsp::malformed_request());
         };
         match self.answer(&req).await {
             Ok(Some(resp)) => resp,
-            Ok(None) => Bytes::from(ocsp::unauthorized()),
+            Ok(None) => {
+                metrics.ocsp("unauthorized", "none");
+                Bytes::from(ocsp::unauthorized())
+            }
             Err(CaError::Unavailable(e)) => {
                 tracing::warn!("OCSP: {e}");
+                metrics.ocsp("tryLater", "none");
                 Bytes::from(ocsp::error_response(OcspResponseStatus::TryLater))
             }
             Err(e) => {
                 tracing::error!("OCSP: {e}");
+                metrics.ocsp("internalError", "none");
                 Bytes::from(ocsp::error_response(OcspResponseStatus::InternalError))
             }
         }
@@ -254,6 +268,7 @@ impl OcspResponder {
             if let Some(k) = map.get(key)
                 && now < k.reuse_until
             {
+                count_answers(&entries, "kept");
                 return Ok(Some(k.der.clone()));
             }
         } else if let (Some(kept), [(id, Status::Revoked { .. } | Status::Unknown)]) =
@@ -289,6 +304,7 @@ impl OcspResponder {
                 },
             );
         }
+        count_answers(&entries, "signed");
         Ok(Some(der))
     }
 
@@ -508,4 +524,17 @@ pub async fn provision(
         made.push(format!("{} (serial {})", issuer.name, rec.serial));
     }
     Ok(made)
+}
+
+/// Count one answer per certificate status it carries, from `source` (kept or signed).
+fn count_answers(entries: &[(CertId, Status)], source: &str) {
+    let metrics = crate::metrics::metrics();
+    for (_, status) in entries {
+        let status = match status {
+            Status::Good => "good",
+            Status::Revoked { .. } => "revoked",
+            Status::Unknown => "unknown",
+        };
+        metrics.ocsp(status, source);
+    }
 }

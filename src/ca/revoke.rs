@@ -115,6 +115,7 @@ impl Authority {
         };
         match self.store.revoke(rec, audit).await? {
             RevokeOutcome::Revoked(record) => {
+                crate::metrics::metrics().revoked(&record.issuer, req.reason.name());
                 if held {
                     tracing::info!(serial = %record.serial, ra, "certificate put on hold");
                 } else {

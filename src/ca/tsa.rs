@@ -183,13 +183,23 @@ impl Tsa {
     /// The DER TimeStampResp for the DER request `der`. Never fails: errors become
     /// rejections.
     pub async fn respond(&self, der: &[u8]) -> Vec<u8> {
+        let metrics = crate::metrics::metrics();
         let req = match tsp::parse_request(der, &self.policy) {
             Ok(r) => r,
-            Err(rej) => return tsp::rejection(&rej),
+            Err(rej) => {
+                metrics.tsa("rejection");
+                return tsp::rejection(&rej);
+            }
         };
         match self.stamp(&req).await {
-            Ok(resp) => resp,
-            Err(rej) => tsp::rejection(&rej),
+            Ok(resp) => {
+                metrics.tsa("granted");
+                resp
+            }
+            Err(rej) => {
+                metrics.tsa("rejection");
+                tsp::rejection(&rej)
+            }
         }
     }
 

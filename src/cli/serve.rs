@@ -168,6 +168,29 @@ fn serve_parts(
             ),
             None => None,
         };
+        if let Some(m) = &parts.cfg.metrics {
+            let listener = tokio::net::TcpListener::bind(m.listen)
+                .await
+                .map_err(|e| format!("cannot listen on {} for metrics: {e}", m.listen))?;
+            let at = listener
+                .local_addr()
+                .map_err(|e| format!("metrics listener address: {e}"))?;
+            tracing::info!(addr = %at, "serving Prometheus metrics");
+            println!("signet: serving metrics on {at}");
+            let shutdown = until_stopped(stopped.clone());
+            tokio::spawn(async move {
+                if let Err(e) = signet::metrics::serve(listener, shutdown).await {
+                    tracing::error!(error = %e, "the metrics listener failed");
+                }
+            });
+        }
+        let metrics = signet::metrics::metrics();
+        for issuer in authority.issuers() {
+            metrics.certificate_der("issuer", &issuer.name, &issuer.cert_der);
+        }
+        if let Some(tsa) = &tsa {
+            metrics.certificate_der("tsa", "tsa", tsa.cert_der());
+        }
         tracing::info!(%addr, "serving the RA API");
         println!("signet: serving RA API on {addr}");
         let _ = std::io::Write::flush(&mut std::io::stdout());
@@ -216,8 +239,8 @@ fn serve_parts(
         );
         served
     });
-    // Operations abandoned at their call timeout may still hold an HSM session: give the
-    // blocking pool a moment (within the grace period) before the module is finalised.
+    // Blocking tasks still running (file reads of client CRLs) get a moment, within the
+    // grace period, before the HSM is closed.
     rt.shutdown_timeout(clock.remaining().min(Duration::from_secs(10)));
     // C_CloseSession and C_Finalize hang with a hung HSM: they run on a thread of their
     // own, abandoned at the end of the grace period (with half a second at least).

@@ -14,7 +14,7 @@ use super::error::{ConfigError, invalid};
 use super::hsm::{HsmConfig, StoreConfig};
 use super::profiles::ProfileConfig;
 use super::services::{AuditConfig, ServiceKeySpec, TsaConfig};
-use super::status::{CrlConfig, HttpConfig, OcspConfig};
+use super::status::{CrlConfig, HttpConfig, MetricsConfig, OcspConfig};
 use super::token::TokenConfig;
 use crate::hsm::{HsmSettings, TokenSelector};
 use crate::pki::{KeyType, Profile, SubjectSpec};
@@ -46,6 +46,8 @@ pub struct Config {
     /// The public status listener (CRLs, CA certificates, health) over plain HTTP; absent
     /// means `signet serve` offers none.
     pub http: Option<HttpConfig>,
+    /// The Prometheus metrics listener; absent means none.
+    pub metrics: Option<MetricsConfig>,
     /// When CRLs are regenerated and how long each is valid.
     #[serde(default)]
     pub crl: CrlConfig,

@@ -8,6 +8,8 @@ use crate::pki::KeyType;
 
 /// `[http]`: the public status service. Plain HTTP without client certificates: everything
 /// it serves is signed (CRLs, OCSP responses) or public (CA certificates).
+///
+/// (The Prometheus listener, `[metrics]`, is [`MetricsConfig`].)
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
@@ -198,4 +200,14 @@ fn default_responder_days() -> u32 {
 }
 fn default_true() -> bool {
     true
+}
+
+/// `[metrics]`: the Prometheus listener, `GET /metrics` in the text exposition format. It
+/// says how busy the CA is and when its certificates expire, nothing secret, but it is meant
+/// for the operator's monitoring: listen on loopback or a management network.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address to listen on, e.g. `127.0.0.1:9464` (port 0 picks a free port).
+    pub listen: std::net::SocketAddr,
 }

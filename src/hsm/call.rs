@@ -241,7 +241,10 @@ where
         if !on_thread.start() {
             return;
         }
+        let metrics = crate::metrics::metrics();
+        metrics.hsm_busy(true);
         let result = op(&on_thread, slot);
+        metrics.hsm_busy(false);
         on_thread.finish();
         let _ = reply.send(result);
     });

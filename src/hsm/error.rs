@@ -89,6 +89,23 @@ impl HsmError {
     pub fn is_unavailable(&self) -> bool {
         matches!(self, HsmError::Unavailable { .. })
     }
+
+    /// A short name of the kind of error, for metrics labels.
+    pub fn class(&self) -> &'static str {
+        match self {
+            HsmError::Unavailable { .. } => "unavailable",
+            HsmError::KeyNotFound { .. } => "key_not_found",
+            HsmError::KeyExists { .. } => "key_exists",
+            HsmError::TokenNotFound { .. } => "token_not_found",
+            HsmError::PinIncorrect | HsmError::PinLocked => "pin",
+            HsmError::Mechanism { .. } => "mechanism",
+            HsmError::Module { .. } => "module",
+            HsmError::InvalidUri { .. } => "uri",
+            HsmError::InvalidKey { .. } => "invalid_key",
+            HsmError::Closed => "closed",
+            HsmError::Pkcs11 { .. } => "pkcs11",
+        }
+    }
 }
 
 /// How signet reacts to a failed PKCS#11 call.

@@ -198,6 +198,7 @@ impl Hsm {
                     });
                 }
                 inner.set_available(true);
+                crate::metrics::metrics().hsm_sessions(pool_size);
                 tracing::info!(
                     module = %inner.module.path().display(),
                     token = %inner.token,
@@ -221,15 +222,26 @@ impl Hsm {
         alg: SignatureAlgorithm,
         message: &[u8],
     ) -> Result<Vec<u8>, HsmError> {
+        let started = Instant::now();
         let label = key_label.to_owned();
         let message = message.to_vec();
-        self.blocking(self.inner.call_timeout, move |inner, call, slot| {
-            inner.run(call, slot, |w| {
-                let key = w.private_key(&label)?;
-                keys::sign(&w.session, &label, key, alg, &message)
+        let signed = self
+            .blocking(self.inner.call_timeout, move |inner, call, slot| {
+                inner.run(call, slot, |w| {
+                    let key = w.private_key(&label)?;
+                    keys::sign(&w.session, &label, key, alg, &message)
+                })
             })
-        })
-        .await
+            .await;
+        let m = crate::metrics::metrics();
+        match &signed {
+            Ok(_) => {
+                m.hsm_operation(key_label, "sign", "ok");
+                m.hsm_signed(key_label, started.elapsed());
+            }
+            Err(e) => m.hsm_operation(key_label, "sign", e.class()),
+        }
+        signed
     }
 
     /// The public key of the key pair labelled `key_label`.
@@ -263,12 +275,16 @@ impl Hsm {
     ) -> Result<SubjectPublicKeyInfoOwned, HsmError> {
         let label = key_label.to_owned();
         let limit = self.inner.call_timeout.max(MIN_KEY_GENERATION_TIMEOUT);
-        self.blocking(limit, move |inner, call, slot| {
-            inner.run(call, slot, |w| {
-                w.with_rw_session(|session| keys::generate(session, &label, key_type))
+        let generated = self
+            .blocking(limit, move |inner, call, slot| {
+                inner.run(call, slot, |w| {
+                    w.with_rw_session(|session| keys::generate(session, &label, key_type))
+                })
             })
-        })
-        .await
+            .await;
+        let outcome = generated.as_ref().map_or_else(HsmError::class, |_| "ok");
+        crate::metrics::metrics().hsm_operation(key_label, "generate", outcome);
+        generated
     }
 
     /// True while the module is initialised and the token reachable; false while recovering.
@@ -385,6 +401,10 @@ impl Inner {
     /// Set `available` (and its watch); returns what it was.
     fn set_available(&self, up: bool) -> bool {
         let was = self.available.swap(up, Ordering::SeqCst);
+        // At close the pool is not "down": only reachability changes count as outages.
+        if !self.closed.load(Ordering::SeqCst) {
+            crate::metrics::metrics().hsm_availability(up, was != up);
+        }
         self.availability
             .send_if_modified(|v| std::mem::replace(v, up) != up);
         was
@@ -719,6 +739,7 @@ fn reconnect_loop(me: Weak<Inner>, failed_generation: Option<u64>) {
                 }
                 inner.recovering.store(false, Ordering::SeqCst);
                 inner.set_available(true);
+                crate::metrics::metrics().hsm_reconnected();
                 tracing::warn!(
                     attempt,
                     after = ?started.elapsed(),

@@ -501,6 +501,8 @@ pub struct Daemon {
     pub port: u16,
     /// `http://127.0.0.1:PORT` of the status service, when `[http]` is configured.
     pub http: Option<String>,
+    /// `http://127.0.0.1:PORT` of the metrics listener, when `[metrics]` is configured.
+    pub metrics: Option<String>,
     /// Its standard error (the log).
     pub log: PathBuf,
     /// The TLS root a client trusts.
@@ -560,16 +562,22 @@ impl Daemon {
                 if let Some(addr) = line.strip_prefix("signet: serving HTTP on ") {
                     let _ = tx.send(format!("http {}", addr.trim()));
                 }
+                if let Some(addr) = line.strip_prefix("signet: serving metrics on ") {
+                    let _ = tx.send(format!("metrics {}", addr.trim()));
+                }
                 if let Some(addr) = line.strip_prefix("signet: serving RA API on ") {
                     let _ = tx.send(addr.trim().to_owned());
                 }
             }
         });
-        let mut http = None;
+        let (mut http, mut metrics) = (None, None);
         let addr = loop {
             match rx.recv_timeout(Duration::from_secs(60)) {
                 Ok(a) if a.starts_with("http ") => {
                     http = Some(format!("http://{}", &a["http ".len()..]));
+                }
+                Ok(a) if a.starts_with("metrics ") => {
+                    metrics = Some(format!("http://{}", &a["metrics ".len()..]));
                 }
                 Ok(a) => break a,
                 Err(_) => {
@@ -594,6 +602,7 @@ impl Daemon {
             endpoint: format!("https://127.0.0.1:{port}"),
             port,
             http,
+            metrics,
             log,
             tls_root: ca.tls.pem("root"),
             tls_dir: ca.tls.dir.clone(),

@@ -44,6 +44,7 @@ pub(super) fn append_audit_tx(
         ],
     )
     .map_err(unavailable("appending to the audit log"))?;
+    crate::metrics::metrics().audit_head(seq);
     Ok(AuditEntry {
         seq,
         at,

@@ -134,6 +134,7 @@ fn database_thread(conn: Connection, jobs: mpsc::Receiver<Box<dyn Job>>, writes:
             }
         }
         let mut all_ran = true;
+        let started = std::time::Instant::now();
         let changes_before = conn.total_changes();
         let committed = match conn.execute_batch("BEGIN IMMEDIATE") {
             Err(e) => Err(e.to_string()),
@@ -151,6 +152,7 @@ fn database_thread(conn: Connection, jobs: mpsc::Receiver<Box<dyn Job>>, writes:
             committed.is_ok() && all_ran,
             conn.total_changes() > changes_before,
         );
+        crate::metrics::metrics().store_commit(group.len(), started.elapsed());
         for j in group {
             j.finish(committed.clone());
         }
@@ -169,6 +171,13 @@ impl SqliteStore {
             })?;
         }
         let conn = Connection::open(path).map_err(unavailable("opening the database"))?;
+        let mut files = vec![path.to_owned()];
+        files.extend(["-wal", "-shm"].map(|suffix| {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            std::path::PathBuf::from(name)
+        }));
+        crate::metrics::metrics().store_files(files);
         Self::setup(conn)
     }
 
