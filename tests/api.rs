@@ -1632,3 +1632,37 @@ async fn issuance_is_refused_naming_the_clock_while_it_reads_before_the_issuers_
         .expect("issued once the clock is right");
     assert_eq!(count_rows(&ca), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_per_line_with_the_fields_of_each_event() {
+    let ca = ApiCa::new();
+    let d = Daemon::start_with_env(&ca, &[("SIGNET_LOG_FORMAT", "json")]);
+    let mut c = d.client("ra-one").await;
+    let issued = c
+        .issue(issue_request("json-1", "server", csr(&ca.dir, "json")))
+        .await
+        .expect("issue")
+        .into_inner();
+    let log = d.log_text();
+    let events: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        events.iter().all(|e| e["timestamp"].is_string()
+            && e["level"].is_string()
+            && e["target"].is_string())
+    );
+    let issued_event = events
+        .iter()
+        .find(|e| e["message"] == "certificate issued")
+        .unwrap_or_else(|| panic!("no issuance event in\n{log}"));
+    assert_eq!(issued_event["serial"], issued.serial.as_str());
+    assert_eq!(issued_event["profile"], "server");
+    let call = events
+        .iter()
+        .find(|e| e["message"] == "call" && e["rpc"] == "Issue")
+        .unwrap_or_else(|| panic!("no call event in\n{log}"));
+    assert_eq!(call["code"], "OK");
+    assert_eq!(call["request_id"], "json-1");
+}
