@@ -735,6 +735,7 @@ async fn check_after_restart(ca: &ApiCa, d: &Daemon, results: &[LoadResult]) {
         let stored = c
             .get_certificate(pb::GetCertificateRequest {
                 serial: serial.clone(),
+                ..Default::default()
             })
             .await
             .unwrap_or_else(|e| panic!("certificate {serial} a client received: {e:?}"))
@@ -799,6 +800,20 @@ async fn check_after_restart(ca: &ApiCa, d: &Daemon, results: &[LoadResult]) {
     // serial reserved; the retry finishes that row under that serial.
     let pending = pending_rows(ca);
     eprintln!("{} pending rows after the restart", pending.len());
+    // An RA reconciling by request id sees a pending request as such, with its serial.
+    for (id, serial) in &pending {
+        let got = c
+            .get_certificate(pb::GetCertificateRequest {
+                request_id: id.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("a pending request by its id")
+            .into_inner();
+        assert_eq!(got.status, pb::CertificateStatus::Pending as i32);
+        assert!(got.certificate.is_empty());
+        assert_eq!(&got.serial, serial);
+    }
     for req in unanswered {
         let r = c
             .issue((*req).clone())
@@ -928,6 +943,7 @@ async fn renew_revoke_get_and_list_through_the_api_respect_each_ras_profiles() {
     let got = one
         .get_certificate(pb::GetCertificateRequest {
             serial: renewed.serial.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -956,6 +972,7 @@ async fn renew_revoke_get_and_list_through_the_api_respect_each_ras_profiles() {
     let e = one
         .get_certificate(pb::GetCertificateRequest {
             serial: device.serial.clone(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -966,6 +983,7 @@ async fn renew_revoke_get_and_list_through_the_api_respect_each_ras_profiles() {
     let e = one
         .get_certificate(pb::GetCertificateRequest {
             serial: "0123456789abcdef".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -1014,6 +1032,7 @@ async fn renew_revoke_get_and_list_through_the_api_respect_each_ras_profiles() {
     let got = one
         .get_certificate(pb::GetCertificateRequest {
             serial: personal.serial.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -1144,6 +1163,7 @@ async fn a_python_grpcio_client_generated_from_the_proto_issues_a_certificate_op
     let stored = c
         .get_certificate(pb::GetCertificateRequest {
             serial: serial.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -1508,6 +1528,7 @@ async fn revocation_and_report_times_are_never_before_the_certificates_not_befor
     let got = c
         .get_certificate(pb::GetCertificateRequest {
             serial: future.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -1554,7 +1575,10 @@ async fn revocation_and_report_times_are_never_before_the_certificates_not_befor
         .into_inner();
     assert_eq!(r.status, pb::CertificateStatus::Revoked as i32);
     let got = c
-        .get_certificate(pb::GetCertificateRequest { serial })
+        .get_certificate(pb::GetCertificateRequest {
+            serial,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();

@@ -90,6 +90,7 @@ async fn revoke(
     let not_before = c
         .get_certificate(pb::GetCertificateRequest {
             serial: serial.into(),
+            ..Default::default()
         })
         .await
         .unwrap_or_else(|e| panic!("get {serial}: {e:?}"))
@@ -252,6 +253,7 @@ async fn a_hold_is_revoked_in_ocsp_and_the_crl_and_its_release_makes_it_good_and
     let got = c
         .get_certificate(pb::GetCertificateRequest {
             serial: held.clone(),
+            ..Default::default()
         })
         .await
         .expect("get")

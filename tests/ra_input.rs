@@ -346,6 +346,7 @@ async fn invisible_and_bidirectional_characters_are_refused_naming_the_field_and
     let got = c
         .get_certificate(pb::GetCertificateRequest {
             serial: cert.serial.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -440,6 +441,7 @@ async fn an_ra_may_not_revoke_for_ca_or_aa_compromise_but_the_operator_may() {
     }
     let get = pb::GetCertificateRequest {
         serial: cert.serial.clone(),
+        ..Default::default()
     };
     let got = c.get_certificate(get.clone()).await.unwrap().into_inner();
     assert_eq!(got.status, pb::CertificateStatus::Valid as i32);

@@ -98,6 +98,7 @@ impl CertificateIssuer for RemoteIssuer {
         match ca
             .get_certificate(pb::GetCertificateRequest {
                 serial: serial.to_owned(),
+                ..Default::default()
             })
             .await
         {

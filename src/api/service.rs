@@ -74,7 +74,11 @@ impl Logged for pb::ReleaseHoldRequest {
         &self.request_id
     }
 }
-impl Logged for pb::GetCertificateRequest {}
+impl Logged for pb::GetCertificateRequest {
+    fn request_id(&self) -> &str {
+        &self.request_id
+    }
+}
 impl Logged for pb::ListCertificatesRequest {}
 impl Logged for pb::GetCaChainRequest {}
 
@@ -365,9 +369,32 @@ impl pb::certificate_authority_server::CertificateAuthority for CaService {
                 RaOperation::Read,
                 request,
                 |ra, m| async move {
-                    let record = self
-                        .require_certificate(&ra, RaOperation::Read, &m.serial)
-                        .await?;
+                    let record = match (m.serial.is_empty(), m.request_id.is_empty()) {
+                        (false, true) => {
+                            self.require_certificate(&ra, RaOperation::Read, &m.serial)
+                                .await?
+                        }
+                        (true, false) => {
+                            let record = self
+                                .authority
+                                .certificate_by_request(&ra.name, &m.request_id)
+                                .await?;
+                            ra.require_profile(RaOperation::Read, &record.profile)?;
+                            record
+                        }
+                        (both_empty, _) => {
+                            let problem = if both_empty {
+                                "give the serial or the request_id"
+                            } else {
+                                "give the serial or the request_id, not both"
+                            };
+                            return Err(Refusal::Ca(CaError::Invalid {
+                                field: "serial".into(),
+                                problem: problem.into(),
+                                also: Vec::new(),
+                            }));
+                        }
+                    };
                     let history = self.authority.revocation_history(&record.serial).await?;
                     Ok(convert::certificate_response(record, history))
                 },

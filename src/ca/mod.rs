@@ -658,6 +658,25 @@ impl Authority {
         }
     }
 
+    /// The certificate `ra` asked for with `request_id`, pending ones included (a retry of
+    /// the request with the same id finishes those).
+    pub async fn certificate_by_request(
+        &self,
+        ra: &str,
+        request_id: &str,
+    ) -> Result<CertificateRecord, CaError> {
+        check_text("request_id", request_id, MAX_REQUEST_ID)?;
+        self.store
+            .certificate_by_request(ra, request_id)
+            .await?
+            .ok_or_else(|| {
+                CaError::NotFound(format!(
+                    "no request {:?} from this RA office",
+                    crate::escape::Escaped(request_id)
+                ))
+            })
+    }
+
     /// One page of certificates matching `filter` (see [`Store::list_certificates`]).
     pub async fn list(
         &self,

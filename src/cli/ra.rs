@@ -85,8 +85,15 @@ enum RaCall {
     /// Show one certificate and its status (GetCertificate).
     Get {
         /// Serial number (hex).
+        #[arg(
+            long,
+            required_unless_present = "request_id",
+            conflicts_with = "request_id"
+        )]
+        serial: Option<String>,
+        /// Or this office's own request id (Issue or Renew): what became of that request.
         #[arg(long)]
-        serial: String,
+        request_id: Option<String>,
         /// Write the certificate (PEM) here.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -475,9 +482,16 @@ pub fn run(a: RaArgs, config: Option<&Path>) -> Result<(), String> {
                     ts(&r.released_at)
                 );
             }
-            RaCall::Get { serial, out } => {
+            RaCall::Get {
+                serial,
+                request_id,
+                out,
+            } => {
                 let r = c
-                    .get_certificate(pb::GetCertificateRequest { serial })
+                    .get_certificate(pb::GetCertificateRequest {
+                        serial: serial.unwrap_or_default(),
+                        request_id: request_id.unwrap_or_default(),
+                    })
                     .await
                     .map_err(st)?
                     .into_inner();

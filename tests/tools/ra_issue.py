@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Issue one certificate through signet's RA API with a client generated from proto/ by
 grpcio-tools at run time: proof that the proto, not signet's own Rust client, defines the API.
+Then find it again by its request id, as an RA reconciling after a lost answer does.
 
 Usage: ra_issue.py --proto-dir proto --gen-dir DIR --target 127.0.0.1:PORT --root ROOT.pem
                    --cert RA.pem --key RA.key --csr CSR.der --agreement V --out CERT.der
@@ -87,6 +88,25 @@ def main():
             details = dict(e.trailing_metadata() or ()).get("grpc-status-details-bin")
             if not details or b"csr" not in details:
                 sys.exit("INVALID_ARGUMENT without a BadRequest naming csr")
+        # Reconciling after a lost answer: the office's own request id finds the certificate.
+        got = stub.GetCertificate(ca_pb2.GetCertificateRequest(request_id="python-1"), timeout=30)
+        if got.serial != resp.serial or got.certificate != resp.certificate:
+            sys.exit(f"GetCertificate by request id: {got.serial} is not {resp.serial}")
+        if got.status != ca_pb2.CERTIFICATE_STATUS_VALID or got.request_id != "python-1":
+            sys.exit(f"GetCertificate by request id: status {got.status}, id {got.request_id!r}")
+        for query, code in (
+            (ca_pb2.GetCertificateRequest(request_id="never-sent"), grpc.StatusCode.NOT_FOUND),
+            (
+                ca_pb2.GetCertificateRequest(serial=resp.serial, request_id="python-1"),
+                grpc.StatusCode.INVALID_ARGUMENT,
+            ),
+        ):
+            try:
+                stub.GetCertificate(query, timeout=30)
+                sys.exit(f"GetCertificate({query}) was answered")
+            except grpc.RpcError as e:
+                if e.code() != code:
+                    sys.exit(f"GetCertificate({query}): {e.code().name}: {e.details()}")
         print(resp.serial)
 
 
