@@ -451,6 +451,7 @@ async fn every_bad_field_of_a_request_is_named_in_one_bad_request() {
     );
     let e = c
         .renew(pb::RenewRequest {
+            validate_only: false,
             request_id: "r\u{7}".into(),
             serial: String::new(),
             csr: Vec::new(),
@@ -929,6 +930,7 @@ async fn renew_revoke_get_and_list_through_the_api_respect_each_ras_profiles() {
 
     // Renewal: inside the window it links the new certificate to the old one.
     let renew = pb::RenewRequest {
+        validate_only: false,
         request_id: "r-1".into(),
         serial: personal.serial.clone(),
         csr: Vec::new(),
@@ -955,6 +957,7 @@ async fn renew_revoke_get_and_list_through_the_api_respect_each_ras_profiles() {
     // Outside the window (a fresh server certificate, 90-day window): FAILED_PRECONDITION.
     let e = one
         .renew(pb::RenewRequest {
+            validate_only: false,
             request_id: "r-2".into(),
             serial: server.serial.clone(),
             csr: Vec::new(),
@@ -1689,4 +1692,80 @@ async fn json_logs_are_one_object_per_line_with_the_fields_of_each_event() {
         .unwrap_or_else(|| panic!("no call event in\n{log}"));
     assert_eq!(call["code"], "OK");
     assert_eq!(call["request_id"], "json-1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_only_runs_every_check_and_records_nothing() {
+    let ca = ApiCa::new();
+    let d = Daemon::start(&ca);
+    let mut c = d.client("ra-one").await;
+    let mut req = issue_request("v-1", "personal", csr(&ca.dir, "v1"));
+    req.validate_only = true;
+    let seen = c.issue(req.clone()).await.expect("preview").into_inner();
+    assert!(seen.validate_only && seen.certificate.is_empty() && seen.serial.is_empty());
+    assert!(
+        !seen.issuer.is_empty() && !seen.chain.is_empty(),
+        "{seen:?}"
+    );
+    let (nb, na) = (seen.not_before.unwrap(), seen.not_after.unwrap());
+    assert!(na.seconds - nb.seconds > 300 * 86_400, "{nb:?} {na:?}");
+    assert_eq!(count_rows(&ca), 0, "a preview recorded a row");
+
+    // A request at fault is refused as Issue would refuse it, naming the field.
+    let mut bad = req.clone();
+    bad.csr = b"garbage".to_vec();
+    let e = c.issue(bad).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("csr"), "{e:?}");
+
+    // The real call afterwards issues what the preview said.
+    req.validate_only = false;
+    let issued = c.issue(req.clone()).await.expect("issue").into_inner();
+    assert!(!issued.validate_only && !issued.certificate.is_empty());
+    assert_eq!(
+        (issued.issuer.as_str(), issued.subject.as_str()),
+        (seen.issuer.as_str(), seen.subject.as_str())
+    );
+    assert_eq!(count_rows(&ca), 1);
+    // A preview of a used id answers as a retry would; with another body, ALREADY_EXISTS.
+    req.validate_only = true;
+    let again = c
+        .issue(req.clone())
+        .await
+        .expect("preview of a used id")
+        .into_inner();
+    assert_eq!(again.serial, issued.serial);
+    assert_eq!(again.certificate, issued.certificate);
+    req.validity_years = 2;
+    let e = c.issue(req).await.unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
+
+    // Renewal previews: the window and status checks run, nothing is recorded.
+    let renew = |id: &str, validate_only: bool| pb::RenewRequest {
+        request_id: id.into(),
+        serial: issued.serial.clone(),
+        csr: Vec::new(),
+        validity_years: None,
+        approval: Some(pb::Approval {
+            officer: "王芳".into(),
+            ra_reference: "RA-v".into(),
+            agreement_version: common::ca::AGREEMENT.into(),
+        }),
+        validate_only,
+    };
+    let seen = c
+        .renew(renew("vr-1", true))
+        .await
+        .expect("renew preview")
+        .into_inner();
+    assert!(seen.validate_only && seen.certificate.is_empty() && seen.serial.is_empty());
+    assert_eq!(seen.renewed_from, issued.serial);
+    assert_eq!(count_rows(&ca), 1, "a renewal preview recorded a row");
+    let renewed = c
+        .renew(renew("vr-1", false))
+        .await
+        .expect("renew")
+        .into_inner();
+    assert_eq!(renewed.renewed_from, issued.serial);
+    assert_eq!(count_rows(&ca), 2);
 }

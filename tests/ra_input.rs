@@ -312,6 +312,7 @@ async fn invisible_and_bidirectional_characters_are_refused_naming_the_field_and
         .into_inner();
     let e = c
         .renew(pb::RenewRequest {
+            validate_only: false,
             request_id: "renew-\u{2067}1\u{2069}".into(),
             serial: cert.serial.clone(),
             csr: Vec::new(),
@@ -385,6 +386,7 @@ async fn rsa_keys_with_a_small_public_exponent_are_refused_naming_the_csr() {
         .into_inner();
     let e = c
         .renew(pb::RenewRequest {
+            validate_only: false,
             request_id: "e-5".into(),
             serial: personal.serial,
             csr: e3.clone(),

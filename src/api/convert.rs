@@ -237,17 +237,21 @@ pub fn issue_message(r: &ca::IssueRequest) -> pb::IssueRequest {
             ra_reference: r.approval.ra_reference.clone(),
             agreement_version: r.approval.agreement_version.clone(),
         }),
+        validate_only: false,
     }
 }
 
 /// The answer to Issue.
-pub fn issue_response(i: Issued) -> pb::IssueResponse {
+pub fn issue_response(i: Issued, validate_only: bool) -> pb::IssueResponse {
     pb::IssueResponse {
         certificate: i.cert_der,
         chain: i.chain,
         serial: i.record.serial,
         not_before: Some(timestamp(i.record.not_before)),
         not_after: Some(timestamp(i.record.not_after)),
+        issuer: i.record.issuer,
+        subject: i.record.subject,
+        validate_only,
     }
 }
 
@@ -266,7 +270,7 @@ pub fn renew_request(m: pb::RenewRequest) -> (ca::RenewRequest, Vec<Violation>) 
 }
 
 /// The answer to Renew.
-pub fn renew_response(i: Issued) -> pb::RenewResponse {
+pub fn renew_response(i: Issued, validate_only: bool) -> pb::RenewResponse {
     pb::RenewResponse {
         renewed_from: i.record.renewed_from.clone().unwrap_or_default(),
         certificate: i.cert_der,
@@ -274,6 +278,9 @@ pub fn renew_response(i: Issued) -> pb::RenewResponse {
         serial: i.record.serial,
         not_before: Some(timestamp(i.record.not_before)),
         not_after: Some(timestamp(i.record.not_after)),
+        issuer: i.record.issuer,
+        subject: i.record.subject,
+        validate_only,
     }
 }
 

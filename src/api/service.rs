@@ -282,6 +282,7 @@ impl pb::certificate_authority_server::CertificateAuthority for CaService {
     ) -> Result<Response<pb::IssueResponse>, Status> {
         self.frame
             .handle("Issue", RaOperation::Issue, request, |ra, m| async move {
+                let preview = m.validate_only;
                 let (req, mut bad) = convert::issue_request(m);
                 bad.extend(
                     self.frame
@@ -293,8 +294,12 @@ impl pb::certificate_authority_server::CertificateAuthority for CaService {
                     let checked = convert::violations_of(self.authority.validate_issue(&req));
                     convert::refuse_if(bad, checked)?;
                 }
-                let issued = self.authority.issue(&ra.name, req).await?;
-                Ok(convert::issue_response(issued))
+                let issued = if preview {
+                    self.authority.preview_issue(&ra.name, req).await?
+                } else {
+                    self.authority.issue(&ra.name, req).await?
+                };
+                Ok(convert::issue_response(issued, preview))
             })
             .await
     }
@@ -305,12 +310,17 @@ impl pb::certificate_authority_server::CertificateAuthority for CaService {
     ) -> Result<Response<pb::RenewResponse>, Status> {
         self.frame
             .handle("Renew", RaOperation::Renew, request, |ra, m| async move {
+                let preview = m.validate_only;
                 let (req, bad) = convert::renew_request(m);
                 convert::refuse_if(bad, crate::ca::renew_field_problems(&req))?;
                 self.require_certificate(&ra, RaOperation::Renew, &req.serial)
                     .await?;
-                let issued = self.authority.renew(&ra.name, req).await?;
-                Ok(convert::renew_response(issued))
+                let issued = if preview {
+                    self.authority.preview_renew(&ra.name, req).await?
+                } else {
+                    self.authority.renew(&ra.name, req).await?
+                };
+                Ok(convert::renew_response(issued, preview))
             })
             .await
     }

@@ -625,12 +625,35 @@ impl Authority {
 
     /// Issue a certificate for `ra`, exactly once per `(ra, request_id)`.
     pub async fn issue(&self, ra: &str, req: IssueRequest) -> Result<Issued, CaError> {
+        self.issue_or_preview(ra, req, false).await
+    }
+
+    /// What [`Authority::issue`] would issue for `req`, every check run, nothing recorded or
+    /// signed: the answer has no certificate and no serial. A request id already used is
+    /// answered as `issue` would (its certificate, or AlreadyExists for another request).
+    pub async fn preview_issue(&self, ra: &str, req: IssueRequest) -> Result<Issued, CaError> {
+        self.issue_or_preview(ra, req, true).await
+    }
+
+    async fn issue_or_preview(
+        &self,
+        ra: &str,
+        req: IssueRequest,
+        preview: bool,
+    ) -> Result<Issued, CaError> {
         // Step 3: validate everything before touching the store.
         let checked = self.validate(&req)?;
+        let digest = request_digest(&req)?;
+        if preview {
+            if let Some(done) = self.already_requested(ra, &req.request_id, &digest).await? {
+                return Ok(done);
+            }
+        }
         let prepared = Prepared {
             ra,
             request_id: &req.request_id,
-            request_digest: request_digest(&req)?,
+            request_digest: digest,
+            preview,
             shape: Shape::Leaf {
                 profile: checked.profile,
                 key_type: checked.csr.key_type,
@@ -770,6 +793,7 @@ impl Authority {
             ra: actor,
             request_id,
             request_digest: hex::encode(Sha256::digest(request_json.as_bytes())),
+            preview: false,
             shape,
             issuer,
             subject,
@@ -872,6 +896,17 @@ impl Authority {
                 renewed_from: p.renewed_from.clone(),
                 revocation: None,
             };
+            if p.preview {
+                let chain = self.chain(&pending.issuer);
+                return Ok(Issued {
+                    record: CertificateRecord {
+                        serial: String::new(),
+                        ..pending
+                    },
+                    cert_der: Vec::new(),
+                    chain,
+                });
+            }
             match self.store.begin_issuance(pending).await? {
                 BeginOutcome::Started(r) | BeginOutcome::Resume(r) => break r,
                 BeginOutcome::Done(r) => return self.answer(r),
@@ -964,6 +999,36 @@ impl Authority {
         tracing::info!(serial = %done.serial, ra = %done.ra, profile = %done.profile, issuer = %done.issuer, renewed_from = ?done.renewed_from, "certificate issued");
         crate::metrics::metrics().issued(&done.issuer, &done.profile);
         self.answer(done)
+    }
+
+    /// For a preview: what an earlier request with this id became (as issuing it again
+    /// would answer), AlreadyExists if it was another request, `None` if the id is unused.
+    async fn already_requested(
+        &self,
+        ra: &str,
+        request_id: &str,
+        digest: &str,
+    ) -> Result<Option<Issued>, CaError> {
+        let Some(existing) = self.store.certificate_by_request(ra, request_id).await? else {
+            return Ok(None);
+        };
+        if existing.request_digest != digest {
+            return Err(CaError::AlreadyExists {
+                ra: ra.to_owned(),
+                request_id: request_id.to_owned(),
+                serial: existing.serial,
+            });
+        }
+        if existing.status == CertStatus::Pending {
+            // Recorded, not signed: its retry would finish it under this serial.
+            let chain = self.chain(&existing.issuer);
+            return Ok(Some(Issued {
+                record: existing,
+                cert_der: Vec::new(),
+                chain,
+            }));
+        }
+        self.answer(existing).map(Some)
     }
 
     fn answer(&self, record: CertificateRecord) -> Result<Issued, CaError> {
@@ -1135,6 +1200,8 @@ struct Prepared<'a> {
     ra: &'a str,
     request_id: &'a str,
     request_digest: String,
+    /// Only say what would be issued: build the TBS, record and sign nothing.
+    preview: bool,
     shape: Shape<'a>,
     issuer: &'a Issuer,
     subject: &'a SubjectSpec,

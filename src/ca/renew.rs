@@ -59,6 +59,21 @@ impl Authority {
     /// otherwise, naming the date the window opens). The new certificate keeps subject, SANs,
     /// profile and (while the profile still allows it) issuer, and records `renewed_from`.
     pub async fn renew(&self, ra: &str, req: RenewRequest) -> Result<Issued, CaError> {
+        self.renew_or_preview(ra, req, false).await
+    }
+
+    /// What [`Authority::renew`] would issue, every check run, nothing recorded or signed
+    /// (see [`Authority::preview_issue`]).
+    pub async fn preview_renew(&self, ra: &str, req: RenewRequest) -> Result<Issued, CaError> {
+        self.renew_or_preview(ra, req, true).await
+    }
+
+    async fn renew_or_preview(
+        &self,
+        ra: &str,
+        req: RenewRequest,
+        preview: bool,
+    ) -> Result<Issued, CaError> {
         // Every field that can be judged without the store is judged at once.
         if let Some(e) = CaError::from_violations(super::renew_field_problems(&req)) {
             return Err(e);
@@ -69,7 +84,11 @@ impl Authority {
         // A retry is answered from the store before the window and status checks: they may
         // have changed since the first attempt (the old certificate expired, or was revoked
         // because this renewal superseded it), and the answer must not.
-        if let Some(existing) = self
+        if preview {
+            if let Some(done) = self.already_requested(ra, &req.request_id, &digest).await? {
+                return Ok(done);
+            }
+        } else if let Some(existing) = self
             .store
             .certificate_by_request(ra, &req.request_id)
             .await?
@@ -197,6 +216,7 @@ impl Authority {
             ra,
             request_id: &req.request_id,
             request_digest: digest,
+            preview,
             shape: Shape::Leaf {
                 profile,
                 key_type,

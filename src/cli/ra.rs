@@ -390,6 +390,7 @@ pub fn run(a: RaArgs, config: Option<&Path>) -> Result<(), String> {
                     sans: i.sans.iter().map(|x| san(x)).collect::<Result<_, _>>()?,
                     validity_years: i.validity,
                     approval: Some(i.approval.to_pb()),
+                    validate_only: false,
                 };
                 let r = c.issue(req).await.map_err(st)?.into_inner();
                 let chain = if i.chain { &r.chain[..] } else { &[] };
@@ -412,6 +413,7 @@ pub fn run(a: RaArgs, config: Option<&Path>) -> Result<(), String> {
                     },
                     validity_years: r.validity,
                     approval: Some(r.approval.to_pb()),
+                    validate_only: false,
                 };
                 let resp = c.renew(req).await.map_err(st)?.into_inner();
                 write_or_print(r.out.as_deref(), &pem_certificate(&resp.certificate))?;

@@ -735,6 +735,7 @@ pub fn issue_request(id: &str, profile: &str, csr: Vec<u8>) -> pb::IssueRequest 
     use signet::pki::San;
     let (subject, sans) = super::ca::names_for(profile);
     pb::IssueRequest {
+        validate_only: false,
         request_id: id.into(),
         profile: profile.into(),
         issuer: String::new(),

@@ -67,6 +67,21 @@ def main():
                 officer="王芳", ra_reference="PY-0001", agreement_version=a.agreement
             ),
         )
+        # validate_only: every check, what would be issued, nothing recorded.
+        preview = ca_pb2.IssueRequest()
+        preview.CopyFrom(req)
+        preview.validate_only = True
+        seen = stub.Issue(preview, timeout=30)
+        if not seen.validate_only or seen.certificate or seen.serial:
+            sys.exit(f"validate_only issued something: {seen}")
+        if "CN=宁津县精神卫生中心" not in seen.subject or not seen.issuer or not seen.chain:
+            sys.exit(f"validate_only answer incomplete: {seen}")
+        try:
+            stub.GetCertificate(ca_pb2.GetCertificateRequest(request_id="python-1"), timeout=30)
+            sys.exit("validate_only recorded the request")
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.NOT_FOUND:
+                sys.exit(f"after validate_only: {e.code().name}: {e.details()}")
         try:
             resp = stub.Issue(req, timeout=30)
         except grpc.RpcError as e:

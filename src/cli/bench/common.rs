@@ -300,6 +300,7 @@ pub(crate) fn issue_request(
     agreement: &str,
 ) -> pb::IssueRequest {
     pb::IssueRequest {
+        validate_only: false,
         request_id: request_id.to_owned(),
         profile: profile.to_owned(),
         issuer: issuer.to_owned(),
