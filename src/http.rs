@@ -162,6 +162,7 @@ impl Http {
             .route("/crl/{file}", get(crl))
             .route("/ca/{file}", get(ca_file))
             .route("/healthz", get(healthz))
+            .route("/readyz", get(readyz))
             .route("/ocsp", ocsp)
             .route("/ocsp/{*request}", get(ocsp_get))
             .route("/tsa", tsa)
@@ -403,6 +404,58 @@ async fn healthz(State(s): State<Arc<Shared>>) -> Response {
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "unavailable\n").into_response()
     }
+}
+
+/// `GET /readyz`: what `/healthz` checks, and every issuer key's latest test signature
+/// (made at most every `[api] readiness_signature_seconds`); 200 when all of it holds, 503
+/// otherwise. The body says, line by line, what was found: each key, the oldest CRL, the
+/// nearest certificate expiry.
+async fn readyz(State(s): State<Arc<Shared>>) -> Response {
+    let now = crate::clock::unix_now();
+    let health = s.authority.health();
+    let mut ready = health.ok();
+    let mut lines = vec![
+        format!("hsm: {}", if health.hsm { "ok" } else { "unavailable" }),
+        format!("store: {}", if health.store { "ok" } else { "unavailable" }),
+    ];
+    for (component, why) in s.authority.degraded() {
+        ready = false;
+        lines.push(format!("degraded: {component}: {why}"));
+    }
+    for check in s.authority.key_checks() {
+        let ago = now - check.at;
+        match &check.problem {
+            None => lines.push(format!(
+                "issuer {}: signs (checked {ago} s ago)",
+                check.issuer
+            )),
+            Some(p) => {
+                ready = false;
+                lines.push(format!("issuer {}: FAILING: {p}", check.issuer));
+            }
+        }
+    }
+    let metrics = crate::metrics::metrics();
+    if let Some((issuer, this_update)) = metrics.oldest_crl() {
+        lines.push(format!(
+            "oldest CRL: {issuer}, thisUpdate {} s ago",
+            now - this_update
+        ));
+    }
+    if let Some((role, name, not_after)) = metrics.nearest_expiry() {
+        lines.push(format!(
+            "nearest expiry: {role} {name} in {} days",
+            (not_after - now).div_euclid(86_400)
+        ));
+    }
+    let head = if ready { "ready" } else { "not ready" };
+    let body = format!("{head}\n{}\n", lines.join("\n"));
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, body).into_response()
 }
 
 #[cfg(test)]

@@ -415,6 +415,24 @@ impl Metrics {
         }
     }
 
+    /// The issuer whose latest CRL is the oldest, with its thisUpdate (Unix seconds).
+    pub fn oldest_crl(&self) -> Option<(String, i64)> {
+        self.at_scrape()
+            .crl_this_update
+            .iter()
+            .min_by_key(|(_, t)| **t)
+            .map(|(i, t)| (i.clone(), *t))
+    }
+
+    /// The certificate signet depends on that expires first: role, name, notAfter.
+    pub fn nearest_expiry(&self) -> Option<(&'static str, String, i64)> {
+        self.at_scrape()
+            .not_after
+            .iter()
+            .min_by_key(|(_, t)| **t)
+            .map(|((role, name), t)| (*role, name.clone(), *t))
+    }
+
     /// The text exposition of every metric, scrape-time values computed now.
     pub fn render(&self) -> String {
         let now = unix_now();

@@ -1,6 +1,7 @@
-//! `GET /metrics` of a real daemon (`[metrics] listen`): scraped while RA offices issue,
-//! judged by Prometheus's own `promtool check metrics`, and its values checked against what
-//! the test did (issuances, a revocation, OCSP answers, CRLs, the HSM's signatures).
+//! The operator's view of a real daemon: `GET /metrics` (`[metrics] listen`), scraped while
+//! RA offices issue, judged by Prometheus's own `promtool check metrics`, and its values
+//! checked against what the test did (issuances, a revocation, OCSP answers, CRLs, the HSM's
+//! signatures); and `/readyz`, which test-signs with every issuer key.
 
 mod common;
 
@@ -238,4 +239,73 @@ async fn metrics_scraped_during_load_pass_promtool_and_count_what_happened() {
         assert!(!text.contains(serial.as_str()), "{serial} in the metrics");
     }
     assert!(!text.contains("m-0-0"), "a request id in the metrics");
+}
+
+/// GET `url`: status code and body.
+fn get(url: &str, file: &Path) -> (u16, String) {
+    let (code, _) = curl(&[url], file);
+    (code, std::fs::read_to_string(file).unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_signs_with_every_issuer_key_and_fails_when_one_is_removed() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let ca = ApiCa::with_http_and_edit("", &|t| {
+        t.replace("[api]\n", "[api]\nreadiness_signature_seconds = 1\n")
+    });
+    let d = Daemon::start(&ca);
+    let base = d.http.clone().expect("HTTP announced");
+    let file = ca.dir.join("readyz.txt");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let (code, body) = loop {
+        let (code, body) = get(&format!("{base}/readyz"), &file);
+        if body.contains("issuer issuing-ec: signs") || std::time::Instant::now() > deadline {
+            break (code, body);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(code, 200, "{body}");
+    assert!(body.starts_with("ready\n"), "{body}");
+    for issuer in ["root", "issuing-rsa", "issuing-ec", "issuing-tls"] {
+        assert!(body.contains(&format!("issuer {issuer}: signs")), "{body}");
+    }
+    assert!(body.contains("oldest CRL: "), "{body}");
+    assert!(body.contains("nearest expiry: "), "{body}");
+
+    // Another program deletes the EC issuing CA's private key from the token.
+    let out = common::run_ok(ca.softhsm.pkcs11_tool("signet-ca").args([
+        "--login",
+        "--pin",
+        common::ca::USER_PIN,
+        "--delete-object",
+        "--type",
+        "privkey",
+        "--label",
+        "test-issuing-ec",
+    ]));
+    assert!(out.status.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let (code, body) = loop {
+        let (code, body) = get(&format!("{base}/readyz"), &file);
+        if code == 503 || std::time::Instant::now() > deadline {
+            break (code, body);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(code, 503, "{body}\n{}", d.log_text());
+    assert!(body.starts_with("not ready\n"), "{body}");
+    assert!(body.contains("issuer issuing-ec: FAILING"), "{body}");
+    assert!(body.contains("issuer issuing-rsa: signs"), "{body}");
+    assert!(
+        d.wait_health(
+            ServingStatus::NotServing,
+            std::time::Duration::from_secs(10)
+        )
+        .await,
+        "gRPC health still SERVING\n{}",
+        d.log_text()
+    );
+    // Liveness is a read of cached flags and is not about the keys.
+    let (code, body) = get(&format!("{base}/healthz"), &file);
+    assert_eq!(code, 200, "{body}");
 }

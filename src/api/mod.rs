@@ -283,7 +283,9 @@ async fn watch_health(reporter: tonic_health::server::HealthReporter, authority:
             .degraded()
             .iter()
             .any(|(c, _)| c == crate::ca::CLOCK_HEALTH_COMPONENT);
-        let status = if health.ok() && clock_ok {
+        // An issuer key whose test signature failed: not ready to sign.
+        let keys_ok = authority.keys_ready();
+        let status = if health.ok() && clock_ok && keys_ok {
             ServingStatus::Serving
         } else {
             ServingStatus::NotServing
@@ -307,6 +309,7 @@ async fn watch_health(reporter: tonic_health::server::HealthReporter, authority:
                 hsm = health.hsm,
                 store = health.store,
                 clock = clock_ok,
+                keys = keys_ok,
                 "health: {}",
                 if status == ServingStatus::Serving {
                     "SERVING"

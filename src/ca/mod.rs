@@ -10,11 +10,13 @@ pub mod evidence;
 pub mod issuer;
 pub mod keys;
 pub mod ocsp;
+mod readiness;
 mod renew;
 mod revoke;
 pub mod tls;
 pub mod tsa;
 
+pub use readiness::KeyCheck;
 pub use renew::RenewRequest;
 pub use revoke::{ReleaseHoldRequest, RevokeRequest, Revoked};
 
@@ -398,6 +400,8 @@ pub struct Authority {
     /// What the latest health probe found; healthy at first, since opening the authority
     /// has just found every issuer's key in the HSM and read the store.
     health: std::sync::RwLock<Health>,
+    /// The issuer keys' latest test signatures (readiness).
+    readiness: readiness::Readiness,
 }
 
 /// Whether the HSM holds the CA keys and the store answers, as last probed.
@@ -487,6 +491,11 @@ impl Authority {
                 hsm: true,
                 store: true,
             }),
+            readiness: readiness::Readiness::new(std::time::Duration::from_secs(
+                cfg.api
+                    .as_ref()
+                    .map_or(60, |a| a.readiness_signature_seconds),
+            )),
         })
     }
 
@@ -563,6 +572,9 @@ impl Authority {
         let now = now_seconds();
         let behind = self.issuers.values().find_map(|i| clock_behind(i, now));
         self.set_degraded(CLOCK_HEALTH_COMPONENT, behind);
+        if hsm {
+            self.check_keys().await;
+        }
         let health = Health { hsm, store };
         *self
             .health

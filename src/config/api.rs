@@ -58,6 +58,15 @@ pub struct ApiConfig {
     /// reconnect on their own.
     #[serde(default = "default_max_connection_age")]
     pub max_connection_age_seconds: u64,
+    /// Readiness (`/readyz`, gRPC health) signs a test message with every issuer key and
+    /// verifies it, at most once per this many seconds: a key that stopped signing (removed,
+    /// its usage changed, the HSM refusing it) takes the daemon out of service within it.
+    #[serde(default = "default_readiness_signature")]
+    pub readiness_signature_seconds: u64,
+}
+
+fn default_readiness_signature() -> u64 {
+    60
 }
 
 fn default_deadline_ms() -> u64 {
@@ -146,6 +155,12 @@ impl ApiConfig {
             return Err(invalid(
                 "api.max_concurrent_requests",
                 "must be 1 to 100000",
+            ));
+        }
+        if !(1..=86_400).contains(&self.readiness_signature_seconds) {
+            return Err(invalid(
+                "api.readiness_signature_seconds",
+                "must be 1 to 86400",
             ));
         }
         if !(1..=3600).contains(&self.shutdown_grace_seconds) {
