@@ -75,6 +75,10 @@ enum Command {
     /// write the evidence bundle of one certificate.
     #[command(subcommand)]
     Audit(cli::audit::AuditCommand),
+    /// The SQLite store: an online backup to a file, or a restore from one (checked, with the
+    /// CRL numbers and TSA serials raised so none is handed out twice).
+    #[command(subcommand)]
+    Store(cli::store::StoreCommand),
     /// Load a running daemon and report the rate and latency beside the raw HSM signing rate
     /// of the same key and pool size: concurrent Issue calls over mTLS gRPC (`--mode issue`),
     /// OCSP requests (`--mode ocsp`) or timestamp requests (`--mode tsa`) over HTTP.
@@ -134,5 +138,6 @@ fn run(cli: Cli) -> Result<(), String> {
             cli::operator::crl(cli::common::load_config(config)?, issuer.as_deref())
         }
         Command::Audit(cmd) => cli::audit::run(cli::common::load_config(config)?, cmd),
+        Command::Store(cmd) => cli::store::run(cli::common::load_config(config)?, cmd),
     }
 }

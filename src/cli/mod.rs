@@ -11,4 +11,5 @@ pub mod common;
 pub mod operator;
 pub mod ra;
 pub mod serve;
+pub mod store;
 pub mod token;

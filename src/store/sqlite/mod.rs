@@ -7,6 +7,7 @@
 //! migrations. The trait implementation below only hands each call to its concern.
 
 mod audit;
+pub mod backup;
 mod certificates;
 mod crl;
 mod db;
