@@ -97,15 +97,30 @@ fn main() -> ExitCode {
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
+    // The filter stays replaceable: `[log] level`, at start and on SIGHUP.
     match cli.log_format {
-        LogFormat::Text => logs
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init(),
-        LogFormat::Json => logs
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .init(),
+        LogFormat::Text => {
+            let logs = logs
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_filter_reloading();
+            let handle = logs.reload_handle();
+            cli::common::set_log_filter_hook(Box::new(move |f| {
+                handle.reload(f).map_err(|e| e.to_string())
+            }));
+            logs.init();
+        }
+        LogFormat::Json => {
+            let logs = logs
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_filter_reloading();
+            let handle = logs.reload_handle();
+            cli::common::set_log_filter_hook(Box::new(move |f| {
+                handle.reload(f).map_err(|e| e.to_string())
+            }));
+            logs.init();
+        }
     }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -1769,3 +1769,70 @@ async fn validate_only_runs_every_check_and_records_nothing() {
     assert_eq!(renewed.renewed_from, issued.serial);
     assert_eq!(count_rows(&ca), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_applies_the_log_level_and_a_bad_level_changes_nothing() {
+    let ca = ApiCa::new();
+    let d = Daemon::start(&ca);
+    let mut c = d.client("ra-one").await;
+    let good = std::fs::read_to_string(&ca.config_path).unwrap();
+    let issue = |id: &'static str| issue_request(id, "server", csr(&ca.dir, id));
+    let issued_lines = |d: &Daemon| d.log_text().matches("certificate issued").count();
+
+    c.issue(issue("lv-1")).await.expect("issue");
+    assert_eq!(issued_lines(&d), 1);
+
+    // A level that does not parse: the reload is refused, the level stays.
+    std::fs::write(
+        &ca.config_path,
+        format!("{good}\n[log]\nlevel = \"signet=loud\"\n"),
+    )
+    .unwrap();
+    d.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !d.log_text().contains("configuration reload refused") {
+        assert!(Instant::now() < deadline, "{}", d.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(d.log_text().contains("log.level"), "{}", d.log_text());
+    c.issue(issue("lv-2")).await.expect("issue");
+    assert_eq!(issued_lines(&d), 2);
+
+    // warn: issuances are no longer logged (they are still in the audit log).
+    std::fs::write(
+        &ca.config_path,
+        format!("{good}\n[log]\nlevel = \"warn\"\n"),
+    )
+    .unwrap();
+    d.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !d.log_text().contains("log level set from [log] level") {
+        assert!(Instant::now() < deadline, "{}", d.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    c.issue(issue("lv-3")).await.expect("issue");
+    assert_eq!(issued_lines(&d), 2, "{}", d.log_text());
+
+    // Back to info.
+    std::fs::write(
+        &ca.config_path,
+        format!("{good}\n[log]\nlevel = \"info\"\n"),
+    )
+    .unwrap();
+    d.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        c.issue(issue(if issued_lines(&d) == 2 {
+            "lv-4"
+        } else {
+            "lv-5"
+        }))
+        .await
+        .ok();
+        if issued_lines(&d) > 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", d.log_text());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

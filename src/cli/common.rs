@@ -11,7 +11,14 @@ use signet::store::{SqliteStore, Store};
 
 pub(crate) fn load_config(path: Option<&Path>) -> Result<Config, String> {
     let path = path.ok_or("no configuration: pass --config FILE or set SIGNET_CONFIG")?;
-    Config::load(path).map_err(|e| e.to_string())
+    let cfg = Config::load(path).map_err(|e| e.to_string())?;
+    // `[log] level` applies unless RUST_LOG says otherwise.
+    if let Some(level) = &cfg.log.level
+        && std::env::var_os("RUST_LOG").is_none()
+    {
+        set_log_level(level)?;
+    }
+    Ok(cfg)
 }
 
 /// The HSM and store a command works with. The HSM is opened on this thread before the
@@ -104,4 +111,25 @@ pub(crate) fn backup_root(tokens: &Path) -> std::path::PathBuf {
         .parent()
         .map(|p| p.join("backup"))
         .unwrap_or_else(|| std::path::PathBuf::from("backup"))
+}
+
+/// Replaces the log filter of the running subscriber.
+type LogFilterHook = Box<dyn Fn(tracing_subscriber::EnvFilter) -> Result<(), String> + Send + Sync>;
+
+static LOG_FILTER: std::sync::OnceLock<LogFilterHook> = std::sync::OnceLock::new();
+
+/// Called once by `main` with the way to replace the log filter.
+pub(crate) fn set_log_filter_hook(hook: LogFilterHook) {
+    let _ = LOG_FILTER.set(hook);
+}
+
+/// Log from now on what `level` (`RUST_LOG` syntax) selects.
+pub(crate) fn set_log_level(level: &str) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::builder()
+        .parse(level)
+        .map_err(|e| format!("log level {level:?}: {e}"))?;
+    match LOG_FILTER.get() {
+        Some(hook) => hook(filter),
+        None => Err("the log filter cannot be replaced".into()),
+    }
 }

@@ -367,11 +367,19 @@ async fn reload_on_hangup(
     store: Arc<dyn signet::store::Store>,
 ) {
     while hangup.recv().await.is_some() {
-        let loaded = Config::load(&path)
-            .and_then(|cfg| signet::api::identity::RaDirectory::from_config(&cfg));
+        let loaded = Config::load(&path).and_then(|cfg| {
+            signet::api::identity::RaDirectory::from_config(&cfg).map(|d| (d, cfg.log.level))
+        });
         let event = match loaded {
-            Ok(directory) => {
+            Ok((directory, level)) => {
                 ras.replace(directory);
+                if let Some(level) = &level {
+                    match super::common::set_log_level(level) {
+                        // At WARN, so the change shows whatever the new level hides.
+                        Ok(()) => tracing::warn!(level = %level, "log level set from [log] level"),
+                        Err(e) => tracing::error!("log level not changed: {e}"),
+                    }
+                }
                 let offices: Vec<serde_json::Value> = ras
                     .summary()
                     .into_iter()
@@ -385,7 +393,7 @@ async fn reload_on_hangup(
                 AuditEvent::daemon(
                     "config.reloaded",
                     &path.display().to_string(),
-                    serde_json::json!({ "ras": offices }),
+                    serde_json::json!({ "ras": offices, "log_level": level }),
                 )
             }
             Err(e) => {

@@ -14,7 +14,7 @@ use super::error::{ConfigError, invalid};
 use super::hsm::{HsmConfig, StoreConfig};
 use super::profiles::ProfileConfig;
 use super::services::{AuditConfig, ServiceKeySpec, TsaConfig};
-use super::status::{CrlConfig, HttpConfig, MetricsConfig, OcspConfig};
+use super::status::{CrlConfig, HttpConfig, LogConfig, MetricsConfig, OcspConfig};
 use super::token::TokenConfig;
 use crate::hsm::{HsmSettings, TokenSelector};
 use crate::pki::{KeyType, Profile, SubjectSpec};
@@ -62,6 +62,10 @@ pub struct Config {
     /// The audit key that signs checkpoints of the audit log, and how often; absent means
     /// the log is hash-chained but never signed.
     pub audit: Option<AuditConfig>,
+    /// Logging: which events are written (`[log] level`, applied at start unless `RUST_LOG`
+    /// is set, and again on SIGHUP).
+    #[serde(default)]
+    pub log: LogConfig,
     /// The directory holding the configuration file; relative paths are resolved against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -115,6 +119,11 @@ impl Config {
         }
         if let Some(h) = &self.http {
             h.validate()?;
+        }
+        if let Some(level) = &self.log.level {
+            tracing_subscriber::EnvFilter::builder()
+                .parse(level)
+                .map_err(|e| invalid("log.level", format!("{level:?}: {e}")))?;
         }
 
         // [[issuer]]

@@ -31,7 +31,7 @@ pub use hsm::{HsmConfig, StoreConfig};
 pub use load::Config;
 pub use profiles::ProfileConfig;
 pub use services::{AuditConfig, ServiceKeySpec, TsaConfig};
-pub use status::{CrlConfig, HttpConfig, MetricsConfig, OcspConfig, OcspSigner};
+pub use status::{CrlConfig, HttpConfig, LogConfig, MetricsConfig, OcspConfig, OcspSigner};
 pub use token::{
     DEFAULT_LABEL_TEMPLATE, TokenConfig, TokenIssuerConfig, TokenModuleConfig, render_label,
 };

@@ -211,3 +211,12 @@ pub struct MetricsConfig {
     /// Address to listen on, e.g. `127.0.0.1:9464` (port 0 picks a free port).
     pub listen: std::net::SocketAddr,
 }
+
+/// `[log]`: what the daemon logs.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// Which events are written, in `RUST_LOG`'s syntax: `info`, `warn`, or per target as in
+    /// `signet::hsm=debug,info`. Absent: `RUST_LOG`, else `info`.
+    pub level: Option<String>,
+}
