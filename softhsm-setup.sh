@@ -70,7 +70,8 @@ Options
                       faketime strace (clock steps and fault injection in the tests),
                       libnss3-tools (NSS's vfychain and certutil) and
                       openjdk-17-jdk-headless (javac and java: Java's PKIX validator),
-                      prometheus (promtool, which checks the metrics exposition);
+                      prometheus (promtool, which checks the metrics exposition),
+                      systemd (systemd-analyze) and adduser for the package test;
                       and pkg-config libssl-dev libclang-dev to build kryoptic;
                       kryoptic ${KRYOPTIC_VERSION}, a second PKCS#11 soft token the token and
                       CA tests also run on, built from crates.io by
@@ -184,6 +185,9 @@ if [[ $WITH_TEST_TOOLS == 1 ]]; then
     { command -v vfychain && command -v certutil; } >/dev/null 2>&1 || missing+=(libnss3-tools)
     { command -v javac && command -v java; } >/dev/null 2>&1 || missing+=(openjdk-17-jdk-headless)
     command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+    # The package test: systemd-analyze judges the unit, adduser makes the signet user.
+    command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+    command -v adduser >/dev/null 2>&1 || missing+=(adduser)
     # kryoptic's build: the system OpenSSL (headers found by pkg-config) and bindgen's libclang.
     command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
     deb_installed libssl-dev || missing+=(libssl-dev)

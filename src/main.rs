@@ -7,7 +7,7 @@ mod cli;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// signet: a certificate authority whose keys live in PKCS#11 hardware.
 #[derive(Parser)]
@@ -79,6 +79,15 @@ enum Command {
     /// CRL numbers and TSA serials raised so none is handed out twice).
     #[command(subcommand)]
     Store(cli::store::StoreCommand),
+    /// Shell completions (bash, zsh, fish, elvish, powershell) on standard output.
+    #[command(hide = true)]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// The manual page (roff) on standard output.
+    #[command(hide = true)]
+    Man,
     /// Load a running daemon and report the rate and latency beside the raw HSM signing rate
     /// of the same key and pool size: concurrent Issue calls over mTLS gRPC (`--mode issue`),
     /// OCSP requests (`--mode ocsp`) or timestamp requests (`--mode tsa`) over HTTP.
@@ -154,5 +163,7 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Audit(cmd) => cli::audit::run(cli::common::load_config(config)?, cmd),
         Command::Store(cmd) => cli::store::run(cli::common::load_config(config)?, cmd),
+        Command::Completions { shell } => cli::docs::completions(Cli::command(), shell),
+        Command::Man => cli::docs::man(Cli::command()),
     }
 }

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod bench;
 pub mod ceremony;
 pub mod common;
+pub mod docs;
 pub mod operator;
 pub mod ra;
 pub mod serve;

@@ -194,6 +194,7 @@ fn serve_parts(
         tracing::info!(%addr, "serving the RA API");
         println!("signet: serving RA API on {addr}");
         let _ = std::io::Write::flush(&mut std::io::stdout());
+        notify_systemd(&stopped);
         let served = tokio::select! {
             served = api.run(listener, until_stopped(stopped.clone())) => {
                 served.map_err(|e| e.to_string())
@@ -409,6 +410,34 @@ async fn reload_on_hangup(
             tracing::error!("recording the configuration reload: {e}");
         }
     }
+}
+
+/// Under systemd (`Type=notify`): READY=1 now that every listener serves, WATCHDOG=1 at
+/// half the unit's `WatchdogSec` while the runtime runs, STOPPING=1 when a stop begins.
+/// Without `NOTIFY_SOCKET` nothing is sent.
+fn notify_systemd(stopped: &tokio::sync::watch::Receiver<bool>) {
+    use sd_notify::NotifyState;
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return;
+    }
+    if let Err(e) = sd_notify::notify(&[NotifyState::Ready]) {
+        tracing::warn!(error = %e, "cannot tell systemd the daemon is ready");
+    }
+    if let Some(every) = sd_notify::watchdog_enabled() {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every / 2);
+            loop {
+                tick.tick().await;
+                let _ = sd_notify::notify(&[NotifyState::Watchdog]);
+            }
+        });
+    }
+    let mut stopping = stopped.clone();
+    tokio::spawn(async move {
+        if stopping.wait_for(|s| *s).await.is_ok() {
+            let _ = sd_notify::notify(&[NotifyState::Stopping]);
+        }
+    });
 }
 
 /// Completes on SIGTERM or SIGINT.

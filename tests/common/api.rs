@@ -539,10 +539,28 @@ impl Daemon {
 
     /// As [`Daemon::start`], with `env` added to the daemon's environment.
     pub fn start_with_env(ca: &ApiCa, env: &[(&str, &str)]) -> Daemon {
+        Self::launch(ca, env, &[], env!("CARGO_BIN_EXE_signet"))
+    }
+
+    /// As [`Daemon::start`], with `program` as the signet executable, run through `wrapper`
+    /// (a command and its arguments, the executable and its arguments following).
+    pub fn start_wrapped(ca: &ApiCa, wrapper: &[&str], program: &str) -> Daemon {
+        Self::launch(ca, &[], wrapper, program)
+    }
+
+    fn launch(ca: &ApiCa, env: &[(&str, &str)], wrapper: &[&str], program: &str) -> Daemon {
         static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let log = ca.dir.join(format!("daemon-{n}.log"));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_signet"))
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(program);
+                c
+            }
+            None => Command::new(program),
+        };
+        let mut child = cmd
             .arg("--config")
             .arg(&ca.config_path)
             .arg("serve")
