@@ -65,7 +65,7 @@ fn has(text: &str, name: &str, labels: &[&str]) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_scraped_during_load_pass_promtool_and_count_what_happened() {
-    let ca = ApiCa::with_http(METRICS);
+    let ca = ApiCa::with_http(&format!("{METRICS}{TSA_AND_AUDIT}"));
     let d = Daemon::start(&ca);
     let url = d.metrics.clone().expect("metrics announced");
     let base = d.http.clone().expect("HTTP announced");
@@ -131,6 +131,33 @@ async fn metrics_scraped_during_load_pass_promtool_and_count_what_happened() {
     let (code, _) = curl(
         &["--data-binary", "not DER", &format!("{base}/ocsp")],
         &dir.join("garbage.der"),
+    );
+    assert_eq!(code, 200);
+    // A timestamp, granted.
+    let o = common::ca::run(
+        Command::new("openssl")
+            .args([
+                "ts",
+                "-query",
+                "-data",
+                "garbage.der",
+                "-sha256",
+                "-out",
+                "q.tsq",
+            ])
+            .current_dir(&dir),
+    );
+    assert!(o.status.success());
+    let query = format!("@{}", dir.join("q.tsq").display());
+    let (code, _) = curl(
+        &[
+            "-H",
+            "Content-Type: application/timestamp-query",
+            "--data-binary",
+            &query,
+            &format!("{base}/tsa"),
+        ],
+        &dir.join("q.tsr"),
     );
     assert_eq!(code, 200);
 
@@ -234,11 +261,73 @@ async fn metrics_scraped_during_load_pass_promtool_and_count_what_happened() {
             &["role=\"ocsp_responder\"", "name=\"issuing-ec\""]
         ) > 0.0
     );
+    dashboard_matches(&text, &dir);
+    assert_eq!(
+        sum(&text, "signet_tsa_responses_total", &["status=\"granted\""]),
+        1.0,
+        "{}",
+        text.lines()
+            .filter(|l| l.contains("tsa"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     // Labels are bounded: no serial and no request id is ever one.
     for serial in &serials {
         assert!(!text.contains(serial.as_str()), "{serial} in the metrics");
     }
     assert!(!text.contains("m-0-0"), "a request id in the metrics");
+}
+
+/// docs/grafana/signet-dashboard.json asks only what signet exports: every panel's query
+/// parses as PromQL (`promtool check rules` on them as recording rules), and every metric it
+/// names is in the scrape `text`.
+fn dashboard_matches(text: &str, dir: &Path) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/grafana/signet-dashboard.json");
+    let dash: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap())
+        .expect("the dashboard is JSON");
+    let exprs: Vec<String> = dash["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .filter_map(|t| t["expr"].as_str().map(str::to_owned))
+        .collect();
+    assert!(exprs.len() >= 16, "{exprs:?}");
+    let mut rules = String::from("groups:\n  - name: signet-dashboard\n    rules:\n");
+    for (i, e) in exprs.iter().enumerate() {
+        rules.push_str(&format!(
+            "      - record: signet:panel_{i}\n        expr: '{}'\n",
+            e.replace('\'', "''")
+        ));
+    }
+    let file = dir.join("dashboard-rules.yml");
+    std::fs::write(&file, rules).unwrap();
+    let out = Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&file)
+        .output()
+        .expect("promtool");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for e in &exprs {
+        for word in e.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            let Some(rest) = word.strip_prefix("signet_") else {
+                continue;
+            };
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| rest.strip_suffix(s))
+                .unwrap_or(rest);
+            assert!(
+                text.contains(&format!("# TYPE signet_{base} ")),
+                "the dashboard asks for {word}, which is not exported"
+            );
+        }
+    }
 }
 
 /// GET `url`: status code and body.
@@ -287,7 +376,7 @@ async fn readiness_signs_with_every_issuer_key_and_fails_when_one_is_removed() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let (code, body) = loop {
         let (code, body) = get(&format!("{base}/readyz"), &file);
-        if code == 503 || std::time::Instant::now() > deadline {
+        if body.contains("FAILING") || std::time::Instant::now() > deadline {
             break (code, body);
         }
         std::thread::sleep(std::time::Duration::from_millis(200));

@@ -407,7 +407,7 @@ pub struct Authority {
 /// Whether the HSM holds the CA keys and the store answers, as last probed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Health {
-    /// The HSM is connected and finds the first issuer's key.
+    /// The HSM is connected and finds the root's key.
     pub hsm: bool,
     /// The store answers a query.
     pub store: bool,
@@ -559,8 +559,14 @@ impl Authority {
             tokio::time::timeout(limit, self.store.probe_write()).await,
             Ok(Ok(()))
         );
+        // Reachability: the root's key (every issuer key is test-signed by readiness).
+        let probed = self
+            .issuers
+            .values()
+            .find(|i| i.parent.is_none())
+            .or_else(|| self.issuers.values().next());
         let hsm = self.hsm.is_available()
-            && match self.issuers.values().next() {
+            && match probed {
                 Some(i) => matches!(
                     tokio::time::timeout(limit, self.hsm.key_exists(&i.key_label)).await,
                     Ok(Ok(true))
