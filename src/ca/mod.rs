@@ -28,7 +28,6 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use spki::SubjectPublicKeyInfoOwned;
 use x509_cert::Certificate;
-use x509_cert::certificate::TbsCertificate;
 
 use crate::audit::AuditEvent;
 use crate::clock::{now_seconds, unix};
@@ -958,20 +957,15 @@ impl Authority {
                 record.issuer, record.serial
             ))
         })?;
-        let tbs = TbsCertificate::from_der(&record.tbs_der)
-            .map_err(|e| CaError::Internal(format!("stored TBS of {}: {e}", record.serial)))?;
         let signature = self
             .hsm
             .sign(&issuer.key_label, issuer.signature, &record.tbs_der)
             .await?;
-        let cert = cert::assemble(tbs, &signature)?;
-        cert::check_signed_by(&cert, &issuer.spki).map_err(|e| {
-            tracing::error!(serial = %record.serial, issuer = %issuer.name, "HSM signature does not verify: {e}");
-            CaError::Internal(format!("signature of {} does not verify", record.serial))
-        })?;
-        let cert_der = cert
-            .to_der()
-            .map_err(|e| CaError::Internal(format!("encoding certificate: {e}")))?;
+        let cert_der =
+            cert::assemble_checked(&record.tbs_der, &signature, &issuer.spki).map_err(|e| {
+                tracing::error!(serial = %record.serial, issuer = %issuer.name, "HSM signature does not verify: {e}");
+                CaError::Internal(format!("signature of {} does not verify", record.serial))
+            })?;
         let mut detail = serde_json::json!({
             "issuer": record.issuer,
             "profile": record.profile,

@@ -777,6 +777,54 @@ pub fn assemble(tbs: TbsCertificate, signature: &[u8]) -> Result<Certificate, Pk
     Certificate::from_der(&der).map_err(enc)
 }
 
+/// Certificate over an already encoded TBS: the TBS's bytes are carried as they are.
+#[derive(Sequence)]
+struct CertOverTbs<'a> {
+    tbs_certificate: der::asn1::AnyRef<'a>,
+    signature_algorithm: AlgorithmIdentifierOwned,
+    signature: der::asn1::BitStringRef<'a>,
+}
+
+/// The `signature` field of an encoded TBSCertificate (version, serialNumber, signature, ...),
+/// read without decoding the rest.
+fn tbs_signature_algorithm(tbs_der: &[u8]) -> Result<AlgorithmIdentifierOwned, PkiError> {
+    use der::Reader;
+    let mut reader = der::SliceReader::new(tbs_der).map_err(enc)?;
+    reader
+        .sequence(|r| {
+            // version [0] EXPLICIT, present in every v3 certificate signet makes.
+            let _version: Option<der::asn1::ContextSpecific<Version>> =
+                der::asn1::ContextSpecific::decode_explicit(r, der::TagNumber(0))?;
+            let _serial = der::asn1::IntRef::decode(r)?;
+            let alg = AlgorithmIdentifierOwned::decode(r)?;
+            // The rest is left to whoever reads the certificate.
+            r.read_slice(r.remaining_len())?;
+            Ok(alg)
+        })
+        .map_err(enc)
+}
+
+/// The certificate (DER) made of an encoded TBS and the issuer's signature over exactly those
+/// bytes, checked against the issuer's public key first: the signature algorithm is the one
+/// the TBS names, and the signature must verify over the TBS as it will be sent. The TBS is
+/// neither decoded nor encoded again (the issuance path's own assembly; [`assemble`] and
+/// [`check_signed_by`] do the same for a decoded TBS).
+pub fn assemble_checked(
+    tbs_der: &[u8],
+    signature: &[u8],
+    issuer_spki: &SubjectPublicKeyInfoOwned,
+) -> Result<Vec<u8>, PkiError> {
+    let alg = tbs_signature_algorithm(tbs_der)?;
+    verify_signature(issuer_spki, &alg, tbs_der, signature, "certificate")?;
+    CertOverTbs {
+        tbs_certificate: der::asn1::AnyRef::from_der(tbs_der).map_err(enc)?,
+        signature_algorithm: alg,
+        signature: der::asn1::BitStringRef::from_bytes(signature).map_err(enc)?,
+    }
+    .to_der()
+    .map_err(enc)
+}
+
 /// Check an assembled certificate's signature against the issuer's public key (done before
 /// any certificate is returned).
 pub fn check_signed_by(
@@ -1003,6 +1051,18 @@ mod tests {
             tbs.signature(),
             &ca_key.default_alg().algorithm_identifier()
         );
+        // The issuance path's assembly over the encoded TBS gives the very same certificate,
+        // and refuses a signature by another key.
+        let tbs_der = tbs.to_der().unwrap();
+        let sig = ca_key.sign(ca_key.default_alg(), &tbs_der);
+        let lean = assemble_checked(&tbs_der, &sig, &ca_key.spki()).unwrap();
+        assert_eq!(lean, assemble(tbs.clone(), &sig).unwrap().to_der().unwrap());
+        assert!(matches!(
+            assemble_checked(&tbs_der, &sig, &SoftKey::p256(14).spki()),
+            Err(PkiError::BadSignature { .. })
+        ));
+        let other = SoftKey::p256(14).sign(ca_key.default_alg(), &tbs_der);
+        assert!(assemble_checked(&tbs_der, &other, &ca_key.spki()).is_err());
         let cert = sign(tbs, &ca_key, ca_key.default_alg());
         check_signed_by(&cert, &ca_key.spki()).unwrap();
         // The wrong key, and a damaged signature, are refused.
