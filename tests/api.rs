@@ -1836,3 +1836,72 @@ async fn sighup_applies_the_log_level_and_a_bad_level_changes_nothing() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_what_a_profile_allows_and_refuses_structural_changes() {
+    let ca = ApiCa::new();
+    let d = Daemon::start(&ca);
+    let mut c = d.client("ra-one").await;
+    let good = std::fs::read_to_string(&ca.config_path).unwrap();
+    let two_years = |id: &str| {
+        let mut r = issue_request(id, "personal", csr(&ca.dir, id));
+        r.validity_years = 2;
+        r
+    };
+    c.issue(two_years("pr-1")).await.expect("2 years allowed");
+
+    // Personal certificates for one year only, from the reload on.
+    let one_year = good.replace(
+        "[profiles.personal]\n",
+        "[profiles.personal]\nvalidity_years = [1]\n",
+    );
+    assert_ne!(one_year, good);
+    std::fs::write(&ca.config_path, &one_year).unwrap();
+    d.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let refused = loop {
+        match c.issue(two_years("pr-2")).await {
+            Err(e) => break e,
+            Ok(_) => {
+                assert!(Instant::now() < deadline, "{}", d.log_text());
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(refused.message().contains("validity_years"), "{refused:?}");
+    let mut one = two_years("pr-3");
+    one.validity_years = 1;
+    c.issue(one).await.expect("one year still allowed");
+
+    // A structural change (the profile's issuers) is refused whole: nothing changes.
+    std::fs::write(
+        &ca.config_path,
+        one_year.replacen(
+            "issuers = [\"issuing-rsa\", \"issuing-ec\"]",
+            "issuers = [\"issuing-ec\"]",
+            1,
+        ),
+    )
+    .unwrap();
+    d.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !d.log_text().contains("needs a restart") {
+        assert!(Instant::now() < deadline, "{}", d.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let e = c.issue(two_years("pr-4")).await.unwrap_err();
+    assert!(e.message().contains("validity_years"), "{e:?}");
+    let out = run(Command::new("sqlite3").arg(ca.dir.join("signet.db")).arg(
+        "SELECT action || ' ' || detail FROM audit_log WHERE action LIKE 'config.%' ORDER BY seq",
+    ));
+    let log = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 2, "{log}");
+    assert!(lines[0].starts_with("config.reloaded "), "{log}");
+    assert!(
+        lines[0].contains("\"personal\":[\"validity_years\"]"),
+        "{log}"
+    );
+    assert!(lines[1].starts_with("config.reload_refused "), "{log}");
+}

@@ -383,7 +383,9 @@ pub struct Authority {
     hsm: Hsm,
     store: Arc<dyn Store>,
     issuers: HashMap<String, Issuer>,
-    profiles: BTreeMap<String, Profile>,
+    /// The profiles, replaced whole by a reload (see [`Authority::reload_profiles`]); each
+    /// request works with the set it found when it started.
+    profiles: std::sync::RwLock<Arc<BTreeMap<String, Profile>>>,
     urls: Urls,
     agreement_version: String,
     /// The RSA public exponents subscribers' keys may have (`[ca] rsa_exponent`).
@@ -462,9 +464,10 @@ impl Authority {
                 },
             );
         }
-        let profiles = cfg
-            .profiles()
-            .map_err(|e| CaError::FailedPrecondition(e.to_string()))?;
+        let profiles = std::sync::RwLock::new(Arc::new(
+            cfg.profiles()
+                .map_err(|e| CaError::FailedPrecondition(e.to_string()))?,
+        ));
         Ok(Authority {
             hsm,
             store,
@@ -635,9 +638,58 @@ impl Authority {
         out
     }
 
-    /// The profile with this name, for the API layer's permission checks.
-    pub fn profile(&self, name: &str) -> Option<&Profile> {
-        self.profiles.get(name)
+    /// The profiles in force now.
+    pub fn profiles(&self) -> Arc<BTreeMap<String, Profile>> {
+        self.profiles
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The profile with this name, as in force now.
+    pub fn profile(&self, name: &str) -> Option<Profile> {
+        self.profiles().get(name).cloned()
+    }
+
+    /// Put the profiles of `cfg` in force, if they differ from the current ones only in what
+    /// a profile allows (validity, renewal window, key types, wildcards, policy, liability,
+    /// e-mail protection, organisation identifier form, CA/B rules, private EKU): a profile
+    /// added or removed, or one whose kind or issuers changed, refuses the whole reload and
+    /// nothing changes (those need a restart, as the RA permissions and issuers depend on
+    /// them). Returns, per changed profile, the names of the fields that changed.
+    pub fn reload_profiles(
+        &self,
+        cfg: &Config,
+    ) -> Result<BTreeMap<String, Vec<&'static str>>, CaError> {
+        let fresh = cfg
+            .profiles()
+            .map_err(|e| CaError::FailedPrecondition(e.to_string()))?;
+        let current = self.profiles();
+        let old: Vec<&String> = current.keys().collect();
+        let new: Vec<&String> = fresh.keys().collect();
+        if old != new {
+            return Err(CaError::FailedPrecondition(format!(
+                "profiles {old:?} would become {new:?}: adding or removing a profile needs a restart"
+            )));
+        }
+        let mut changed = BTreeMap::new();
+        for (name, was) in current.iter() {
+            let Some(now) = fresh.get(name) else { continue };
+            if was.kind != now.kind || was.issuers != now.issuers {
+                return Err(CaError::FailedPrecondition(format!(
+                    "profile {name}: its kind or issuers changed, which needs a restart"
+                )));
+            }
+            let fields = profile_changes(was, now);
+            if !fields.is_empty() {
+                changed.insert(name.clone(), fields);
+            }
+        }
+        *self
+            .profiles
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(fresh);
+        Ok(changed)
     }
 
     /// Issue a certificate for `ra`, exactly once per `(ra, request_id)`.
@@ -658,8 +710,10 @@ impl Authority {
         req: IssueRequest,
         preview: bool,
     ) -> Result<Issued, CaError> {
-        // Step 3: validate everything before touching the store.
-        let checked = self.validate(&req)?;
+        // Step 3: validate everything before touching the store, against the profiles in
+        // force as the request arrives.
+        let profiles = self.profiles();
+        let checked = self.validate(&profiles, &req)?;
         let digest = request_digest(&req)?;
         if preview {
             if let Some(done) = self.already_requested(ra, &req.request_id, &digest).await? {
@@ -1060,10 +1114,14 @@ impl Authority {
     /// agreement version, an issuer not yet created) is reported only when no field is at
     /// fault.
     pub fn validate_issue(&self, req: &IssueRequest) -> Result<(), CaError> {
-        self.validate(req).map(|_| ())
+        self.validate(&self.profiles(), req).map(|_| ())
     }
 
-    fn validate<'a>(&'a self, req: &IssueRequest) -> Result<Checked<'a>, CaError> {
+    fn validate<'a>(
+        &'a self,
+        profiles: &'a BTreeMap<String, Profile>,
+        req: &IssueRequest,
+    ) -> Result<Checked<'a>, CaError> {
         let mut bad = Vec::new();
         let mut blocked = None;
         sort_outcome(
@@ -1071,9 +1129,9 @@ impl Authority {
             &mut bad,
             &mut blocked,
         )?;
-        let profile = self.profiles.get(&req.profile);
+        let profile = profiles.get(&req.profile);
         if profile.is_none() {
-            let known: Vec<&str> = self.profiles.keys().map(String::as_str).collect();
+            let known: Vec<&str> = profiles.keys().map(String::as_str).collect();
             bad.push(Violation::new(
                 "profile",
                 format!(
@@ -1276,6 +1334,39 @@ fn check_text(field: &str, v: &str, max: usize) -> Result<(), CaError> {
 /// SHA-256 over the canonical JSON of the request (everything but the id): a retry with the
 /// same id must carry the same digest.
 /// SHA-256 (hex) over `tag` and the JSON of `body`.
+/// The names of the operator's choices that differ between two versions of a profile.
+fn profile_changes(was: &Profile, now: &Profile) -> Vec<&'static str> {
+    let mut fields = Vec::new();
+    let mut note = |differs: bool, name: &'static str| {
+        if differs {
+            fields.push(name);
+        }
+    };
+    note(was.validity_years != now.validity_years, "validity_years");
+    note(
+        was.renewal_window_days != now.renewal_window_days,
+        "renewal_window_days",
+    );
+    note(was.policy_oid != now.policy_oid, "policy_oid");
+    note(was.liability != now.liability, "liability");
+    note(was.key_types != now.key_types, "key_types");
+    note(
+        was.allow_wildcards != now.allow_wildcards,
+        "allow_wildcards",
+    );
+    note(
+        was.email_protection != now.email_protection,
+        "email_protection",
+    );
+    note(was.org_id_form != now.org_id_form, "org_id_form");
+    note(was.cabf != now.cabf, "cabf");
+    note(was.private_eku != now.private_eku, "private_eku");
+    if fields.is_empty() && was != now {
+        fields.push("other");
+    }
+    fields
+}
+
 fn tagged_digest(tag: &[u8], body: &impl serde::Serialize) -> Result<String, CaError> {
     let json = serde_json::to_vec(body).map_err(|e| CaError::Internal(e.to_string()))?;
     let mut h = Sha256::new();

@@ -135,7 +135,8 @@ impl Authority {
                 rfc3339(old.not_after)
             )));
         }
-        let profile = self.profiles.get(&old.profile).ok_or_else(|| {
+        let profiles = self.profiles();
+        let profile = profiles.get(&old.profile).ok_or_else(|| {
             CaError::FailedPrecondition(format!(
                 "certificate {old_serial} has profile {:?}, which is no longer configured",
                 old.profile

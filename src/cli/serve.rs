@@ -139,7 +139,7 @@ fn serve_parts(
                 hangup,
                 path.to_owned(),
                 api.ra_directory(),
-                authority.store().clone(),
+                authority.clone(),
             ));
         }
         let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -365,15 +365,26 @@ async fn reload_on_hangup(
     mut hangup: tokio::signal::unix::Signal,
     path: PathBuf,
     ras: Arc<signet::api::identity::RaDirectory>,
-    store: Arc<dyn signet::store::Store>,
+    authority: Arc<Authority>,
 ) {
+    let store = authority.store().clone();
     while hangup.recv().await.is_some() {
-        let loaded = Config::load(&path).and_then(|cfg| {
-            signet::api::identity::RaDirectory::from_config(&cfg).map(|d| (d, cfg.log.level))
-        });
+        // Everything is checked before anything changes: the file, the [[ra]] entries, and
+        // that the profiles differ only in what a reload may change.
+        let loaded = Config::load(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|cfg| {
+                let directory = signet::api::identity::RaDirectory::from_config(&cfg)
+                    .map_err(|e| e.to_string())?;
+                let profiles = authority.reload_profiles(&cfg).map_err(|e| e.to_string())?;
+                Ok((directory, cfg.log.level, profiles))
+            });
         let event = match loaded {
-            Ok((directory, level)) => {
+            Ok((directory, level, profiles)) => {
                 ras.replace(directory);
+                for (name, fields) in &profiles {
+                    tracing::warn!(profile = %name, changed = ?fields, "profile reloaded");
+                }
                 if let Some(level) = &level {
                     match super::common::set_log_level(level) {
                         // At WARN, so the change shows whatever the new level hides.
@@ -394,7 +405,7 @@ async fn reload_on_hangup(
                 AuditEvent::daemon(
                     "config.reloaded",
                     &path.display().to_string(),
-                    serde_json::json!({ "ras": offices, "log_level": level }),
+                    serde_json::json!({ "ras": offices, "log_level": level, "profiles": profiles }),
                 )
             }
             Err(e) => {
@@ -402,7 +413,7 @@ async fn reload_on_hangup(
                 AuditEvent::daemon(
                     "config.reload_refused",
                     &path.display().to_string(),
-                    serde_json::json!({ "error": e.to_string() }),
+                    serde_json::json!({ "error": e }),
                 )
             }
         };
