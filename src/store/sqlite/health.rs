@@ -1,6 +1,7 @@
 //! Whether the SQLite store can write: the database thread's record of its latest commit,
 //! and a probe write when that failed or is old, so health turns NOT_SERVING while the disk
-//! is full (or fails) and recovers once a write succeeds again.
+//! is full (or fails) and recovers once a write succeeds again; and how much of the disk the
+//! database takes.
 
 use rusqlite::params;
 
@@ -33,4 +34,21 @@ pub(super) async fn probe_write(store: &SqliteStore) -> Result<(), StoreError> {
             Ok(())
         })
         .await
+}
+
+impl SqliteStore {
+    /// Bytes the database's pages hold (pages in use times the page size, free pages not
+    /// counted), as of the latest commit, write-ahead log included.
+    pub async fn footprint(&self) -> Result<u64, StoreError> {
+        const CTX: &str = "measuring the database";
+        self.run(CTX, |conn| {
+            let pragma = |name: &str| -> Result<i64, StoreError> {
+                conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
+                    .map_err(unavailable(CTX))
+            };
+            let used = pragma("page_count")? - pragma("freelist_count")?;
+            Ok((used.max(0) as u64) * (pragma("page_size")?.max(0) as u64))
+        })
+        .await
+    }
 }
