@@ -1,14 +1,16 @@
-//! The embedded SQLite store: one file, WAL journal, `synchronous=FULL` so a commit is on disk
-//! before the caller answers; schema migrations keyed by `PRAGMA user_version`. Calls run on
+//! The embedded SQLite store: one file, WAL journal, every commit's log fsynced before its
+//! caller is answered; schema migrations keyed by `PRAGMA user_version`. Calls run on
 //! one database thread of their own (`signet-sqlite`, in `db`), never on the async executor.
 //!
 //! One file per concern holds the queries (`certificates`, `revocation`, `crl`, `keys`,
-//! `tokens`, `audit`, `tsa`); `db` owns the connection and the database thread, `schema` the
-//! migrations. The trait implementation below only hands each call to its concern.
+//! `tokens`, `audit`, `tsa`); `db` owns the connection, the database thread and the sync
+//! thread that makes each group durable, `checkpoint` the thread that copies the write-ahead
+//! log into the database file, `schema` the migrations. The trait implementation below only hands each call to its concern.
 
 mod audit;
 pub mod backup;
 mod certificates;
+mod checkpoint;
 mod crl;
 mod db;
 mod error;

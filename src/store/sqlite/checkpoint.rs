@@ -1,0 +1,101 @@
+//! Write-ahead-log checkpoints off the database thread: a thread and connection of their own
+//! (`signet-sqlite-ckpt`) copy the log into the database file while commits go on, so no
+//! commit ever waits for a checkpoint, and the log stays bounded under constant load.
+
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use super::error::unavailable;
+use crate::store::error::StoreError;
+
+/// How long the checkpoint thread lets commits go by between two checkpoints under load:
+/// each copies the latest version of every page the log holds, so a page written by many
+/// commits in that time is copied once.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+
+/// Pages of write-ahead log past which a checkpoint also restarts the log from its start
+/// (briefly holding writers back), so a store under constant load keeps a bounded log.
+const RESTART_PAGES: i64 = 16_000;
+
+/// How the database thread tells the checkpoint thread that the log has grown.
+pub(super) struct Checkpoints {
+    wake: mpsc::SyncSender<()>,
+}
+
+impl Checkpoints {
+    /// Wake the checkpoint thread unless it already has a wake-up waiting.
+    pub(super) fn nudge(&self) {
+        let _ = self.wake.try_send(());
+    }
+}
+
+/// The checkpoint thread. After a commit (a nudge; at most one waits) it waits
+/// [`CHECKPOINT_EVERY`], then copies the log into the database file without blocking
+/// writers (SQLite's automatic checkpoint would do that inside a commit, on the database
+/// thread); past [`RESTART_PAGES`] of log it also restarts the log from its start, holding
+/// writers back for the few pages left. The log file keeps its size, so commits overwrite
+/// pages the file system already has rather than growing the file. When the store has been
+/// quiet for a second it checkpoints and truncates the log. It stops when the database
+/// thread, which holds the sender, has ended.
+fn checkpoint_thread(conn: Connection, wake: mpsc::Receiver<()>) {
+    let checkpoint = |mode: &str| -> Option<i64> {
+        match conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+        }) {
+            Ok((_, log)) => Some(log),
+            Err(e) => {
+                tracing::warn!("write-ahead log checkpoint ({mode}): {e}");
+                None
+            }
+        }
+    };
+    let mut dirty = false;
+    loop {
+        match wake.recv_timeout(Duration::from_secs(1)) {
+            Ok(()) => {
+                dirty = true;
+                std::thread::sleep(CHECKPOINT_EVERY);
+                if let Some(log) = checkpoint("PASSIVE")
+                    && log >= RESTART_PAGES
+                {
+                    checkpoint("RESTART");
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if dirty {
+                    dirty = false;
+                    checkpoint("TRUNCATE");
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
+/// Turn SQLite's automatic checkpoints off on `hot` (the database thread's connection) and
+/// start the checkpoint thread with a connection of its own to `path`.
+pub(super) fn start_checkpoints(hot: &Connection, path: &Path) -> Result<Checkpoints, StoreError> {
+    let ctx = "starting the checkpoint thread";
+    hot.pragma_update(None, "wal_autocheckpoint", 0)
+        .map_err(unavailable(ctx))?;
+    let conn = Connection::open(path).map_err(unavailable(ctx))?;
+    conn.busy_timeout(Duration::from_millis(250))
+        .map_err(unavailable(ctx))?;
+    // The checkpoint syncs the log before it copies it, and the database file after.
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(unavailable(ctx))?;
+    conn.pragma_update(None, "wal_autocheckpoint", 0)
+        .map_err(unavailable(ctx))?;
+    let (wake, woken) = mpsc::sync_channel(1);
+    std::thread::Builder::new()
+        .name("signet-sqlite-ckpt".into())
+        .spawn(move || checkpoint_thread(conn, woken))
+        .map_err(|e| StoreError::Unavailable {
+            context: ctx,
+            message: e.to_string(),
+        })?;
+    Ok(Checkpoints { wake })
+}
