@@ -1,9 +1,16 @@
 //! Write-ahead-log checkpoints off the database thread: a thread and connection of their own
 //! (`signet-sqlite-ckpt`) copy the log into the database file while commits go on, so no
 //! commit ever waits for a checkpoint, and the log stays bounded under constant load.
+//!
+//! Restarting the log (so it is written from its start again) needs a moment with no write
+//! transaction open. Under constant load the database thread opens the next one as soon as
+//! one commits, so SQLite's busy handler rarely finds that moment; the [`Gate`] makes it:
+//! the database thread takes its turn at the gate for each group, and the checkpoint thread,
+//! when it wants to restart, holds the gate for the restart alone.
 
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
 use std::time::Duration;
 
 use rusqlite::Connection;
@@ -18,17 +25,51 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 
 /// Pages of write-ahead log past which a checkpoint also restarts the log from its start
 /// (briefly holding writers back), so a store under constant load keeps a bounded log.
-const RESTART_PAGES: i64 = 16_000;
+const RESTART_PAGES: i64 = 8_000;
 
-/// How the database thread tells the checkpoint thread that the log has grown.
+/// How the database and sync threads tell the checkpoint thread that the log has grown, and
+/// the gate the database thread passes for each group.
 pub(super) struct Checkpoints {
     wake: mpsc::SyncSender<()>,
+    gate: Arc<Gate>,
 }
 
 impl Checkpoints {
     /// Wake the checkpoint thread unless it already has a wake-up waiting.
     pub(super) fn nudge(&self) {
         let _ = self.wake.try_send(());
+    }
+
+    /// The gate write transactions pass.
+    pub(super) fn gate(&self) -> Arc<Gate> {
+        self.gate.clone()
+    }
+}
+
+/// Write transactions take a turn at the gate; a log restart holds it.
+#[derive(Default)]
+pub(super) struct Gate {
+    wanted: AtomicBool,
+    turn: Mutex<()>,
+}
+
+impl Gate {
+    /// The database thread's turn for one group: waits while a restart wants the gate.
+    pub(super) fn writer_turn(&self) -> MutexGuard<'_, ()> {
+        while self.wanted.load(Ordering::Acquire) {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        self.turn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Run `f` with no write transaction open (the database thread waits at the gate).
+    fn exclusive<T>(&self, f: impl FnOnce() -> T) -> T {
+        self.wanted.store(true, Ordering::Release);
+        let held = self.turn.lock().unwrap_or_else(PoisonError::into_inner);
+        let out = f();
+        self.wanted.store(false, Ordering::Release);
+        drop(held);
+        out
     }
 }
 
@@ -40,7 +81,7 @@ impl Checkpoints {
 /// pages the file system already has rather than growing the file. When the store has been
 /// quiet for a second it checkpoints and truncates the log. It stops when the database
 /// thread, which holds the sender, has ended.
-fn checkpoint_thread(conn: Connection, wake: mpsc::Receiver<()>) {
+fn checkpoint_thread(conn: Connection, wake: mpsc::Receiver<()>, gate: Arc<Gate>) {
     let checkpoint = |mode: &str| -> Option<i64> {
         match conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
             Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
@@ -61,13 +102,17 @@ fn checkpoint_thread(conn: Connection, wake: mpsc::Receiver<()>) {
                 if let Some(log) = checkpoint("PASSIVE")
                     && log >= RESTART_PAGES
                 {
-                    checkpoint("RESTART");
+                    // A second passive checkpoint copies (and syncs) what came during the
+                    // first; the restart then has only the last few commits to copy while
+                    // the gate holds writers back.
+                    checkpoint("PASSIVE");
+                    gate.exclusive(|| checkpoint("RESTART"));
                 }
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 if dirty {
                     dirty = false;
-                    checkpoint("TRUNCATE");
+                    gate.exclusive(|| checkpoint("TRUNCATE"));
                 }
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
@@ -90,12 +135,14 @@ pub(super) fn start_checkpoints(hot: &Connection, path: &Path) -> Result<Checkpo
     conn.pragma_update(None, "wal_autocheckpoint", 0)
         .map_err(unavailable(ctx))?;
     let (wake, woken) = mpsc::sync_channel(1);
+    let gate = Arc::new(Gate::default());
+    let thread_gate = gate.clone();
     std::thread::Builder::new()
         .name("signet-sqlite-ckpt".into())
-        .spawn(move || checkpoint_thread(conn, woken))
+        .spawn(move || checkpoint_thread(conn, woken, thread_gate))
         .map_err(|e| StoreError::Unavailable {
             context: ctx,
             message: e.to_string(),
         })?;
-    Ok(Checkpoints { wake })
+    Ok(Checkpoints { wake, gate })
 }

@@ -20,7 +20,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
-use super::checkpoint::{Checkpoints, start_checkpoints};
+use super::checkpoint::{Checkpoints, Gate, start_checkpoints};
 use super::error::unavailable;
 use super::schema::migrate;
 use crate::clock::unix_now;
@@ -160,8 +160,9 @@ struct Committed {
 enum Answer {
     /// An in-memory database: answer at once (nothing to sync).
     AtOnce(Option<Checkpoints>),
-    /// A file database: the sync thread fsyncs the log, then answers.
-    AfterSync(mpsc::Sender<Committed>),
+    /// A file database: the sync thread fsyncs the log, then answers. Each group's write
+    /// transaction takes its turn at the checkpoint thread's gate.
+    AfterSync(mpsc::Sender<Committed>, Arc<Gate>),
 }
 
 /// The database thread: take a call, gather those already waiting, run them all in one
@@ -183,6 +184,10 @@ fn database_thread(
         let mut all_ran = true;
         let started = std::time::Instant::now();
         let changes_before = conn.total_changes();
+        let turn = match &answer {
+            Answer::AfterSync(_, gate) => Some(gate.writer_turn()),
+            Answer::AtOnce(_) => None,
+        };
         let committed = match exec_cached(&conn, "BEGIN IMMEDIATE") {
             Err(e) => Err(e.to_string()),
             Ok(()) => {
@@ -195,6 +200,7 @@ fn database_thread(
                 })
             }
         };
+        drop(turn);
         let done = Committed {
             started,
             group,
@@ -204,7 +210,7 @@ fn database_thread(
         };
         match &answer {
             Answer::AtOnce(checkpoints) => finish(vec![done], Ok(()), &writes, checkpoints),
-            Answer::AfterSync(sync) => {
+            Answer::AfterSync(sync, _) => {
                 if let Err(mpsc::SendError(done)) = sync.send(done) {
                     let gone = Err("the store's sync thread has stopped".to_owned());
                     finish(vec![done], gone, &writes, &None);
@@ -356,6 +362,7 @@ impl SqliteStore {
                 // log after each group, so commits need not (synchronous=NORMAL syncs only
                 // around checkpoints, which this connection no longer runs).
                 let checkpoints = start_checkpoints(&conn, &path)?;
+                let gate = checkpoints.gate();
                 conn.pragma_update(None, "synchronous", "NORMAL")
                     .map_err(unavailable(ctx))?;
                 let mut wal = path.into_os_string();
@@ -371,7 +378,7 @@ impl SqliteStore {
                         context: "starting the sync thread",
                         message: e.to_string(),
                     })?;
-                Answer::AfterSync(sync)
+                Answer::AfterSync(sync, gate)
             }
         };
         let (jobs, queue) = mpsc::channel();
