@@ -82,11 +82,13 @@ impl Gate {
 /// quiet for a second it checkpoints and truncates the log. It stops when the database
 /// thread, which holds the sender, has ended.
 fn checkpoint_thread(conn: Connection, wake: mpsc::Receiver<()>, gate: Arc<Gate>) {
-    let checkpoint = |mode: &str| -> Option<i64> {
+    // (busy, pages in the log): busy when a reader or writer kept the checkpoint from
+    // finishing.
+    let checkpoint = |mode: &str| -> Option<(bool, i64)> {
         match conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+            Ok((r.get::<_, i64>(0)? != 0, r.get::<_, i64>(1)?))
         }) {
-            Ok((_, log)) => Some(log),
+            Ok(result) => Some(result),
             Err(e) => {
                 tracing::warn!("write-ahead log checkpoint ({mode}): {e}");
                 None
@@ -94,25 +96,34 @@ fn checkpoint_thread(conn: Connection, wake: mpsc::Receiver<()>, gate: Arc<Gate>
         }
     };
     let mut dirty = false;
+    // A restart that a long reader (a backup, an audit walk in another process) kept from
+    // finishing is tried again only once the log has grown by another RESTART_PAGES, so the
+    // database thread is not held at the gate over and over while that reader reads.
+    let mut restart_at = RESTART_PAGES;
     loop {
         match wake.recv_timeout(Duration::from_secs(1)) {
             Ok(()) => {
                 dirty = true;
                 std::thread::sleep(CHECKPOINT_EVERY);
-                if let Some(log) = checkpoint("PASSIVE")
-                    && log >= RESTART_PAGES
+                if let Some((_, log)) = checkpoint("PASSIVE")
+                    && log >= restart_at
                 {
                     // A second passive checkpoint copies (and syncs) what came during the
                     // first; the restart then has only the last few commits to copy while
                     // the gate holds writers back.
                     checkpoint("PASSIVE");
-                    gate.exclusive(|| checkpoint("RESTART"));
+                    restart_at = match gate.exclusive(|| checkpoint("RESTART")) {
+                        Some((false, _)) => RESTART_PAGES,
+                        _ => log + RESTART_PAGES,
+                    };
                 }
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 if dirty {
                     dirty = false;
-                    gate.exclusive(|| checkpoint("TRUNCATE"));
+                    if let Some((false, _)) = gate.exclusive(|| checkpoint("TRUNCATE")) {
+                        restart_at = RESTART_PAGES;
+                    }
                 }
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
@@ -127,7 +138,8 @@ pub(super) fn start_checkpoints(hot: &Connection, path: &Path) -> Result<Checkpo
     hot.pragma_update(None, "wal_autocheckpoint", 0)
         .map_err(unavailable(ctx))?;
     let conn = Connection::open(path).map_err(unavailable(ctx))?;
-    conn.busy_timeout(Duration::from_millis(250))
+    // Short: a restart waits for readers while the database thread waits at the gate.
+    conn.busy_timeout(Duration::from_millis(50))
         .map_err(unavailable(ctx))?;
     // The checkpoint syncs the log before it copies it, and the database file after.
     conn.pragma_update(None, "synchronous", "FULL")
