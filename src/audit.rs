@@ -83,7 +83,18 @@ fn quoted(s: &str) -> String {
 /// Its SHA-256 is the entry's hash; `openssl dgst -sha256` of the text gives it.
 pub fn entry_text(prev_hash: &str, seq: i64, at: i64, e: &AuditEvent) -> String {
     format!(
-        "signet-audit-entry-v2\nseq: {seq}\nat: {at}\nactor: {}\naction: {}\nobject: {}\nrequest_digest: {}\ndetail: {}\nprev_hash: {prev_hash}\n",
+        "{}{}prev_hash: {prev_hash}\n",
+        entry_head(seq, at),
+        event_lines(e)
+    )
+}
+
+/// The lines of an entry's canonical text that come from its event alone (actor to detail).
+/// They can be written before the entry has a place in the chain, so the store's database
+/// thread only adds the sequence number, the time and the previous hash.
+pub fn event_lines(e: &AuditEvent) -> String {
+    format!(
+        "actor: {}\naction: {}\nobject: {}\nrequest_digest: {}\ndetail: {}\n",
         quoted(&e.actor),
         quoted(&e.action),
         quoted(&e.object),
@@ -95,9 +106,24 @@ pub fn entry_text(prev_hash: &str, seq: i64, at: i64, e: &AuditEvent) -> String 
     )
 }
 
+fn entry_head(seq: i64, at: i64) -> String {
+    format!("signet-audit-entry-v2\nseq: {seq}\nat: {at}\n")
+}
+
 /// Hash an entry: SHA-256 (hex) of its canonical text.
 pub fn entry_hash(prev_hash: &str, seq: i64, at: i64, e: &AuditEvent) -> String {
-    hex::encode(Sha256::digest(entry_text(prev_hash, seq, at, e).as_bytes()))
+    entry_hash_of_lines(prev_hash, seq, at, &event_lines(e))
+}
+
+/// [`entry_hash`] from the event's lines as [`event_lines`] wrote them.
+pub fn entry_hash_of_lines(prev_hash: &str, seq: i64, at: i64, lines: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(entry_head(seq, at).as_bytes());
+    h.update(lines.as_bytes());
+    h.update(b"prev_hash: ");
+    h.update(prev_hash.as_bytes());
+    h.update(b"\n");
+    hex::encode(h.finalize())
 }
 
 /// The hash of an entry written in the first format (before entries had a canonical text):
@@ -343,6 +369,34 @@ mod tests {
                 e
             })
             .collect()
+    }
+
+    #[test]
+    fn the_hash_from_pre_written_lines_is_the_sha256_of_the_canonical_text() {
+        let e = AuditEvent {
+            actor: "ra-1".into(),
+            action: "certificate.issued".into(),
+            object: "7f01".into(),
+            request_digest: Some("ab".repeat(32)),
+            detail: "{\"subject\":\"CN=张三\\nx\"}".into(),
+        };
+        let prev = "cd".repeat(32);
+        let text = entry_text(&prev, 42, 1_800_000_000, &e);
+        let want = hex::encode(Sha256::digest(text.as_bytes()));
+        assert_eq!(entry_hash(&prev, 42, 1_800_000_000, &e), want);
+        assert_eq!(
+            entry_hash_of_lines(&prev, 42, 1_800_000_000, &event_lines(&e)),
+            want
+        );
+        assert!(
+            text.starts_with("signet-audit-entry-v2\nseq: 42\nat: 1800000000\nactor: \"ra-1\"\n")
+        );
+        assert!(text.ends_with(&format!("prev_hash: {prev}\n")));
+        // Another time or number is another hash.
+        assert_ne!(
+            entry_hash_of_lines(&prev, 43, 1_800_000_000, &event_lines(&e)),
+            want
+        );
     }
 
     #[test]

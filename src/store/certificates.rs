@@ -62,7 +62,9 @@ pub struct CertificateRecord {
     pub request_json: String,
     /// The CSR, DER.
     pub csr_der: Vec<u8>,
-    /// The TBSCertificate that is (or was) signed, DER.
+    /// The TBSCertificate to sign, DER, while the record is pending; empty once the
+    /// certificate is committed (it is inside the certificate, which the store keeps
+    /// instead of both).
     pub tbs_der: Vec<u8>,
     /// The signed certificate, DER; `None` while pending.
     pub cert_der: Option<Vec<u8>>,

@@ -1,4 +1,5 @@
-//! `signet bench`'s options: which mode, how long, how many callers, which issuer.
+//! `signet bench`'s options: which mode, how long, how many callers, which issuer, which
+//! database (store mode and `--prefill`).
 
 /// What `signet bench` loads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -11,6 +12,9 @@ pub enum Mode {
     Tsa,
     /// No load: the HSM's direct rate and signet's HSM layer alone, for the issuer's key.
     Hsm,
+    /// The store alone, as issuance uses it (no HSM, no daemon): pending record, then the
+    /// certificate with its audit entry, each durable.
+    Store,
 }
 
 /// `signet bench` options.
@@ -40,6 +44,14 @@ pub struct BenchArgs {
     /// Connections to spread the gRPC callers over (an RA office usually has a few).
     #[arg(long, default_value_t = 4)]
     pub(crate) connections: usize,
+    /// Store mode and --prefill: the SQLite database to use (store mode: default a fresh one
+    /// in a temporary directory under var/bench; --prefill: default the configured store).
+    #[arg(long)]
+    pub(crate) db: Option<std::path::PathBuf>,
+    /// Grow the store (--db, or the configured one) to this many certificates, one in ten
+    /// of those added revoked, through the calls issuance and revocation make; then exit.
+    #[arg(long, value_name = "N")]
+    pub(crate) prefill: Option<u64>,
     /// Callers signing through signet's HSM layer when it is measured alone (default: twice
     /// the pool size, so a session never waits for its next request).
     #[arg(long)]

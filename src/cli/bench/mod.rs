@@ -3,7 +3,8 @@
 //! that every figure is reported as a ratio to what the hardware can do. `--mode issue`
 //! loads certificate issuance over mutual-TLS gRPC; `--mode ocsp` and `--mode tsa` load the
 //! status service's OCSP responder and timestamp authority over HTTP/1.1 keep-alive
-//! connections.
+//! connections. `--mode store` loads the store alone as issuance uses it, without HSM or
+//! daemon, and `--prefill N` grows a store to N certificates to measure at scale.
 
 mod args;
 mod common;
@@ -12,8 +13,11 @@ mod hsm;
 mod http;
 mod issue;
 mod ocsp;
+mod prefill;
 mod raw;
+mod store;
 mod tsa;
+mod workload;
 
 pub use args::BenchArgs;
 
@@ -29,10 +33,14 @@ pub fn run(
     a: &BenchArgs,
     client: impl FnOnce() -> Result<ClientSettings, String>,
 ) -> Result<(), String> {
+    if let Some(n) = a.prefill {
+        return prefill::run(cfg, a, n);
+    }
     match a.mode {
         Mode::Issue => issue::run(cfg, client()?, a),
         Mode::Ocsp => ocsp::run(cfg, client()?, a),
         Mode::Tsa => tsa::run(cfg, a),
         Mode::Hsm => hsm::run(cfg, a),
+        Mode::Store => store::run(cfg, a),
     }
 }

@@ -14,24 +14,42 @@ pub(super) fn append_audit_tx(
     conn: &Connection,
     event: &AuditEvent,
 ) -> Result<AuditEntry, StoreError> {
+    let lines = audit::event_lines(event);
+    let (seq, at, prev_hash, hash) = append_lines_tx(conn, event, &lines)?;
+    Ok(AuditEntry {
+        seq,
+        at,
+        event: event.clone(),
+        prev_hash,
+        hash,
+    })
+}
+
+/// Append `event`, whose canonical lines the caller wrote beforehand
+/// ([`audit::event_lines`], off the database thread), inside the caller's transaction: read
+/// the chain's head, hash, insert, all with cached statements. Returns the new entry's
+/// sequence number, time, previous hash and hash.
+pub(super) fn append_lines_tx(
+    conn: &Connection,
+    event: &AuditEvent,
+    lines: &str,
+) -> Result<(i64, i64, String, String), StoreError> {
     let last: Option<(i64, String)> = conn
-        .query_row(
-            "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()
+        .prepare_cached("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+        .and_then(|mut s| s.query_row([], |r| Ok((r.get(0)?, r.get(1)?))).optional())
         .map_err(unavailable("reading the audit chain"))?;
     let (seq, prev_hash) = match last {
         Some((s, h)) => (s + 1, h),
         None => (1, audit::genesis_hash()),
     };
     let at = now();
-    let hash = audit::entry_hash(&prev_hash, seq, at, event);
-    conn.execute(
+    let hash = audit::entry_hash_of_lines(&prev_hash, seq, at, lines);
+    conn.prepare_cached(
         "INSERT INTO audit_log (seq, at, actor, action, object, request_digest, detail, prev_hash, hash) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        params![
+    )
+    .and_then(|mut s| {
+        s.execute(params![
             seq,
             at,
             event.actor,
@@ -41,17 +59,11 @@ pub(super) fn append_audit_tx(
             event.detail,
             prev_hash,
             hash
-        ],
-    )
+        ])
+    })
     .map_err(unavailable("appending to the audit log"))?;
     crate::metrics::metrics().audit_head(seq);
-    Ok(AuditEntry {
-        seq,
-        at,
-        event: event.clone(),
-        prev_hash,
-        hash,
-    })
+    Ok((seq, at, prev_hash, hash))
 }
 
 const AUDIT_COLUMNS: &str =

@@ -4,7 +4,7 @@
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::audit::append_audit_tx;
+use super::audit::append_lines_tx;
 use super::db::SqliteStore;
 use super::error::{is_constraint, unavailable};
 use crate::audit::AuditEvent;
@@ -15,10 +15,18 @@ use crate::store::certificates::{
 };
 use crate::store::error::StoreError;
 
-const CERT_COLUMNS: &str = "serial, issuer, ra, request_id, request_digest, profile, subject, \
-    request_json, csr_der, tbs_der, cert_der, status, not_before, not_after, created_at, issued_at, \
-    renewed_from, revoked_at, revocation_reason, revocation_reported_at, revocation_comment, \
-    revoked_by, crl_published_at";
+/// The columns of a certificate row in the order [`cert_from_row`] reads them, as a literal
+/// so statements can be put together at compile time.
+macro_rules! cert_columns {
+    () => {
+        "serial, issuer, ra, request_id, request_digest, profile, subject, \
+         request_json, csr_der, tbs_der, cert_der, status, not_before, not_after, created_at, \
+         issued_at, renewed_from, revoked_at, revocation_reason, revocation_reported_at, \
+         revocation_comment, revoked_by, crl_published_at"
+    };
+}
+
+const CERT_COLUMNS: &str = cert_columns!();
 
 /// The revocation columns as read, before the reason is parsed.
 struct RawRevocation {
@@ -99,8 +107,8 @@ pub(super) fn query_cert(
     params: impl rusqlite::Params,
 ) -> Result<Option<CertificateRecord>, StoreError> {
     let sql = format!("SELECT {CERT_COLUMNS} FROM certificates WHERE {where_clause}");
-    conn.query_row(&sql, params, cert_from_row)
-        .optional()
+    conn.prepare_cached(&sql)
+        .and_then(|mut s| s.query_row(params, cert_from_row).optional())
         .map_err(unavailable("reading a certificate"))?
         .map(finish_cert)
         .transpose()
@@ -149,28 +157,32 @@ pub(super) async fn begin_issuance(
                 };
                 return Ok(outcome);
             }
-            let inserted = tx.execute(
-                "INSERT INTO certificates (serial, issuer, ra, request_id, request_digest, \
-             profile, subject, request_json, csr_der, tbs_der, cert_der, status, not_before, \
-             not_after, created_at, issued_at, renewed_from) VALUES \
-             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, 'pending', ?11, ?12, ?13, NULL, ?14)",
-                params![
-                    p.serial,
-                    p.issuer,
-                    p.ra,
-                    p.request_id,
-                    p.request_digest,
-                    p.profile,
-                    p.subject,
-                    p.request_json,
-                    p.csr_der,
-                    p.tbs_der,
-                    p.not_before,
-                    p.not_after,
-                    p.created_at,
-                    p.renewed_from
-                ],
-            );
+            let inserted = tx
+                .prepare_cached(
+                    "INSERT INTO certificates (serial, issuer, ra, request_id, request_digest, \
+                     profile, subject, request_json, csr_der, tbs_der, cert_der, status, \
+                     not_before, not_after, created_at, issued_at, renewed_from) VALUES \
+                     (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, 'pending', ?11, ?12, ?13, \
+                     NULL, ?14)",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        p.serial,
+                        p.issuer,
+                        p.ra,
+                        p.request_id,
+                        p.request_digest,
+                        p.profile,
+                        p.subject,
+                        p.request_json,
+                        p.csr_der,
+                        p.tbs_der,
+                        p.not_before,
+                        p.not_after,
+                        p.created_at,
+                        p.renewed_from
+                    ])
+                });
             match inserted {
                 Ok(_) => {}
                 Err(e) if is_constraint(&e) => {
@@ -190,6 +202,9 @@ pub(super) async fn begin_issuance(
         .await
 }
 
+/// Commit a signed certificate: the row becomes valid and keeps the certificate, not the
+/// TBS it was signed over (the TBS is inside the certificate, so keeping both would store it
+/// twice). The audit entry's canonical lines are written here, before the database thread.
 pub(super) async fn complete_issuance(
     store: &SqliteStore,
     serial: &str,
@@ -200,25 +215,26 @@ pub(super) async fn complete_issuance(
     const CTX: &str = "committing a certificate";
     let serial = serial.to_owned();
     let cert_der = cert_der.to_vec();
+    let lines = crate::audit::event_lines(&audit);
     store
         .run(CTX, move |conn| {
             let tx: &Connection = conn;
-            let n = tx
-                .execute(
-                    "UPDATE certificates SET cert_der = ?1, status = 'valid', issued_at = ?2 \
-                 WHERE serial = ?3 AND status = 'pending'",
-                    params![cert_der, issued_at, serial],
-                )
-                .map_err(unavailable(CTX))?;
-            if n != 1 {
-                return Err(StoreError::NotFound(format!(
-                    "no pending certificate with serial {serial}"
-                )));
-            }
-            append_audit_tx(tx, &audit)?;
-            let rec = query_cert(tx, "serial = ?1", [&serial])?
-                .ok_or_else(|| StoreError::Corrupt(format!("certificate {serial} vanished")))?;
-            Ok(rec)
+            let rec = tx
+                .prepare_cached(concat!(
+                    "UPDATE certificates SET cert_der = ?1, status = 'valid', issued_at = ?2, \
+                     tbs_der = x'' WHERE serial = ?3 AND status = 'pending' RETURNING ",
+                    cert_columns!()
+                ))
+                .and_then(|mut s| {
+                    s.query_row(params![cert_der, issued_at, serial], cert_from_row)
+                        .optional()
+                })
+                .map_err(unavailable(CTX))?
+                .ok_or_else(|| {
+                    StoreError::NotFound(format!("no pending certificate with serial {serial}"))
+                })?;
+            append_lines_tx(tx, &audit, &lines)?;
+            finish_cert(rec)
         })
         .await
 }
@@ -398,6 +414,35 @@ mod tests {
         let log = s.audit_entries(1, 100).await.unwrap();
         assert_eq!(log.len(), 3);
         assert_eq!(audit::verify_chain(&log), Ok(3));
+    }
+
+    #[tokio::test]
+    async fn the_tbs_is_kept_while_pending_and_dropped_once_the_certificate_holds_it() {
+        let s = store_with_issuer().await;
+        s.begin_issuance(pending("aa", "r1", "d1")).await.unwrap();
+        // Pending: the TBS is what a retry signs again.
+        let p = s.certificate("aa").await.unwrap().unwrap();
+        assert_eq!(p.tbs_der, vec![4]);
+        match s.begin_issuance(pending("bb", "r1", "d1")).await.unwrap() {
+            BeginOutcome::Resume(r) => assert_eq!(r.tbs_der, vec![4]),
+            other => panic!("{other:?}"),
+        }
+        let done = s
+            .complete_issuance("aa", &[9, 9, 9], 11, event("certificate.issued"))
+            .await
+            .unwrap();
+        assert_eq!(done.status, CertStatus::Valid);
+        assert_eq!(done.cert_der, Some(vec![9, 9, 9]));
+        assert_eq!(done.issued_at, Some(11));
+        assert!(done.tbs_der.is_empty());
+        // As stored, not only as answered.
+        let stored = s.certificate("aa").await.unwrap().unwrap();
+        assert_eq!(stored, done);
+        // The rest of the record is as recorded when pending.
+        assert_eq!(
+            (stored.request_json, stored.csr_der, stored.subject),
+            (p.request_json, p.csr_der, p.subject)
+        );
     }
 
     #[tokio::test]

@@ -214,6 +214,39 @@ CREATE TABLE token_inits (
 );
 "#;
 
+/// 9: a lean certificate table. Every index is one a query of the store uses, and none is
+/// touched by committing a certificate (pending to valid):
+///
+/// - `certificates_by_renewed_from` goes: no query looks certificates up by what they renew.
+/// - `certificates_by_status_expiry` (status, not_after) becomes `certificates_by_expiry`
+///   (not_after), for listings with `expiring_before`; with the status in it, every commit
+///   moved the row's entry.
+/// - `certificates_for_crl` and `certificates_unpublished` become partial indexes over
+///   revoked certificates only, the first holding what a CRL lists (so building a CRL reads
+///   the index alone), the second only revocations no CRL has listed yet (what the
+///   revocation watch polls for). Issuance writes neither.
+/// - A committed certificate keeps no TBS: it is inside the certificate. Rows committed
+///   before this migration lose theirs here.
+///
+/// The primary key (serial), the one certificate per (RA, request id) constraint,
+/// (profile, serial) and (ra, serial) for listings in serial order (and the delegated OCSP
+/// responder's lookup by profile and issuer), and the audit log's (object, seq) for
+/// evidence stay.
+const V9_LEAN_CERTIFICATES: &str = r#"
+DROP INDEX certificates_by_renewed_from;
+DROP INDEX certificates_by_status_expiry;
+DROP INDEX certificates_for_crl;
+DROP INDEX certificates_unpublished;
+CREATE INDEX certificates_by_expiry ON certificates (not_after);
+CREATE INDEX certificates_revoked_for_crl
+    ON certificates (issuer, serial, not_after, revoked_at, revocation_reason, revocation_reported_at)
+    WHERE status = 'revoked';
+CREATE INDEX certificates_revoked_unpublished
+    ON certificates (revoked_at, serial)
+    WHERE status = 'revoked' AND crl_published_at IS NULL;
+UPDATE certificates SET tbs_der = x'' WHERE status <> 'pending' AND length(tbs_der) > 0;
+"#;
+
 /// Schema migrations, applied in order; `user_version` counts those applied. Never edit one
 /// that has shipped: databases out there have run it. Add a new one at the end.
 pub(super) const MIGRATIONS: &[&str] = &[
@@ -225,6 +258,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     V6_TIMESTAMPS_AND_EVIDENCE,
     V7_STORE_PROBE,
     V8_TOKEN_INITIALISATION,
+    V9_LEAN_CERTIFICATES,
 ];
 
 /// Bring the schema up to date: each migration `user_version` says the database has not
