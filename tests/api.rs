@@ -1057,6 +1057,7 @@ async fn renew_revoke_get_and_list_through_the_api_respect_each_ras_profiles() {
                 expiring_before: None,
                 page_size: size,
                 page_token: token,
+                updated_since: None,
             }
         };
     use pb::CertificateStatus as S;
@@ -1904,4 +1905,95 @@ async fn sighup_reloads_what_a_profile_allows_and_refuses_structural_changes() {
         "{log}"
     );
     assert!(lines[1].starts_with("config.reload_refused "), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updated_since_lists_changes_in_the_order_they_happened_across_pages() {
+    let ca = ApiCa::new();
+    let d = Daemon::start(&ca);
+    let mut c = d.client("ra-one").await;
+    let mut serials = Vec::new();
+    for id in ["u-1", "u-2", "u-3"] {
+        let r = c
+            .issue(issue_request(id, "server", csr(&ca.dir, id)))
+            .await
+            .expect("issue")
+            .into_inner();
+        serials.push(r.serial);
+    }
+    // The first certificate changes a second later: revoked.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    c.revoke(revoke_request(
+        "u-r",
+        &serials[0],
+        pb::RevocationReason::Superseded,
+    ))
+    .await
+    .expect("revoke");
+    let list = |since: i64, token: String| pb::ListCertificatesRequest {
+        updated_since: Some(prost_types::Timestamp {
+            seconds: since,
+            nanos: 0,
+        }),
+        page_size: 1,
+        page_token: token,
+        ..Default::default()
+    };
+    // Page by page, one summary each: every certificate once, the revoked one last.
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = c
+            .list_certificates(list(0, token))
+            .await
+            .expect("list")
+            .into_inner();
+        seen.extend(page.certificates);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    let order: Vec<&str> = seen.iter().map(|s| s.serial.as_str()).collect();
+    assert_eq!(order.len(), 3, "{order:?}");
+    assert_eq!(order[2], serials[0], "{order:?}");
+    let times: Vec<i64> = seen
+        .iter()
+        .map(|s| s.updated_at.as_ref().expect("updated_at").seconds)
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+    assert!(times[2] > times[1], "{times:?}");
+    // Since the revocation's second: only what changed then.
+    let page = c
+        .list_certificates(pb::ListCertificatesRequest {
+            page_size: 10,
+            ..list(times[2], String::new())
+        })
+        .await
+        .expect("list")
+        .into_inner();
+    let since: Vec<&str> = page
+        .certificates
+        .iter()
+        .map(|s| s.serial.as_str())
+        .collect();
+    assert_eq!(since, [serials[0].as_str()]);
+    assert_eq!(
+        page.certificates[0].status,
+        pb::CertificateStatus::Revoked as i32
+    );
+    // A token of the listing by serial does not continue a listing by change.
+    let by_serial = c
+        .list_certificates(pb::ListCertificatesRequest {
+            page_size: 1,
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner();
+    let e = c
+        .list_certificates(list(0, by_serial.next_page_token))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
 }

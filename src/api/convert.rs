@@ -470,6 +470,18 @@ pub fn list_request(
         Some(Ok(t)) => Some(t),
         None => None,
     };
+    let updated_since = match m
+        .updated_since
+        .as_ref()
+        .map(|t| unix_seconds("updated_since", t))
+    {
+        Some(Err(v)) => {
+            bad.push(v);
+            None
+        }
+        Some(Ok(t)) => Some(t),
+        None => None,
+    };
     let nonempty = |s: String| Some(s).filter(|s| !s.is_empty());
     let filter = CertFilter {
         status,
@@ -479,6 +491,7 @@ pub fn list_request(
         subject_contains: nonempty(m.subject_contains),
         expiring_before,
         issuer: None,
+        updated_since,
     };
     ((filter, nonempty(m.page_token), size as usize), bad)
 }
@@ -500,6 +513,7 @@ pub fn summary(r: CertificateRecord) -> pb::CertificateSummary {
         profile: r.profile,
         ra: r.ra,
         issuer: r.issuer,
+        updated_at: Some(timestamp(r.updated_at)),
     }
 }
 

@@ -966,6 +966,7 @@ impl Authority {
                 issued_at: None,
                 renewed_from: p.renewed_from.clone(),
                 revocation: None,
+                updated_at: 0,
             };
             if p.preview {
                 let chain = self.chain(&pending.issuer);

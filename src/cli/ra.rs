@@ -115,6 +115,9 @@ enum RaCall {
         /// Only certificates expiring before this time (RFC 3339).
         #[arg(long)]
         expiring_before: Option<String>,
+        /// Only records changed at or after this time (RFC 3339), in the order they changed.
+        #[arg(long)]
+        updated_since: Option<String>,
         /// Certificates per page.
         #[arg(long, default_value_t = 100)]
         page_size: u32,
@@ -548,6 +551,7 @@ pub fn run(a: RaArgs, config: Option<&Path>) -> Result<(), String> {
                 ra,
                 subject,
                 expiring_before,
+                updated_since,
                 page_size,
             } => {
                 let status = match status.as_deref() {
@@ -565,6 +569,12 @@ pub fn run(a: RaArgs, config: Option<&Path>) -> Result<(), String> {
                     )),
                     None => None,
                 };
+                let updated_since = match updated_since {
+                    Some(t) => Some(timestamp(
+                        parse_rfc3339(&t).map_err(|e| format!("--updated-since: {e}"))?,
+                    )),
+                    None => None,
+                };
                 let mut token = String::new();
                 let mut n = 0usize;
                 loop {
@@ -576,6 +586,7 @@ pub fn run(a: RaArgs, config: Option<&Path>) -> Result<(), String> {
                         expiring_before,
                         page_size,
                         page_token: token.clone(),
+                        updated_since,
                     };
                     let page = c.list_certificates(req).await.map_err(st)?.into_inner();
                     for s in &page.certificates {

@@ -82,6 +82,9 @@ pub struct CertificateRecord {
     pub renewed_from: Option<String>,
     /// How and why it was revoked; `None` unless the status is revoked.
     pub revocation: Option<RevocationInfo>,
+    /// When the record last changed (issued, revoked, held, released, first published in a
+    /// CRL), Unix seconds; the store sets it.
+    pub updated_at: i64,
 }
 
 /// The revocation of a certificate as recorded.
@@ -121,6 +124,9 @@ pub struct CertFilter {
     pub expiring_before: Option<i64>,
     /// Only certificates of this issuer.
     pub issuer: Option<String>,
+    /// Only records changed at or after this Unix time, listed in the order they changed
+    /// (`updated_at`, then serial) instead of by serial.
+    pub updated_since: Option<i64>,
 }
 
 /// One page of a listing.

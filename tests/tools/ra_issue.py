@@ -122,6 +122,12 @@ def main():
             except grpc.RpcError as e:
                 if e.code() != code:
                     sys.exit(f"GetCertificate({query}): {e.code().name}: {e.details()}")
+        # Incremental sync: what changed since the certificate's start of validity.
+        since = ca_pb2.ListCertificatesRequest(page_size=100)
+        since.updated_since.CopyFrom(resp.not_before)
+        listed = stub.ListCertificates(since, timeout=30).certificates
+        if [s.serial for s in listed] != [resp.serial] or not listed[0].HasField("updated_at"):
+            sys.exit(f"ListCertificates(updated_since): {listed}")
         print(resp.serial)
 
 

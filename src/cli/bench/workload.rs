@@ -230,6 +230,7 @@ impl Workload {
             issued_at: None,
             renewed_from: None,
             revocation: None,
+            updated_at: 0,
         };
         Ok(Issuance {
             pending,

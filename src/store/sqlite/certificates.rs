@@ -22,7 +22,7 @@ macro_rules! cert_columns {
         "serial, issuer, ra, request_id, request_digest, profile, subject, \
          request_json, csr_der, tbs_der, cert_der, status, not_before, not_after, created_at, \
          issued_at, renewed_from, revoked_at, revocation_reason, revocation_reported_at, \
-         revocation_comment, revoked_by, crl_published_at"
+         revocation_comment, revoked_by, crl_published_at, updated_at"
     };
 }
 
@@ -70,6 +70,7 @@ fn cert_from_row(r: &Row<'_>) -> rusqlite::Result<RawCert> {
             issued_at: r.get(15)?,
             renewed_from: r.get(16)?,
             revocation: None,
+            updated_at: r.get(23)?,
         },
         status,
         raw,
@@ -114,25 +115,50 @@ pub(super) fn query_cert(
         .transpose()
 }
 
-/// Page tokens name the last serial of the previous page; the prefix versions the format.
+/// Page tokens name where the previous page ended: its last serial ("s1.SERIAL") when listing
+/// by serial, its last (updated_at, serial) ("u1.TIME.SERIAL") when listing by change. The
+/// prefix versions the format.
 const PAGE_TOKEN_PREFIX: &str = "s1.";
+const UPDATE_TOKEN_PREFIX: &str = "u1.";
 
-fn page_token_after(serial: &str) -> String {
-    format!("{PAGE_TOKEN_PREFIX}{serial}")
+/// Where a page starts: after this serial, or after this change.
+enum After {
+    Serial(String),
+    Change(i64, String),
 }
 
-fn parse_page_token(token: &str) -> Result<String, StoreError> {
-    let serial = token
-        .strip_prefix(PAGE_TOKEN_PREFIX)
-        .filter(|s| {
-            (1..=64).contains(&s.len())
-                && s.bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        })
-        .ok_or_else(|| {
-            StoreError::InvalidPageToken("not a token from a previous page of this listing".into())
-        })?;
-    Ok(serial.to_owned())
+fn page_token_after(rec: &CertificateRecord, by_change: bool) -> String {
+    if by_change {
+        format!("{UPDATE_TOKEN_PREFIX}{}.{}", rec.updated_at, rec.serial)
+    } else {
+        format!("{PAGE_TOKEN_PREFIX}{}", rec.serial)
+    }
+}
+
+fn is_serial(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn parse_page_token(token: &str, by_change: bool) -> Result<After, StoreError> {
+    let after = if by_change {
+        token
+            .strip_prefix(UPDATE_TOKEN_PREFIX)
+            .and_then(|rest| rest.split_once('.'))
+            .and_then(|(t, serial)| {
+                let t = t.parse::<i64>().ok()?;
+                is_serial(serial).then(|| After::Change(t, serial.to_owned()))
+            })
+    } else {
+        token
+            .strip_prefix(PAGE_TOKEN_PREFIX)
+            .filter(|s| is_serial(s))
+            .map(|s| After::Serial(s.to_owned()))
+    };
+    after.ok_or_else(|| {
+        StoreError::InvalidPageToken("not a token from a previous page of this listing".into())
+    })
 }
 
 pub(super) async fn begin_issuance(
@@ -161,9 +187,9 @@ pub(super) async fn begin_issuance(
                 .prepare_cached(
                     "INSERT INTO certificates (serial, issuer, ra, request_id, request_digest, \
                      profile, subject, request_json, csr_der, tbs_der, cert_der, status, \
-                     not_before, not_after, created_at, issued_at, renewed_from) VALUES \
-                     (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, 'pending', ?11, ?12, ?13, \
-                     NULL, ?14)",
+                     not_before, not_after, created_at, issued_at, renewed_from, updated_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, 'pending', ?11, ?12, \
+                     ?13, NULL, ?14, ?13)",
                 )
                 .and_then(|mut s| {
                     s.execute(params![
@@ -222,7 +248,8 @@ pub(super) async fn complete_issuance(
             let rec = tx
                 .prepare_cached(concat!(
                     "UPDATE certificates SET cert_der = ?1, status = 'valid', issued_at = ?2, \
-                     tbs_der = x'' WHERE serial = ?3 AND status = 'pending' RETURNING ",
+                     updated_at = ?2, tbs_der = x'' WHERE serial = ?3 AND status = 'pending' \
+                     RETURNING ",
                     cert_columns!()
                 ))
                 .and_then(|mut s| {
@@ -271,7 +298,11 @@ pub(super) async fn list_certificates(
     page_size: usize,
 ) -> Result<CertPage, StoreError> {
     const CTX: &str = "listing certificates";
-    let after = page_token.as_deref().map(parse_page_token).transpose()?;
+    let by_change = filter.updated_since.is_some();
+    let after = page_token
+        .as_deref()
+        .map(|t| parse_page_token(t, by_change))
+        .transpose()?;
     let page_size = page_size.clamp(1, MAX_PAGE_SIZE);
     store
         .run(CTX, move |conn| {
@@ -322,13 +353,31 @@ pub(super) async fn list_certificates(
             if let Some(t) = filter.expiring_before {
                 clauses.push(bind("not_after < ?", Value::Integer(t), &mut values));
             }
-            if let Some(serial) = &after {
-                clauses.push(bind("serial > ?", Value::Text(serial.clone()), &mut values));
+            if let Some(t) = filter.updated_since {
+                clauses.push(bind("updated_at >= ?", Value::Integer(t), &mut values));
+            }
+            match &after {
+                Some(After::Serial(serial)) => {
+                    clauses.push(bind("serial > ?", Value::Text(serial.clone()), &mut values));
+                }
+                Some(After::Change(t, serial)) => {
+                    let t = bind("?", Value::Integer(*t), &mut values);
+                    let s = bind("?", Value::Text(serial.clone()), &mut values);
+                    clauses.push(format!(
+                        "(updated_at > {t} OR (updated_at = {t} AND serial > {s}))"
+                    ));
+                }
+                None => {}
             }
             // One row more than the page tells whether another page follows.
             let limit = bind("?", Value::Integer(page_size as i64 + 1), &mut values);
+            let order = if by_change {
+                "updated_at, serial"
+            } else {
+                "serial"
+            };
             let sql = format!(
-                "SELECT {CERT_COLUMNS} FROM certificates WHERE {} ORDER BY serial LIMIT {limit}",
+                "SELECT {CERT_COLUMNS} FROM certificates WHERE {} ORDER BY {order} LIMIT {limit}",
                 clauses.join(" AND ")
             );
             let mut stmt = conn.prepare(&sql).map_err(unavailable(CTX))?;
@@ -341,7 +390,7 @@ pub(super) async fn list_certificates(
             }
             let next_page_token = if records.len() > page_size {
                 records.truncate(page_size);
-                records.last().map(|r| page_token_after(&r.serial))
+                records.last().map(|r| page_token_after(r, by_change))
             } else {
                 None
             };

@@ -76,7 +76,7 @@ pub(super) async fn record_crl(
             })?;
             let mut mark = conn
                 .prepare_cached(
-                    "UPDATE certificates SET crl_published_at = ?1 \
+                    "UPDATE certificates SET crl_published_at = ?1, updated_at = ?1 \
                  WHERE serial = ?2 AND issuer = ?3 AND crl_published_at IS NULL \
                  AND status = 'revoked' AND revoked_at <= ?1",
                 )

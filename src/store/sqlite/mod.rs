@@ -383,6 +383,7 @@ mod tests {
                 "certificates_by_expiry",
                 "certificates_by_profile",
                 "certificates_by_ra",
+                "certificates_by_update",
                 "certificates_revoked_for_crl",
                 "certificates_revoked_unpublished",
                 "sqlite_autoindex_certificates_1",

@@ -116,8 +116,8 @@ pub(super) async fn revoke(
                     .execute(
                         "UPDATE certificates SET status = 'revoked', revoked_at = ?1, \
                          revocation_reason = ?2, revocation_reported_at = ?3, \
-                         revocation_comment = ?4, revoked_by = ?5, crl_published_at = NULL \
-                         WHERE serial = ?6 AND status = ?7",
+                         revocation_comment = ?4, revoked_by = ?5, crl_published_at = NULL, \
+                         updated_at = ?1 WHERE serial = ?6 AND status = ?7",
                         params![
                             rev.revoked_at,
                             rev.reason.name(),
@@ -222,9 +222,10 @@ pub(super) async fn release_hold(
             .execute(
                 "UPDATE certificates SET status = 'valid', revoked_at = NULL, \
                  revocation_reason = NULL, revocation_reported_at = NULL, \
-                 revocation_comment = NULL, revoked_by = NULL, crl_published_at = NULL \
+                 revocation_comment = NULL, revoked_by = NULL, crl_published_at = NULL, \
+                 updated_at = ?2 \
                  WHERE serial = ?1 AND status = 'revoked' AND revocation_reason = 'certificateHold'",
-                [&rel.serial],
+                params![&rel.serial, rel.released_at],
             )
             .map_err(unavailable(CTX))?;
         if n != 1 {

@@ -69,6 +69,7 @@ pub(super) fn pending(serial: &str, request_id: &str, digest: &str) -> Certifica
         issued_at: None,
         renewed_from: None,
         revocation: None,
+        updated_at: 0,
     }
 }
 
