@@ -304,6 +304,19 @@ pub fn reason_value(r: RevocationReason) -> i32 {
     i32::from(r.code())
 }
 
+/// An optional timestamp field as Unix seconds; a bad one is a problem of `field` (and is
+/// taken as absent).
+fn optional_time(field: &str, t: Option<&Timestamp>, bad: &mut Vec<Violation>) -> Option<i64> {
+    match t.map(|t| unix_seconds(field, t)) {
+        Some(Err(v)) => {
+            bad.push(v);
+            None
+        }
+        Some(Ok(t)) => Some(t),
+        None => None,
+    }
+}
+
 /// A Revoke message as the authority's request, and the conversion's problems.
 pub fn revoke_request(m: pb::RevokeRequest) -> (ca::RevokeRequest, Vec<Violation>) {
     let mut bad = Vec::new();
@@ -311,18 +324,7 @@ pub fn revoke_request(m: pb::RevokeRequest) -> (ca::RevokeRequest, Vec<Violation
         bad.push(v);
         RevocationReason::Unspecified
     });
-    let reported_at = match m
-        .reported_at
-        .as_ref()
-        .map(|t| unix_seconds("reported_at", t))
-    {
-        Some(Err(v)) => {
-            bad.push(v);
-            None
-        }
-        Some(Ok(t)) => Some(t),
-        None => None,
-    };
+    let reported_at = optional_time("reported_at", m.reported_at.as_ref(), &mut bad);
     let req = ca::RevokeRequest {
         reason,
         reported_at,
@@ -458,30 +460,8 @@ pub fn list_request(
     } else {
         m.page_size.min(MAX_PAGE)
     };
-    let expiring_before = match m
-        .expiring_before
-        .as_ref()
-        .map(|t| unix_seconds("expiring_before", t))
-    {
-        Some(Err(v)) => {
-            bad.push(v);
-            None
-        }
-        Some(Ok(t)) => Some(t),
-        None => None,
-    };
-    let updated_since = match m
-        .updated_since
-        .as_ref()
-        .map(|t| unix_seconds("updated_since", t))
-    {
-        Some(Err(v)) => {
-            bad.push(v);
-            None
-        }
-        Some(Ok(t)) => Some(t),
-        None => None,
-    };
+    let expiring_before = optional_time("expiring_before", m.expiring_before.as_ref(), &mut bad);
+    let updated_since = optional_time("updated_since", m.updated_since.as_ref(), &mut bad);
     let nonempty = |s: String| Some(s).filter(|s| !s.is_empty());
     let filter = CertFilter {
         status,

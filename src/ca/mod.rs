@@ -1337,31 +1337,32 @@ fn check_text(field: &str, v: &str, max: usize) -> Result<(), CaError> {
 /// SHA-256 (hex) over `tag` and the JSON of `body`.
 /// The names of the operator's choices that differ between two versions of a profile.
 fn profile_changes(was: &Profile, now: &Profile) -> Vec<&'static str> {
-    let mut fields = Vec::new();
-    let mut note = |differs: bool, name: &'static str| {
-        if differs {
-            fields.push(name);
-        }
-    };
-    note(was.validity_years != now.validity_years, "validity_years");
-    note(
-        was.renewal_window_days != now.renewal_window_days,
-        "renewal_window_days",
-    );
-    note(was.policy_oid != now.policy_oid, "policy_oid");
-    note(was.liability != now.liability, "liability");
-    note(was.key_types != now.key_types, "key_types");
-    note(
-        was.allow_wildcards != now.allow_wildcards,
-        "allow_wildcards",
-    );
-    note(
-        was.email_protection != now.email_protection,
-        "email_protection",
-    );
-    note(was.org_id_form != now.org_id_form, "org_id_form");
-    note(was.cabf != now.cabf, "cabf");
-    note(was.private_eku != now.private_eku, "private_eku");
+    let pairs = [
+        (was.validity_years != now.validity_years, "validity_years"),
+        (
+            was.renewal_window_days != now.renewal_window_days,
+            "renewal_window_days",
+        ),
+        (was.policy_oid != now.policy_oid, "policy_oid"),
+        (was.liability != now.liability, "liability"),
+        (was.key_types != now.key_types, "key_types"),
+        (
+            was.allow_wildcards != now.allow_wildcards,
+            "allow_wildcards",
+        ),
+        (
+            was.email_protection != now.email_protection,
+            "email_protection",
+        ),
+        (was.org_id_form != now.org_id_form, "org_id_form"),
+        (was.cabf != now.cabf, "cabf"),
+        (was.private_eku != now.private_eku, "private_eku"),
+    ];
+    let mut fields: Vec<&'static str> = pairs
+        .iter()
+        .filter(|(differs, _)| *differs)
+        .map(|(_, name)| *name)
+        .collect();
     if fields.is_empty() && was != now {
         fields.push("other");
     }
