@@ -120,6 +120,23 @@ impl Call {
     }
 }
 
+/// A signer thread counted busy in the metrics while this lives (a panicking operation is
+/// counted out too).
+struct Busy;
+
+impl Busy {
+    fn start() -> Busy {
+        crate::metrics::metrics().hsm_busy(true);
+        Busy
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        crate::metrics::metrics().hsm_busy(false);
+    }
+}
+
 /// One operation for a signer thread, given the thread's own slot (its session, if any).
 pub(crate) type Job<S> = Box<dyn FnOnce(&mut S) + Send>;
 
@@ -241,10 +258,9 @@ where
         if !on_thread.start() {
             return;
         }
-        let metrics = crate::metrics::metrics();
-        metrics.hsm_busy(true);
+        let busy = Busy::start();
         let result = op(&on_thread, slot);
-        metrics.hsm_busy(false);
+        drop(busy);
         on_thread.finish();
         let _ = reply.send(result);
     });
