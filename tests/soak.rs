@@ -1,6 +1,6 @@
 //! A bounded soak: the daemon under a steady load of issuance, revocation and OCSP for
-//! `SIGNET_SOAK_SECONDS` (90 by default; an hour was run once, see docs/reliability.md),
-//! its resident memory and open file descriptors sampled as it goes. Neither may keep
+//! `SIGNET_SOAK_SECONDS` (90 by default; set it to 3600 for the hour-long run), its resident
+//! memory and open file descriptors sampled as it goes. Neither may keep
 //! growing once the caches are warm.
 
 mod common;
