@@ -74,6 +74,22 @@ pub(super) async fn record_crl(
                     unavailable(CTX)(e)
                 }
             })?;
+            // Only revocations not yet published are marked: they are read from the small
+            // partial index of unpublished revocations, not looked up once per listed serial
+            // (a CRL lists every revocation of the issuer; few are new).
+            let listed: std::collections::HashSet<&str> =
+                serials.iter().map(String::as_str).collect();
+            let fresh: Vec<String> = conn
+                .prepare_cached(
+                    "SELECT serial FROM certificates INDEXED BY certificates_revoked_unpublished \
+                     WHERE status = 'revoked' AND crl_published_at IS NULL AND revoked_at <= ?1 \
+                     AND issuer = ?2",
+                )
+                .and_then(|mut s| {
+                    s.query_map(params![crl.this_update, crl.issuer], |r| r.get(0))?
+                        .collect::<rusqlite::Result<_>>()
+                })
+                .map_err(unavailable(CTX))?;
             let mut mark = conn
                 .prepare_cached(
                     "UPDATE certificates SET crl_published_at = ?1, updated_at = ?1 \
@@ -81,7 +97,7 @@ pub(super) async fn record_crl(
                  AND status = 'revoked' AND revoked_at <= ?1",
                 )
                 .map_err(unavailable(CTX))?;
-            for serial in &serials {
+            for serial in fresh.iter().filter(|s| listed.contains(s.as_str())) {
                 mark.execute(params![crl.this_update, serial, crl.issuer])
                     .map_err(unavailable(CTX))?;
             }
