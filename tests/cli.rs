@@ -5,25 +5,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use common::ca::*;
-
-fn signet(config: &Path, args: &[&str]) -> Output {
-    run(Command::new(env!("CARGO_BIN_EXE_signet"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env("RUST_LOG", "warn"))
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 fn pkcs11_objects(module: &Path, pin: &str) -> String {
     let o = run(Command::new("pkcs11-tool")
@@ -37,37 +21,37 @@ fn pkcs11_objects(module: &Path, pin: &str) -> String {
             pin,
             "--list-objects",
         ]));
-    assert!(o.status.success(), "pkcs11-tool: {}", text(&o));
+    assert!(o.status.success(), "pkcs11-tool: {}", output_text(&o));
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 #[test]
 fn ceremony_makes_a_hierarchy_openssl_accepts_with_keys_that_never_leave_the_hsm() {
     let (softhsm, _dir, config, cfg) = TestCa::prepare();
-    let o = signet(&config, &["ceremony"]);
-    assert!(o.status.success(), "{}", text(&o));
+    let o = signet_with(&config, &["ceremony"]);
+    assert!(o.status.success(), "{}", output_text(&o));
     let out = cfg.output_dir();
     for issuer in ["issuing-rsa", "issuing-ec"] {
         let v = run(Command::new("openssl")
             .args(["verify", "-x509_strict", "-CAfile"])
             .arg(out.join("root.pem"))
             .arg(out.join(format!("{issuer}.pem"))));
-        assert!(v.status.success(), "{issuer}: {}", text(&v));
+        assert!(v.status.success(), "{issuer}: {}", output_text(&v));
     }
     // The .crt files are DER, as relying parties download them.
     let d = run(Command::new("openssl")
         .args(["x509", "-inform", "DER", "-noout", "-subject", "-in"])
         .arg(out.join("root.crt")));
     assert!(
-        d.status.success() && text(&d).contains("Signet Test Root"),
+        d.status.success() && output_text(&d).contains("Signet Test Root"),
         "{}",
-        text(&d)
+        output_text(&d)
     );
     // The certs-only .p7b lists the whole hierarchy.
     let p = run(Command::new("openssl")
         .args(["pkcs7", "-inform", "DER", "-print_certs", "-noout", "-in"])
         .arg(out.join("chain.p7b")));
-    let listed = text(&p);
+    let listed = output_text(&p);
     assert!(p.status.success(), "{listed}");
     for cn in [
         "Signet Test Root",
@@ -101,12 +85,12 @@ fn ceremony_makes_a_hierarchy_openssl_accepts_with_keys_that_never_leave_the_hsm
     }
     // A second run changes nothing.
     let before = std::fs::read(out.join("issuing-ec.pem")).unwrap();
-    let o = signet(&config, &["ceremony"]);
-    assert!(o.status.success(), "{}", text(&o));
+    let o = signet_with(&config, &["ceremony"]);
+    assert!(o.status.success(), "{}", output_text(&o));
     assert!(
-        text(&o).contains("issuer issuing-ec already exists"),
+        output_text(&o).contains("issuer issuing-ec already exists"),
         "{}",
-        text(&o)
+        output_text(&o)
     );
     assert_eq!(std::fs::read(out.join("issuing-ec.pem")).unwrap(), before);
     assert_eq!(
@@ -203,7 +187,7 @@ fn quickstart_serves_and_the_ra_line_it_prints_issues_a_certificate() {
         .arg(daemon.id().to_string())
         .status();
     let status = daemon.wait().unwrap();
-    assert!(o.status.success(), "{printed}: {}", text(&o));
+    assert!(o.status.success(), "{printed}: {}", output_text(&o));
     assert!(
         status.success(),
         "the daemon did not exit 0 on SIGTERM: {status}"
@@ -252,8 +236,8 @@ fn shell_words(line: &str) -> Vec<String> {
 fn ceremony_issues_the_daemon_and_ra_tls_material_from_a_tls_only_issuer() {
     let (_softhsm, dir, config, _cfg) = TestCa::prepare();
     let tls = add_api(&config, &dir, "127.0.0.1:0");
-    let o = signet(&config, &["ceremony"]);
-    assert!(o.status.success(), "{}", text(&o));
+    let o = signet_with(&config, &["ceremony"]);
+    assert!(o.status.success(), "{}", output_text(&o));
     let root = dir.join("ca/root.pem");
     for (name, purpose, subject) in [
         ("server", "sslserver", "CN=127.0.0.1"),
@@ -273,7 +257,11 @@ fn ceremony_issues_the_daemon_and_ra_tls_material_from_a_tls_only_issuer() {
                 "-in",
             ])
             .arg(&chain));
-        assert!(text(&s).contains(subject), "{name}: {}", text(&s));
+        assert!(
+            output_text(&s).contains(subject),
+            "{name}: {}",
+            output_text(&s)
+        );
         // The key file is private and holds the certificate's key.
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(
@@ -306,7 +294,7 @@ fn ceremony_issues_the_daemon_and_ra_tls_material_from_a_tls_only_issuer() {
     }
     // A second run keeps the material as it is.
     let before = std::fs::read(tls.join("server.key")).unwrap();
-    assert!(signet(&config, &["ceremony"]).status.success());
+    assert!(signet_with(&config, &["ceremony"]).status.success());
     assert_eq!(std::fs::read(tls.join("server.key")).unwrap(), before);
     // Both certificates are recorded in the store.
     let n = run(Command::new("sqlite3").arg(dir.join("signet.db")).arg(
@@ -334,13 +322,13 @@ fn ceremony_refuses_to_overwrite_a_key_it_did_not_make() {
             "--label",
             "test-issuing-ec",
         ]));
-    assert!(g.status.success(), "{}", text(&g));
-    let o = signet(&config, &["ceremony"]);
+    assert!(g.status.success(), "{}", output_text(&g));
+    let o = signet_with(&config, &["ceremony"]);
     assert!(!o.status.success());
     assert!(
-        text(&o).contains("\"test-issuing-ec\" already exists in the HSM"),
+        output_text(&o).contains("\"test-issuing-ec\" already exists in the HSM"),
         "{}",
-        text(&o)
+        output_text(&o)
     );
 }
 
@@ -349,12 +337,12 @@ fn ceremony_refuses_to_overwrite_a_certificate_file() {
     let (_softhsm, _dir, config, cfg) = TestCa::prepare();
     std::fs::create_dir_all(cfg.output_dir()).unwrap();
     std::fs::write(cfg.output_dir().join("root.pem"), "somebody else's root").unwrap();
-    let o = signet(&config, &["ceremony"]);
+    let o = signet_with(&config, &["ceremony"]);
     assert!(!o.status.success());
     assert!(
-        text(&o).contains("refusing to overwrite a certificate"),
+        output_text(&o).contains("refusing to overwrite a certificate"),
         "{}",
-        text(&o)
+        output_text(&o)
     );
     assert_eq!(
         std::fs::read_to_string(cfg.output_dir().join("root.pem")).unwrap(),
@@ -365,7 +353,7 @@ fn ceremony_refuses_to_overwrite_a_certificate_file() {
 #[test]
 fn issue_command_prints_a_certificate_and_refuses_bad_input_naming_the_field() {
     let (_softhsm, dir, config, cfg) = TestCa::prepare();
-    assert!(signet(&config, &["ceremony"]).status.success());
+    assert!(signet_with(&config, &["ceremony"]).status.success());
     make_csr(&dir, "p256");
     let csr = dir.join("p256.csr");
     let csr = csr.to_str().unwrap();
@@ -395,8 +383,8 @@ fn issue_command_prints_a_certificate_and_refuses_bad_input_naming_the_field() {
         "--validity",
         "1",
     ]);
-    let o = signet(&config, &args);
-    assert!(o.status.success(), "{}", text(&o));
+    let o = signet_with(&config, &args);
+    assert!(o.status.success(), "{}", output_text(&o));
     let leaf = dir.join("cli-1.pem");
     std::fs::write(&leaf, &o.stdout).unwrap();
     let (ok, t) = openssl_verify(
@@ -407,7 +395,7 @@ fn issue_command_prints_a_certificate_and_refuses_bad_input_naming_the_field() {
     );
     assert!(ok, "{t}");
     // The same request id again prints the same certificate.
-    let again = signet(&config, &args);
+    let again = signet_with(&config, &args);
     assert_eq!(again.stdout, o.stdout);
 
     let long_cn = format!("CN={}", "域".repeat(65));
@@ -420,9 +408,13 @@ fn issue_command_prints_a_certificate_and_refuses_bad_input_naming_the_field() {
         "--validity",
         "1",
     ]);
-    let o = signet(&config, &bad);
+    let o = signet_with(&config, &bad);
     assert!(!o.status.success());
-    assert!(text(&o).contains("subject.CN"), "{}", text(&o));
+    assert!(
+        output_text(&o).contains("subject.CN"),
+        "{}",
+        output_text(&o)
+    );
 
     let mut bad = base.to_vec();
     bad.extend([
@@ -433,9 +425,13 @@ fn issue_command_prints_a_certificate_and_refuses_bad_input_naming_the_field() {
         "--validity",
         "5",
     ]);
-    let o = signet(&config, &bad);
+    let o = signet_with(&config, &bad);
     assert!(!o.status.success());
-    assert!(text(&o).contains("validity_years"), "{}", text(&o));
+    assert!(
+        output_text(&o).contains("validity_years"),
+        "{}",
+        output_text(&o)
+    );
 
     let db = cfg.store_path();
     let count = run(Command::new("sqlite3")
@@ -448,8 +444,8 @@ fn issue_command_prints_a_certificate_and_refuses_bad_input_naming_the_field() {
 fn check_config_warns_about_example_oids_and_ed25519_and_production_refuses_example_oids() {
     let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("hsm-config");
     // The quick start keeps the example arc: a warning, and a configuration that loads.
-    let o = signet(&samples.join("softhsm.toml"), &["check-config"]);
-    let out = text(&o);
+    let o = signet_with(&samples.join("softhsm.toml"), &["check-config"]);
+    let out = output_text(&o);
     assert!(o.status.success(), "{out}");
     assert!(
         out.contains("warning: ca.oid_arc: 1.3.6.1.4.1.99999 is under the example arc"),
@@ -467,8 +463,8 @@ fn check_config_warns_about_example_oids_and_ed25519_and_production_refuses_exam
             ][..],
         ),
     ] {
-        let o = signet(&samples.join(file), &["check-config", "--production"]);
-        let out = text(&o);
+        let o = signet_with(&samples.join(file), &["check-config", "--production"]);
+        let out = output_text(&o);
         assert!(!o.status.success(), "{file}: {out}");
         for key in keys {
             assert!(
@@ -492,8 +488,8 @@ fn check_config_warns_about_example_oids_and_ed25519_and_production_refuses_exam
             "[profiles.server]\nkind = \"server\"\nkey_types = [\"p256\", \"ed25519\"]\n",
         );
     std::fs::write(&own, text_of).unwrap();
-    let o = signet(&own, &["check-config", "--production"]);
-    let out = text(&o);
+    let o = signet_with(&own, &["check-config", "--production"]);
+    let out = output_text(&o);
     assert!(o.status.success(), "{out}");
     assert!(!out.contains("example arc"), "{out}");
     assert!(

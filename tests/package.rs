@@ -10,15 +10,11 @@ use std::path::Path;
 use std::process::Command;
 
 use common::api::*;
-use common::ca::{make_csr, run};
+use common::ca::{make_csr, output_text, run};
 
 fn ok(cmd: &mut Command) -> String {
     let o = run(cmd);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let text = output_text(&o);
     assert!(o.status.success(), "{cmd:?}: {text}");
     text
 }

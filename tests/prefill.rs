@@ -5,40 +5,21 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Command, Output};
-
 use common::ca::*;
-
-fn signet(config: &Path, args: &[&str]) -> Output {
-    run(Command::new(env!("CARGO_BIN_EXE_signet"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env("RUST_LOG", "warn"))
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 #[test]
 fn prefill_grows_the_store_to_n_with_a_tenth_revoked_an_audit_chain_that_verifies_and_a_crl_listing_them()
  {
     let (_softhsm, _dir, config, cfg) = TestCa::prepare();
-    let o = signet(&config, &["ceremony"]);
-    assert!(o.status.success(), "{}", text(&o));
+    let o = signet_with(&config, &["ceremony"]);
+    assert!(o.status.success(), "{}", output_text(&o));
     // The ceremony's own certificates (the daemon's TLS, the RA office's) are there already.
     let before: i64 = rusqlite::Connection::open(cfg.store_path())
         .unwrap()
         .query_row("SELECT COUNT(*) FROM certificates", [], |r| r.get(0))
         .unwrap();
     let target = (before + 230).to_string();
-    let o = signet(
+    let o = signet_with(
         &config,
         &[
             "bench",
@@ -50,16 +31,20 @@ fn prefill_grows_the_store_to_n_with_a_tenth_revoked_an_audit_chain_that_verifie
             "8",
         ],
     );
-    assert!(o.status.success(), "{}", text(&o));
+    assert!(o.status.success(), "{}", output_text(&o));
     assert!(
-        text(&o).contains("added 230 certificates (23 revoked)"),
+        output_text(&o).contains("added 230 certificates (23 revoked)"),
         "{}",
-        text(&o)
+        output_text(&o)
     );
     // Growing to what it holds already adds nothing.
-    let o = signet(&config, &["bench", "--prefill", &target]);
-    assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("nothing to add"), "{}", text(&o));
+    let o = signet_with(&config, &["bench", "--prefill", &target]);
+    assert!(o.status.success(), "{}", output_text(&o));
+    assert!(
+        output_text(&o).contains("nothing to add"),
+        "{}",
+        output_text(&o)
+    );
 
     let db = rusqlite::Connection::open(cfg.store_path()).unwrap();
     let count = |sql: &str| -> i64 { db.query_row(sql, [], |r| r.get(0)).unwrap() };
@@ -94,22 +79,26 @@ fn prefill_grows_the_store_to_n_with_a_tenth_revoked_an_audit_chain_that_verifie
     );
     drop(db);
 
-    let o = signet(&config, &["audit", "verify"]);
+    let o = signet_with(&config, &["audit", "verify"]);
     assert!(
-        o.status.success() && text(&o).contains("audit log OK"),
+        o.status.success() && output_text(&o).contains("audit log OK"),
         "{}",
-        text(&o)
+        output_text(&o)
     );
-    let o = signet(&config, &["crl", "--issuer", "issuing-ec"]);
-    assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("23 entries"), "{}", text(&o));
+    let o = signet_with(&config, &["crl", "--issuer", "issuing-ec"]);
+    assert!(o.status.success(), "{}", output_text(&o));
+    assert!(
+        output_text(&o).contains("23 entries"),
+        "{}",
+        output_text(&o)
+    );
 }
 
 #[test]
 fn store_bench_reports_durable_issuances_database_cpu_and_bytes_per_certificate() {
     let (_softhsm, dir, config, _cfg) = TestCa::prepare();
     let db = dir.join("bench.sqlite");
-    let o = signet(
+    let o = signet_with(
         &config,
         &[
             "bench",
@@ -123,7 +112,7 @@ fn store_bench_reports_durable_issuances_database_cpu_and_bytes_per_certificate(
             db.to_str().unwrap(),
         ],
     );
-    let out = text(&o);
+    let out = output_text(&o);
     assert!(o.status.success(), "{out}");
     for line in [
         "/s durable",

@@ -268,6 +268,24 @@ pub fn run(cmd: &mut Command) -> std::process::Output {
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
 }
 
+/// `signet --config CONFIG ARGS...`, logging only warnings.
+pub fn signet_with(config: &Path, args: &[&str]) -> std::process::Output {
+    run(Command::new(env!("CARGO_BIN_EXE_signet"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("RUST_LOG", "warn"))
+}
+
+/// A command's standard output followed by its standard error.
+pub fn output_text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
 /// Make a subscriber key and DER CSR with openssl (the key stays outside signet, as on a
 /// subscriber's machine).
 pub fn make_csr(dir: &Path, key: &str) -> Vec<u8> {
