@@ -320,7 +320,7 @@ async fn ocsp_get(State(s): State<Arc<Shared>>, Path(request): Path<String>) -> 
 
 /// Base64, standard or URL-safe alphabet, padding optional; `None` for anything else or for
 /// input longer than a request may be.
-fn decode_base64(text: &str) -> Option<Vec<u8>> {
+pub fn decode_base64(text: &str) -> Option<Vec<u8>> {
     let text = text.trim_end_matches('=');
     if text.len() > crate::pki::ocsp::MAX_REQUEST_BYTES * 4 / 3 + 4 {
         return None;

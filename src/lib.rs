@@ -17,3 +17,10 @@ pub mod pki;
 pub mod secret;
 pub mod store;
 pub mod token;
+
+/// What the fuzz targets in `fuzz/` reach that signet does not otherwise export: the
+/// decoding of values read back from PKCS#11 tokens. Not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::hsm::keys::{ec_spki, ecdsa_raw_to_der, ed25519_spki, rsa_spki};
+}

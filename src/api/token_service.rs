@@ -105,7 +105,7 @@ impl Logged for pb::UnblockPinRequest {}
 impl Logged for pb::ReadTokenRequest {}
 
 /// The token a request names: `token` (serial, URI or slot handle) or `token_serial`.
-fn token_name(token_serial: String, token: String) -> Result<TokenName, TokenError> {
+pub fn token_name(token_serial: String, token: String) -> Result<TokenName, TokenError> {
     match (token_serial.trim().is_empty(), token.trim().is_empty()) {
         (_, true) => Ok(TokenName::new(token_serial, "token_serial")),
         (true, false) => Ok(TokenName::new(token, "token")),
@@ -117,7 +117,8 @@ fn token_name(token_serial: String, token: String) -> Result<TokenName, TokenErr
     }
 }
 
-fn key_type(v: i32) -> Result<KeyType, Violation> {
+/// The proto key algorithm of a Personalize request as a key type.
+pub fn key_type(v: i32) -> Result<KeyType, Violation> {
     match pb::KeyAlgorithm::try_from(v) {
         Ok(pb::KeyAlgorithm::Rsa2048) => Ok(KeyType::Rsa2048),
         Ok(pb::KeyAlgorithm::P256) => Ok(KeyType::P256),

@@ -208,7 +208,7 @@ struct EcdsaSigValue<'a> {
 /// Convert a PKCS#11 ECDSA signature (r and s big-endian, each half the length) into the
 /// DER Ecdsa-Sig-Value that goes into X.509 and CMS. Leading zeros are stripped and a zero
 /// byte is prepended where the top bit is set, as DER INTEGERs require.
-pub(crate) fn ecdsa_raw_to_der(raw: &[u8]) -> Result<Vec<u8>, String> {
+pub fn ecdsa_raw_to_der(raw: &[u8]) -> Result<Vec<u8>, String> {
     if raw.is_empty() || raw.len() % 2 != 0 {
         return Err(format!("an ECDSA signature of odd length {}", raw.len()));
     }
@@ -292,7 +292,7 @@ fn public_key_of(
 }
 
 /// rsaEncryption with NULL parameters around RSAPublicKey.
-pub(crate) fn rsa_spki(
+pub fn rsa_spki(
     modulus: &[u8],
     exponent: &[u8],
 ) -> Result<SubjectPublicKeyInfoOwned, String> {
@@ -329,7 +329,7 @@ fn unwrap_point(point: &[u8], bare_len: usize) -> Result<Vec<u8>, String> {
 }
 
 /// id-ecPublicKey with the named curve from CKA_EC_PARAMS around the uncompressed point.
-pub(crate) fn ec_spki(params: &[u8], point: &[u8]) -> Result<SubjectPublicKeyInfoOwned, String> {
+pub fn ec_spki(params: &[u8], point: &[u8]) -> Result<SubjectPublicKeyInfoOwned, String> {
     let curve = ObjectIdentifier::from_der(params)
         .map_err(|e| format!("CKA_EC_PARAMS is not a named curve: {e}"))?;
     let field_len = match curve {
@@ -351,7 +351,7 @@ pub(crate) fn ec_spki(params: &[u8], point: &[u8]) -> Result<SubjectPublicKeyInf
 }
 
 /// id-Ed25519 (no parameters) around the 32-byte key.
-pub(crate) fn ed25519_spki(point: &[u8]) -> Result<SubjectPublicKeyInfoOwned, String> {
+pub fn ed25519_spki(point: &[u8]) -> Result<SubjectPublicKeyInfoOwned, String> {
     let key = unwrap_point(point, 32)?;
     Ok(SubjectPublicKeyInfoOwned {
         algorithm: AlgorithmIdentifierOwned {

@@ -44,7 +44,7 @@
 pub mod address;
 mod call;
 mod error;
-mod keys;
+pub(crate) mod keys;
 mod module;
 mod pool;
 pub mod softhsm;

@@ -380,7 +380,7 @@ async fn on_token<T: Send + 'static>(
 }
 
 /// The certificate's summary, or `None` if it does not parse.
-fn summarize(obj: &TokenObject) -> Option<CertSummary> {
+pub fn summarize(obj: &TokenObject) -> Option<CertSummary> {
     let cert = Certificate::from_der(&obj.value).ok()?;
     let tbs = cert.tbs_certificate();
     Some(CertSummary {
