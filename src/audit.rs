@@ -298,9 +298,11 @@ impl UsageCounter {
             .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *s.counts
+        let n = s
+            .counts
             .entry((action.to_owned(), object.to_owned()))
-            .or_insert(0) += 1;
+            .or_insert(0);
+        *n = n.saturating_add(1);
     }
 
     /// End the period at `now`: the events to append (none if nothing was counted), and a
@@ -335,9 +337,13 @@ impl UsageCounter {
             if let Some(from) = v["from"].as_i64() {
                 s.since = s.since.min(from);
             }
-            *s.counts
+            // The detail is text read back from an entry that was not written: a count
+            // near the top of u64 stops there rather than wrapping (or panicking).
+            let n = s
+                .counts
                 .entry((e.action.clone(), e.object.clone()))
-                .or_insert(0) += v["count"].as_u64().unwrap_or(0);
+                .or_insert(0);
+            *n = n.saturating_add(v["count"].as_u64().unwrap_or(0));
         }
     }
 }
@@ -345,6 +351,24 @@ impl UsageCounter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn usage_counts_put_back_near_the_top_of_u64_saturate_instead_of_overflowing() {
+        let counter = UsageCounter::new(0);
+        let event = |count: u64| {
+            AuditEvent::daemon(
+                "timestamp.issued",
+                "signet-tsa-p256",
+                serde_json::json!({ "count": count, "from": 0, "to": 1 }),
+            )
+        };
+        counter.restore(&[event(u64::MAX), event(2)]);
+        counter.record("timestamp.issued", "signet-tsa-p256");
+        let taken = counter.take(2);
+        assert_eq!(taken.len(), 1);
+        let detail: serde_json::Value = serde_json::from_str(&taken[0].detail).unwrap();
+        assert_eq!(detail["count"].as_u64(), Some(u64::MAX));
+    }
 
     fn chain(n: i64) -> Vec<AuditEntry> {
         let mut prev = genesis_hash();

@@ -50,13 +50,14 @@ fn keys() -> &'static [SoftKey; 4] {
     })
 }
 
-fn algorithms(key: &SoftKey) -> &'static [SignatureAlgorithm] {
+/// The algorithms a key of this type signs with, as signet pairs them (P-256 with SHA-256,
+/// P-384 with SHA-384).
+fn algorithms(key: &SoftKey) -> Vec<SignatureAlgorithm> {
     use SignatureAlgorithm::*;
-    match key {
-        SoftKey::Rsa(_) => &[RsaPkcs1Sha256, RsaPkcs1Sha384, RsaPssSha256, RsaPssSha384],
-        SoftKey::P256(_) | SoftKey::P384(_) => &[EcdsaSha256, EcdsaSha384],
-        SoftKey::Ed25519(_) => &[Ed25519],
-    }
+    [RsaPkcs1Sha256, RsaPkcs1Sha384, RsaPssSha256, RsaPssSha384, EcdsaSha256, EcdsaSha384, Ed25519]
+        .into_iter()
+        .filter(|a| a.fits_key(key.key_type()))
+        .collect()
 }
 
 /// DER header (tag, length) for `len` content octets.

@@ -197,11 +197,14 @@ fn parse_uri(rest: &str) -> Result<TokenUri, String> {
             .split_once('=')
             .ok_or_else(|| format!("URI attribute {attr:?} has no value"))?;
         let value = super::uri::percent_decode(value)?;
+        // An empty value names nothing (as in the configuration's URIs): a token's URI
+        // leaves out its empty fields, so `pkcs11:token=` could never be printed back.
+        let value = Some(value).filter(|v| !v.is_empty());
         match name {
-            "token" => uri.token = Some(value),
-            "serial" => uri.serial = Some(value),
-            "manufacturer" => uri.manufacturer = Some(value),
-            "model" => uri.model = Some(value),
+            "token" => uri.token = value,
+            "serial" => uri.serial = value,
+            "manufacturer" => uri.manufacturer = value,
+            "model" => uri.model = value,
             "object" | "id" | "type" => {}
             n if n.starts_with("library-") => {}
             "slot-id" | "slot-description" | "slot-manufacturer" => {
@@ -305,6 +308,21 @@ mod tests {
         assert!(addr.matches(3, &before));
         assert!(!addr.matches(4, &before), "another slot");
         assert!(!addr.matches(3, &fields("c0ffee", "fresh")), "initialised");
+    }
+
+    #[test]
+    fn an_attribute_with_an_empty_value_names_nothing_and_every_uri_prints_as_it_parses() {
+        let err = TokenAddress::parse("pkcs11:token=").unwrap_err();
+        assert!(err.contains("names no token"), "{err}");
+        let addr = TokenAddress::parse("pkcs11:serial=ab12;token=").unwrap();
+        assert_eq!(
+            addr,
+            TokenAddress::Uri(TokenUri {
+                serial: Some("ab12".into()),
+                ..TokenUri::default()
+            })
+        );
+        assert_eq!(TokenAddress::parse(&addr.to_string()).unwrap(), addr);
     }
 
     #[test]

@@ -296,6 +296,13 @@ pub fn rsa_spki(
     modulus: &[u8],
     exponent: &[u8],
 ) -> Result<SubjectPublicKeyInfoOwned, String> {
+    // An empty value would encode as an INTEGER with no content octets, which no DER
+    // decoder reads back; zero is no RSA key either.
+    for (name, value) in [("CKA_MODULUS", modulus), ("CKA_PUBLIC_EXPONENT", exponent)] {
+        if value.iter().all(|&b| b == 0) {
+            return Err(format!("the token returned {name} as zero or empty"));
+        }
+    }
     let key = RsaPublicKey {
         modulus: UintRef::new(modulus).map_err(|e| e.to_string())?,
         public_exponent: UintRef::new(exponent).map_err(|e| e.to_string())?,
@@ -463,6 +470,24 @@ pub(crate) fn generate(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_or_zero_modulus_or_exponent_from_a_token_is_refused() {
+        let modulus = [0xc1u8; 256];
+        for (m, e) in [
+            (&[][..], &[1u8, 0, 1][..]),
+            (&[0, 0][..], &[1, 0, 1][..]),
+            (&modulus[..], &[][..]),
+            (&modulus[..], &[0][..]),
+        ] {
+            let err = rsa_spki(m, e).unwrap_err();
+            assert!(err.contains("zero or empty"), "{err}");
+        }
+        let spki = rsa_spki(&modulus, &[0, 1, 0, 1]).unwrap();
+        let key = RsaPublicKey::from_der(spki.subject_public_key.raw_bytes()).unwrap();
+        assert_eq!(key.modulus.as_bytes(), &modulus[..]);
+        assert_eq!(key.public_exponent.as_bytes(), &[1, 0, 1]);
+    }
 
     #[test]
     fn ecdsa_raw_signature_becomes_der_sequence_of_two_integers() {
