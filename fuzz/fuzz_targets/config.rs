@@ -28,9 +28,12 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(profiles.len(), cfg.profiles.len());
     cfg.tsa_key().expect("an accepted [tsa] key checks");
     cfg.audit_key().expect("an accepted [audit] key checks");
-    cfg.token_selector().expect("an accepted [hsm] names its token");
+    cfg.token_selector()
+        .expect("an accepted [hsm] names its token");
     cfg.ca.oids().expect("accepted OIDs derive");
-    cfg.ca.rsa_exponent_rule().expect("an accepted exponent rule reads");
+    cfg.ca
+        .rsa_exponent_rule()
+        .expect("an accepted exponent rule reads");
     for p in [cfg.store_path(), cfg.output_dir()] {
         assert!(p.is_absolute(), "{} is not resolved", p.display());
     }

@@ -10,8 +10,8 @@ use arbitrary::Arbitrary;
 use der::asn1::{AnyRef, BitString};
 use der::{Decode, Encode, Sequence};
 use libfuzzer_sys::fuzz_target;
-use signet::pki::csr::check_csr;
 use signet::pki::SignatureAlgorithm;
+use signet::pki::csr::check_csr;
 use signet_fuzz::soft_signer::SoftKey;
 use spki::AlgorithmIdentifierOwned;
 use std::sync::OnceLock;
@@ -54,10 +54,18 @@ fn keys() -> &'static [SoftKey; 4] {
 /// P-384 with SHA-384).
 fn algorithms(key: &SoftKey) -> Vec<SignatureAlgorithm> {
     use SignatureAlgorithm::*;
-    [RsaPkcs1Sha256, RsaPkcs1Sha384, RsaPssSha256, RsaPssSha384, EcdsaSha256, EcdsaSha384, Ed25519]
-        .into_iter()
-        .filter(|a| a.fits_key(key.key_type()))
-        .collect()
+    [
+        RsaPkcs1Sha256,
+        RsaPkcs1Sha384,
+        RsaPssSha256,
+        RsaPssSha384,
+        EcdsaSha256,
+        EcdsaSha384,
+        Ed25519,
+    ]
+    .into_iter()
+    .filter(|a| a.fits_key(key.key_type()))
+    .collect()
 }
 
 /// DER header (tag, length) for `len` content octets.
@@ -106,10 +114,16 @@ fuzz_target!(|input: Input| {
     .to_der()
     .expect("request encodes");
     let info_decodes = x509_cert::request::CertReqInfo::from_der(&info).is_ok();
-    let signed_info = input.other_message.as_deref().is_none_or(|m| m == info.as_slice());
+    let signed_info = input
+        .other_message
+        .as_deref()
+        .is_none_or(|m| m == info.as_slice());
     let result = check_csr(&der);
     if !info_decodes {
-        assert!(result.is_err(), "a request whose info does not decode was accepted");
+        assert!(
+            result.is_err(),
+            "a request whose info does not decode was accepted"
+        );
         return;
     }
     if signed_info && input.flip.is_none() {

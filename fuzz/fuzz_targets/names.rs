@@ -26,11 +26,17 @@ fuzz_target!(|data: &[u8]| {
     let plain = check_dns_name(text, false);
     let wild = check_dns_name(text, true);
     if plain.is_ok() {
-        assert!(wild.is_ok(), "{text:?} accepted only without wildcard syntax");
+        assert!(
+            wild.is_ok(),
+            "{text:?} accepted only without wildcard syntax"
+        );
         assert!(!text.contains('*'), "{text:?} has a wildcard");
     }
     if wild.is_ok() {
-        assert!(text.is_ascii() && !text.is_empty() && text.len() <= 253, "{text:?}");
+        assert!(
+            text.is_ascii() && !text.is_empty() && text.len() <= 253,
+            "{text:?}"
+        );
         let stars = text.matches('*').count();
         assert!(stars == 0 || (stars == 1 && is_wildcard(text)), "{text:?}");
         let _ = is_public_name(text);
@@ -38,7 +44,9 @@ fuzz_target!(|data: &[u8]| {
         if let Some(s) = public_suffix(&lower) {
             assert_eq!(s, lower);
         }
-        let san = San::Dns(text.to_owned()).checked("san").expect("a checked name is a SAN");
+        let san = San::Dns(text.to_owned())
+            .checked("san")
+            .expect("a checked name is a SAN");
         assert_san_keeps_meaning(&san);
     }
     if check_credit_code(text).is_ok() {

@@ -42,7 +42,11 @@ const URL_SAFE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwx
 fn encode(bytes: &[u8], alphabet: &[u8; 64], pad: bool) -> String {
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..=chunk.len() {
             out.push(alphabet[((n >> (18 - 6 * i)) & 63) as usize] as char);
@@ -80,7 +84,10 @@ fn request(der: &[u8]) {
                 });
         assert_eq!(hashes.matches(id), ours);
         let _ = signet::ca::normalize_serial(&ocsp::serial_hex(id));
-        entries.push((id.clone(), if ours { Status::Good } else { Status::Unknown }));
+        entries.push((
+            id.clone(),
+            if ours { Status::Good } else { Status::Unknown },
+        ));
     }
 
     let nonce = ocsp::nonce(&req);
@@ -102,7 +109,9 @@ fn request(der: &[u8]) {
     let resp = ocsp::assemble_response(data, alg, &signature, spki, None)
         .expect("a response signed by the responder's key assembles");
     let resp = OcspResponse::from_der(&resp).expect("the response decodes");
-    let bytes = resp.response_bytes.expect("a successful response has bytes");
+    let bytes = resp
+        .response_bytes
+        .expect("a successful response has bytes");
     let basic = BasicOcspResponse::from_der(bytes.response.as_bytes()).expect("basic decodes");
     let answered: Vec<_> = basic
         .tbs_response_data
@@ -110,8 +119,16 @@ fn request(der: &[u8]) {
         .iter()
         .map(|s| &s.cert_id)
         .collect();
-    let asked: Vec<_> = req.tbs_request.request_list.iter().map(|r| &r.req_cert).collect();
-    assert_eq!(answered, asked, "the response answers what was asked, in order");
+    let asked: Vec<_> = req
+        .tbs_request
+        .request_list
+        .iter()
+        .map(|r| &r.req_cert)
+        .collect();
+    assert_eq!(
+        answered, asked,
+        "the response answers what was asked, in order"
+    );
     let echoed = basic
         .tbs_response_data
         .response_extensions

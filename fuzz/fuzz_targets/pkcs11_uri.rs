@@ -8,7 +8,12 @@ use libfuzzer_sys::fuzz_target;
 use signet::hsm::TokenSelector;
 use signet::hsm::address::{TokenAddress, TokenFields};
 
-fn fields<'a>(serial: &'a str, label: &'a str, manufacturer: &'a str, model: &'a str) -> TokenFields<'a> {
+fn fields<'a>(
+    serial: &'a str,
+    label: &'a str,
+    manufacturer: &'a str,
+    model: &'a str,
+) -> TokenFields<'a> {
     TokenFields {
         serial,
         label,

@@ -162,9 +162,17 @@ fn names(
 }
 
 fn known_field(v: &Violation) -> bool {
-    ["subject", "sans", "approval", "csr", "reason", "reported_at", "key_algorithm"]
-        .iter()
-        .any(|root| v.root() == *root)
+    [
+        "subject",
+        "sans",
+        "approval",
+        "csr",
+        "reason",
+        "reported_at",
+        "key_algorithm",
+    ]
+    .iter()
+    .any(|root| v.root() == *root)
 }
 
 fn issue(m: pb::IssueRequest) {
@@ -172,7 +180,10 @@ fn issue(m: pb::IssueRequest) {
     assert!(bad.iter().all(known_field), "{bad:?}");
     names(&m.subject, &m.sans, &bad, &req.subject, &req.sans);
     assert_eq!(req.csr, m.csr);
-    assert_eq!(req.approval.officer, m.approval.clone().unwrap_or_default().officer);
+    assert_eq!(
+        req.approval.officer,
+        m.approval.clone().unwrap_or_default().officer
+    );
     // What a workstation forwards converts again to the same request, without problems
     // in the names (the ones refused are gone).
     let again = convert::issue_message(&req);

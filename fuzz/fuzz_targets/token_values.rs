@@ -19,11 +19,24 @@ use signet::pki::verify::key_type_of;
 use spki::SubjectPublicKeyInfoOwned;
 
 enum Input<'a> {
-    Rsa { modulus: &'a [u8], exponent: &'a [u8] },
-    Ec { params: &'a [u8], point: &'a [u8] },
-    Ed25519 { point: &'a [u8] },
-    Signature { raw: &'a [u8] },
-    Certificate { label: &'a [u8], value: &'a [u8] },
+    Rsa {
+        modulus: &'a [u8],
+        exponent: &'a [u8],
+    },
+    Ec {
+        params: &'a [u8],
+        point: &'a [u8],
+    },
+    Ed25519 {
+        point: &'a [u8],
+    },
+    Signature {
+        raw: &'a [u8],
+    },
+    Certificate {
+        label: &'a [u8],
+        value: &'a [u8],
+    },
 }
 
 fn input(data: &[u8]) -> Option<Input<'_>> {
@@ -61,7 +74,10 @@ fn strip_zeros(b: &[u8]) -> &[u8] {
 
 fn round_trips(spki: &SubjectPublicKeyInfoOwned) {
     let der = spki.to_der().expect("a converted key encodes");
-    assert_eq!(SubjectPublicKeyInfoOwned::from_der(&der).ok().as_ref(), Some(spki));
+    assert_eq!(
+        SubjectPublicKeyInfoOwned::from_der(&der).ok().as_ref(),
+        Some(spki)
+    );
     // Classifying it never panics, whatever the token handed over.
     let _ = key_type_of(spki, "public key");
 }
@@ -87,7 +103,10 @@ fuzz_target!(|data: &[u8]| match input(data) {
             let key = RsaPublicKey::from_der(spki.subject_public_key.raw_bytes())
                 .expect("RSAPublicKey decodes");
             assert_eq!(strip_zeros(key.modulus.as_bytes()), strip_zeros(modulus));
-            assert_eq!(strip_zeros(key.public_exponent.as_bytes()), strip_zeros(exponent));
+            assert_eq!(
+                strip_zeros(key.public_exponent.as_bytes()),
+                strip_zeros(exponent)
+            );
         }
     }
     Some(Input::Ec { params, point }) => {

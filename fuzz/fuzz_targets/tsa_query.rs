@@ -25,7 +25,10 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(resp.status.status, 2);
             assert!(resp.time_stamp_token.is_none());
             let bits = resp.status.fail_info.expect("a rejection says why");
-            assert_eq!(bits.raw_bytes().iter().map(|b| b.count_ones()).sum::<u32>(), 1);
+            assert_eq!(
+                bits.raw_bytes().iter().map(|b| b.count_ones()).sum::<u32>(),
+                1
+            );
             return;
         }
     };

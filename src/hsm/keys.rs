@@ -292,10 +292,7 @@ fn public_key_of(
 }
 
 /// rsaEncryption with NULL parameters around RSAPublicKey.
-pub fn rsa_spki(
-    modulus: &[u8],
-    exponent: &[u8],
-) -> Result<SubjectPublicKeyInfoOwned, String> {
+pub fn rsa_spki(modulus: &[u8], exponent: &[u8]) -> Result<SubjectPublicKeyInfoOwned, String> {
     // An empty value would encode as an INTEGER with no content octets, which no DER
     // decoder reads back; zero is no RSA key either.
     for (name, value) in [("CKA_MODULUS", modulus), ("CKA_PUBLIC_EXPONENT", exponent)] {
