@@ -86,7 +86,9 @@ pub(super) fn percent_decode(value: &str) -> Result<String, String> {
         if bytes[i] == b'%' {
             let hex = bytes
                 .get(i + 1..i + 3)
+                .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
                 .and_then(|h| std::str::from_utf8(h).ok())
+                // from_str_radix alone would also take a sign: `%+f`.
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
                 .ok_or_else(|| format!("{value:?} has a broken percent escape"))?;
             out.push(hex);
@@ -143,6 +145,16 @@ mod tests {
             let err = TokenSelector::parse_uri(bad).unwrap_err();
             assert!(matches!(err, HsmError::InvalidUri { .. }), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn a_percent_escape_is_exactly_two_hex_digits() {
+        assert!(TokenSelector::parse_uri("pkcs11:token=%+f").is_err());
+        assert!(TokenSelector::parse_uri("pkcs11:token=%-1").is_err());
+        assert_eq!(
+            TokenSelector::parse_uri("pkcs11:token=%2B%2b").unwrap(),
+            TokenSelector::Label("++".into())
+        );
     }
 
     #[test]
