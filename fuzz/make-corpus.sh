@@ -256,5 +256,5 @@ PY
 # config: the example configurations.
 cp ../hsm-config/*.toml "$OUT/config/"
 
-du -sb "$OUT"
+echo "$(cat "$OUT"/*/* | wc -c) bytes in $OUT/"
 for d in "$OUT"/*/; do printf '%-14s %3s files\n' "$(basename "$d")" "$(ls "$d" | wc -l)"; done
