@@ -216,7 +216,30 @@ struct PssParams {
     salt_len: u32,
 }
 
+impl FromStr for SignatureAlgorithm {
+    type Err = String;
+
+    /// The algorithm with this configuration name (as [`SignatureAlgorithm::name`] gives it).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        SignatureAlgorithm::ALL
+            .into_iter()
+            .find(|a| a.name() == s)
+            .ok_or_else(|| format!("{s:?} is not a signature algorithm signet knows"))
+    }
+}
+
 impl SignatureAlgorithm {
+    /// Every algorithm, in declaration order.
+    pub const ALL: [SignatureAlgorithm; 7] = [
+        SignatureAlgorithm::RsaPkcs1Sha256,
+        SignatureAlgorithm::RsaPkcs1Sha384,
+        SignatureAlgorithm::RsaPssSha256,
+        SignatureAlgorithm::RsaPssSha384,
+        SignatureAlgorithm::EcdsaSha256,
+        SignatureAlgorithm::EcdsaSha384,
+        SignatureAlgorithm::Ed25519,
+    ];
+
     /// The name used in configuration files.
     pub fn name(self) -> &'static str {
         match self {
@@ -310,5 +333,22 @@ impl SignatureAlgorithm {
 impl fmt::Display for SignatureAlgorithm {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SignatureAlgorithm;
+
+    #[test]
+    fn every_algorithm_reads_back_from_its_name_which_is_also_its_configuration_spelling() {
+        for a in SignatureAlgorithm::ALL {
+            assert_eq!(a.name().parse::<SignatureAlgorithm>(), Ok(a));
+            let from_toml: SignatureAlgorithm =
+                serde_json::from_value(serde_json::Value::String(a.name().into())).unwrap();
+            assert_eq!(from_toml, a);
+        }
+        let e = "rsa-md5".parse::<SignatureAlgorithm>().unwrap_err();
+        assert!(e.contains("rsa-md5"), "{e}");
     }
 }

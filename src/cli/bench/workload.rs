@@ -368,6 +368,8 @@ async fn issuer_for(
         serial: hex::encode(ca.tbs_certificate().serial_number().as_bytes()),
         cert_der: ca.to_der().map_err(|e| e.to_string())?,
         created_at: now,
+        family: BENCH_ISSUER.into(),
+        generation: 1,
     };
     store
         .record_issuer(
