@@ -391,7 +391,7 @@ fn signature_len(key: KeyType) -> usize {
         KeyType::Rsa2048 => 256,
         KeyType::Rsa3072 => 384,
         KeyType::Rsa4096 => 512,
-        KeyType::P256 => 72,
+        KeyType::P256 | KeyType::Sm2 => 72,
         KeyType::P384 => 104,
         KeyType::Ed25519 => 64,
     }
