@@ -231,9 +231,9 @@ impl Config {
         })
     }
 
-    /// The token modules' paths, with their `module_env` set for this process (call at
-    /// start-up, before the modules are loaded).
-    pub fn token_modules(&self) -> Vec<PathBuf> {
+    /// The token modules' paths and SM2 numbers, with their `module_env` set for this
+    /// process (call at start-up, before the modules are loaded).
+    pub fn token_modules(&self) -> Vec<(PathBuf, Option<crate::hsm::sm2::Sm2Settings>)> {
         let Some(t) = &self.token else {
             return Vec::new();
         };
@@ -250,7 +250,11 @@ impl Config {
                     // threads that read the environment run.
                     unsafe { std::env::set_var(k, value) };
                 }
-                self.resolve(&m.path)
+                // Checked when the configuration was loaded.
+                let sm2 = super::hsm::sm2_settings("token.modules", m.sm2_mechanisms.as_ref())
+                    .ok()
+                    .flatten();
+                (self.resolve(&m.path), sm2)
             })
             .collect()
     }
