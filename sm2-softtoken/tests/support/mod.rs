@@ -10,8 +10,8 @@ use std::process::Command;
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
-use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::mechanism::vendor_defined::VendorDefinedMechanism;
+use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
@@ -39,14 +39,28 @@ pub fn module_path() -> PathBuf {
         }
         let exe = std::env::current_exe().expect("test executable path");
         // <target>/<profile>/deps/<test binary>
-        let profile_dir = exe.parent().and_then(Path::parent).expect("profile directory");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("profile directory");
         let so = profile_dir.join("libsm2_softtoken.so");
         if !so.exists() {
             let target = profile_dir.parent().expect("target directory");
-            let profile = profile_dir.file_name().and_then(|p| p.to_str()).expect("profile name");
+            let profile = profile_dir
+                .file_name()
+                .and_then(|p| p.to_str())
+                .expect("profile name");
             let profile = if profile == "debug" { "dev" } else { profile };
             let status = Command::new(env!("CARGO"))
-                .args(["build", "-p", "sm2-softtoken", "--lib", "--profile", profile, "--target-dir"])
+                .args([
+                    "build",
+                    "-p",
+                    "sm2-softtoken",
+                    "--lib",
+                    "--profile",
+                    profile,
+                    "--target-dir",
+                ])
                 .arg(target)
                 .status()
                 .expect("run cargo build");
@@ -76,7 +90,11 @@ impl Fixture {
         // reads the environment while it is set.
         unsafe { std::env::set_var("SIGNET_SM2_SOFTTOKEN_DIR", dir.path()) };
         let pkcs11 = load();
-        Fixture { pkcs11, dir, _serial: serial }
+        Fixture {
+            pkcs11,
+            dir,
+            _serial: serial,
+        }
     }
 
     /// Finalises and loads the module again (a restart of the application).
@@ -95,12 +113,24 @@ impl Fixture {
             .get_slots_with_token()
             .expect("slots")
             .into_iter()
-            .find(|s| !self.pkcs11.get_token_info(*s).expect("token info").token_initialized())
+            .find(|s| {
+                !self
+                    .pkcs11
+                    .get_token_info(*s)
+                    .expect("token info")
+                    .token_initialized()
+            })
             .expect("a free slot");
-        self.pkcs11.init_token(free, &AuthPin::new(SO_PIN.into()), label).expect("C_InitToken");
+        self.pkcs11
+            .init_token(free, &AuthPin::new(SO_PIN.into()), label)
+            .expect("C_InitToken");
         let session = self.pkcs11.open_rw_session(free).expect("session");
-        session.login(UserType::So, Some(&AuthPin::new(SO_PIN.into()))).expect("SO login");
-        session.init_pin(&AuthPin::new(USER_PIN.into())).expect("C_InitPIN");
+        session
+            .login(UserType::So, Some(&AuthPin::new(SO_PIN.into())))
+            .expect("SO login");
+        session
+            .init_pin(&AuthPin::new(USER_PIN.into()))
+            .expect("C_InitPIN");
         session.logout().expect("logout");
         free
     }
@@ -109,7 +139,11 @@ impl Fixture {
     pub fn user_session(&self, slot: Slot) -> Session {
         let session = self.pkcs11.open_rw_session(slot).expect("session");
         match session.login(UserType::User, Some(&AuthPin::new(USER_PIN.into()))) {
-            Ok(()) | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => {}
+            Ok(())
+            | Err(cryptoki::error::Error::Pkcs11(
+                cryptoki::error::RvError::UserAlreadyLoggedIn,
+                _,
+            )) => {}
             Err(e) => panic!("user login: {e}"),
         }
         session
@@ -122,7 +156,8 @@ fn load_uninitialised() -> Pkcs11 {
 
 fn load() -> Pkcs11 {
     let p = load_uninitialised();
-    p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)).expect("C_Initialize");
+    p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .expect("C_Initialize");
     p
 }
 
@@ -154,14 +189,22 @@ pub fn sm2_key_pair(session: &Session, id: &[u8], label: &str) -> (ObjectHandle,
         Attribute::Sign(true),
     ];
     session
-        .generate_key_pair(&vendor_mech::<u8>(vendor::CKM_SM2_KEY_PAIR_GEN, None), &public, &private)
+        .generate_key_pair(
+            &vendor_mech::<u8>(vendor::CKM_SM2_KEY_PAIR_GEN, None),
+            &public,
+            &private,
+        )
         .expect("C_GenerateKeyPair SM2")
 }
 
 /// The uncompressed point of an EC/SM2 public key object.
 pub fn public_point(session: &Session, public: ObjectHandle) -> Vec<u8> {
-    let attrs = session.get_attributes(public, &[AttributeType::EcPoint]).expect("CKA_EC_POINT");
-    let Some(Attribute::EcPoint(der)) = attrs.first() else { panic!("no CKA_EC_POINT") };
+    let attrs = session
+        .get_attributes(public, &[AttributeType::EcPoint])
+        .expect("CKA_EC_POINT");
+    let Some(Attribute::EcPoint(der)) = attrs.first() else {
+        panic!("no CKA_EC_POINT")
+    };
     assert_eq!(&der[..2], &[0x04, 65], "DER OCTET STRING of 65 bytes");
     der[2..].to_vec()
 }
@@ -176,20 +219,33 @@ pub fn find(session: &Session, class: ObjectClass, label: &str) -> Vec<ObjectHan
 /// The SubjectPublicKeyInfo (PEM) of an SM2 point, for OpenSSL.
 pub fn sm2_spki_pem(point: &[u8]) -> String {
     // SEQUENCE { SEQUENCE { id-ecPublicKey, sm2p256v1 }, BIT STRING 04‖x‖y }
-    let mut der = vec![0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
+    let mut der = vec![
+        0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01,
+    ];
     der.extend_from_slice(vendor::SM2P256V1_PARAMS);
     der.extend_from_slice(&[0x03, 0x42, 0x00]);
     der.extend_from_slice(point);
     let b64 = base64(&der);
-    let lines: Vec<_> = b64.as_bytes().chunks(64).map(|c| String::from_utf8_lossy(c).into_owned()).collect();
-    format!("-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n", lines.join("\n"))
+    let lines: Vec<_> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect();
+    format!(
+        "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+        lines.join("\n")
+    )
 }
 
 fn base64(data: &[u8]) -> String {
     const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
         for i in 0..4 {
             if i <= chunk.len() {
