@@ -165,6 +165,8 @@ pub fn storage_defaults(attrs: &mut Attrs, private_default: bool) {
 pub fn encode(attrs: &Attrs) -> Vec<u8> {
     let mut out = Vec::new();
     for (t, v) in attrs {
+        // CK_ULONG is 32 bits on some platforms; the store always writes 64.
+        #[allow(clippy::unnecessary_cast)]
         out.extend_from_slice(&(*t as u64).to_le_bytes());
         out.extend_from_slice(&(v.len() as u32).to_le_bytes());
         out.extend_from_slice(v);

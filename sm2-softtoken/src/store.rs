@@ -64,6 +64,9 @@ pub struct ObjectRow {
     pub secret: Option<Vec<u8>>,
 }
 
+/// An object row as read: handle, slot, encoded attributes, sealed material.
+type RawObject = (i64, i64, Vec<u8>, Option<Vec<u8>>);
+
 /// An open store.
 pub struct Store {
     conn: Connection,
@@ -192,13 +195,11 @@ impl Store {
         Ok(handles)
     }
 
-    fn object_from_row(
-        row: &rusqlite::Row<'_>,
-    ) -> rusqlite::Result<(i64, i64, Vec<u8>, Option<Vec<u8>>)> {
+    fn object_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawObject> {
         Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
     }
 
-    fn decode_row(r: (i64, i64, Vec<u8>, Option<Vec<u8>>)) -> Result<ObjectRow, CK_RV> {
+    fn decode_row(r: RawObject) -> Result<ObjectRow, CK_RV> {
         Ok(ObjectRow {
             handle: r.0 as CK_OBJECT_HANDLE,
             slot: slot_of(r.1),
