@@ -26,10 +26,11 @@ pub const USER_PIN: &str = "user-1234";
 
 static LOCK: Mutex<()> = Mutex::new(());
 
-/// The module's path: `SM2_SOFTTOKEN_TEST_MODULE` if set, else the library Cargo built
-/// for these tests (the crate is both an rlib and a cdylib, so building the library the
-/// tests link also writes `<target>/<profile>/libsm2_softtoken.so`). If a runner left it
-/// out, it is built once with `cargo build -p sm2-softtoken --lib` into the same target
+/// The module's path: `SM2_SOFTTOKEN_TEST_MODULE` if set, else the cdylib Cargo built
+/// with the library these tests link (the crate is both an rlib and a cdylib, and one rustc
+/// run writes both into `<target>/<profile>/deps/`, so the module is never older than the
+/// tests), else `<target>/<profile>/libsm2_softtoken.so` from a `cargo build`. If neither
+/// exists, it is built once with `cargo build -p sm2-softtoken --lib` into the same target
 /// directory and profile.
 pub fn module_path() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
@@ -43,6 +44,10 @@ pub fn module_path() -> PathBuf {
             .parent()
             .and_then(Path::parent)
             .expect("profile directory");
+        let beside_rlib = profile_dir.join("deps").join("libsm2_softtoken.so");
+        if beside_rlib.exists() {
+            return beside_rlib;
+        }
         let so = profile_dir.join("libsm2_softtoken.so");
         if !so.exists() {
             let target = profile_dir.parent().expect("target directory");
