@@ -254,9 +254,17 @@ fn keys_persist_across_initialize_and_are_unusable_without_login() {
         RvError::UserNotLoggedIn
     );
 
-    // The store holds no private key in the clear: the sealed blob is not a 32-byte scalar.
-    let db = std::fs::read(f.dir.path().join(sm2_softtoken::store::DB_FILE)).expect("db");
-    assert!(!db.is_empty());
+    // At rest the key is sealed: nonce (12) + AES-GCM of the 32-byte scalar + tag (16).
+    let db =
+        rusqlite::Connection::open(f.dir.path().join(sm2_softtoken::store::DB_FILE)).expect("db");
+    let sealed: Vec<Vec<u8>> = db
+        .prepare("SELECT secret FROM objects WHERE secret IS NOT NULL")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .expect("secrets");
+    assert_eq!(
+        sealed.iter().map(Vec::len).collect::<Vec<_>>(),
+        vec![12 + 32 + 16]
+    );
 }
 
 #[test]
