@@ -51,10 +51,16 @@ What it does
          DIR/pins/<label>.user-pin   DIR/pins/<label>.so-pin
      with mode 600. PIN files are created once and reused on later runs; PINs are never
      printed and never put on a command line (pkcs11-tool reads them with env:VAR).
-  4. Prints, on stdout, to be eval'ed:
+  4. Builds the SM2 soft token, signet's stand-in for an SM2 HSM (sm2-softtoken/, a
+     PKCS#11 module with the vendor SM2/SM3 mechanisms): cargo build --release
+     -p sm2-softtoken, into Cargo's target directory (CARGO_TARGET_DIR is honoured).
+     Its tokens live in DIR/sm2-softtoken (created on first use; none is initialised here).
+  5. Prints, on stdout, to be eval'ed:
          export SOFTHSM2_CONF=DIR/softhsm2.conf
          export SIGNET_PKCS11_MODULE=<libsofthsm2.so found on this system>
          export SIGNET_HSM_PIN_FILE=DIR/pins/${HSM_LABEL}.user-pin
+         export SIGNET_SM2_SOFTTOKEN_MODULE=<target dir>/release/libsm2_softtoken.so
+         export SIGNET_SM2_SOFTTOKEN_DIR=DIR/sm2-softtoken
          # token <label> serial <serial>     (one comment line per token)
      Progress goes to stderr, so eval sees only those lines.
 
@@ -235,6 +241,21 @@ if [[ $WITH_TEST_TOOLS == 1 ]]; then
     say "kryoptic module: ${kryoptic##*$'\n'}"
 fi
 
+# The SM2 soft token (workspace member sm2-softtoken/): signet's stand-in for an SM2 HSM,
+# built in release mode into Cargo's target directory (CARGO_TARGET_DIR is honoured).
+# Cargo rebuilds only what changed, so a second run takes a second.
+command -v cargo >/dev/null 2>&1 || die "cargo not found; install Rust (https://rustup.rs) first"
+say "cargo build --release -p sm2-softtoken (the SM2 soft token; a few minutes the first time)"
+cargo_quiet=()
+[[ $QUIET == 1 ]] && cargo_quiet=(--quiet)
+run cargo build --release -p sm2-softtoken --manifest-path "$PROJECT_ROOT/Cargo.toml" "${cargo_quiet[@]}" ||
+    die "building sm2-softtoken failed (cargo build --release -p sm2-softtoken)"
+target_dir="$(cargo metadata --format-version 1 --no-deps --manifest-path "$PROJECT_ROOT/Cargo.toml" |
+    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
+SM2_MODULE="$target_dir/release/libsm2_softtoken.so"
+[[ -f $SM2_MODULE ]] || die "sm2-softtoken built but $SM2_MODULE is missing"
+say "SM2 soft token module: $SM2_MODULE"
+
 for c in softhsm2-util pkcs11-tool p11-kit; do
     command -v "$c" >/dev/null 2>&1 || die "$c still missing after installation"
 done
@@ -408,6 +429,8 @@ say "done: $DIR (eval this script's output to use it)"
     printf 'export SOFTHSM2_CONF=%q\n' "$CONF"
     printf 'export SIGNET_PKCS11_MODULE=%q\n' "$MODULE"
     printf 'export SIGNET_HSM_PIN_FILE=%q\n' "$PINS/$HSM_LABEL.user-pin"
+    printf 'export SIGNET_SM2_SOFTTOKEN_MODULE=%q\n' "$SM2_MODULE"
+    printf 'export SIGNET_SM2_SOFTTOKEN_DIR=%q\n' "$DIR/sm2-softtoken"
     for label in "${TOKEN_LABELS[@]}"; do
         printf '# token %s serial %s\n' "$label" "${SERIAL[$label]}"
     done

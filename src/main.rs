@@ -37,7 +37,14 @@ enum LogFormat {
 enum Command {
     /// Create the CA keys in the HSM and the hierarchy's certificates (root, issuing CAs);
     /// never overwrites a key or certificate.
-    Ceremony,
+    Ceremony {
+        /// Give this issuing CA a new key and certificate (generation `ISSUER-gN`, key
+        /// `KEY_LABEL-gN`): new certificates come from it once the daemon restarts, the older
+        /// generations keep signing CRLs and OCSP answers for theirs, the chain and .p7b carry
+        /// them all.
+        #[arg(long, value_name = "ISSUER")]
+        rotate: Option<String>,
+    },
     /// Issue a certificate locally, as the operator (the RA API does the same over mTLS).
     Issue(Box<cli::ra::IssueArgs>),
     /// Quick start on SoftHSM: run the ceremony if needed (CA keys, certificates, the
@@ -155,7 +162,9 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::CheckConfig { production } => {
             cli::ceremony::check_config(&cli::common::load_config(config)?, production)
         }
-        Command::Ceremony => cli::ceremony::run(cli::common::load_config(config)?),
+        Command::Ceremony { rotate } => {
+            cli::ceremony::run(cli::common::load_config(config)?, rotate.as_deref())
+        }
         Command::Issue(args) => cli::operator::issue(cli::common::load_config(config)?, &args),
         Command::Revoke(args) => cli::operator::revoke(cli::common::load_config(config)?, &args),
         Command::Crl { issuer } => {

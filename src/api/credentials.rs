@@ -74,8 +74,8 @@ struct ForeignCrl {
 /// The checker: one per daemon, shared by every call.
 pub struct Credentials {
     store: Arc<dyn Store>,
-    /// DER of the subject of signet's own TLS issuing CA.
-    own_issuer: Vec<u8>,
+    /// DER of the subject of each generation of signet's own TLS issuing CA.
+    own_issuers: Vec<Vec<u8>>,
     fresh_for: Duration,
     cache: Mutex<HashMap<String, Standing>>,
     /// Trusted client CA certificates, to verify foreign CRLs with.
@@ -99,28 +99,28 @@ fn serial_hex(cert: &Certificate) -> String {
 }
 
 impl Credentials {
-    /// A checker for certificates of `own_issuer` (signet's TLS issuing CA) against `store`,
+    /// A checker for certificates of `own_issuers` (signet's TLS issuing CA) against `store`,
     /// remembering each answer for `fresh_for`, and of `client_cas` against the CRLs at
     /// `sources`, which are loaded now: one that cannot be read or does not verify is an
     /// error naming it.
     pub async fn new(
         store: Arc<dyn Store>,
-        own_issuer: &Certificate,
+        own_issuers: &[Certificate],
         fresh_for: Duration,
         client_cas: Vec<Certificate>,
         sources: Vec<String>,
     ) -> Result<Credentials, CrlLoadError> {
-        let own_issuer = own_issuer
-            .tbs_certificate()
-            .subject()
-            .to_der()
+        let own_issuers = own_issuers
+            .iter()
+            .map(|c| c.tbs_certificate().subject().to_der())
+            .collect::<Result<Vec<_>, _>>()
             .map_err(|e| CrlLoadError {
                 source_name: "api.tls_issuer".into(),
                 problem: e.to_string(),
             })?;
         let checker = Credentials {
             store,
-            own_issuer,
+            own_issuers,
             fresh_for,
             cache: Mutex::new(HashMap::new()),
             client_cas,
@@ -154,7 +154,7 @@ impl Credentials {
             });
         }
         let issuer = cert.tbs_certificate().issuer().to_der().unwrap_or_default();
-        if issuer == self.own_issuer {
+        if self.own_issuers.contains(&issuer) {
             return self.check_own(&serial).await;
         }
         let crls = self.crls.read().unwrap_or_else(PoisonError::into_inner);

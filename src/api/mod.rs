@@ -120,15 +120,21 @@ impl Api {
     /// Check `[api]`, load the TLS material, the RA directory and the client CRLs.
     pub async fn new(cfg: &Config, authority: Arc<Authority>) -> Result<Api, ApiError> {
         let api = cfg.api.as_ref().ok_or(ApiError::NotConfigured)?;
-        let tls = tls::server_tls(cfg, api)?;
-        let ras = Arc::new(identity::RaDirectory::from_config(cfg)?);
-        let own = authority
-            .issuer(&api.tls_issuer)
+        // Every generation of the TLS issuing CA: RA certificates from an older one stay
+        // good after a rotation until they expire.
+        let own: Vec<x509_cert::Certificate> = authority
+            .generations(&api.tls_issuer)
+            .into_iter()
             .map(|i| i.cert.clone())
-            .ok_or_else(|| ApiError::Tls {
+            .collect();
+        if own.is_empty() {
+            return Err(ApiError::Tls {
                 path: PathBuf::from(&api.tls_issuer),
                 problem: "the TLS issuing CA has not been created; run `signet ceremony`".into(),
-            })?;
+            });
+        }
+        let tls = tls::server_tls(cfg, api, &own)?;
+        let ras = Arc::new(identity::RaDirectory::from_config(cfg)?);
         let mut client_cas = Vec::new();
         for path in &api.client_ca {
             let path = cfg.resolve(path);

@@ -86,8 +86,13 @@ pub fn read_certificates(path: &Path) -> Result<Vec<x509_cert::Certificate>, Api
 }
 
 /// The rustls server configuration for `[api]`: the server's chain and key, client
-/// certificates required and verified against `client_ca`, HTTP/2 only.
-pub fn server_tls(cfg: &Config, api: &ApiConfig) -> Result<Arc<ServerConfig>, ApiError> {
+/// certificates required and verified against `client_ca` and `own_cas` (the generations of
+/// the TLS issuing CA), HTTP/2 only.
+pub fn server_tls(
+    cfg: &Config,
+    api: &ApiConfig,
+    own_cas: &[x509_cert::Certificate],
+) -> Result<Arc<ServerConfig>, ApiError> {
     let cert_path = cfg.resolve(&api.server_cert);
     let key_path = cfg.resolve(&api.server_key);
     let chain = certificates(&cert_path, "server certificate")?;
@@ -111,6 +116,18 @@ pub fn server_tls(cfg: &Config, api: &ApiConfig) -> Result<Arc<ServerConfig>, Ap
                 problem: format!("{unusable} certificate(s) cannot serve as a trust anchor"),
             });
         }
+    }
+    for ca in own_cas {
+        let der = der::Encode::to_der(ca).map_err(|e| ApiError::Tls {
+            path: PathBuf::from(&api.tls_issuer),
+            problem: format!("encoding the TLS issuing CA: {e}"),
+        })?;
+        roots
+            .add(CertificateDer::from(der))
+            .map_err(|e| ApiError::Tls {
+                path: PathBuf::from(&api.tls_issuer),
+                problem: format!("the TLS issuing CA cannot serve as a trust anchor: {e}"),
+            })?;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls_error = |path: &Path, e: rustls::Error| ApiError::Tls {

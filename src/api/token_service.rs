@@ -124,9 +124,10 @@ pub fn key_type(v: i32) -> Result<KeyType, Violation> {
         Ok(pb::KeyAlgorithm::P256) => Ok(KeyType::P256),
         Ok(pb::KeyAlgorithm::P384) => Ok(KeyType::P384),
         Ok(pb::KeyAlgorithm::Ed25519) => Ok(KeyType::Ed25519),
+        Ok(pb::KeyAlgorithm::Sm2) => Ok(KeyType::Sm2),
         _ => Err(Violation::new(
             "key_algorithm",
-            "choose RSA_2048, P256, P384 or ED25519",
+            "choose RSA_2048, P256, P384, ED25519 or SM2",
         )),
     }
 }

@@ -70,26 +70,14 @@ pub async fn run(
     for spec in &specs {
         let cert_path = out_dir.join(format!("{}.crt", spec.name));
         let pem_path = out_dir.join(format!("{}.pem", spec.name));
-        if let Some(rec) = recorded.iter().find(|r| r.name == spec.name) {
-            let cert = Certificate::from_der(&rec.cert_der).map_err(|e| {
-                CaError::Internal(format!("recorded certificate of {}: {e}", rec.name))
-            })?;
-            let spki = cert.tbs_certificate().subject_public_key_info().clone();
-            if hsm.public_key(&spec.key_label).await? != spki {
-                return Err(CaError::FailedPrecondition(format!(
-                    "issuer {}: the key labelled {:?} in the HSM does not match its recorded certificate",
-                    spec.name, spec.key_label
-                )));
-            }
+        if let Some(rec) = recorded
+            .iter()
+            .find(|r| r.family == spec.name && r.generation == 1)
+        {
+            let m = recorded_issuer(rec, spec.signature, hsm).await?;
             publish(&cert_path, &pem_path, &rec.cert_der, &mut report)?;
             report.existing.push(spec.name.clone());
-            made.push(Made {
-                name: spec.name.clone(),
-                signature: spec.signature,
-                key_label: spec.key_label.clone(),
-                cert,
-                spki,
-            });
+            made.push(m);
             continue;
         }
         for p in [&cert_path, &pem_path] {
@@ -102,7 +90,11 @@ pub async fn run(
             }
         }
         let spki = key_for(&spec.key_label, spec.key_type, &spec.name, hsm, store).await?;
-        let m = certify(spec, spki, &made, &urls, hsm, store).await?;
+        let first = Generation {
+            family: &spec.name,
+            number: 1,
+        };
+        let m = certify(spec, first, spki, &made, &urls, hsm, store).await?;
         let der = m
             .cert
             .to_der()
@@ -110,6 +102,26 @@ pub async fn run(
         publish(&cert_path, &pem_path, &der, &mut report)?;
         tracing::info!(issuer = %spec.name, key = %spec.key_label, "issuer created");
         report.created.push(spec.name.clone());
+        made.push(m);
+    }
+
+    // Generations made by `--rotate` since: published beside the first, and in the chain.
+    for rec in recorded
+        .iter()
+        .filter(|r| r.generation > 1 && specs.iter().any(|s| s.name == r.family))
+    {
+        let signature = rec
+            .signature
+            .parse()
+            .map_err(|e| CaError::Internal(format!("issuer {}: {e}", rec.name)))?;
+        let m = recorded_issuer(rec, signature, hsm).await?;
+        publish(
+            &out_dir.join(format!("{}.crt", rec.name)),
+            &out_dir.join(format!("{}.pem", rec.name)),
+            &rec.cert_der,
+            &mut report,
+        )?;
+        report.existing.push(rec.name.clone());
         made.push(m);
     }
 
@@ -162,6 +174,124 @@ pub async fn run(
     let chain_pem = out_dir.join("chain.pem");
     write_file(&chain_pem, pem.as_bytes())?;
     report.files.push(chain_pem);
+    Ok(report)
+}
+
+/// An issuer the ceremony recorded earlier, its key checked against the HSM.
+async fn recorded_issuer(
+    rec: &IssuerRecord,
+    signature: crate::pki::SignatureAlgorithm,
+    hsm: &Hsm,
+) -> Result<Made, CaError> {
+    let cert = Certificate::from_der(&rec.cert_der)
+        .map_err(|e| CaError::Internal(format!("recorded certificate of {}: {e}", rec.name)))?;
+    let spki = cert.tbs_certificate().subject_public_key_info().clone();
+    if hsm.public_key(&rec.key_label).await? != spki {
+        return Err(CaError::FailedPrecondition(format!(
+            "issuer {}: the key labelled {:?} in the HSM does not match its recorded certificate",
+            rec.name, rec.key_label
+        )));
+    }
+    Ok(Made {
+        name: rec.name.clone(),
+        signature,
+        key_label: rec.key_label.clone(),
+        cert,
+        spki,
+    })
+}
+
+/// `signet ceremony --rotate ISSUER`: give the configured issuing CA `family` a new
+/// generation (a new key in the HSM and a certificate for it from the same parent, with the
+/// configured subject, key type and signature algorithm), then finish as a ceremony run
+/// does: its OCSP responder, its files, a chain and `.p7b` carrying every generation.
+///
+/// The new generation is named `{family}-g{N}` (its key `{key_label}-g{N}`) and signs
+/// every certificate issued for `family` from the next start of the daemon on; the older
+/// ones keep signing CRLs and OCSP answers for the certificates they issued. A root and an
+/// issuer with issuers under it are refused: their certificates are trust anchors or parents
+/// of other CAs, which a new key does not replace.
+pub async fn rotate(
+    cfg: &Config,
+    hsm: &Hsm,
+    store: &Arc<dyn Store>,
+    family: &str,
+) -> Result<CeremonyReport, CaError> {
+    let specs = cfg
+        .issuer_specs()
+        .map_err(|e| CaError::FailedPrecondition(e.to_string()))?;
+    let refuse = |why: String| {
+        Err(CaError::FailedPrecondition(format!(
+            "--rotate {family}: {why}"
+        )))
+    };
+    let Some(spec) = specs.iter().find(|s| s.name == family) else {
+        return refuse("no [[issuer]] has this name".into());
+    };
+    let Some(parent_name) = &spec.parent else {
+        return refuse("it is the root; a root is replaced by a new hierarchy that relying parties install, not rotated".into());
+    };
+    if let Some(child) = specs.iter().find(|s| s.parent.as_deref() == Some(family)) {
+        return refuse(format!(
+            "issuer {} is under it; only an issuing CA with no CA under it can be rotated",
+            child.name
+        ));
+    }
+    let recorded = store.issuers().await?;
+    let newest = |f: &str| {
+        recorded
+            .iter()
+            .filter(|r| r.family == f)
+            .max_by_key(|r| r.generation)
+    };
+    let Some(last) = newest(family) else {
+        return refuse("it has not been created yet; run `signet ceremony` first".into());
+    };
+    let Some(parent) = newest(parent_name) else {
+        return refuse(format!("its parent {parent_name} has not been created yet"));
+    };
+    let number = last.generation + 1;
+    let name = format!("{family}-g{number}");
+    let key_label = format!("{}-g{number}", spec.key_label);
+    let labels = specs
+        .iter()
+        .map(|s| s.key_label.clone())
+        .chain(
+            [cfg.tsa_key(), cfg.audit_key()]
+                .into_iter()
+                .filter_map(|k| k.ok().flatten())
+                .map(|k| k.key_label),
+        )
+        .collect::<Vec<_>>();
+    if specs.iter().any(|s| s.name == name) || recorded.iter().any(|r| r.name == name) {
+        return refuse(format!("the new generation's name {name} is taken"));
+    }
+    if labels.contains(&key_label) {
+        return refuse(format!(
+            "the new generation's key label {key_label:?} is configured for another key"
+        ));
+    }
+    let parent_signature = parent
+        .signature
+        .parse()
+        .map_err(|e| CaError::Internal(format!("issuer {}: {e}", parent.name)))?;
+    let parent = recorded_issuer(parent, parent_signature, hsm).await?;
+    let new_spec = IssuerSpec {
+        name: name.clone(),
+        parent: Some(parent.name.clone()),
+        key_label: key_label.clone(),
+        ..spec.clone()
+    };
+    let spki = key_for(&key_label, spec.key_type, &name, hsm, store).await?;
+    let urls = Urls {
+        base: cfg.public_base_url(),
+    };
+    let generation = Generation { family, number };
+    certify(&new_spec, generation, spki, &[parent], &urls, hsm, store).await?;
+    tracing::info!(issuer = %name, family, generation = number, key = %key_label, "issuer rotated");
+    let mut report = run(cfg, hsm, store).await?;
+    report.existing.retain(|n| n != &name);
+    report.created.push(name);
     Ok(report)
 }
 
@@ -220,9 +350,16 @@ async fn certify_service(
     Ok(path)
 }
 
+/// Which generation of which configured issuer a certificate is made for.
+struct Generation<'a> {
+    family: &'a str,
+    number: u32,
+}
+
 /// Build, sign, check and record the issuer's certificate.
 async fn certify(
     spec: &IssuerSpec,
+    generation: Generation<'_>,
     spki: SubjectPublicKeyInfoOwned,
     made: &[Made],
     urls: &Urls,
@@ -290,7 +427,12 @@ async fn certify(
     let serial_hex = serial::serial_hex(&serial);
     let audit = AuditEvent {
         actor: ACTOR.into(),
-        action: "ceremony.issuer_certified".into(),
+        action: if generation.number == 1 {
+            "ceremony.issuer_certified"
+        } else {
+            "ceremony.issuer_rotated"
+        }
+        .into(),
         object: spec.name.clone(),
         request_digest: None,
         detail: serde_json::json!({
@@ -298,6 +440,8 @@ async fn certify(
             "parent": spec.parent,
             "key_label": spec.key_label,
             "subject": spec.subject.to_string(),
+            "family": generation.family,
+            "generation": generation.number,
         })
         .to_string(),
     };
@@ -311,6 +455,8 @@ async fn certify(
                 serial: serial_hex,
                 cert_der,
                 created_at: unix_now(),
+                family: generation.family.to_owned(),
+                generation: generation.number,
             },
             audit,
         )

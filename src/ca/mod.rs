@@ -38,7 +38,8 @@ use crate::pki::{
     KeyType, PkiError, Profile, San, SignatureAlgorithm, SubjectSpec, csr, serial, verify,
 };
 use crate::store::{
-    BeginOutcome, CertFilter, CertPage, CertStatus, CertificateRecord, Store, StoreError,
+    BeginOutcome, CertFilter, CertPage, CertStatus, CertificateRecord, IssuerRecord, Store,
+    StoreError,
 };
 
 /// One problem with one field of a request.
@@ -343,6 +344,10 @@ pub struct Issuer {
     pub cert_der: Vec<u8>,
     /// Its public key.
     pub spki: SubjectPublicKeyInfoOwned,
+    /// The configured issuer it is a generation of (its own name for the first).
+    pub family: String,
+    /// 1 for the key the first ceremony made, one more for each `ceremony --rotate`.
+    pub generation: u32,
 }
 
 impl Issuer {
@@ -353,6 +358,35 @@ impl Issuer {
             signature: self.signature,
         }
     }
+}
+
+/// An issuer generation the ceremony recorded, with its certificate's key checked against
+/// the key in the HSM, so a misconfigured label can never sign under the wrong name.
+async fn load_issuer(
+    rec: &IssuerRecord,
+    signature: SignatureAlgorithm,
+    hsm: &Hsm,
+) -> Result<Issuer, CaError> {
+    let cert = Certificate::from_der(&rec.cert_der)
+        .map_err(|e| CaError::Internal(format!("issuer {} certificate: {e}", rec.name)))?;
+    let spki = cert.tbs_certificate().subject_public_key_info().clone();
+    if hsm.public_key(&rec.key_label).await? != spki {
+        return Err(CaError::FailedPrecondition(format!(
+            "issuer {}: the key labelled {:?} in the HSM is not the key of its certificate",
+            rec.name, rec.key_label
+        )));
+    }
+    Ok(Issuer {
+        name: rec.name.clone(),
+        parent: rec.parent.clone(),
+        key_label: rec.key_label.clone(),
+        signature,
+        cert,
+        cert_der: rec.cert_der.clone(),
+        spki,
+        family: rec.family.clone(),
+        generation: rec.generation,
+    })
 }
 
 /// The component named in health reports while the clock reads earlier than an issuer's
@@ -383,6 +417,10 @@ pub struct Authority {
     hsm: Hsm,
     store: Arc<dyn Store>,
     issuers: HashMap<String, Issuer>,
+    /// Each configured issuer's newest generation (family -> issuer name): the one that
+    /// signs new certificates, while the older ones keep signing CRLs and OCSP answers for
+    /// theirs.
+    current: HashMap<String, String>,
     /// The profiles, replaced whole by a reload (see [`Authority::reload_profiles`]); each
     /// request works with the set it found when it started.
     profiles: std::sync::RwLock<Arc<BTreeMap<String, Profile>>>,
@@ -430,39 +468,38 @@ impl Authority {
             .map_err(|e| CaError::FailedPrecondition(e.to_string()))?;
         let records = store.issuers().await?;
         let mut issuers = HashMap::new();
+        let mut current = HashMap::new();
         for spec in specs {
-            let Some(rec) = records.iter().find(|r| r.name == spec.name) else {
+            let mut family: Vec<&IssuerRecord> =
+                records.iter().filter(|r| r.family == spec.name).collect();
+            family.sort_by_key(|r| r.generation);
+            let Some(first) = family.first() else {
                 tracing::warn!(issuer = %spec.name, "issuer is configured but the ceremony has not created it");
                 continue;
             };
-            if rec.key_label != spec.key_label {
+            if first.key_label != spec.key_label {
                 return Err(CaError::FailedPrecondition(format!(
                     "issuer {}: configured key_label {:?} differs from the recorded {:?}",
-                    spec.name, spec.key_label, rec.key_label
+                    spec.name, spec.key_label, first.key_label
                 )));
             }
-            let cert = Certificate::from_der(&rec.cert_der)
-                .map_err(|e| CaError::Internal(format!("issuer {} certificate: {e}", rec.name)))?;
-            let spki = cert.tbs_certificate().subject_public_key_info().clone();
-            let hsm_spki = hsm.public_key(&spec.key_label).await?;
-            if hsm_spki != spki {
-                return Err(CaError::FailedPrecondition(format!(
-                    "issuer {}: the key labelled {:?} in the HSM is not the key of its certificate",
-                    spec.name, spec.key_label
-                )));
+            for rec in &family {
+                // The first generation signs as configured; a rotated one as the
+                // configuration said when the rotation made it.
+                let signature = if rec.generation == 1 {
+                    spec.signature
+                } else {
+                    rec.signature.parse().map_err(|e| {
+                        CaError::Internal(format!("issuer {} signature: {e}", rec.name))
+                    })?
+                };
+                let issuer = load_issuer(rec, signature, &hsm).await?;
+                current.insert(spec.name.clone(), rec.name.clone());
+                issuers.insert(rec.name.clone(), issuer);
             }
-            issuers.insert(
-                spec.name.clone(),
-                Issuer {
-                    name: spec.name.clone(),
-                    parent: spec.parent.clone(),
-                    key_label: spec.key_label.clone(),
-                    signature: spec.signature,
-                    cert,
-                    cert_der: rec.cert_der.clone(),
-                    spki,
-                },
-            );
+        }
+        for stray in records.iter().filter(|r| !issuers.contains_key(&r.name)) {
+            tracing::warn!(issuer = %stray.name, family = %stray.family, "issuer is recorded but not configured: it signs nothing, not even CRLs for its certificates");
         }
         let profiles = std::sync::RwLock::new(Arc::new(
             cfg.profiles()
@@ -472,6 +509,7 @@ impl Authority {
             hsm,
             store,
             issuers,
+            current,
             profiles,
             urls: Urls {
                 base: cfg.public_base_url(),
@@ -619,9 +657,27 @@ impl Authority {
         self.issuers.get(name)
     }
 
-    /// The loaded issuers.
+    /// The loaded issuers, every generation of each.
     pub fn issuers(&self) -> impl Iterator<Item = &Issuer> {
         self.issuers.values()
+    }
+
+    /// The generation that signs new certificates for the configured issuer `name`, or for
+    /// the family of the issuer generation `name`.
+    pub fn current_issuer(&self, name: &str) -> Option<&Issuer> {
+        let family = self.issuers.get(name).map_or(name, |i| i.family.as_str());
+        self.current.get(family).and_then(|n| self.issuers.get(n))
+    }
+
+    /// Every generation of the configured issuer `family`, oldest first.
+    pub fn generations(&self, family: &str) -> Vec<&Issuer> {
+        let mut all: Vec<&Issuer> = self
+            .issuers
+            .values()
+            .filter(|i| i.family == family)
+            .collect();
+        all.sort_by_key(|i| i.generation);
+        all
     }
 
     /// The issuing CA's certificate and its parents up to the root, DER.
@@ -814,6 +870,10 @@ impl Authority {
             key_type: verify::key_type_of(spki, "public key")?,
             validity_years,
         };
+        // A configured issuer: its current generation signs.
+        let issuer = self
+            .current_issuer(issuer)
+            .map_or(issuer, |i| i.name.as_str());
         self.certify_own(actor, request_id, shape, issuer, subject, sans, spki)
             .await
     }
@@ -1213,6 +1273,8 @@ impl Authority {
         profile: &Profile,
         requested: Option<&str>,
     ) -> Result<&'a Issuer, CaError> {
+        // A generation's name stands for its family: the current generation signs.
+        let requested = requested.map(|i| self.issuers.get(i).map_or(i, |g| g.family.as_str()));
         let issuer_name = match requested {
             Some(i) if profile.issuers.iter().any(|p| p == i) => i,
             Some(i) => {
@@ -1229,7 +1291,7 @@ impl Authority {
                 CaError::FailedPrecondition(format!("profile {} has no issuer", profile.name))
             })?,
         };
-        self.issuers.get(issuer_name).ok_or_else(|| {
+        self.current_issuer(issuer_name).ok_or_else(|| {
             CaError::FailedPrecondition(format!(
                 "issuer {issuer_name:?} has not been created yet; run `signet ceremony`"
             ))

@@ -156,15 +156,20 @@ impl Authority {
         let recorded: RecordedRequest = serde_json::from_str(&old.request_json).map_err(|e| {
             CaError::Internal(format!("stored request of certificate {old_serial}: {e}"))
         })?;
-        // Keep the old issuer while the profile still allows it; otherwise its default.
-        let issuer_name = if profile.issuers.contains(&old.issuer) {
-            old.issuer.as_str()
+        // Keep the old issuer (its current generation) while the profile still allows it;
+        // otherwise the profile's default.
+        let old_family = self
+            .issuers
+            .get(&old.issuer)
+            .map_or(old.issuer.as_str(), |i| i.family.as_str());
+        let issuer_name = if profile.issuers.iter().any(|p| p == old_family) {
+            old_family
         } else {
             profile.issuers.first().map(String::as_str).ok_or_else(|| {
                 CaError::FailedPrecondition(format!("profile {} has no issuer", profile.name))
             })?
         };
-        let issuer = self.issuers.get(issuer_name).ok_or_else(|| {
+        let issuer = self.current_issuer(issuer_name).ok_or_else(|| {
             CaError::FailedPrecondition(format!(
                 "issuer {issuer_name:?} has not been created yet; run `signet ceremony`"
             ))

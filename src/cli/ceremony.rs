@@ -6,12 +6,31 @@ use signet::config::Config;
 
 use super::common::{Parts, open_parts, runtime};
 
-/// `signet ceremony`: generate the configured keys and certify the hierarchy.
-pub(crate) fn run(cfg: Config) -> Result<(), String> {
+/// `signet ceremony`: generate the configured keys and certify the hierarchy; with
+/// `rotate`, give that issuing CA a new generation.
+pub(crate) fn run(cfg: Config, rotate: Option<&str>) -> Result<(), String> {
     super::common::log_findings(&cfg)?;
     let parts = open_parts(cfg)?;
     let rt = runtime()?;
-    hold_ceremony(&parts, &rt)?;
+    match rotate {
+        None => {
+            hold_ceremony(&parts, &rt)?;
+        }
+        Some(family) => {
+            let report = rt
+                .block_on(ceremony::rotate(
+                    &parts.cfg,
+                    &parts.hsm,
+                    &parts.store,
+                    family,
+                ))
+                .map_err(|e| e.to_string())?;
+            print_report(&report);
+            eprintln!(
+                "restart the daemon (or send it SIGTERM and start it again) for new certificates of {family} to come from the new generation"
+            );
+        }
+    }
     parts.hsm.close();
     Ok(())
 }

@@ -44,6 +44,130 @@ pub struct HsmConfig {
     /// until a reconnect succeeds.
     #[serde(default = "default_call_timeout_ms")]
     pub call_timeout_ms: u64,
+    /// The module's vendor-defined SM2 numbers: a vendor's published table by name
+    /// (`"tass"`, `"sansec"`, `"ibm-ep11"`) or the numbers themselves. Absent: no SM2.
+    pub sm2_mechanisms: Option<Sm2MechanismsConfig>,
+}
+
+/// `sm2_mechanisms`: a preset's name or a table of numbers.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Sm2MechanismsConfig {
+    /// A vendor table by name.
+    Preset(String),
+    /// The numbers, as the module's header or `pkcs11-tool -M` gives them.
+    Table {
+        /// CKA_KEY_TYPE of SM2 keys.
+        key_type: u64,
+        /// Key-pair generation mechanism.
+        keygen: u64,
+        /// SM2-with-SM3 over the message (the module computes Z).
+        sign: Option<u64>,
+        /// Raw SM2 over e = SM3(Z ‖ M) computed by signet.
+        digest_sign: Option<u64>,
+        /// `"raw"` (r ‖ s, the default) or `"der"`.
+        signature: Option<String>,
+        /// `"module"` (the default when `sign` is given) or `"host"`.
+        z: Option<String>,
+    },
+}
+
+/// The SM2 settings of a module from its `sm2_mechanisms` at `key` (`hsm`,
+/// `token.modules[0]`). signet signs with GM/T 0009's default distinguishing ID.
+pub(super) fn sm2_settings(
+    key: &str,
+    mechanisms: Option<&Sm2MechanismsConfig>,
+) -> Result<Option<crate::hsm::sm2::Sm2Settings>, ConfigError> {
+    use crate::hsm::sm2::{DEFAULT_ID, PRESETS, SignatureFormat, Sm2Mechanisms, ZComputed};
+    let Some(mechanisms) = mechanisms else {
+        return Ok(None);
+    };
+    let at = |f: &str| format!("{key}.sm2_mechanisms.{f}");
+    let mechanisms = match mechanisms {
+        Sm2MechanismsConfig::Preset(name) => PRESETS
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, m)| *m)
+            .ok_or_else(|| {
+                invalid(
+                    format!("{key}.sm2_mechanisms"),
+                    format!(
+                        "{name:?} is not a known table ({}); give the numbers as a table instead",
+                        PRESETS
+                            .iter()
+                            .map(|(n, _)| *n)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                )
+            })?,
+        Sm2MechanismsConfig::Table {
+            key_type,
+            keygen,
+            sign,
+            digest_sign,
+            signature,
+            z,
+        } => {
+            let signature = match signature.as_deref() {
+                None | Some("raw") => SignatureFormat::Raw,
+                Some("der") => SignatureFormat::Der,
+                Some(other) => {
+                    return Err(invalid(
+                        at("signature"),
+                        format!("{other:?}: use \"raw\" or \"der\""),
+                    ));
+                }
+            };
+            let z = match (z.as_deref(), sign) {
+                (None, Some(_)) | (Some("module"), _) => ZComputed::Module,
+                (None, None) | (Some("host"), _) => ZComputed::Host,
+                (Some(other), _) => {
+                    return Err(invalid(
+                        at("z"),
+                        format!("{other:?}: use \"module\" or \"host\""),
+                    ));
+                }
+            };
+            if z == ZComputed::Module && sign.is_none() {
+                return Err(invalid(
+                    at("sign"),
+                    "z = \"module\" needs the sign mechanism",
+                ));
+            }
+            if z == ZComputed::Host && digest_sign.is_none() {
+                return Err(invalid(
+                    at("digest_sign"),
+                    "z = \"host\" needs the digest_sign mechanism",
+                ));
+            }
+            for (f, v) in [
+                ("key_type", Some(*key_type)),
+                ("keygen", Some(*keygen)),
+                ("sign", *sign),
+                ("digest_sign", *digest_sign),
+            ] {
+                if v.is_some_and(|v| v < 0x8000_0000) {
+                    return Err(invalid(
+                        at(f),
+                        "not a vendor-defined number (0x80000000 and above); PKCS#11 has no standard SM2 numbers",
+                    ));
+                }
+            }
+            Sm2Mechanisms {
+                key_type: *key_type,
+                keygen: *keygen,
+                sign: *sign,
+                digest_sign: *digest_sign,
+                signature,
+                z,
+            }
+        }
+    };
+    Ok(Some(crate::hsm::sm2::Sm2Settings {
+        mechanisms,
+        id: DEFAULT_ID.to_vec(),
+    }))
 }
 
 fn default_pool_size() -> usize {

@@ -113,6 +113,35 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         self.hsm.validate()?;
+        if self.hsm_sm2()?.is_none() {
+            let sm2_keys = self
+                .issuers
+                .iter()
+                .enumerate()
+                .map(|(i, ic)| (format!("issuer[{i}].key_type"), ic.key_type))
+                .chain(
+                    self.tsa
+                        .iter()
+                        .map(|t| ("tsa.key_type".to_owned(), t.key_type)),
+                )
+                .chain(
+                    self.audit
+                        .iter()
+                        .map(|a| ("audit.key_type".to_owned(), a.key_type)),
+                )
+                .chain(std::iter::once((
+                    "ocsp.responder_key_type".to_owned(),
+                    self.ocsp.responder_key_type,
+                )));
+            for (key, key_type) in sm2_keys {
+                if key_type == crate::pki::KeyType::Sm2 {
+                    return Err(invalid(
+                        key,
+                        "an sm2 key needs the HSM's SM2 numbers: set [hsm] sm2_mechanisms (PKCS#11 has no standard SM2 mechanism)",
+                    ));
+                }
+            }
+        }
         self.ca.validate()?;
         if let Some(t) = &self.token {
             t.validate()?;
@@ -202,9 +231,9 @@ impl Config {
         })
     }
 
-    /// The token modules' paths, with their `module_env` set for this process (call at
-    /// start-up, before the modules are loaded).
-    pub fn token_modules(&self) -> Vec<PathBuf> {
+    /// The token modules' paths and SM2 numbers, with their `module_env` set for this
+    /// process (call at start-up, before the modules are loaded).
+    pub fn token_modules(&self) -> Vec<(PathBuf, Option<crate::hsm::sm2::Sm2Settings>)> {
         let Some(t) = &self.token else {
             return Vec::new();
         };
@@ -221,7 +250,11 @@ impl Config {
                     // threads that read the environment run.
                     unsafe { std::env::set_var(k, value) };
                 }
-                self.resolve(&m.path)
+                // Checked when the configuration was loaded.
+                let sm2 = super::hsm::sm2_settings("token.modules", m.sm2_mechanisms.as_ref())
+                    .ok()
+                    .flatten();
+                (self.resolve(&m.path), sm2)
             })
             .collect()
     }
@@ -271,7 +304,13 @@ impl Config {
             reconnect_initial: Duration::from_millis(self.hsm.reconnect_initial_ms),
             reconnect_max: Duration::from_millis(self.hsm.reconnect_max_ms),
             call_timeout: Duration::from_millis(self.hsm.call_timeout_ms),
+            sm2: self.hsm_sm2()?,
         })
+    }
+
+    /// The `[hsm]` module's SM2 settings, when it has SM2.
+    pub fn hsm_sm2(&self) -> Result<Option<crate::hsm::sm2::Sm2Settings>, ConfigError> {
+        super::hsm::sm2_settings("hsm", self.hsm.sm2_mechanisms.as_ref())
     }
 
     /// The SQLite database path.

@@ -455,3 +455,47 @@ fn new_profile_keys_are_checked_by_key() {
         "{ed:?}"
     );
 }
+
+#[test]
+fn sm2_keys_need_the_modules_sm2_numbers_which_are_vendor_defined() {
+    let sm2_issuer = GOOD.replacen(r#"key_type = "p256""#, r#"key_type = "sm2""#, 1);
+    let e = err(&sm2_issuer);
+    assert!(
+        e.contains("key_type") && e.contains("sm2_mechanisms"),
+        "{e}"
+    );
+    let with = |table: &str| {
+        sm2_issuer.replace(
+            r#"pin_env = "SIGNET_HSM_PIN""#,
+            &format!("pin_env = \"SIGNET_HSM_PIN\"\nsm2_mechanisms = {table}"),
+        )
+    };
+    let c = Config::from_toml(&with(r#""tass""#), Path::new(".")).unwrap();
+    let sm2 = c.hsm_sm2().unwrap().unwrap();
+    assert_eq!(sm2.mechanisms.keygen, 0x8000_8001);
+    assert_eq!(sm2.id, crate::hsm::sm2::DEFAULT_ID);
+    let e = err(&with(r#""acme""#));
+    assert!(
+        e.starts_with("hsm.sm2_mechanisms") && e.contains("tass"),
+        "{e}"
+    );
+    let e = err(&with(
+        "{ key_type = 0x80000004, keygen = 0x1040, sign = 0x80008100 }",
+    ));
+    assert!(
+        e.starts_with("hsm.sm2_mechanisms.keygen") && e.contains("vendor-defined"),
+        "{e}"
+    );
+    let e = err(&with(
+        "{ key_type = 0x80000004, keygen = 0x80008001, z = \"host\" }",
+    ));
+    assert!(e.starts_with("hsm.sm2_mechanisms.digest_sign"), "{e}");
+    let c = Config::from_toml(
+        &with("{ key_type = 0x80000004, keygen = 0x80008001, digest_sign = 0x80008000, signature = \"der\" }"),
+        Path::new("."),
+    )
+    .unwrap();
+    let m = c.hsm_sm2().unwrap().unwrap().mechanisms;
+    assert_eq!(m.z, crate::hsm::sm2::ZComputed::Host);
+    assert_eq!(m.signature, crate::hsm::sm2::SignatureFormat::Der);
+}

@@ -164,6 +164,17 @@ impl TokenConfig {
         if self.key_types.is_empty() {
             return Err(invalid("token.key_types", "list at least one key type"));
         }
+        let mut sm2 = false;
+        for (i, m) in self.modules.iter().enumerate() {
+            let key = format!("token.modules[{i}]");
+            sm2 |= super::hsm::sm2_settings(&key, m.sm2_mechanisms.as_ref())?.is_some();
+        }
+        if self.key_types.contains(&KeyType::Sm2) && !sm2 {
+            return Err(invalid(
+                "token.key_types",
+                "sm2 needs a module with its SM2 numbers ([[token.modules]] sm2_mechanisms)",
+            ));
+        }
         check_label_template(&self.label_template)
             .map_err(|m| invalid("token.label_template", m))?;
         match self.issuer.kind.as_str() {
@@ -203,6 +214,8 @@ pub struct TokenModuleConfig {
     /// Environment variables the module reads at load time, as in `[hsm]`.
     #[serde(default)]
     pub module_env: BTreeMap<String, String>,
+    /// The module's vendor-defined SM2 numbers, as in `[hsm]`, for SM2 keys on its tokens.
+    pub sm2_mechanisms: Option<super::hsm::Sm2MechanismsConfig>,
 }
 
 /// `[token.issuer]`: the CA that certifies tokens' keys.

@@ -16,6 +16,7 @@ use sha1::Digest;
 use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 
 use super::error::{Failure, HsmError, is_mechanism_rv};
+use super::sm2::Sm2Settings;
 use crate::pki::alg::{Hash, KeyType, SignatureAlgorithm, oid};
 
 /// The family of a key on the token, read once from CKA_KEY_TYPE when the key is found.
@@ -24,13 +25,17 @@ pub(crate) enum KeyKind {
     Rsa,
     Ec,
     Ed25519,
+    /// An SM2 key, of the module's vendor-defined key type.
+    Sm2,
 }
 
-/// A private key found on the token: its handle and family.
+/// A private key found on the token: its handle and family, and for an SM2 key whose
+/// signatures need Z computed on the host, its public point (04 ‖ x ‖ y).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct FoundKey {
     pub(crate) handle: ObjectHandle,
     pub(crate) kind: KeyKind,
+    pub(crate) sm2_point: Option<[u8; 65]>,
 }
 
 fn ck<T>(op: &'static str, r: cryptoki::error::Result<T>) -> Result<T, Failure> {
@@ -38,7 +43,11 @@ fn ck<T>(op: &'static str, r: cryptoki::error::Result<T>) -> Result<T, Failure> 
 }
 
 /// Find the private key labelled `label` (CKA_LABEL + CKA_CLASS private key).
-pub(crate) fn find_private_key(session: &Session, label: &str) -> Result<FoundKey, Failure> {
+pub(crate) fn find_private_key(
+    session: &Session,
+    label: &str,
+    sm2: Option<&Sm2Settings>,
+) -> Result<FoundKey, Failure> {
     let handles = ck(
         "C_FindObjects",
         session.find_objects(&[
@@ -62,8 +71,38 @@ pub(crate) fn find_private_key(session: &Session, label: &str) -> Result<FoundKe
             *h
         }
     };
-    let kind = key_kind(session, handle, label)?;
-    Ok(FoundKey { handle, kind })
+    found_key(session, handle, label, sm2, || {
+        public_key(session, label, sm2)
+    })
+}
+
+/// The private key `handle` with its family, and (for an SM2 key signed with Z computed on
+/// the host) its public point, read through `public`.
+pub(crate) fn found_key(
+    session: &Session,
+    handle: ObjectHandle,
+    label: &str,
+    sm2: Option<&Sm2Settings>,
+    public: impl FnOnce() -> Result<SubjectPublicKeyInfoOwned, Failure>,
+) -> Result<FoundKey, Failure> {
+    let kind = key_kind(session, handle, label, sm2)?;
+    let sm2_point = match sm2 {
+        Some(settings) if kind == KeyKind::Sm2 && settings.needs_public_point() => {
+            let spki = public()?;
+            let point: [u8; 65] = spki
+                .subject_public_key
+                .raw_bytes()
+                .try_into()
+                .map_err(|_| invalid(label, "the SM2 public key is not a 65-byte point"))?;
+            Some(point)
+        }
+        _ => None,
+    };
+    Ok(FoundKey {
+        handle,
+        kind,
+        sm2_point,
+    })
 }
 
 /// The family of the key `handle` (CKA_KEY_TYPE); `label` names it in the error for an
@@ -72,6 +111,7 @@ pub(crate) fn key_kind(
     session: &Session,
     handle: ObjectHandle,
     label: &str,
+    sm2: Option<&Sm2Settings>,
 ) -> Result<KeyKind, Failure> {
     let attrs = ck(
         "C_GetAttributeValue",
@@ -81,6 +121,11 @@ pub(crate) fn key_kind(
         Some(Attribute::KeyType(t)) if *t == CkKeyType::RSA => Ok(KeyKind::Rsa),
         Some(Attribute::KeyType(t)) if *t == CkKeyType::EC => Ok(KeyKind::Ec),
         Some(Attribute::KeyType(t)) if *t == CkKeyType::EC_EDWARDS => Ok(KeyKind::Ed25519),
+        Some(Attribute::KeyType(t))
+            if sm2.is_some_and(|s| u64::from(*t) == s.mechanisms.key_type) =>
+        {
+            Ok(KeyKind::Sm2)
+        }
         other => Err(Failure::Final(HsmError::InvalidKey {
             label: label.to_owned(),
             reason: format!("unsupported CKA_KEY_TYPE {other:?}"),
@@ -100,7 +145,7 @@ pub(crate) fn label_taken(session: &Session, label: &str) -> Result<bool, Failur
 fn pss(hash: Hash) -> PkcsPssParams {
     let (hash_alg, mgf) = match hash {
         Hash::Sha256 => (MechanismType::SHA256, PkcsMgfType::MGF1_SHA256),
-        Hash::Sha384 => (MechanismType::SHA384, PkcsMgfType::MGF1_SHA384),
+        Hash::Sha384 | Hash::Sm3 => (MechanismType::SHA384, PkcsMgfType::MGF1_SHA384),
     };
     PkcsPssParams {
         hash_alg,
@@ -122,6 +167,7 @@ pub(crate) fn check_kind(
         | SignatureAlgorithm::RsaPssSha384 => KeyKind::Rsa,
         SignatureAlgorithm::EcdsaSha256 | SignatureAlgorithm::EcdsaSha384 => KeyKind::Ec,
         SignatureAlgorithm::Ed25519 => KeyKind::Ed25519,
+        SignatureAlgorithm::Sm2Sm3 => KeyKind::Sm2,
     };
     if wanted != key.kind {
         return Err(Failure::Final(HsmError::Mechanism {
@@ -135,9 +181,20 @@ pub(crate) fn check_kind(
 
 /// The PKCS#11 mechanism for `alg` and the bytes to hand to C_Sign: the message itself,
 /// except for ECDSA, which is hashed here and signed with CKM_ECDSA (SoftHSM 2.6 has no
-/// CKM_ECDSA_SHA256).
-pub fn mechanism(alg: SignatureAlgorithm, message: &[u8]) -> (Mechanism<'static>, Cow<'_, [u8]>) {
-    match alg {
+/// CKM_ECDSA_SHA256), and SM2, whose mechanism and input come from the module's `sm2`
+/// settings (e computed here from the key's `sm2_point` when the module signs raw).
+pub fn mechanism<'m>(
+    alg: SignatureAlgorithm,
+    message: &'m [u8],
+    sm2: Option<&Sm2Settings>,
+    sm2_point: Option<&[u8]>,
+) -> Result<(Mechanism<'static>, Cow<'m, [u8]>), String> {
+    Ok(match alg {
+        SignatureAlgorithm::Sm2Sm3 => {
+            let settings =
+                sm2.ok_or("the module has no SM2 mechanisms configured ([hsm] sm2_mechanisms)")?;
+            return settings.mechanism(sm2_point, message);
+        }
         SignatureAlgorithm::RsaPkcs1Sha256 => (Mechanism::Sha256RsaPkcs, Cow::Borrowed(message)),
         SignatureAlgorithm::RsaPkcs1Sha384 => (Mechanism::Sha384RsaPkcs, Cow::Borrowed(message)),
         SignatureAlgorithm::RsaPssSha256 => (
@@ -156,20 +213,34 @@ pub fn mechanism(alg: SignatureAlgorithm, message: &[u8]) -> (Mechanism<'static>
             Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)),
             Cow::Borrowed(message),
         ),
-    }
+    })
 }
 
-/// The signature as X.509 and CMS carry it, from what C_Sign returned: ECDSA's raw r||s
-/// DER-encoded, anything else as it is.
-pub(crate) fn finish_signature(alg: SignatureAlgorithm, raw: Vec<u8>) -> Result<Vec<u8>, Failure> {
+/// The signature as X.509 and CMS carry it, from what C_Sign returned: ECDSA's and SM2's
+/// raw r‖s DER-encoded (an SM2 module that answers DER already is checked and kept), anything
+/// else as it is.
+pub(crate) fn finish_signature(
+    alg: SignatureAlgorithm,
+    raw: Vec<u8>,
+    sm2: Option<&Sm2Settings>,
+) -> Result<Vec<u8>, Failure> {
+    let bad = |reason: String| {
+        Failure::Final(HsmError::Pkcs11 {
+            op: "C_Sign",
+            rv: reason,
+        })
+    };
     match alg {
-        SignatureAlgorithm::EcdsaSha256 | SignatureAlgorithm::EcdsaSha384 => ecdsa_raw_to_der(&raw)
-            .map_err(|reason| {
-                Failure::Final(HsmError::Pkcs11 {
-                    op: "C_Sign",
-                    rv: reason,
-                })
-            }),
+        SignatureAlgorithm::Sm2Sm3
+            if sm2.is_some_and(|s| s.mechanisms.signature == super::sm2::SignatureFormat::Der) =>
+        {
+            EcdsaSigValue::from_der(&raw)
+                .map(|_| raw.clone())
+                .map_err(|e| bad(format!("the module's SM2 signature is not DER: {e}")))
+        }
+        SignatureAlgorithm::EcdsaSha256
+        | SignatureAlgorithm::EcdsaSha384
+        | SignatureAlgorithm::Sm2Sm3 => ecdsa_raw_to_der(&raw).map_err(bad),
         _ => Ok(raw),
     }
 }
@@ -182,9 +253,22 @@ pub(crate) fn sign(
     key: FoundKey,
     alg: SignatureAlgorithm,
     message: &[u8],
+    sm2: Option<&Sm2Settings>,
 ) -> Result<Vec<u8>, Failure> {
     check_kind(label, key, alg)?;
-    let (mechanism, data) = mechanism(alg, message);
+    let (mechanism, data) = mechanism(
+        alg,
+        message,
+        sm2,
+        key.sm2_point.as_ref().map(|p| p.as_slice()),
+    )
+    .map_err(|reason| {
+        Failure::Final(HsmError::Mechanism {
+            mechanism: alg.to_string(),
+            label: label.to_owned(),
+            reason,
+        })
+    })?;
     let raw = session
         .sign(&mechanism, key.handle, &data)
         .map_err(|e| match e {
@@ -195,7 +279,7 @@ pub(crate) fn sign(
             }),
             other => Failure::from_ck("C_Sign", other),
         })?;
-    finish_signature(alg, raw)
+    finish_signature(alg, raw, sm2)
 }
 
 /// Ecdsa-Sig-Value (RFC 3279 section 2.2.3).
@@ -238,6 +322,7 @@ fn invalid(label: &str, reason: impl Into<String>) -> Failure {
 pub(crate) fn public_key(
     session: &Session,
     label: &str,
+    sm2: Option<&Sm2Settings>,
 ) -> Result<SubjectPublicKeyInfoOwned, Failure> {
     let handles = ck(
         "C_FindObjects",
@@ -251,18 +336,21 @@ pub(crate) fn public_key(
             label: label.to_owned(),
         }));
     };
-    public_key_of(session, handle, label)
+    public_key_of(session, handle, label, sm2)
 }
 
-fn public_key_of(
+pub(crate) fn public_key_of(
     session: &Session,
     handle: ObjectHandle,
     label: &str,
+    sm2: Option<&Sm2Settings>,
 ) -> Result<SubjectPublicKeyInfoOwned, Failure> {
-    let kind = key_kind(session, handle, label)?;
+    let kind = key_kind(session, handle, label, sm2)?;
     let wanted: &[AttributeType] = match kind {
         KeyKind::Rsa => &[AttributeType::Modulus, AttributeType::PublicExponent],
-        KeyKind::Ec | KeyKind::Ed25519 => &[AttributeType::EcParams, AttributeType::EcPoint],
+        KeyKind::Ec | KeyKind::Ed25519 | KeyKind::Sm2 => {
+            &[AttributeType::EcParams, AttributeType::EcPoint]
+        }
     };
     let attrs = ck(
         "C_GetAttributeValue",
@@ -286,6 +374,10 @@ fn public_key_of(
     let spki = match kind {
         KeyKind::Rsa => rsa_spki(&first, &second),
         KeyKind::Ec => ec_spki(&first, &second),
+        KeyKind::Sm2 => match ObjectIdentifier::from_der(&first) {
+            Ok(curve) if curve == oid::SM2_P256V1 => ec_spki(&first, &second),
+            _ => Err("an SM2 key whose CKA_EC_PARAMS is not sm2p256v1".into()),
+        },
         KeyKind::Ed25519 => ed25519_spki(&second),
     };
     spki.map_err(|reason| invalid(label, reason))
@@ -337,7 +429,7 @@ pub fn ec_spki(params: &[u8], point: &[u8]) -> Result<SubjectPublicKeyInfoOwned,
     let curve = ObjectIdentifier::from_der(params)
         .map_err(|e| format!("CKA_EC_PARAMS is not a named curve: {e}"))?;
     let field_len = match curve {
-        c if c == oid::SECP256R1 => 32,
+        c if c == oid::SECP256R1 || c == oid::SM2_P256V1 => 32,
         c if c == oid::SECP384R1 => 48,
         other => return Err(format!("curve {other} is not supported")),
     };
@@ -377,6 +469,7 @@ pub(crate) fn generate(
     session: &Session,
     label: &str,
     key_type: KeyType,
+    sm2: Option<&Sm2Settings>,
 ) -> Result<SubjectPublicKeyInfoOwned, Failure> {
     if label_taken(session, label)? {
         return Err(Failure::Final(HsmError::KeyExists {
@@ -430,6 +523,26 @@ pub(crate) fn generate(
             public.push(Attribute::EcParams(curve_params(oid::ED25519)?));
             Mechanism::EccEdwardsKeyPairGen
         }
+        KeyType::Sm2 => {
+            let settings = sm2.ok_or_else(|| {
+                Failure::Final(HsmError::Mechanism {
+                    mechanism: "sm2 key generation".into(),
+                    label: label.to_owned(),
+                    reason: "the module has no SM2 mechanisms configured ([hsm] sm2_mechanisms)"
+                        .into(),
+                })
+            })?;
+            let key_type = CkKeyType::new_vendor_defined(
+                settings.mechanisms.key_type as cryptoki_sys::CK_KEY_TYPE,
+            )
+            .map_err(|e| invalid(label, format!("SM2 key type: {e}")))?;
+            public.push(Attribute::EcParams(curve_params(oid::SM2_P256V1)?));
+            public.push(Attribute::KeyType(key_type));
+            private.push(Attribute::KeyType(key_type));
+            settings
+                .keygen_mechanism()
+                .map_err(|reason| invalid(label, reason))?
+        }
     };
     let (pub_handle, priv_handle) = session
         .generate_key_pair(&mechanism, &public, &private)
@@ -441,7 +554,7 @@ pub(crate) fn generate(
             }),
             other => Failure::from_ck("C_GenerateKeyPair", other),
         })?;
-    let linked = public_key_of(session, pub_handle, label).and_then(|spki| {
+    let linked = public_key_of(session, pub_handle, label, sm2).and_then(|spki| {
         let id = Attribute::Id(key_id(&spki));
         ck(
             "C_SetAttributeValue",

@@ -47,6 +47,7 @@ mod error;
 pub(crate) mod keys;
 mod module;
 mod pool;
+pub mod sm2;
 pub mod softhsm;
 pub mod token;
 mod uri;
@@ -94,6 +95,9 @@ pub struct HsmSettings {
     /// [`HsmError::Unavailable`]; an operation that overruns it also marks the HSM
     /// unavailable and starts a reconnect.
     pub call_timeout: Duration,
+    /// The module's vendor-defined SM2 numbers and the distinguishing ID to sign with, when
+    /// it has SM2.
+    pub sm2: Option<sm2::Sm2Settings>,
 }
 
 /// A handle on the HSM. Cheap to clone; the last clone dropped closes the sessions and
@@ -118,6 +122,8 @@ struct Inner {
     reconnect_max: Duration,
     /// The bound on the wait for a session and on one operation.
     call_timeout: Duration,
+    /// The module's SM2 numbers, when it has them.
+    sm2: Option<Arc<sm2::Sm2Settings>>,
     /// The operations waiting for a signer thread (one thread per pooled session).
     queue: Arc<Queue<Slot>>,
     /// The token's sessions, `None` while the device is unavailable or after close.
@@ -178,6 +184,7 @@ impl Hsm {
                 .max(settings.reconnect_initial)
                 .max(MIN_RECONNECT_DELAY),
             call_timeout: settings.call_timeout.max(MIN_CALL_TIMEOUT),
+            sm2: settings.sm2.map(Arc::new),
             queue: Arc::new(Queue::new()),
             live: Mutex::new(None),
             available: AtomicBool::new(false),
@@ -229,7 +236,7 @@ impl Hsm {
             .blocking(self.inner.call_timeout, move |inner, call, slot| {
                 inner.run(call, slot, |w| {
                     let key = w.private_key(&label)?;
-                    keys::sign(&w.session, &label, key, alg, &message)
+                    keys::sign(&w.session, &label, key, alg, &message, w.sm2())
                 })
             })
             .await;
@@ -248,7 +255,9 @@ impl Hsm {
     pub async fn public_key(&self, key_label: &str) -> Result<SubjectPublicKeyInfoOwned, HsmError> {
         let label = key_label.to_owned();
         self.blocking(self.inner.call_timeout, move |inner, call, slot| {
-            inner.run(call, slot, |w| keys::public_key(&w.session, &label))
+            inner.run(call, slot, |w| {
+                keys::public_key(&w.session, &label, w.sm2())
+            })
         })
         .await
     }
@@ -278,7 +287,10 @@ impl Hsm {
         let generated = self
             .blocking(limit, move |inner, call, slot| {
                 inner.run(call, slot, |w| {
-                    w.with_rw_session(|session| keys::generate(session, &label, key_type))
+                    let sm2 = w.sm2_settings();
+                    w.with_rw_session(|session| {
+                        keys::generate(session, &label, key_type, sm2.as_deref())
+                    })
                 })
             })
             .await;
@@ -477,7 +489,14 @@ impl Inner {
         if module.generation != generation {
             return Err(Failure::Device("the module was finalised meanwhile".into()));
         }
-        Live::connect(pkcs11, generation, &self.token, &self.pin, self.pool_size)
+        Live::connect(
+            pkcs11,
+            generation,
+            &self.token,
+            &self.pin,
+            self.pool_size,
+            self.sm2.clone(),
+        )
     }
 
     /// Run one operation on the signer thread's session (taking one from the pool if the

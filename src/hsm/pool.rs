@@ -12,6 +12,7 @@
 //! number may by now belong to a newer session.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use cryptoki::context::Pkcs11;
 use cryptoki::error::{Error as CkError, RvError};
@@ -21,6 +22,7 @@ use cryptoki::types::AuthPin;
 
 use super::error::{Failure, HsmError};
 use super::keys::{self, FoundKey};
+use super::sm2::Sm2Settings;
 use super::uri::TokenSelector;
 use crate::secret::Secret;
 
@@ -35,6 +37,8 @@ pub(crate) struct Worker {
     generation: u64,
     /// Private-key handles by label, found once through this session.
     keys: HashMap<String, FoundKey>,
+    /// The module's SM2 numbers, when it has them.
+    sm2: Option<Arc<Sm2Settings>>,
 }
 
 impl Worker {
@@ -43,14 +47,31 @@ impl Worker {
         self.generation
     }
 
-    fn new(session: Session, pkcs11: Pkcs11, slot: Slot, generation: u64) -> Worker {
+    fn new(
+        session: Session,
+        pkcs11: Pkcs11,
+        slot: Slot,
+        generation: u64,
+        sm2: Option<Arc<Sm2Settings>>,
+    ) -> Worker {
         Worker {
             session,
             pkcs11,
             slot,
             generation,
             keys: HashMap::new(),
+            sm2,
         }
+    }
+
+    /// The module's SM2 numbers, when it has them.
+    pub(crate) fn sm2(&self) -> Option<&Sm2Settings> {
+        self.sm2.as_deref()
+    }
+
+    /// The module's SM2 numbers, to move into a closure.
+    pub(crate) fn sm2_settings(&self) -> Option<Arc<Sm2Settings>> {
+        self.sm2.clone()
     }
 
     /// Run `write` in a read-write session opened for it and closed after it.
@@ -80,7 +101,7 @@ impl Worker {
 
     /// Look the key up on the token even if cached; a re-found handle replaces the old one.
     pub(crate) fn find_private_key(&mut self, label: &str) -> Result<FoundKey, Failure> {
-        match keys::find_private_key(&self.session, label) {
+        match keys::find_private_key(&self.session, label, self.sm2.as_deref()) {
             Ok(key) => {
                 tracing::debug!(label, handle = %key.handle, "key handle found and cached");
                 self.keys.insert(label.to_owned(), key);
@@ -104,6 +125,8 @@ pub(crate) struct Live {
     generation: u64,
     /// Holds the login for the whole application; never used to sign, never logged out.
     login: Option<Session>,
+    /// The module's SM2 numbers, handed to every worker.
+    sm2: Option<Arc<Sm2Settings>>,
     /// Sessions opened and not yet taken by a signer thread.
     idle: Vec<Worker>,
     /// The configured pool size.
@@ -175,6 +198,7 @@ impl Live {
         selector: &TokenSelector,
         pin: &Secret,
         pool_size: usize,
+        sm2: Option<Arc<Sm2Settings>>,
     ) -> Result<Live, Failure> {
         let slot = find_token(&pkcs11, selector)?;
         let mut live = Live {
@@ -182,6 +206,7 @@ impl Live {
             slot,
             generation,
             login: None,
+            sm2,
             idle: Vec::with_capacity(pool_size),
             pool_size,
         };
@@ -231,6 +256,7 @@ impl Live {
             self.pkcs11.clone(),
             self.slot,
             self.generation,
+            self.sm2.clone(),
         ))
     }
 

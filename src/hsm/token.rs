@@ -128,6 +128,8 @@ pub enum CertificateCategory {
 /// A PKCS#11 module that serves subscribers' tokens. Cheap to share behind an `Arc`.
 pub struct TokenModule {
     module: Arc<Module>,
+    /// The module's SM2 numbers, when it has them.
+    sm2: Option<super::sm2::Sm2Settings>,
 }
 
 impl std::fmt::Debug for TokenModule {
@@ -152,8 +154,14 @@ impl TokenModule {
     /// Register as a user of the module at `path` (loaded and initialised on first use,
     /// shared with any `Hsm` of the process on the same file).
     pub fn open(path: &Path) -> TokenModule {
+        TokenModule::open_with_sm2(path, None)
+    }
+
+    /// As [`TokenModule::open`], for a module with SM2 under the vendor numbers `sm2`.
+    pub fn open_with_sm2(path: &Path, sm2: Option<super::sm2::Sm2Settings>) -> TokenModule {
         TokenModule {
             module: Module::acquire(path),
+            sm2,
         }
     }
 
@@ -263,6 +271,7 @@ impl TokenModule {
             let s = TokenSession {
                 session,
                 module: self.module.path(),
+                sm2: self.sm2.as_ref(),
             };
             f(&s)
         })
@@ -308,6 +317,7 @@ fn token_info(slot: Slot, info: &cryptoki::slot::TokenInfo) -> TokenInfo {
 pub struct TokenSession<'a> {
     session: Session,
     module: &'a Path,
+    sm2: Option<&'a super::sm2::Sm2Settings>,
 }
 
 fn login_as(session: &Session, user: UserType, pin: &Secret) -> Result<(), HsmError> {
@@ -368,7 +378,8 @@ impl TokenSession<'_> {
         label: &str,
         key_type: KeyType,
     ) -> Result<(SubjectPublicKeyInfoOwned, Vec<u8>), HsmError> {
-        let spki = keys::generate(&self.session, label, key_type).map_err(Failure::into_error)?;
+        let spki = keys::generate(&self.session, label, key_type, self.sm2)
+            .map_err(Failure::into_error)?;
         let id = keys::key_id(&spki);
         Ok((spki, id))
     }
@@ -421,11 +432,12 @@ impl TokenSession<'_> {
         if always {
             return self.sign_context_login(&label, key, alg, message, pin);
         }
-        match keys::sign(&self.session, &label, key, alg, message) {
+        match keys::sign(&self.session, &label, key, alg, message, self.sm2) {
             Err(Failure::Session(_)) if !self.user_logged_in() => {
                 tracing::info!("the token dropped the login; logging in again");
                 self.login_user(pin)?;
-                keys::sign(&self.session, &label, key, alg, message).map_err(Failure::into_error)
+                keys::sign(&self.session, &label, key, alg, message, self.sm2)
+                    .map_err(Failure::into_error)
             }
             other => other.map_err(Failure::into_error),
         }
@@ -447,9 +459,20 @@ impl TokenSession<'_> {
             .ok_or_else(|| HsmError::KeyNotFound {
                 label: format!("id {}", hex::encode(id)),
             })?;
-        let kind =
-            keys::key_kind(&self.session, handle, &hex::encode(id)).map_err(Failure::into_error)?;
-        Ok(FoundKey { handle, kind })
+        let label = hex::encode(id);
+        keys::found_key(&self.session, handle, &label, self.sm2, || {
+            let public = *self
+                .find(ObjectClass::PUBLIC_KEY, id)
+                .map_err(Failure::Final)?
+                .first()
+                .ok_or_else(|| {
+                    Failure::Final(HsmError::KeyNotFound {
+                        label: format!("public key of id {label}"),
+                    })
+                })?;
+            keys::public_key_of(&self.session, public, &label, self.sm2)
+        })
+        .map_err(Failure::into_error)
     }
 
     /// C_SignInit, C_Login(CKU_CONTEXT_SPECIFIC), C_Sign: the order PKCS#11 prescribes for
@@ -474,7 +497,17 @@ impl TokenSession<'_> {
             });
         }
         keys::check_kind(label, key, alg).map_err(Failure::into_error)?;
-        let (mechanism, data) = keys::mechanism(alg, message);
+        let (mechanism, data) = keys::mechanism(
+            alg,
+            message,
+            self.sm2,
+            key.sm2_point.as_ref().map(|p| p.as_slice()),
+        )
+        .map_err(|reason| HsmError::Mechanism {
+            mechanism: alg.to_string(),
+            label: label.to_owned(),
+            reason,
+        })?;
         ck("C_SignInit", self.session.sign_init(&mechanism, key.handle))?;
         login_as(&self.session, UserType::ContextSpecific, pin)?;
         // SAFETY: the module is the one this process already loaded (the loader hands back
@@ -504,7 +537,7 @@ impl TokenSession<'_> {
             out.truncate(len as usize);
             out
         };
-        keys::finish_signature(alg, raw).map_err(Failure::into_error)
+        keys::finish_signature(alg, raw, self.sm2).map_err(Failure::into_error)
     }
 
     /// Write an X.509 certificate object (CKA_ID, CKA_LABEL, CKA_SUBJECT, CKA_ISSUER,

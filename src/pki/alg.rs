@@ -54,6 +54,13 @@ pub mod oid {
         ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.4");
     /// id-Ed25519 (RFC 8410).
     pub const ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
+    /// sm2p256v1, the SM2 curve (GM/T 0006, GB/T 33560): the namedCurve of an
+    /// id-ecPublicKey SM2 key in GM/T 0015 certificates.
+    pub const SM2_P256V1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.156.10197.1.301");
+    /// SM2-with-SM3 signature (GM/T 0006).
+    pub const SM2_WITH_SM3: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.156.10197.1.501");
+    /// The SM3 hash (GM/T 0006).
+    pub const SM3: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.156.10197.1.401");
 }
 
 /// A key type signet can generate in an HSM or on a token, or accept in a CSR.
@@ -72,17 +79,20 @@ pub enum KeyType {
     P384,
     /// EdDSA on edwards25519.
     Ed25519,
+    /// SM2 (GM/T 0003) on sm2p256v1.
+    Sm2,
 }
 
 impl KeyType {
     /// Every key type, in the order they are listed to users.
-    pub const ALL: [KeyType; 6] = [
+    pub const ALL: [KeyType; 7] = [
         KeyType::Rsa2048,
         KeyType::Rsa3072,
         KeyType::Rsa4096,
         KeyType::P256,
         KeyType::P384,
         KeyType::Ed25519,
+        KeyType::Sm2,
     ];
 
     /// The name used in configuration files, on the command line and in the store.
@@ -94,6 +104,7 @@ impl KeyType {
             KeyType::P256 => "p256",
             KeyType::P384 => "p384",
             KeyType::Ed25519 => "ed25519",
+            KeyType::Sm2 => "sm2",
         }
     }
 
@@ -120,6 +131,7 @@ impl KeyType {
             KeyType::P256 => SignatureAlgorithm::EcdsaSha256,
             KeyType::P384 => SignatureAlgorithm::EcdsaSha384,
             KeyType::Ed25519 => SignatureAlgorithm::Ed25519,
+            KeyType::Sm2 => SignatureAlgorithm::Sm2Sm3,
         }
     }
 }
@@ -165,6 +177,9 @@ pub enum SignatureAlgorithm {
     EcdsaSha384,
     /// Ed25519 (pure EdDSA).
     Ed25519,
+    /// SM2 with SM3 (GM/T 0003, GM/T 0009): e = SM3(Z ‖ message), Z from the signer's
+    /// distinguishing ID and public key; the signature DER-encoded as SM2Signature.
+    Sm2Sm3,
 }
 
 /// The hash functions used by the signature algorithms above.
@@ -174,6 +189,8 @@ pub enum Hash {
     Sha256,
     /// SHA-384.
     Sha384,
+    /// SM3 (GM/T 0004).
+    Sm3,
 }
 
 impl Hash {
@@ -183,13 +200,14 @@ impl Hash {
         match self {
             Hash::Sha256 => sha2::Sha256::digest(data).to_vec(),
             Hash::Sha384 => sha2::Sha384::digest(data).to_vec(),
+            Hash::Sm3 => sm3::Sm3::digest(data).to_vec(),
         }
     }
 
     /// The digest length in bytes (also the PSS salt length signet uses).
     pub fn output_len(self) -> usize {
         match self {
-            Hash::Sha256 => 32,
+            Hash::Sha256 | Hash::Sm3 => 32,
             Hash::Sha384 => 48,
         }
     }
@@ -199,6 +217,7 @@ impl Hash {
         match self {
             Hash::Sha256 => oid::SHA256,
             Hash::Sha384 => oid::SHA384,
+            Hash::Sm3 => oid::SM3,
         }
     }
 }
@@ -216,7 +235,31 @@ struct PssParams {
     salt_len: u32,
 }
 
+impl FromStr for SignatureAlgorithm {
+    type Err = String;
+
+    /// The algorithm with this configuration name (as [`SignatureAlgorithm::name`] gives it).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        SignatureAlgorithm::ALL
+            .into_iter()
+            .find(|a| a.name() == s)
+            .ok_or_else(|| format!("{s:?} is not a signature algorithm signet knows"))
+    }
+}
+
 impl SignatureAlgorithm {
+    /// Every algorithm, in declaration order.
+    pub const ALL: [SignatureAlgorithm; 8] = [
+        SignatureAlgorithm::RsaPkcs1Sha256,
+        SignatureAlgorithm::RsaPkcs1Sha384,
+        SignatureAlgorithm::RsaPssSha256,
+        SignatureAlgorithm::RsaPssSha384,
+        SignatureAlgorithm::EcdsaSha256,
+        SignatureAlgorithm::EcdsaSha384,
+        SignatureAlgorithm::Ed25519,
+        SignatureAlgorithm::Sm2Sm3,
+    ];
+
     /// The name used in configuration files.
     pub fn name(self) -> &'static str {
         match self {
@@ -227,6 +270,7 @@ impl SignatureAlgorithm {
             SignatureAlgorithm::EcdsaSha256 => "ecdsa-sha256",
             SignatureAlgorithm::EcdsaSha384 => "ecdsa-sha384",
             SignatureAlgorithm::Ed25519 => "ed25519",
+            SignatureAlgorithm::Sm2Sm3 => "sm2-sm3",
         }
     }
 
@@ -239,6 +283,7 @@ impl SignatureAlgorithm {
             SignatureAlgorithm::RsaPkcs1Sha384
             | SignatureAlgorithm::RsaPssSha384
             | SignatureAlgorithm::EcdsaSha384 => Some(Hash::Sha384),
+            SignatureAlgorithm::Sm2Sm3 => Some(Hash::Sm3),
             SignatureAlgorithm::Ed25519 => None,
         }
     }
@@ -253,12 +298,13 @@ impl SignatureAlgorithm {
             SignatureAlgorithm::EcdsaSha256 => key == KeyType::P256,
             SignatureAlgorithm::EcdsaSha384 => key == KeyType::P384,
             SignatureAlgorithm::Ed25519 => key == KeyType::Ed25519,
+            SignatureAlgorithm::Sm2Sm3 => key == KeyType::Sm2,
         }
     }
 
     /// The AlgorithmIdentifier placed in `signatureAlgorithm` of certificates, CRLs and
-    /// OCSP responses. Parameters follow RFC 4055 (NULL for PKCS#1 v1.5, explicit PSS params)
-    /// and RFC 5758 / RFC 8410 (absent for ECDSA and Ed25519).
+    /// OCSP responses. Parameters follow RFC 4055 (NULL for PKCS#1 v1.5, explicit PSS params),
+    /// RFC 5758 / RFC 8410 (absent for ECDSA and Ed25519) and GM/T 0015 (absent for SM2).
     pub fn algorithm_identifier(self) -> AlgorithmIdentifierOwned {
         let null = || Some(Any::encode_from(&Null).expect("NULL always encodes"));
         match self {
@@ -303,6 +349,11 @@ impl SignatureAlgorithm {
                 oid: oid::ED25519,
                 parameters: None,
             },
+            // GM/T 0015: parameters absent (a NULL is accepted when reading).
+            SignatureAlgorithm::Sm2Sm3 => AlgorithmIdentifierOwned {
+                oid: oid::SM2_WITH_SM3,
+                parameters: None,
+            },
         }
     }
 }
@@ -310,5 +361,22 @@ impl SignatureAlgorithm {
 impl fmt::Display for SignatureAlgorithm {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SignatureAlgorithm;
+
+    #[test]
+    fn every_algorithm_reads_back_from_its_name_which_is_also_its_configuration_spelling() {
+        for a in SignatureAlgorithm::ALL {
+            assert_eq!(a.name().parse::<SignatureAlgorithm>(), Ok(a));
+            let from_toml: SignatureAlgorithm =
+                serde_json::from_value(serde_json::Value::String(a.name().into())).unwrap();
+            assert_eq!(from_toml, a);
+        }
+        let e = "rsa-md5".parse::<SignatureAlgorithm>().unwrap_err();
+        assert!(e.contains("rsa-md5"), "{e}");
     }
 }

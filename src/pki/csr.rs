@@ -9,7 +9,7 @@ use x509_cert::request::CertReqInfo;
 
 use super::PkiError;
 use super::alg::KeyType;
-use super::verify::{key_type_of, verify_signature};
+use super::verify::{SM2_STANDARD_ID, key_type_of, verify_signature_sm2_ids};
 
 /// Largest CSR accepted, in bytes. A 4096-bit RSA request is under 2 KiB; anything near this
 /// limit is not a request signet would issue for.
@@ -78,7 +78,18 @@ pub fn check_csr(der: &[u8]) -> Result<CheckedCsr, PkiError> {
         .signature
         .as_bytes()
         .ok_or_else(|| bad_csr("signature BIT STRING has unused bits"))?;
-    verify_signature(&spki, &raw.algorithm, &info_der, signature, "csr").map_err(|e| match e {
+    // An SM2 request is signed under its maker's distinguishing ID, which PKCS#10 does not
+    // carry: GM/T 0009's default (what signet's tokens and most Chinese tools use) or the empty
+    // ID OpenSSL 3.0 signs with unless told `-sigopt distid:...`. Either proves possession.
+    verify_signature_sm2_ids(
+        &spki,
+        &raw.algorithm,
+        &info_der,
+        signature,
+        "csr",
+        &[SM2_STANDARD_ID, ""],
+    )
+    .map_err(|e| match e {
         PkiError::BadSignature { .. } => bad_csr(
             "self-signature does not verify, so the request does not prove possession of the key",
         ),

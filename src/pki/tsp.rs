@@ -202,6 +202,8 @@ fn imprint_len(oid: &ObjectIdentifier) -> Option<usize> {
         ID_SHA256 => Some(32),
         ID_SHA384 => Some(48),
         ID_SHA512 => Some(64),
+        // GM/T 0033 timestamps of SM3 digests.
+        super::alg::oid::SM3 => Some(32),
         _ => None,
     }
 }
@@ -232,7 +234,7 @@ pub fn parse_request(der: &[u8], policy: &ObjectIdentifier) -> Result<TimeStampR
         return Err(Rejection::new(
             FailureInfo::BadAlg,
             format!(
-                "messageImprint.hashAlgorithm: {} is not accepted (use SHA-256, SHA-384 or SHA-512)",
+                "messageImprint.hashAlgorithm: {} is not accepted (use SHA-256, SHA-384, SHA-512 or SM3)",
                 alg.oid
             ),
         ));
@@ -517,7 +519,12 @@ mod tests {
     #[test]
     fn accepted_and_refused_imprints() {
         let policy = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.99999.2.1");
-        for (oid, len) in [(ID_SHA256, 32), (ID_SHA384, 48), (ID_SHA512, 64)] {
+        for (oid, len) in [
+            (ID_SHA256, 32),
+            (ID_SHA384, 48),
+            (ID_SHA512, 64),
+            (super::super::alg::oid::SM3, 32),
+        ] {
             let r = parse_request(&request(oid, len, Some(&[1, 2, 3])), &policy).unwrap();
             assert!(r.cert_req);
         }

@@ -49,10 +49,19 @@ impl HashAlg {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Scheme {
     RsaPkcs1(HashAlg),
-    RsaPss { hash: HashAlg, salt_len: usize },
+    RsaPss {
+        hash: HashAlg,
+        salt_len: usize,
+    },
     Ecdsa(HashAlg),
     Ed25519,
+    /// SM2 with SM3 (GM/T 0003, GM/T 0009).
+    Sm2Sm3,
 }
+
+/// The distinguishing IDs an SM2 signature is checked under: GM/T 0009's default, which
+/// signet signs with.
+pub const SM2_STANDARD_ID: &str = "1234567812345678";
 
 /// RSASSA-PSS-params as they may appear on the wire (RFC 4055 section 3.1): every field has a
 /// DEFAULT, so every field is optional here.
@@ -168,19 +177,25 @@ fn scheme_of(alg: &AlgorithmIdentifierOwned, what: &str) -> Result<Scheme, PkiEr
         oid::ECDSA_WITH_SHA384 => Scheme::Ecdsa(HashAlg::Sha384),
         oid::ECDSA_WITH_SHA512 => Scheme::Ecdsa(HashAlg::Sha512),
         oid::ED25519 => Scheme::Ed25519,
+        oid::SM2_WITH_SM3 => Scheme::Sm2Sm3,
         other => {
             return Err(PkiError::invalid(
                 what,
                 format!(
                     "signature algorithm {} is not accepted (sha256/384/512WithRSAEncryption, \
-                     RSASSA-PSS, ecdsa-with-SHA256/384/512 or Ed25519)",
+                     RSASSA-PSS, ecdsa-with-SHA256/384/512, Ed25519 or SM2-with-SM3)",
                     oid_name(&other)
                 ),
             ));
         }
     };
-    // RFC 4055: NULL (or, tolerated, absent) for PKCS#1 v1.5; RFC 5758 / RFC 8410: absent.
-    check_no_params(alg, matches!(scheme, Scheme::RsaPkcs1(_)), what)?;
+    // RFC 4055: NULL (or, tolerated, absent) for PKCS#1 v1.5; RFC 5758 / RFC 8410: absent;
+    // GM/T 0015: absent for SM2-with-SM3, a NULL tolerated.
+    check_no_params(
+        alg,
+        matches!(scheme, Scheme::RsaPkcs1(_) | Scheme::Sm2Sm3),
+        what,
+    )?;
     Ok(scheme)
 }
 
@@ -197,12 +212,26 @@ pub fn verify_signature(
     signature: &[u8],
     what: &str,
 ) -> Result<(), PkiError> {
+    verify_signature_sm2_ids(spki, alg, message, signature, what, &[SM2_STANDARD_ID])
+}
+
+/// [`verify_signature`], an SM2 signature accepted when it verifies under any of `sm2_ids`
+/// (the signer's distinguishing ID, which the signed object does not carry).
+pub fn verify_signature_sm2_ids(
+    spki: &SubjectPublicKeyInfoOwned,
+    alg: &AlgorithmIdentifierOwned,
+    message: &[u8],
+    signature: &[u8],
+    what: &str,
+    sm2_ids: &[&str],
+) -> Result<(), PkiError> {
     let scheme = scheme_of(alg, what)?;
     let key = key_type_of(spki, what)?;
     let fits = match scheme {
         Scheme::RsaPkcs1(_) | Scheme::RsaPss { .. } => key.is_rsa(),
         Scheme::Ecdsa(_) => matches!(key, KeyType::P256 | KeyType::P384),
         Scheme::Ed25519 => key == KeyType::Ed25519,
+        Scheme::Sm2Sm3 => key == KeyType::Sm2,
     };
     if !fits {
         return Err(PkiError::invalid(
@@ -214,9 +243,13 @@ pub fn verify_signature(
         ));
     }
     let key_bits = spki.subject_public_key.raw_bytes();
-    let ok = match verify_with_ring(scheme, key, key_bits, message, signature) {
-        Some(ok) => ok,
-        None => verify_with_rustcrypto(scheme, key, spki, message, signature, what)?,
+    let ok = if scheme == Scheme::Sm2Sm3 {
+        verify_sm2(key_bits, message, signature, sm2_ids, what)?
+    } else {
+        match verify_with_ring(scheme, key, key_bits, message, signature) {
+            Some(ok) => ok,
+            None => verify_with_rustcrypto(scheme, key, spki, message, signature, what)?,
+        }
     };
     if ok {
         Ok(())
@@ -332,7 +365,30 @@ fn verify_with_rustcrypto(
             ed25519_dalek::Signature::from_slice(signature)
                 .is_ok_and(|sig| vk.verify_strict(message, &sig).is_ok())
         }
+        Scheme::Sm2Sm3 => verify_sm2(key_bits, message, signature, &[SM2_STANDARD_ID], what)?,
     })
+}
+
+/// An SM2 signature (DER SM2Signature) over `message` by the key `point`, under any of `ids`.
+fn verify_sm2(
+    point: &[u8],
+    message: &[u8],
+    signature: &[u8],
+    ids: &[&str],
+    what: &str,
+) -> Result<bool, PkiError> {
+    use sm2::dsa::signature::Verifier;
+    let Ok(sig) = sm2::dsa::Signature::from_der(signature) else {
+        return Ok(false);
+    };
+    for id in ids {
+        let vk = sm2::dsa::VerifyingKey::from_sec1_bytes(id, point)
+            .map_err(|e| PkiError::invalid(what, format!("SM2 public key: {e}")))?;
+        if vk.verify(message, &sig).is_ok() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 fn verify_pss(
@@ -410,8 +466,11 @@ pub fn key_type_of(spki: &SubjectPublicKeyInfoOwned, field: &str) -> Result<KeyT
                 oid::SECP384R1 => p384::ecdsa::VerifyingKey::from_sec1_bytes(key)
                     .map(|_| KeyType::P384)
                     .map_err(|_| bad("P-384 public key is not a point on the curve".into())),
+                oid::SM2_P256V1 => sm2::PublicKey::from_sec1_bytes(key)
+                    .map(|_| KeyType::Sm2)
+                    .map_err(|_| bad("SM2 public key is not a point on the curve".into())),
                 other => Err(bad(format!(
-                    "elliptic curve {} is not accepted (P-256 or P-384)",
+                    "elliptic curve {} is not accepted (P-256, P-384 or sm2p256v1)",
                     oid_name(&other)
                 ))),
             }
@@ -438,7 +497,7 @@ pub fn key_type_of(spki: &SubjectPublicKeyInfoOwned, field: &str) -> Result<KeyT
             Ok(KeyType::Ed25519)
         }
         other => Err(bad(format!(
-            "public key algorithm {} is not accepted (RSA, P-256, P-384 or Ed25519)",
+            "public key algorithm {} is not accepted (RSA, P-256, P-384, Ed25519 or SM2)",
             oid_name(&other)
         ))),
     }

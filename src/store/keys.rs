@@ -30,4 +30,9 @@ pub struct IssuerRecord {
     pub cert_der: Vec<u8>,
     /// Unix time of creation.
     pub created_at: i64,
+    /// The configured issuer this is a generation of: its own name for the CA the first
+    /// ceremony made, the configured name for the keys `signet ceremony --rotate` made since.
+    pub family: String,
+    /// 1 for the first key of `family`, one more for each rotation.
+    pub generation: u32,
 }

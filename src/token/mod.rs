@@ -1114,8 +1114,8 @@ impl Workstation {
         })?;
         let modules = cfg
             .token_modules()
-            .iter()
-            .map(|p| Arc::new(TokenModule::open(p)))
+            .into_iter()
+            .map(|(path, sm2)| Arc::new(TokenModule::open_with_sm2(&path, sm2)))
             .collect();
         let hsm_token = cfg
             .token_selector()

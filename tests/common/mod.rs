@@ -352,6 +352,7 @@ impl SoftHsm {
             reconnect_initial: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(1),
             call_timeout: Duration::from_secs(10),
+            sm2: None,
         }
     }
 }

@@ -85,9 +85,20 @@ pub fn crl_number(dir: &Path, der: &str) -> u64 {
 
 /// Fetch the issuing-ec CRL into `name` (DER) until its number is above `above`.
 pub fn fetch_crl_numbered_above(dir: &Path, base: &str, name: &str, above: u64) -> u64 {
+    fetch_issuer_crl_numbered_above(dir, base, "issuing-ec", name, above)
+}
+
+/// Fetch `issuer`'s CRL into `name` (DER) until its number is above `above`.
+pub fn fetch_issuer_crl_numbered_above(
+    dir: &Path,
+    base: &str,
+    issuer: &str,
+    name: &str,
+    above: u64,
+) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let (code, ctype) = fetch(&format!("{base}/crl/issuing-ec.crl"), &dir.join(name));
+        let (code, ctype) = fetch(&format!("{base}/crl/{issuer}.crl"), &dir.join(name));
         assert_eq!((code, ctype.as_str()), (200, "application/pkix-crl"));
         let n = crl_number(dir, name);
         if n > above {

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
-use cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
+use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
 use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
 
@@ -82,7 +82,16 @@ fn run(
     // About the size of a subscriber TBSCertificate; a digest-taking mechanism gets its
     // digest once, outside the loop.
     let message = vec![0x5au8; 900];
-    let data = signet::hsm::mechanism(alg, &message).1.into_owned();
+    let sm2 = settings.sm2.as_ref();
+    let point = match sm2 {
+        Some(s) if alg == SignatureAlgorithm::Sm2Sm3 && s.needs_public_point() => {
+            Some(sm2_point(&login, key_label)?)
+        }
+        _ => None,
+    };
+    let data = signet::hsm::mechanism(alg, &message, sm2, point.as_deref())?
+        .1
+        .into_owned();
     let stop = Arc::new(AtomicBool::new(false));
     let signed = Arc::new(AtomicU64::new(0));
     let failure: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
@@ -91,9 +100,12 @@ fn run(
         for (session, key) in workers.drain(..) {
             let (stop, signed, failure) = (stop.clone(), signed.clone(), failure.clone());
             let data = &data;
+            let point = point.as_deref();
             scope.spawn(move || {
                 // The mechanism alone (its parameters do not depend on the message).
-                let (mechanism, _) = signet::hsm::mechanism(alg, &[]);
+                let Ok((mechanism, _)) = signet::hsm::mechanism(alg, &[], sm2, point) else {
+                    return;
+                };
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     if let Err(e) = session.sign(&mechanism, key, data) {
@@ -116,6 +128,30 @@ fn run(
     }
     drop(login);
     Ok(signed.load(Ordering::Relaxed) as f64 / elapsed)
+}
+
+/// The uncompressed point (04 ‖ x ‖ y) of the SM2 public key labelled `label`, for Z.
+fn sm2_point(session: &cryptoki::session::Session, label: &str) -> Result<Vec<u8>, String> {
+    let found = session
+        .find_objects(&[
+            Attribute::Class(ObjectClass::PUBLIC_KEY),
+            Attribute::Label(label.as_bytes().to_vec()),
+        ])
+        .map_err(|e| format!("C_FindObjects: {e}"))?;
+    let handle = found
+        .first()
+        .ok_or_else(|| format!("no public key labelled {label:?}"))?;
+    let attrs = session
+        .get_attributes(*handle, &[AttributeType::EcPoint])
+        .map_err(|e| format!("C_GetAttributeValue: {e}"))?;
+    match attrs.first() {
+        // DER OCTET STRING of 65 bytes, or the bare point.
+        Some(Attribute::EcPoint(p)) if p.len() == 67 && p[..2] == [0x04, 0x41] => {
+            Ok(p[2..].to_vec())
+        }
+        Some(Attribute::EcPoint(p)) if p.len() == 65 => Ok(p.clone()),
+        _ => Err(format!("the public key {label:?} has no SM2 point")),
+    }
 }
 
 fn find_key(session: &cryptoki::session::Session, label: &str) -> Result<ObjectHandle, String> {

@@ -368,6 +368,8 @@ async fn issuer_for(
         serial: hex::encode(ca.tbs_certificate().serial_number().as_bytes()),
         cert_der: ca.to_der().map_err(|e| e.to_string())?,
         created_at: now,
+        family: BENCH_ISSUER.into(),
+        generation: 1,
     };
     store
         .record_issuer(
@@ -389,7 +391,7 @@ fn signature_len(key: KeyType) -> usize {
         KeyType::Rsa2048 => 256,
         KeyType::Rsa3072 => 384,
         KeyType::Rsa4096 => 512,
-        KeyType::P256 => 72,
+        KeyType::P256 | KeyType::Sm2 => 72,
         KeyType::P384 => 104,
         KeyType::Ed25519 => 64,
     }

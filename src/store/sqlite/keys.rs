@@ -60,8 +60,9 @@ pub(super) async fn record_issuer(
     store.run("recording an issuer", move |conn| {
         let tx: &Connection = conn;
         tx.execute(
-            "INSERT INTO issuers (name, parent, key_label, signature, serial, cert_der, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO issuers \
+             (name, parent, key_label, signature, serial, cert_der, created_at, family, generation) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
                 issuer.name,
                 issuer.parent,
@@ -69,7 +70,9 @@ pub(super) async fn record_issuer(
                 issuer.signature,
                 issuer.serial,
                 issuer.cert_der,
-                issuer.created_at
+                issuer.created_at,
+                issuer.family,
+                issuer.generation
             ],
         )
         .map_err(duplicate_or_unavailable(format!("issuer {:?}", issuer.name), "recording an issuer"))?;
@@ -84,8 +87,8 @@ pub(super) async fn issuers(store: &SqliteStore) -> Result<Vec<IssuerRecord>, St
         .run("reading issuers", |conn| {
             let mut stmt = conn
                 .prepare(
-                    "SELECT name, parent, key_label, signature, serial, cert_der, created_at \
-                 FROM issuers ORDER BY rowid",
+                    "SELECT name, parent, key_label, signature, serial, cert_der, created_at, \
+                 coalesce(family, name), generation FROM issuers ORDER BY rowid",
                 )
                 .map_err(unavailable("reading issuers"))?;
             let rows = stmt
@@ -98,6 +101,8 @@ pub(super) async fn issuers(store: &SqliteStore) -> Result<Vec<IssuerRecord>, St
                         serial: r.get(4)?,
                         cert_der: r.get(5)?,
                         created_at: r.get(6)?,
+                        family: r.get(7)?,
+                        generation: r.get(8)?,
                     })
                 })
                 .map_err(unavailable("reading issuers"))?;

@@ -265,6 +265,12 @@ mod tests {
         )
         .unwrap();
         let s = SqliteStore::setup(conn).unwrap();
+        // The issuer of an older store is the first generation of its own family.
+        let issuers = s.issuers().await.unwrap();
+        assert_eq!(
+            (issuers[0].family.as_str(), issuers[0].generation),
+            ("ec", 1)
+        );
         let rec = s.certificate("aa").await.unwrap().unwrap();
         assert_eq!(rec.renewed_from, None);
         assert_eq!(rec.revocation, None);

@@ -262,6 +262,17 @@ UPDATE certificates SET updated_at = max(
 CREATE INDEX certificates_by_update ON certificates (updated_at, serial);
 "#;
 
+/// 11: issuer rotation. Each issuer row is one generation (one key, one certificate) of a
+/// configured issuer, its family; `signet ceremony --rotate` adds generation 2, 3, ... under
+/// names of their own, so the certificates, CRLs and OCSP answers of every generation stay
+/// apart. A family has one row per generation.
+const V11_ISSUER_GENERATIONS: &str = r#"
+ALTER TABLE issuers ADD COLUMN family TEXT;
+ALTER TABLE issuers ADD COLUMN generation INTEGER NOT NULL DEFAULT 1 CHECK (generation >= 1);
+UPDATE issuers SET family = name;
+CREATE UNIQUE INDEX issuers_by_generation ON issuers (family, generation);
+"#;
+
 /// Schema migrations, applied in order; `user_version` counts those applied. Never edit one
 /// that has shipped: databases out there have run it. Add a new one at the end.
 pub(super) const MIGRATIONS: &[&str] = &[
@@ -275,6 +286,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     V8_TOKEN_INITIALISATION,
     V9_LEAN_CERTIFICATES,
     V10_UPDATED_AT,
+    V11_ISSUER_GENERATIONS,
 ];
 
 /// Bring the schema up to date: each migration `user_version` says the database has not

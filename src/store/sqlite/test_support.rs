@@ -41,6 +41,8 @@ pub(super) async fn store_with_issuer() -> SqliteStore {
             serial: "01".into(),
             cert_der: vec![2],
             created_at: 1,
+            family: "ec".into(),
+            generation: 1,
         },
         event("ceremony.issuer_created"),
     )
