@@ -31,7 +31,7 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(kt) = kt {
         let expected = match kt {
-            KeyType::P256 | KeyType::P384 => oid::EC_PUBLIC_KEY,
+            KeyType::P256 | KeyType::P384 | KeyType::Sm2 => oid::EC_PUBLIC_KEY,
             KeyType::Ed25519 => oid::ED25519,
             k if k.is_rsa() => oid::RSA_ENCRYPTION,
             other => panic!("key_type_of gave {other}, a type subscribers cannot have"),
@@ -43,7 +43,7 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(key_type_of(&again, "spki").ok(), Some(kt));
         let bits = spki.subject_public_key.raw_bytes();
         match kt {
-            KeyType::P256 => assert_eq!(bits.len(), 65),
+            KeyType::P256 | KeyType::Sm2 => assert_eq!(bits.len(), 65),
             KeyType::P384 => assert_eq!(bits.len(), 97),
             KeyType::Ed25519 => assert_eq!(bits.len(), 32),
             _ => {}
@@ -63,6 +63,7 @@ fuzz_target!(|data: &[u8]| {
         let family = match kt {
             KeyType::P256 | KeyType::P384 => "1.2.840.10045.4.",
             KeyType::Ed25519 => "1.3.101.112",
+            KeyType::Sm2 => "1.2.156.10197.1.501",
             _ => "1.2.840.113549.1.1.",
         };
         assert!(
