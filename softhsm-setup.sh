@@ -76,6 +76,7 @@ Options
                       faketime strace (clock steps and fault injection in the tests),
                       libnss3-tools (NSS's vfychain and certutil) and
                       openjdk-17-jdk-headless (javac and java: Java's PKIX validator),
+                      libbcprov-java libbcpkix-java (BouncyCastle, which checks SM2 chains),
                       prometheus (promtool, which checks the metrics exposition),
                       systemd (systemd-analyze) and adduser for the package test;
                       and pkg-config libssl-dev libclang-dev to build kryoptic;
@@ -190,6 +191,8 @@ if [[ $WITH_TEST_TOOLS == 1 ]]; then
     command -v python3 >/dev/null 2>&1 || missing+=(python3)
     { command -v vfychain && command -v certutil; } >/dev/null 2>&1 || missing+=(libnss3-tools)
     { command -v javac && command -v java; } >/dev/null 2>&1 || missing+=(openjdk-17-jdk-headless)
+    [[ -f /usr/share/java/bcprov.jar && -f /usr/share/java/bcpkix.jar ]] ||
+        missing+=(libbcprov-java libbcpkix-java)
     command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
     # The package test: systemd-analyze judges the unit, adduser makes the signet user.
     command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)

@@ -1,6 +1,7 @@
-//! 国密 SM2 requests as OpenSSL 3.0 makes them: proof of possession under the GM/T 0009
-//! default distinguishing ID or the empty ID OpenSSL signs with unless told otherwise, and
-//! a request whose signature does not verify under either refused.
+//! 国密 SM2: requests as OpenSSL 3.0 makes them (proof of possession under the GM/T 0009
+//! default distinguishing ID or the empty ID OpenSSL signs with unless told otherwise; any
+//! other refused), and an SM2 hierarchy in the SM2 soft token whose certificates OpenSSL
+//! checks link by link and BouncyCastle as a whole chain.
 
 mod common;
 
@@ -92,7 +93,7 @@ fn softtoken_module() -> std::path::PathBuf {
 }
 
 #[test]
-fn an_sm2_hierarchy_in_the_soft_token_issues_certificates_openssl_verifies_link_by_link() {
+fn an_sm2_hierarchy_in_the_soft_token_issues_certificates_openssl_and_bouncycastle_verify() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
     let module = softtoken_module();
@@ -276,4 +277,50 @@ path_len = 0
         .arg(ca.join("issuing-sm2.pem"))
         .arg(&leaf));
     assert!(!o.status.success());
+
+    // BouncyCastle checks the whole chain at once: every signature under the standard ID,
+    // then PKIX path validation to the SM2 root; a leaf offered under the root directly does
+    // not verify.
+    let (ok, out) = bouncycastle(
+        dir,
+        &[&ca.join("root-sm2.pem"), &ca.join("issuing-sm2.pem"), &leaf],
+    );
+    assert!(ok && out.contains("PATH VALID"), "{out}");
+    assert_eq!(out.matches("VERIFIED ").count(), 3, "{out}");
+    let (ok, out) = bouncycastle(dir, &[&ca.join("root-sm2.pem"), &leaf]);
+    assert!(!ok && out.contains("FAILED"), "{out}");
+}
+
+/// BouncyCastle's classpath (Debian's libbcprov-java and libbcpkix-java).
+const BOUNCYCASTLE: &str = "/usr/share/java/bcprov.jar:/usr/share/java/bcpkix.jar";
+
+/// tests/tools/Sm2ChainVerify.java, compiled into `dir`, run on `chain` (root first): whether
+/// BouncyCastle accepted it, and what it printed.
+fn bouncycastle(dir: &Path, chain: &[&Path]) -> (bool, String) {
+    let classes = dir.join("java");
+    if !classes.join("Sm2ChainVerify.class").exists() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/Sm2ChainVerify.java");
+        let o = run(Command::new("javac")
+            .args(["-cp", BOUNCYCASTLE, "-d"])
+            .arg(&classes)
+            .arg(src));
+        assert!(
+            o.status.success(),
+            "javac (apt-get install openjdk-17-jdk-headless libbcprov-java libbcpkix-java): {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let o = run(Command::new("java")
+        .arg("-cp")
+        .arg(format!("{BOUNCYCASTLE}:{}", classes.display()))
+        .arg("Sm2ChainVerify")
+        .args(chain));
+    (
+        o.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+    )
 }
