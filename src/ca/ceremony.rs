@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use der::{Decode, Encode};
+use der::Encode;
 use spki::SubjectPublicKeyInfoOwned;
 use x509_cert::Certificate;
 
@@ -177,27 +177,20 @@ pub async fn run(
     Ok(report)
 }
 
-/// An issuer the ceremony recorded earlier, its key checked against the HSM.
+/// An issuer the ceremony recorded earlier, its key checked against the HSM as the
+/// authority loads it.
 async fn recorded_issuer(
     rec: &IssuerRecord,
     signature: crate::pki::SignatureAlgorithm,
     hsm: &Hsm,
 ) -> Result<Made, CaError> {
-    let cert = Certificate::from_der(&rec.cert_der)
-        .map_err(|e| CaError::Internal(format!("recorded certificate of {}: {e}", rec.name)))?;
-    let spki = cert.tbs_certificate().subject_public_key_info().clone();
-    if hsm.public_key(&rec.key_label).await? != spki {
-        return Err(CaError::FailedPrecondition(format!(
-            "issuer {}: the key labelled {:?} in the HSM does not match its recorded certificate",
-            rec.name, rec.key_label
-        )));
-    }
+    let issuer = super::load_issuer(rec, signature, hsm).await?;
     Ok(Made {
-        name: rec.name.clone(),
-        signature,
-        key_label: rec.key_label.clone(),
-        cert,
-        spki,
+        name: issuer.name,
+        signature: issuer.signature,
+        key_label: issuer.key_label,
+        cert: issuer.cert,
+        spki: issuer.spki,
     })
 }
 
